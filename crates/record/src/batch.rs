@@ -1,0 +1,246 @@
+//! The batch header: parsing, validation and the two fields a leader stamps.
+
+use crate::error::RecordError;
+use crate::offset::{LeaderEpoch, Offset};
+use crate::record::Records;
+use crate::varint;
+
+/// Bytes before the first record.
+pub const HEADER_BYTES: usize = 61;
+/// The only magic byte Brook accepts.
+pub const MAGIC: i8 = 2;
+
+/// `base_offset` (8) and `batch_length` (4) come before what the length counts.
+const LOG_OVERHEAD: usize = 12;
+const LENGTH_AT: usize = 8;
+const LEADER_EPOCH_AT: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+/// The CRC covers everything from the attributes to the end.
+const CRC_FROM: usize = 21;
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// The fixed-size fields of a record batch, as read from its first 61 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+fn be_i64(bytes: &[u8], at: usize) -> i64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    i64::from_be_bytes(word)
+}
+
+fn be_i32(bytes: &[u8], at: usize) -> i32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    i32::from_be_bytes(word)
+}
+
+fn be_i16(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+impl BatchHeader {
+    /// Reads the header from the front of `bytes` and checks what can be
+    /// checked without the body: enough bytes for a header, magic 2, and a
+    /// length that at least covers the header. Does not check the CRC.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, RecordError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(RecordError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
+        }
+        let magic = bytes[MAGIC_AT] as i8;
+        if magic != MAGIC {
+            return Err(RecordError::UnsupportedMagic { magic });
+        }
+        let batch_length = be_i32(bytes, LENGTH_AT);
+        let minimum = (HEADER_BYTES - LOG_OVERHEAD) as i32;
+        if batch_length < minimum {
+            return Err(RecordError::InvalidLength { length: batch_length, minimum });
+        }
+        Ok(BatchHeader {
+            base_offset: be_i64(bytes, 0),
+            batch_length,
+            partition_leader_epoch: be_i32(bytes, LEADER_EPOCH_AT),
+            magic,
+            crc: be_i32(bytes, CRC_AT) as u32,
+            attributes: be_i16(bytes, 21),
+            last_offset_delta: be_i32(bytes, 23),
+            base_timestamp: be_i64(bytes, 27),
+            max_timestamp: be_i64(bytes, 35),
+            producer_id: be_i64(bytes, 43),
+            producer_epoch: be_i16(bytes, 51),
+            base_sequence: be_i32(bytes, 53),
+            records_count: be_i32(bytes, 57),
+        })
+    }
+
+    /// The whole batch's size in bytes, header included.
+    pub fn total_bytes(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+
+    /// The number of offsets the batch takes.
+    pub fn offset_count(&self) -> u64 {
+        self.last_offset_delta as u64 + 1
+    }
+
+    /// The batch's first offset, if the stored one is valid (not negative).
+    pub fn base_offset(&self) -> Result<Offset, RecordError> {
+        u64::try_from(self.base_offset)
+            .map(Offset)
+            .map_err(|_| RecordError::NegativeOffset { base_offset: self.base_offset })
+    }
+
+    /// The offset of the batch's last record. Only meaningful on a batch
+    /// that passed validation (`last_offset_delta >= 0`).
+    pub fn last_offset(&self) -> Offset {
+        Offset(self.base_offset as u64 + self.last_offset_delta as u64)
+    }
+
+    /// The leader epoch stamped into the batch, `None` for -1 (unstamped).
+    pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
+        u32::try_from(self.partition_leader_epoch).ok().map(LeaderEpoch)
+    }
+
+    /// The compression codec from attribute bits 0-2 (0 = none).
+    pub fn compression(&self) -> u8 {
+        (self.attributes & COMPRESSION_MASK) as u8
+    }
+}
+
+/// Checks that `bytes` begins with a whole, intact, uncompressed batch of
+/// at most `max_batch_bytes`, and returns its header. What is checked: the
+/// header fields ([`BatchHeader::parse`]), the size, the CRC-32C, the codec,
+/// `records_count == last_offset_delta + 1 > 0`, and that the records'
+/// length prefixes tile the records area exactly. The inner fields of each
+/// record are left to the consumer's decoder: walking them here would cost
+/// the broker a decode per record on the hot path, and the CRC already
+/// proves they are what the producer built.
+pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, RecordError> {
+    let header = BatchHeader::parse(bytes)?;
+    let total = header.total_bytes();
+    if total > max_batch_bytes {
+        return Err(RecordError::TooLarge { size: total, max: max_batch_bytes });
+    }
+    if bytes.len() < total {
+        return Err(RecordError::Truncated { needed: total, available: bytes.len() });
+    }
+    let actual = crc32c::crc32c(&bytes[CRC_FROM..total]);
+    if actual != header.crc {
+        return Err(RecordError::CrcMismatch { expected: header.crc, actual });
+    }
+    if header.compression() != 0 {
+        return Err(RecordError::UnsupportedCompression { codec: header.compression() });
+    }
+    if header.records_count <= 0 {
+        return Err(RecordError::Empty);
+    }
+    if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta.wrapping_add(1) {
+        return Err(RecordError::CountMismatch {
+            count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    check_record_framing(&bytes[HEADER_BYTES..total], header.records_count as usize)?;
+    Ok(header)
+}
+
+/// Walks the records' length prefixes: `count` records must fill `area`
+/// exactly.
+fn check_record_framing(area: &[u8], count: usize) -> Result<(), RecordError> {
+    let mut at = 0usize;
+    for index in 0..count {
+        let (length, used) = varint::get_varint(&area[at..])
+            .ok_or(RecordError::MalformedRecord { index, reason: "bad length varint" })?;
+        let length = usize::try_from(length)
+            .map_err(|_| RecordError::MalformedRecord { index, reason: "negative length" })?;
+        at += used;
+        if length > area.len() - at {
+            return Err(RecordError::MalformedRecord { index, reason: "length runs past the batch" });
+        }
+        at += length;
+    }
+    if at != area.len() {
+        return Err(RecordError::TrailingBytes { extra: area.len() - at });
+    }
+    Ok(())
+}
+
+/// Writes the two fields the leader owns. Both lie outside the CRC, so the
+/// batch stays valid and its record bytes are untouched.
+///
+/// # Panics
+/// If `batch` is shorter than a header: callers stamp only validated batches.
+pub fn stamp_batch(batch: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
+    assert!(batch.len() >= HEADER_BYTES, "stamp_batch is only called on validated batches");
+    let base = i64::try_from(base_offset.0).expect("offsets stay below i64::MAX");
+    let epoch = i32::try_from(leader_epoch.0).expect("leader epochs stay below i32::MAX");
+    batch[..8].copy_from_slice(&base.to_be_bytes());
+    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// One batch inside a buffer, with its header parsed. Get them from
+/// [`Batches`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    pub header: BatchHeader,
+    /// The whole batch, header included.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// The batch's records, decoded lazily, keys and values borrowed.
+    pub fn records(&self) -> Records<'a> {
+        Records::new(&self.header, &self.bytes[HEADER_BYTES..])
+    }
+}
+
+/// Iterates over the batches laid end to end in a buffer (a fetch response,
+/// a produce request). Each batch is checked as by [`validate_batch`] with
+/// no size limit; iteration stops at the first error, which is yielded.
+#[derive(Debug, Clone)]
+pub struct Batches<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Batches<'a> {
+    pub fn new(bytes: &'a [u8]) -> Batches<'a> {
+        Batches { rest: bytes, failed: false }
+    }
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<BatchView<'a>, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() || self.failed {
+            return None;
+        }
+        match validate_batch(self.rest, usize::MAX) {
+            Ok(header) => {
+                let (bytes, rest) = self.rest.split_at(header.total_bytes());
+                self.rest = rest;
+                Some(Ok(BatchView { header, bytes }))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
