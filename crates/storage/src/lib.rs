@@ -1,1 +1,58 @@
-//! stub
+//! # brook-storage: the partition log
+//!
+//! Owns the bytes of every partition replica on a broker: an append-only,
+//! segmented, crash-safe log, in Kafka's shape (`UnifiedLog`, `LogSegment`,
+//! `OffsetIndex`, `TimeIndex`, `LeaderEpochFileCache`). Nothing else in
+//! Brook writes partition data.
+//!
+//! On disk, one directory per partition replica:
+//!
+//! ```text
+//! 00000000000000000000.log        whole record batches, end to end
+//! 00000000000000000000.index      offset -> position, every ~4 KiB (mmap)
+//! 00000000000000000000.timeindex  timestamp -> offset (mmap)
+//! 00000000000000052110.log        the next segment, named by base offset
+//! ...
+//! leader-epoch-checkpoint         epoch -> first offset
+//! recovery-point-offset-checkpoint  offsets below it were fsynced
+//! .clean-shutdown                 present only between close and open
+//! ```
+//!
+//! Terms: LEO (log end offset) is the next offset the log will write; the
+//! log start offset is the first it still holds.
+//!
+//! Invariants:
+//! - Offsets are dense and strictly increasing through the log; each
+//!   segment starts where the previous one ends.
+//! - Every stored batch passed [`brook_record::validate_batch`]; `append`
+//!   writes nothing unless every batch of the call is valid.
+//! - A reader sees only whole batches below the LEO it loaded: bytes are
+//!   written before the LEO that covers them is published.
+//! - Leader epochs never decrease along the log.
+//!
+//! Never: re-encode a batch (the leader stamps base offset and leader epoch
+//! in place, outside the CRC, and writes the bytes as they came); fsync on
+//! the append path unless the flush policy asks; panic on any bytes found
+//! on disk.
+//!
+//! Threads: the crate is synchronous and does blocking file I/O. The one
+//! writer ([`PartitionLog`]) belongs on a blocking thread (its own, or
+//! `spawn_blocking`), never on an async worker; [`LogReader`]s read with
+//! `pread` from any thread and never take a lock for longer than cloning
+//! an `Arc`.
+
+mod config;
+mod error;
+mod index;
+mod leader_epoch;
+mod log;
+mod read;
+mod recovery;
+mod retention;
+mod segment;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use error::StorageError;
+pub use log::{AppendInfo, LogReader, PartitionLog, RetentionOutcome};
+pub use read::{FileRange, LogRead};
+pub use recovery::Truncation;

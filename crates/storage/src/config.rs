@@ -1,0 +1,101 @@
+//! The knobs of one partition log, with Kafka's names and defaults.
+
+use crate::error::StorageError;
+
+/// When the log calls `fsync`. Kafka's default, and Brook's, is to leave
+/// durability to replication and let the page cache write back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Never fsync on the append path (only on roll, clean close and
+    /// explicit `flush`).
+    #[default]
+    None,
+    /// fsync once this many records were appended since the last flush.
+    EveryNRecords(u64),
+    /// fsync when this many milliseconds passed since the last flush,
+    /// checked on append and by [`crate::PartitionLog::flush_if_due`].
+    EveryMs(u64),
+    /// fsync before `append` returns.
+    Always,
+}
+
+/// The configuration of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one would pass this size.
+    /// Default 1 GiB; at most 2 GiB (index positions are 32-bit, as in Kafka).
+    pub segment_bytes: u64,
+    /// Roll once the active segment's first batch is this old. Default 7 days.
+    pub segment_ms: u64,
+    /// Delete closed segments whose newest record is older than this.
+    /// `None` keeps them forever. Default 7 days.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest closed segments while the log is larger than this.
+    /// `None` (the default) sets no size limit.
+    pub retention_bytes: Option<u64>,
+    /// The largest batch `append` accepts. Default 1 MiB, as Kafka's
+    /// `message.max.bytes`.
+    pub max_batch_bytes: usize,
+    /// Bytes of log between two offset-index entries. Default 4 KiB.
+    pub index_interval_bytes: u64,
+    pub flush_policy: FlushPolicy,
+}
+
+const GIB: u64 = 1 << 30;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: GIB,
+            segment_ms: 7 * DAY_MS,
+            retention_ms: Some(7 * DAY_MS),
+            retention_bytes: None,
+            max_batch_bytes: 1 << 20,
+            index_interval_bytes: 4096,
+            flush_policy: FlushPolicy::None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the values against their limits, naming the one that is off.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let invalid = |field: &'static str, reason: String| {
+            Err(StorageError::InvalidConfig { field, reason })
+        };
+        if self.segment_bytes < 1024 || self.segment_bytes > 2 * GIB {
+            return invalid(
+                "segment_bytes",
+                format!("{} is outside 1 KiB..=2 GiB", self.segment_bytes),
+            );
+        }
+        if self.max_batch_bytes < brook_record::HEADER_BYTES
+            || self.max_batch_bytes as u64 > self.segment_bytes
+        {
+            return invalid(
+                "max_batch_bytes",
+                format!(
+                    "{} must be at least one batch header and at most segment_bytes",
+                    self.max_batch_bytes
+                ),
+            );
+        }
+        if self.index_interval_bytes == 0 {
+            return invalid("index_interval_bytes", "must be positive".to_string());
+        }
+        if let FlushPolicy::EveryNRecords(0) = self.flush_policy {
+            return invalid(
+                "flush_policy",
+                "every_n_records needs a positive count".to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Index entries a segment can need: one per `index_interval_bytes`,
+    /// plus slack for the batch that may carry a segment past its size.
+    pub(crate) fn max_index_entries(&self) -> usize {
+        (self.segment_bytes / self.index_interval_bytes + 2) as usize
+    }
+}

@@ -1,0 +1,865 @@
+//! The partition log (Kafka's `UnifiedLog`): an ordered list of segments,
+//! the last one active, with one writer and any number of readers.
+//!
+//! [`PartitionLog`] is the writer: it alone appends, rolls, truncates,
+//! deletes and flushes (`&mut self`). [`LogReader`] is a cheap clone that
+//! any thread uses to read. Readers share two things with the writer: the
+//! list of segments, an `Arc` swapped under a lock held only for the swap
+//! or for cloning the `Arc`, and the log end offset, an atomic published
+//! after the bytes it covers. So a reader never waits on an append, and an
+//! append never waits on a read for longer than that pointer swap.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use brook_record::{stamp_batch, validate_batch, BatchView, LeaderEpoch, Offset};
+
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::StorageError;
+use crate::leader_epoch::LeaderEpochCache;
+use crate::read::{FileRange, LogRead};
+use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
+use crate::retention::{segments_to_delete, SegmentSummary};
+use crate::segment::{file_path, BatchInfo, Segment};
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub batch_count: usize,
+    pub record_count: u64,
+    pub max_timestamp_ms: i64,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: Offset,
+}
+
+/// The segments, oldest first; never empty, the last one is active.
+#[derive(Debug)]
+struct Segments(Vec<Arc<Segment>>);
+
+impl Segments {
+    fn active(&self) -> &Arc<Segment> {
+        self.0.last().expect("a log always has an active segment")
+    }
+
+    fn log_start_offset(&self) -> Offset {
+        self.0[0].base_offset()
+    }
+
+    /// The index of the segment that holds `offset`, or would.
+    fn holding(&self, offset: Offset) -> usize {
+        self.0
+            .partition_point(|segment| segment.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    segments: RwLock<Arc<Segments>>,
+    log_end_offset: AtomicU64,
+}
+
+impl Shared {
+    fn segments(&self) -> Arc<Segments> {
+        // A poisoned lock only means a writer panicked mid-swap; the Arc in
+        // it is still a whole, consistent list.
+        Arc::clone(
+            &self
+                .segments
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    fn replace_segments(&self, segments: Vec<Arc<Segment>>) {
+        assert!(!segments.is_empty(), "a log always has an active segment");
+        *self
+            .segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Segments(segments));
+    }
+
+    fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end_offset.load(Ordering::Acquire))
+    }
+}
+
+/// A read handle on a partition log. Clone it freely; it stays valid after
+/// the log rolls, truncates or deletes segments (it sees the new state).
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+/// The writer of one partition replica's log. See the crate docs.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    shared: Arc<Shared>,
+    epochs: LeaderEpochCache,
+    /// Every offset below it is on disk (fsynced).
+    recovery_point: Offset,
+    records_since_flush: u64,
+    last_flush: Instant,
+    /// Reused across appends so validation allocates nothing.
+    batch_infos: Vec<BatchInfo>,
+    truncations: Vec<Truncation>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// Base offsets of the segments in `dir`, sorted. Index files whose
+/// segment is gone (a crash while deleting) are removed.
+fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
+    let mut bases = Vec::new();
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing log directory", dir))? {
+        let entry = entry.map_err(StorageError::io("listing log directory", dir))?;
+        let path = entry.path();
+        let (Some(stem), Some(extension)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let Ok(base) = stem.parse::<u64>() else {
+            continue;
+        };
+        if stem.len() != 20 {
+            continue;
+        }
+        match extension {
+            "log" => bases.push(Offset(base)),
+            "index" | "timeindex" if !path.with_extension("log").exists() => orphans.push(path),
+            _ => {}
+        }
+    }
+    for orphan in orphans {
+        tracing::info!(path = %orphan.display(), "removing an index whose segment is gone");
+        std::fs::remove_file(&orphan)
+            .map_err(StorageError::io("removing orphan index", &orphan))?;
+    }
+    bases.sort();
+    Ok(bases)
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (creating it if needed), recovering whatever
+    /// an unclean stop left: see [`crate::recovery`].
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<PartitionLog, StorageError> {
+        config.validate()?;
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(StorageError::io("creating log directory", &dir))?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = clean_marker.exists();
+        if clean {
+            std::fs::remove_file(&clean_marker).map_err(StorageError::io(
+                "removing clean-shutdown marker",
+                &clean_marker,
+            ))?;
+        }
+        let recovery_point = if clean {
+            Offset(u64::MAX)
+        } else {
+            recovery::read_offset_file(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(Offset::ZERO)
+        };
+
+        let mut epochs = LeaderEpochCache::load(&dir);
+        let mut bases = list_segments(&dir)?;
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        let mut truncations = Vec::new();
+        let mut index = 0;
+        let mut last_opened_active = true;
+        while index < bases.len() {
+            let base = bases[index];
+            let is_last = index + 1 == bases.len();
+            let scan = !clean && (is_last || bases[index + 1] > recovery_point);
+            if let Some(previous) = segments.last() {
+                if previous.next_offset() != base {
+                    tracing::warn!(
+                        segment = %file_path(&dir, base, "log").display(),
+                        expected = %previous.next_offset(),
+                        "segment does not follow the previous one; dropping it and every later segment"
+                    );
+                    delete_segment_files(&dir, &bases[index..])?;
+                    bases.truncate(index);
+                    break;
+                }
+            }
+            let (segment, truncation) =
+                recovery::open_segment(&dir, base, &config, scan, is_last, &epochs)?;
+            segments.push(segment);
+            last_opened_active = is_last;
+            if let Some(truncation) = truncation {
+                truncations.push(truncation);
+                if !is_last {
+                    tracing::warn!(
+                        dropped = bases.len() - index - 1,
+                        "dropping the segments after a damaged one"
+                    );
+                    delete_segment_files(&dir, &bases[index + 1..])?;
+                    bases.truncate(index + 1);
+                }
+            }
+            index += 1;
+        }
+        match segments.pop() {
+            None => segments.push(Arc::new(Segment::create(&dir, Offset::ZERO, &config)?)),
+            // Opened as sealed, but the segments after it were dropped:
+            // reopen it with room in its indexes for appends.
+            Some(last) if !last_opened_active => {
+                let base = last.base_offset();
+                drop(last);
+                segments.push(recovery::open_segment(&dir, base, &config, false, true, &epochs)?.0);
+            }
+            Some(last) => segments.push(last),
+        }
+
+        let log_end_offset = segments
+            .last()
+            .map_or(Offset::ZERO, |segment| segment.next_offset());
+        let log_start_offset = segments[0].base_offset();
+        epochs.truncate_from_end(log_end_offset)?;
+        epochs.truncate_from_start(log_start_offset)?;
+        let shared = Arc::new(Shared {
+            segments: RwLock::new(Arc::new(Segments(segments))),
+            log_end_offset: AtomicU64::new(log_end_offset.0),
+        });
+        let mut log = PartitionLog {
+            dir,
+            config,
+            shared,
+            epochs,
+            recovery_point: if clean {
+                log_end_offset
+            } else {
+                recovery_point.min(log_end_offset)
+            },
+            records_since_flush: 0,
+            last_flush: Instant::now(),
+            batch_infos: Vec::new(),
+            truncations,
+        };
+        if !clean {
+            // What the scan checked is made durable, so the next unclean
+            // stop does not scan it again.
+            log.flush()?;
+        }
+        tracing::info!(
+            dir = %log.dir.display(),
+            log_start_offset = %log_start_offset,
+            log_end_offset = %log_end_offset,
+            clean,
+            truncations = log.truncations.len(),
+            "opened partition log"
+        );
+        Ok(log)
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a changed topic config; it takes effect from the next append.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// What recovery cut when the log was opened (empty after a clean stop).
+    pub fn truncations_on_open(&self) -> &[Truncation] {
+        &self.truncations
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.shared.segments().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.shared.log_end_offset()
+    }
+
+    /// Offsets below this are known to be on disk.
+    pub fn recovery_point(&self) -> Offset {
+        self.recovery_point
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments().0.len()
+    }
+
+    /// Bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared
+            .segments()
+            .0
+            .iter()
+            .map(|segment| segment.size_bytes())
+            .sum()
+    }
+
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.epochs.latest().map(|(epoch, _)| epoch)
+    }
+
+    /// The end offset of `epoch` on this log (see
+    /// [`crate::leader_epoch`]): what a leader answers a follower that asks
+    /// where its last epoch ended. `None` when the log knows no epoch at or
+    /// below it.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader's append: validates every batch in `records` (one or more
+    /// batches laid end to end), then stamps each with its base offset and
+    /// `leader_epoch` in place and appends the bytes as they are. Nothing is
+    /// written unless every batch is valid.
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, StorageError> {
+        if let Some(latest) = self.latest_epoch() {
+            if leader_epoch < latest {
+                return Err(StorageError::StaleLeaderEpoch {
+                    epoch: leader_epoch,
+                    latest,
+                });
+            }
+        }
+        self.validate(records)?;
+        let mut next = self.log_end_offset();
+        let mut position = 0usize;
+        for info in &mut self.batch_infos {
+            let count = info.last_offset.0 - info.base_offset.0;
+            stamp_batch(&mut records[position..], next, leader_epoch);
+            info.base_offset = next;
+            info.last_offset = next.plus(count);
+            next = info.last_offset.plus(1);
+            position += info.size_bytes as usize;
+        }
+        let base_offset = self.log_end_offset();
+        self.epochs.assign(leader_epoch, base_offset)?;
+        self.write(records)
+    }
+
+    /// The follower's append: batches fetched from the leader keep the
+    /// offsets and epochs the leader stamped; they must start at this log's
+    /// end and follow each other.
+    pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, StorageError> {
+        self.validate(records)?;
+        let mut expected = self.log_end_offset();
+        let mut newest_epoch = self.latest_epoch();
+        for info in &self.batch_infos {
+            if info.base_offset != expected {
+                return Err(StorageError::NonContiguousAppend {
+                    expected,
+                    got: info.base_offset,
+                });
+            }
+            if let (Some(epoch), Some(newest)) = (info.leader_epoch, newest_epoch) {
+                if epoch < newest {
+                    return Err(StorageError::StaleLeaderEpoch {
+                        epoch,
+                        latest: newest,
+                    });
+                }
+            }
+            newest_epoch = info.leader_epoch.or(newest_epoch);
+            expected = info.last_offset.plus(1);
+        }
+        // Each new epoch starts where its first batch does.
+        for info in &self.batch_infos {
+            if let Some(epoch) = info.leader_epoch {
+                self.epochs.assign(epoch, info.base_offset)?;
+            }
+        }
+        self.write(records)
+    }
+
+    /// Checks every batch of an append and fills `batch_infos`.
+    fn validate(&mut self, records: &[u8]) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Err(StorageError::EmptyAppend);
+        }
+        self.batch_infos.clear();
+        let mut position = 0usize;
+        while position < records.len() {
+            let index = self.batch_infos.len();
+            let header = validate_batch(&records[position..], self.config.max_batch_bytes)
+                .map_err(|source| StorageError::InvalidBatch { index, source })?;
+            if header.base_offset < 0 {
+                return Err(StorageError::InvalidBatch {
+                    index,
+                    source: brook_record::RecordError::NegativeOffset {
+                        base_offset: header.base_offset,
+                    },
+                });
+            }
+            self.batch_infos.push(BatchInfo::of(&header));
+            position += header.total_bytes();
+        }
+        Ok(())
+    }
+
+    /// Appends validated, stamped batches to the active segment, rolling
+    /// first if they do not belong in it, then publishes the new end.
+    fn write(&mut self, records: &[u8]) -> Result<AppendInfo, StorageError> {
+        let first = *self
+            .batch_infos
+            .first()
+            .expect("validate refuses empty appends");
+        let last = *self
+            .batch_infos
+            .last()
+            .expect("validate refuses empty appends");
+        debug_assert_eq!(
+            first.base_offset,
+            self.log_end_offset(),
+            "appends continue the log"
+        );
+        self.roll_if_needed(records.len() as u64, last.last_offset)?;
+        let active = Arc::clone(self.shared.segments().active());
+        active.append(records, &self.batch_infos, &self.config)?;
+        let log_end_offset = last.last_offset.plus(1);
+        self.shared
+            .log_end_offset
+            .store(log_end_offset.0, Ordering::Release);
+
+        let record_count = log_end_offset.0 - first.base_offset.0;
+        self.records_since_flush += record_count;
+        let flush_due = match self.config.flush_policy {
+            FlushPolicy::None => false,
+            FlushPolicy::Always => true,
+            FlushPolicy::EveryNRecords(records) => self.records_since_flush >= records,
+            FlushPolicy::EveryMs(interval_ms) => {
+                self.last_flush.elapsed().as_millis() >= u128::from(interval_ms)
+            }
+        };
+        if flush_due {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: last.last_offset,
+            batch_count: self.batch_infos.len(),
+            record_count,
+            max_timestamp_ms: self
+                .batch_infos
+                .iter()
+                .map(|info| info.max_timestamp_ms)
+                .max()
+                .unwrap_or(i64::MIN),
+        })
+    }
+
+    fn roll_if_needed(
+        &mut self,
+        incoming_bytes: u64,
+        last_offset: Offset,
+    ) -> Result<(), StorageError> {
+        let segments = self.shared.segments();
+        let active = segments.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size_bytes() + incoming_bytes > self.config.segment_bytes;
+        let too_old = now_ms().saturating_sub(active.first_batch_timestamp_ms())
+            >= self.config.segment_ms as i64;
+        let offsets_overflow = active.relative(last_offset).is_none();
+        if too_big || too_old || offsets_overflow || active.index_is_full() {
+            drop(segments);
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    /// Does nothing if the active segment is empty.
+    pub fn roll(&mut self) -> Result<(), StorageError> {
+        let segments = self.shared.segments();
+        let active = segments.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        active.seal()?;
+        let base_offset = self.log_end_offset();
+        let segment = Arc::new(Segment::create(&self.dir, base_offset, &self.config)?);
+        let mut list = segments.0.clone();
+        list.push(segment);
+        self.shared.replace_segments(list);
+        tracing::debug!(dir = %self.dir.display(), base_offset = %base_offset, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Removes every batch that holds `offset` or a later one (a follower
+    /// cutting what diverged from its leader). Batches are whole, so the new
+    /// log end is the base offset of the batch holding `offset`, which may
+    /// be below it. Returns the new log end offset.
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset, StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if offset >= log_end_offset {
+            return Ok(log_end_offset);
+        }
+        let segments = self.shared.segments();
+        if offset <= segments.log_start_offset() {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let holding = segments.holding(offset);
+        let (kept, dropped) = segments.0.split_at(holding + 1);
+        let mut kept = kept.to_vec();
+        let target = kept.pop().expect("the holding segment is kept");
+        let reopened = if dropped.is_empty() {
+            target
+        } else {
+            // A sealed segment becomes active again: reopen it with room
+            // in its indexes. Readers keep the old handle until they drop it.
+            drop(target);
+            recovery::open_segment(
+                &self.dir,
+                segments.0[holding].base_offset(),
+                &self.config,
+                false,
+                true,
+                &self.epochs,
+            )?
+            .0
+        };
+        let new_end = reopened.truncate_to(offset)?;
+        kept.push(reopened);
+        self.shared
+            .log_end_offset
+            .store(new_end.0, Ordering::Release);
+        self.shared.replace_segments(kept);
+        for segment in dropped {
+            segment.delete_files()?;
+        }
+        self.after_truncation(new_end)?;
+        tracing::info!(dir = %self.dir.display(), requested = %offset, log_end_offset = %new_end, "truncated log");
+        Ok(new_end)
+    }
+
+    /// Empties the log and restarts it at `offset`, at or below the log
+    /// start. The first segment is emptied in place when it starts there
+    /// (its files stay, so no reader ever sees them vanish mid-read).
+    fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<Offset, StorageError> {
+        let old = self.shared.segments();
+        let fresh = if old.log_start_offset() == offset {
+            let first =
+                recovery::open_segment(&self.dir, offset, &self.config, false, true, &self.epochs)?
+                    .0;
+            first.truncate_at(0, offset)?;
+            first
+        } else {
+            Arc::new(Segment::create(&self.dir, offset, &self.config)?)
+        };
+        self.shared
+            .log_end_offset
+            .store(offset.0, Ordering::Release);
+        self.shared.replace_segments(vec![fresh]);
+        for segment in old
+            .0
+            .iter()
+            .filter(|segment| segment.base_offset() != offset)
+        {
+            segment.delete_files()?;
+        }
+        self.after_truncation(offset)?;
+        tracing::info!(dir = %self.dir.display(), log_end_offset = %offset, "emptied log");
+        Ok(offset)
+    }
+
+    fn after_truncation(&mut self, log_end_offset: Offset) -> Result<(), StorageError> {
+        self.epochs.truncate_from_end(log_end_offset)?;
+        self.recovery_point = self.recovery_point.min(log_end_offset);
+        recovery::write_file_atomically(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            self.recovery_point.to_string().as_bytes(),
+        )
+    }
+
+    /// Deletes the oldest closed segments that retention (by time, then by
+    /// size) no longer keeps, and advances the log start offset.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+        let segments = self.shared.segments();
+        let summaries: Vec<SegmentSummary> = segments
+            .0
+            .iter()
+            .map(|segment| SegmentSummary {
+                size_bytes: segment.size_bytes(),
+                max_timestamp_ms: segment.max_timestamp_ms(),
+            })
+            .collect();
+        let count = segments_to_delete(&summaries, &self.config, now_ms);
+        let (deleted, kept) = segments.0.split_at(count);
+        let log_start_offset = kept[0].base_offset();
+        if count == 0 {
+            return Ok(RetentionOutcome {
+                log_start_offset,
+                ..RetentionOutcome::default()
+            });
+        }
+        self.shared.replace_segments(kept.to_vec());
+        let mut bytes_deleted = 0;
+        for segment in deleted {
+            bytes_deleted += segment.size_bytes();
+            segment.delete_files()?;
+        }
+        self.epochs.truncate_from_start(log_start_offset)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments_deleted = count,
+            bytes_deleted,
+            log_start_offset = %log_start_offset,
+            "retention deleted old segments"
+        );
+        Ok(RetentionOutcome {
+            segments_deleted: count,
+            bytes_deleted,
+            log_start_offset,
+        })
+    }
+
+    /// fsyncs every segment that may hold data above the recovery point,
+    /// then moves the recovery point to the log end and persists it.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        let segments = self.shared.segments();
+        for segment in segments
+            .0
+            .iter()
+            .filter(|segment| segment.next_offset() > self.recovery_point || segment.is_empty())
+        {
+            segment.flush()?;
+        }
+        self.recovery_point = log_end_offset;
+        self.records_since_flush = 0;
+        self.last_flush = Instant::now();
+        recovery::write_file_atomically(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            log_end_offset.to_string().as_bytes(),
+        )
+    }
+
+    /// For `FlushPolicy::EveryMs`: flushes if the interval has passed and
+    /// something was appended since. Call it from a timer.
+    pub fn flush_if_due(&mut self) -> Result<bool, StorageError> {
+        if let FlushPolicy::EveryMs(interval_ms) = self.config.flush_policy {
+            if self.records_since_flush > 0
+                && self.last_flush.elapsed().as_millis() >= u128::from(interval_ms)
+            {
+                self.flush()?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Flushes, seals the active segment's indexes and marks the stop as
+    /// clean, so the next open scans nothing.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.flush()?;
+        self.shared.segments().active().seal()?;
+        recovery::write_file_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+        tracing::info!(dir = %self.dir.display(), log_end_offset = %self.log_end_offset(), "closed partition log");
+        Ok(())
+    }
+
+    /// Reads from `from_offset`: see [`LogReader::read`].
+    pub fn read(
+        &self,
+        from_offset: Offset,
+        max_bytes: u64,
+        upto: Offset,
+    ) -> Result<LogRead, StorageError> {
+        self.reader().read(from_offset, max_bytes, upto)
+    }
+
+    /// See [`LogReader::offset_for_timestamp`].
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, StorageError> {
+        self.reader().offset_for_timestamp(timestamp_ms)
+    }
+}
+
+fn delete_segment_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError> {
+    for &base in bases {
+        for extension in ["log", "index", "timeindex"] {
+            let path = file_path(dir, base, extension);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        operation: "deleting segment file",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl LogReader {
+    pub fn log_start_offset(&self) -> Offset {
+        self.shared.segments().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.shared.log_end_offset()
+    }
+
+    /// The whole batches from the one holding `from_offset` on, up to about
+    /// `max_bytes`, all of whose records are below `upto` (the high
+    /// watermark for a consumer; the log end for a follower). Always at
+    /// least one batch when one exists at `from_offset` below `upto`, even
+    /// if it is bigger than `max_bytes`, so a consumer cannot get stuck.
+    ///
+    /// `from_offset` may be anything from the log start to the log end;
+    /// outside that the error names the valid range.
+    pub fn read(
+        &self,
+        from_offset: Offset,
+        max_bytes: u64,
+        upto: Offset,
+    ) -> Result<LogRead, StorageError> {
+        // The end first: every byte it covers was published before it.
+        let log_end_offset = self.shared.log_end_offset();
+        let segments = self.shared.segments();
+        let log_start_offset = segments.log_start_offset();
+        if from_offset < log_start_offset || from_offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: from_offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        let upto = upto.min(log_end_offset);
+        let mut read = LogRead {
+            ranges: Vec::new(),
+            next_offset: from_offset,
+            log_start_offset,
+            log_end_offset,
+        };
+        if from_offset >= upto {
+            return Ok(read);
+        }
+        let mut total_bytes = 0u64;
+        'segments: for segment in &segments.0[segments.holding(from_offset)..] {
+            let size_bytes = segment.size_bytes();
+            let Some((start, first_header)) = segment.find_batch(read.next_offset, size_bytes)?
+            else {
+                continue;
+            };
+            let mut position = start;
+            let mut header = first_header;
+            let mut done = false;
+            loop {
+                let length = header.total_bytes() as u64;
+                if header.last_offset() >= upto
+                    || (total_bytes > 0 && total_bytes + length > max_bytes)
+                {
+                    done = true;
+                    break;
+                }
+                total_bytes += length;
+                position += length;
+                read.next_offset = header.last_offset().plus(1);
+                if position >= size_bytes {
+                    break;
+                }
+                header = segment.read_header(position)?;
+            }
+            if position > start {
+                read.ranges.push(FileRange {
+                    segment: Arc::clone(segment),
+                    position: start,
+                    length: position - start,
+                });
+            }
+            if done || total_bytes >= max_bytes {
+                break 'segments;
+            }
+        }
+        Ok(read)
+    }
+
+    /// The first offset whose record timestamp is at or after
+    /// `timestamp_ms`, with that timestamp (Kafka's ListOffsets by time);
+    /// `None` if every record is older.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, StorageError> {
+        let log_end_offset = self.shared.log_end_offset();
+        let segments = self.shared.segments();
+        let Some(segment) = segments
+            .0
+            .iter()
+            .find(|segment| segment.max_timestamp_ms() >= timestamp_ms)
+        else {
+            return Ok(None);
+        };
+        let size_bytes = segment.size_bytes();
+        let start_relative = segment.time_index().lookup(timestamp_ms).unwrap_or(0);
+        let mut position = segment
+            .offset_index()
+            .lookup(start_relative)
+            .map_or(0, |(_, position)| u64::from(position));
+        let mut buffer = Vec::new();
+        while position < size_bytes {
+            let header = segment.read_header(position)?;
+            if header.last_offset() >= log_end_offset {
+                break;
+            }
+            if header.max_timestamp >= timestamp_ms {
+                buffer.resize(header.total_bytes(), 0);
+                std::os::unix::fs::FileExt::read_exact_at(&**segment.file(), &mut buffer, position)
+                    .map_err(StorageError::io("reading segment", segment.path()))?;
+                let view = BatchView {
+                    header,
+                    bytes: &buffer,
+                };
+                for record in view.records() {
+                    let record =
+                        record.map_err(|error| segment.corrupt(position, error.to_string()))?;
+                    if record.timestamp_ms >= timestamp_ms {
+                        return Ok(Some((record.offset, record.timestamp_ms)));
+                    }
+                }
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+}
