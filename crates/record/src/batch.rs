@@ -60,10 +60,7 @@ impl BatchHeader {
     /// length that at least covers the header. Does not check the CRC.
     pub fn parse(bytes: &[u8]) -> Result<BatchHeader, RecordError> {
         if bytes.len() < HEADER_BYTES {
-            return Err(RecordError::Truncated {
-                needed: HEADER_BYTES,
-                available: bytes.len(),
-            });
+            return Err(RecordError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
         }
         let magic = bytes[MAGIC_AT] as i8;
         if magic != MAGIC {
@@ -72,10 +69,7 @@ impl BatchHeader {
         let batch_length = be_i32(bytes, LENGTH_AT);
         let minimum = (HEADER_BYTES - LOG_OVERHEAD) as i32;
         if batch_length < minimum {
-            return Err(RecordError::InvalidLength {
-                length: batch_length,
-                minimum,
-            });
+            return Err(RecordError::InvalidLength { length: batch_length, minimum });
         }
         Ok(BatchHeader {
             base_offset: be_i64(bytes, 0),
@@ -108,9 +102,7 @@ impl BatchHeader {
     pub fn base_offset(&self) -> Result<Offset, RecordError> {
         u64::try_from(self.base_offset)
             .map(Offset)
-            .map_err(|_| RecordError::NegativeOffset {
-                base_offset: self.base_offset,
-            })
+            .map_err(|_| RecordError::NegativeOffset { base_offset: self.base_offset })
     }
 
     /// The offset of the batch's last record. Only meaningful on a batch
@@ -121,9 +113,7 @@ impl BatchHeader {
 
     /// The leader epoch stamped into the batch, `None` for -1 (unstamped).
     pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
-        u32::try_from(self.partition_leader_epoch)
-            .ok()
-            .map(LeaderEpoch)
+        u32::try_from(self.partition_leader_epoch).ok().map(LeaderEpoch)
     }
 
     /// The compression codec from attribute bits 0-2 (0 = none).
@@ -144,35 +134,22 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     let header = BatchHeader::parse(bytes)?;
     let total = header.total_bytes();
     if total > max_batch_bytes {
-        return Err(RecordError::TooLarge {
-            size: total,
-            max: max_batch_bytes,
-        });
+        return Err(RecordError::TooLarge { size: total, max: max_batch_bytes });
     }
     if bytes.len() < total {
-        return Err(RecordError::Truncated {
-            needed: total,
-            available: bytes.len(),
-        });
+        return Err(RecordError::Truncated { needed: total, available: bytes.len() });
     }
     let actual = crc32c::crc32c(&bytes[CRC_FROM..total]);
     if actual != header.crc {
-        return Err(RecordError::CrcMismatch {
-            expected: header.crc,
-            actual,
-        });
+        return Err(RecordError::CrcMismatch { expected: header.crc, actual });
     }
     if header.compression() != 0 {
-        return Err(RecordError::UnsupportedCompression {
-            codec: header.compression(),
-        });
+        return Err(RecordError::UnsupportedCompression { codec: header.compression() });
     }
     if header.records_count <= 0 {
         return Err(RecordError::Empty);
     }
-    if header.last_offset_delta < 0
-        || header.records_count != header.last_offset_delta.wrapping_add(1)
-    {
+    if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta.wrapping_add(1) {
         return Err(RecordError::CountMismatch {
             count: header.records_count,
             last_offset_delta: header.last_offset_delta,
@@ -187,28 +164,18 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
 fn check_record_framing(area: &[u8], count: usize) -> Result<(), RecordError> {
     let mut at = 0usize;
     for index in 0..count {
-        let (length, used) =
-            varint::get_varint(&area[at..]).ok_or(RecordError::MalformedRecord {
-                index,
-                reason: "bad length varint",
-            })?;
-        let length = usize::try_from(length).map_err(|_| RecordError::MalformedRecord {
-            index,
-            reason: "negative length",
-        })?;
+        let (length, used) = varint::get_varint(&area[at..])
+            .ok_or(RecordError::MalformedRecord { index, reason: "bad length varint" })?;
+        let length =
+            usize::try_from(length).map_err(|_| RecordError::MalformedRecord { index, reason: "negative length" })?;
         at += used;
         if length > area.len() - at {
-            return Err(RecordError::MalformedRecord {
-                index,
-                reason: "length runs past the batch",
-            });
+            return Err(RecordError::MalformedRecord { index, reason: "length runs past the batch" });
         }
         at += length;
     }
     if at != area.len() {
-        return Err(RecordError::TrailingBytes {
-            extra: area.len() - at,
-        });
+        return Err(RecordError::TrailingBytes { extra: area.len() - at });
     }
     Ok(())
 }
@@ -219,10 +186,7 @@ fn check_record_framing(area: &[u8], count: usize) -> Result<(), RecordError> {
 /// # Panics
 /// If `batch` is shorter than a header: callers stamp only validated batches.
 pub fn stamp_batch(batch: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
-    assert!(
-        batch.len() >= HEADER_BYTES,
-        "stamp_batch is only called on validated batches"
-    );
+    assert!(batch.len() >= HEADER_BYTES, "stamp_batch is only called on validated batches");
     let base = i64::try_from(base_offset.0).expect("offsets stay below i64::MAX");
     let epoch = i32::try_from(leader_epoch.0).expect("leader epochs stay below i32::MAX");
     batch[..8].copy_from_slice(&base.to_be_bytes());
@@ -256,10 +220,7 @@ pub struct Batches<'a> {
 
 impl<'a> Batches<'a> {
     pub fn new(bytes: &'a [u8]) -> Batches<'a> {
-        Batches {
-            rest: bytes,
-            failed: false,
-        }
+        Batches { rest: bytes, failed: false }
     }
 }
 

@@ -29,11 +29,7 @@ impl NewRecord<'_> {
         let headers: usize = self
             .headers
             .iter()
-            .map(|header| {
-                varint::varlong_len(header.key.len() as i64)
-                    + header.key.len()
-                    + nullable_len(header.value)
-            })
+            .map(|header| varint::varlong_len(header.key.len() as i64) + header.key.len() + nullable_len(header.value))
             .sum();
         1 + varint::varlong_len(timestamp_delta)
             + varint::varlong_len(i64::from(offset_delta))
@@ -74,12 +70,7 @@ impl BatchBuilder {
     }
 
     /// Sets the idempotent-producer fields (left at -1 otherwise).
-    pub fn with_producer(
-        mut self,
-        producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
-    ) -> BatchBuilder {
+    pub fn with_producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> BatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
@@ -110,10 +101,7 @@ impl BatchBuilder {
         if self.count == 0 {
             (0, 0)
         } else {
-            (
-                record.timestamp_ms.wrapping_sub(self.base_timestamp_ms),
-                self.count,
-            )
+            (record.timestamp_ms.wrapping_sub(self.base_timestamp_ms), self.count)
         }
     }
 
@@ -188,23 +176,13 @@ mod tests {
     use crate::{stamp_batch, validate_batch, Batches, LeaderEpoch, Offset, RecordError};
     use proptest::prelude::*;
 
-    type OwnedRecord = (
-        i64,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    );
+    type OwnedRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
     fn build(records: &[OwnedRecord]) -> Bytes {
         let mut builder = BatchBuilder::new(1024);
         for (timestamp_ms, key, value, headers) in records {
-            let headers: Vec<Header<'_>> = headers
-                .iter()
-                .map(|(key, value)| Header {
-                    key,
-                    value: value.as_deref(),
-                })
-                .collect();
+            let headers: Vec<Header<'_>> =
+                headers.iter().map(|(key, value)| Header { key, value: value.as_deref() }).collect();
             let record = NewRecord {
                 timestamp_ms: *timestamp_ms,
                 key: key.as_deref(),
@@ -214,11 +192,7 @@ mod tests {
             let before = builder.size_bytes();
             let expected = builder.size_of(&record);
             builder.push(&record);
-            assert_eq!(
-                builder.size_bytes() - before,
-                expected,
-                "size_of predicts push"
-            );
+            assert_eq!(builder.size_bytes() - before, expected, "size_of predicts push");
         }
         builder.finish()
     }
@@ -229,12 +203,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..10),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
         );
-        (
-            0i64..4_000_000_000_000,
-            bytes.clone(),
-            bytes,
-            proptest::collection::vec(header, 0..3),
-        )
+        (0i64..4_000_000_000_000, bytes.clone(), bytes, proptest::collection::vec(header, 0..3))
     }
 
     proptest! {
@@ -321,13 +290,7 @@ mod tests {
         let value = vec![7u8; 1000];
         let batch = build(&[(1, None, Some(value), vec![])]);
         let error = validate_batch(&batch, 500).expect_err("over the limit");
-        assert_eq!(
-            error,
-            RecordError::TooLarge {
-                size: batch.len(),
-                max: 500
-            }
-        );
+        assert_eq!(error, RecordError::TooLarge { size: batch.len(), max: 500 });
         assert!(error.to_string().contains("over the limit of 500 bytes"));
     }
 
@@ -335,35 +298,23 @@ mod tests {
     fn other_magics_and_compression_are_refused() {
         let mut batch = build(&[(1, None, Some(b"v".to_vec()), vec![])]).to_vec();
         batch[16] = 1;
-        assert_eq!(
-            validate_batch(&batch, usize::MAX),
-            Err(RecordError::UnsupportedMagic { magic: 1 })
-        );
+        assert_eq!(validate_batch(&batch, usize::MAX), Err(RecordError::UnsupportedMagic { magic: 1 }));
         batch[16] = 2;
         batch[22] |= 0x04; // lz4
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(
-            validate_batch(&batch, usize::MAX),
-            Err(RecordError::UnsupportedCompression { codec: 4 })
-        );
+        assert_eq!(validate_batch(&batch, usize::MAX), Err(RecordError::UnsupportedCompression { codec: 4 }));
     }
 
     #[test]
     fn a_record_count_that_disagrees_with_the_records_is_refused() {
-        let mut batch = build(&[
-            (1, None, Some(b"a".to_vec()), vec![]),
-            (2, None, Some(b"b".to_vec()), vec![]),
-        ])
-        .to_vec();
+        let mut batch =
+            build(&[(1, None, Some(b"a".to_vec()), vec![]), (2, None, Some(b"b".to_vec()), vec![])]).to_vec();
         // Claim three records, keep two, and fix the CRC as a careless producer would.
         batch[23..27].copy_from_slice(&2i32.to_be_bytes());
         batch[57..61].copy_from_slice(&3i32.to_be_bytes());
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            validate_batch(&batch, usize::MAX),
-            Err(RecordError::MalformedRecord { index: 2, .. })
-        ));
+        assert!(matches!(validate_batch(&batch, usize::MAX), Err(RecordError::MalformedRecord { index: 2, .. })));
     }
 }

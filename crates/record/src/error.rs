@@ -14,13 +14,9 @@ pub enum RecordError {
     TooLarge { size: usize, max: usize },
     #[error("record batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
-    #[error(
-        "record batch uses compression codec {codec}; only uncompressed batches are supported"
-    )]
+    #[error("record batch uses compression codec {codec}; only uncompressed batches are supported")]
     UnsupportedCompression { codec: u8 },
-    #[error(
-        "record batch claims {count} records but its last offset delta is {last_offset_delta}"
-    )]
+    #[error("record batch claims {count} records but its last offset delta is {last_offset_delta}")]
     CountMismatch { count: i32, last_offset_delta: i32 },
     #[error("record batch holds no records")]
     Empty,

@@ -48,9 +48,7 @@ mod offset;
 mod record;
 mod varint;
 
-pub use batch::{
-    stamp_batch, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC,
-};
+pub use batch::{stamp_batch, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC};
 pub use builder::{BatchBuilder, NewRecord};
 pub use error::RecordError;
 pub use offset::{LeaderEpoch, Offset};

@@ -32,10 +32,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn malformed(&self, reason: &'static str) -> RecordError {
-        RecordError::MalformedRecord {
-            index: self.index,
-            reason,
-        }
+        RecordError::MalformedRecord { index: self.index, reason }
     }
 
     fn varlong(&mut self, what: &'static str) -> Result<i64, RecordError> {
@@ -94,19 +91,13 @@ impl<'a> Records<'a> {
     }
 
     fn decode_next(&mut self) -> Result<Record<'a>, RecordError> {
-        let mut outer = Cursor {
-            bytes: self.area,
-            index: self.index,
-        };
+        let mut outer = Cursor { bytes: self.area, index: self.index };
         let length = outer.varint("bad length varint")?;
         let length = usize::try_from(length).map_err(|_| outer.malformed("negative length"))?;
         let body = outer.take(length, "length runs past the batch")?;
         self.area = outer.bytes;
 
-        let mut cursor = Cursor {
-            bytes: body,
-            index: self.index,
-        };
+        let mut cursor = Cursor { bytes: body, index: self.index };
         let _attributes = cursor.take(1, "missing attributes")?;
         let timestamp_delta = cursor.varlong("bad timestamp delta")?;
         let offset_delta = cursor.varint("bad offset delta")?;
@@ -116,13 +107,8 @@ impl<'a> Records<'a> {
         let key = cursor.nullable_bytes("bad key")?;
         let value = cursor.nullable_bytes("bad value")?;
         let header_count = cursor.varint("bad header count")?;
-        let header_count =
-            usize::try_from(header_count).map_err(|_| cursor.malformed("negative header count"))?;
-        let headers = Headers {
-            remaining: header_count,
-            bytes: cursor.bytes,
-            index: self.index,
-        };
+        let header_count = usize::try_from(header_count).map_err(|_| cursor.malformed("negative header count"))?;
+        let headers = Headers { remaining: header_count, bytes: cursor.bytes, index: self.index };
         // Walk the headers once now so that a malformed one is reported here,
         // and the `Headers` iterator handed out cannot fail.
         for header in headers {
@@ -181,14 +167,10 @@ impl<'a> Iterator for Headers<'a> {
         if self.remaining == 0 {
             return None;
         }
-        let mut cursor = Cursor {
-            bytes: self.bytes,
-            index: self.index,
-        };
+        let mut cursor = Cursor { bytes: self.bytes, index: self.index };
         let result = (|| {
             let key_length = cursor.varint("bad header key length")?;
-            let key_length =
-                usize::try_from(key_length).map_err(|_| cursor.malformed("null header key"))?;
+            let key_length = usize::try_from(key_length).map_err(|_| cursor.malformed("null header key"))?;
             let key = cursor.take(key_length, "header key runs past the record")?;
             let value = cursor.nullable_bytes("bad header value")?;
             Ok(Header { key, value })

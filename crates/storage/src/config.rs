@@ -61,34 +61,23 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Checks the values against their limits, naming the one that is off.
     pub fn validate(&self) -> Result<(), StorageError> {
-        let invalid = |field: &'static str, reason: String| {
-            Err(StorageError::InvalidConfig { field, reason })
-        };
+        let invalid = |field: &'static str, reason: String| Err(StorageError::InvalidConfig { field, reason });
         if self.segment_bytes < 1024 || self.segment_bytes > 2 * GIB {
-            return invalid(
-                "segment_bytes",
-                format!("{} is outside 1 KiB..=2 GiB", self.segment_bytes),
-            );
+            return invalid("segment_bytes", format!("{} is outside 1 KiB..=2 GiB", self.segment_bytes));
         }
-        if self.max_batch_bytes < brook_record::HEADER_BYTES
-            || self.max_batch_bytes as u64 > self.segment_bytes
-        {
+        // A batch bigger than `segment_bytes` is fine: it gets a segment of
+        // its own, as in Kafka. The 1 GiB cap keeps positions in 32 bits.
+        if self.max_batch_bytes < brook_record::HEADER_BYTES || self.max_batch_bytes as u64 > GIB {
             return invalid(
                 "max_batch_bytes",
-                format!(
-                    "{} must be at least one batch header and at most segment_bytes",
-                    self.max_batch_bytes
-                ),
+                format!("{} is outside {}..=1 GiB", self.max_batch_bytes, brook_record::HEADER_BYTES),
             );
         }
         if self.index_interval_bytes == 0 {
             return invalid("index_interval_bytes", "must be positive".to_string());
         }
         if let FlushPolicy::EveryNRecords(0) = self.flush_policy {
-            return invalid(
-                "flush_policy",
-                "every_n_records needs a positive count".to_string(),
-            );
+            return invalid("flush_policy", "every_n_records needs a positive count".to_string());
         }
         Ok(())
     }

@@ -24,38 +24,20 @@ pub enum StorageError {
     #[error("an append must hold at least one record batch")]
     EmptyAppend,
     #[error("offset {requested} is out of range: the log holds offsets {log_start_offset}..{log_end_offset}")]
-    OffsetOutOfRange {
-        requested: Offset,
-        log_start_offset: Offset,
-        log_end_offset: Offset,
-    },
+    OffsetOutOfRange { requested: Offset, log_start_offset: Offset, log_end_offset: Offset },
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
-    StaleLeaderEpoch {
-        epoch: LeaderEpoch,
-        latest: LeaderEpoch,
-    },
+    StaleLeaderEpoch { epoch: LeaderEpoch, latest: LeaderEpoch },
     #[error("replicated batch starts at offset {got}, but the log ends at {expected}")]
     NonContiguousAppend { expected: Offset, got: Offset },
     #[error("invalid log config {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
     #[error("segment {} is corrupt at position {position}: {reason}", path.display())]
-    CorruptSegment {
-        path: PathBuf,
-        position: u64,
-        reason: String,
-    },
+    CorruptSegment { path: PathBuf, position: u64, reason: String },
 }
 
 impl StorageError {
-    pub(crate) fn io(
-        operation: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> StorageError {
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StorageError {
         let path = path.into();
-        move |source| StorageError::Io {
-            operation,
-            path,
-            source,
-        }
+        move |source| StorageError::Io { operation, path, source }
     }
 }

@@ -39,7 +39,10 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
     /// Opens (or creates) the index at `path`. The entries already in the
     /// file are kept: their count is the file's length over the entry size.
     /// The file then grows to `capacity_entries`, so the writer can append.
-    pub(crate) fn open(path: &Path, capacity_entries: usize) -> Result<Self, StorageError> {
+    /// Also returns whether the file was there with whole entries; when it
+    /// was not, the index starts empty and the caller must rebuild it.
+    pub(crate) fn open(path: &Path, capacity_entries: usize) -> Result<(Self, bool), StorageError> {
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -47,20 +50,17 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
             .truncate(false)
             .open(path)
             .map_err(StorageError::io("opening index", path))?;
-        let length = file
-            .metadata()
-            .map_err(StorageError::io("reading index size", path))?
-            .len() as usize;
-        if length % Self::ENTRY_BYTES != 0 {
-            return Err(StorageError::CorruptSegment {
-                path: path.to_path_buf(),
-                position: length as u64,
-                reason: format!(
-                    "index size {length} is not a multiple of {} bytes",
-                    Self::ENTRY_BYTES
-                ),
-            });
-        }
+        let length = file.metadata().map_err(StorageError::io("reading index size", path))?.len() as usize;
+        // A length that is not whole entries cannot be trusted at all:
+        // start the index empty, and let the caller rebuild it.
+        let intact = existed && length % Self::ENTRY_BYTES == 0;
+        let length = if length % Self::ENTRY_BYTES != 0 {
+            tracing::warn!(path = %path.display(), length, "index size is not whole entries; discarding it");
+            file.set_len(0).map_err(StorageError::io("discarding index", path))?;
+            0
+        } else {
+            length
+        };
         let entries = length / Self::ENTRY_BYTES;
         let capacity_entries = capacity_entries.max(entries);
         if capacity_entries > entries {
@@ -72,20 +72,15 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
         } else {
             Some(MmapRaw::map_raw(&file).map_err(StorageError::io("mapping index", path))?)
         };
-        Ok(MmapIndex {
-            path: path.to_path_buf(),
-            file,
-            map,
-            capacity_entries,
-            entries: AtomicUsize::new(entries),
-        })
+        let index = MmapIndex { path: path.to_path_buf(), file, map, capacity_entries, entries: AtomicUsize::new(entries) };
+        Ok((index, intact))
     }
 
     /// Creates an empty index at `path`, replacing any file there.
     pub(crate) fn create(path: &Path, capacity_entries: usize) -> Result<Self, StorageError> {
         let file = File::create(path).map_err(StorageError::io("creating index", path))?;
         drop(file);
-        Self::open(path, capacity_entries)
+        Ok(Self::open(path, capacity_entries)?.0)
     }
 
     fn words(&self) -> &[AtomicU64] {
@@ -115,18 +110,13 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
     /// Entry `index`, which must be below `len()`.
     pub(crate) fn entry(&self, index: usize) -> [u64; WORDS] {
         let words = self.words();
-        std::array::from_fn(|word| {
-            u64::from_be(words[index * WORDS + word].load(Ordering::Relaxed))
-        })
+        std::array::from_fn(|word| u64::from_be(words[index * WORDS + word].load(Ordering::Relaxed)))
     }
 
     /// Appends an entry. Only the log's writer calls this.
     pub(crate) fn append(&self, entry: [u64; WORDS]) {
         let index = self.entries.load(Ordering::Relaxed);
-        assert!(
-            index < self.capacity_entries,
-            "callers roll the segment before its index is full"
-        );
+        assert!(index < self.capacity_entries, "callers roll the segment before its index is full");
         let words = self.words();
         for (word, value) in entry.iter().enumerate() {
             words[index * WORDS + word].store(value.to_be(), Ordering::Relaxed);
@@ -136,10 +126,7 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
 
     /// The last entry for which `at_or_below` holds, given that it holds
     /// for a prefix of the entries (they are sorted by their key).
-    pub(crate) fn last_where(
-        &self,
-        at_or_below: impl Fn(&[u64; WORDS]) -> bool,
-    ) -> Option<[u64; WORDS]> {
+    pub(crate) fn last_where(&self, at_or_below: impl Fn(&[u64; WORDS]) -> bool) -> Option<[u64; WORDS]> {
         let count = self.len();
         let (mut low, mut high) = (0usize, count);
         while low < high {
@@ -156,9 +143,7 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
     /// Forgets every entry from the first one for which `keep` is false.
     pub(crate) fn truncate_where(&self, keep: impl Fn(&[u64; WORDS]) -> bool) {
         let count = self.len();
-        let kept = (0..count)
-            .take_while(|&index| keep(&self.entry(index)))
-            .count();
+        let kept = (0..count).take_while(|&index| keep(&self.entry(index))).count();
         self.entries.store(kept, Ordering::Release);
     }
 
@@ -170,16 +155,12 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
     pub(crate) fn trim(&self) -> Result<(), StorageError> {
         self.flush()?;
         let bytes = (self.len() * Self::ENTRY_BYTES) as u64;
-        self.file
-            .set_len(bytes)
-            .map_err(StorageError::io("trimming index", &self.path))
+        self.file.set_len(bytes).map_err(StorageError::io("trimming index", &self.path))
     }
 
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
         match &self.map {
-            Some(map) => map
-                .flush()
-                .map_err(StorageError::io("flushing index", &self.path)),
+            Some(map) => map.flush().map_err(StorageError::io("flushing index", &self.path)),
             None => Ok(()),
         }
     }
@@ -197,17 +178,14 @@ pub(crate) struct OffsetIndex(pub(crate) MmapIndex<1>);
 
 impl OffsetIndex {
     pub(crate) fn append(&self, relative_offset: u32, position: u32) {
-        self.0
-            .append([(u64::from(relative_offset) << 32) | u64::from(position)]);
+        self.0.append([(u64::from(relative_offset) << 32) | u64::from(position)]);
     }
 
     /// The position of the last indexed batch starting at or before
     /// `relative_offset`: the place to start scanning for it.
     pub(crate) fn lookup(&self, relative_offset: u32) -> Option<(u32, u32)> {
         let target = u64::from(relative_offset);
-        self.0
-            .last_where(|[word]| word >> 32 <= target)
-            .map(|[word]| split(word))
+        self.0.last_where(|[word]| word >> 32 <= target).map(|[word]| split(word))
     }
 
     pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
@@ -233,8 +211,7 @@ pub(crate) struct TimeIndex(pub(crate) MmapIndex<2>);
 
 impl TimeIndex {
     pub(crate) fn append(&self, timestamp_ms: i64, relative_offset: u32) {
-        self.0
-            .append([timestamp_ms as u64, u64::from(relative_offset)]);
+        self.0.append([timestamp_ms as u64, u64::from(relative_offset)]);
     }
 
     pub(crate) fn last(&self) -> Option<(i64, u32)> {
@@ -248,9 +225,7 @@ impl TimeIndex {
     /// The relative offset to start scanning from for the first batch with
     /// a max timestamp at or after `timestamp_ms`.
     pub(crate) fn lookup(&self, timestamp_ms: i64) -> Option<u32> {
-        self.0
-            .last_where(|[timestamp, _]| (*timestamp as i64) < timestamp_ms)
-            .map(|[_, offset]| offset as u32)
+        self.0.last_where(|[timestamp, _]| (*timestamp as i64) < timestamp_ms).map(|[_, offset]| offset as u32)
     }
 
     pub(crate) fn entries(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
@@ -262,8 +237,7 @@ impl TimeIndex {
 
     /// Drops the entries that point at or past `relative_offset`.
     pub(crate) fn truncate_to_offset(&self, relative_offset: u32) {
-        self.0
-            .truncate_where(|[_, offset]| (*offset as u32) < relative_offset);
+        self.0.truncate_where(|[_, offset]| (*offset as u32) < relative_offset);
     }
 }
 
@@ -274,8 +248,7 @@ mod tests {
     #[test]
     fn offset_index_finds_the_last_entry_at_or_below() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let index =
-            OffsetIndex(MmapIndex::create(&dir.path().join("0.index"), 10).expect("create"));
+        let index = OffsetIndex(MmapIndex::create(&dir.path().join("0.index"), 10).expect("create"));
         assert_eq!(index.lookup(5), None);
         index.append(0, 0);
         index.append(10, 4096);
@@ -298,11 +271,8 @@ mod tests {
         index.0.trim().expect("trim");
         drop(index);
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 32);
-        let index = TimeIndex(MmapIndex::open(&path, 100).expect("reopen"));
-        assert_eq!(
-            index.entries().collect::<Vec<_>>(),
-            vec![(1_000, 3), (2_000, 7)]
-        );
+        let index = TimeIndex(MmapIndex::open(&path, 100).expect("reopen").0);
+        assert_eq!(index.entries().collect::<Vec<_>>(), vec![(1_000, 3), (2_000, 7)]);
         assert_eq!(index.lookup(1_500), Some(3));
         assert_eq!(index.lookup(1_000), None);
         index.append(3_000, 9);

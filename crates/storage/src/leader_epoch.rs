@@ -61,17 +61,10 @@ impl LeaderEpochCache {
 
     /// Records that `epoch` starts at `start_offset`, if it is newer than
     /// the latest epoch known.
-    pub(crate) fn assign(
-        &mut self,
-        epoch: LeaderEpoch,
-        start_offset: Offset,
-    ) -> Result<(), StorageError> {
+    pub(crate) fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> Result<(), StorageError> {
         match self.latest() {
             Some((latest, _)) if epoch <= latest => return Ok(()),
-            Some((_, latest_start)) => debug_assert!(
-                start_offset >= latest_start,
-                "epoch starts only move forward"
-            ),
+            Some((_, latest_start)) => debug_assert!(start_offset >= latest_start, "epoch starts only move forward"),
             None => {}
         }
         // A new epoch that starts where an older one did replaces it: that
@@ -84,20 +77,13 @@ impl LeaderEpochCache {
     /// The end offset of `epoch` (the start of the next epoch, or
     /// `log_end_offset` for the latest one), with the largest epoch at or
     /// below it that the log knows. `None` if the log knows no such epoch.
-    pub(crate) fn end_offset_for(
-        &self,
-        epoch: LeaderEpoch,
-        log_end_offset: Offset,
-    ) -> Option<(LeaderEpoch, Offset)> {
+    pub(crate) fn end_offset_for(&self, epoch: LeaderEpoch, log_end_offset: Offset) -> Option<(LeaderEpoch, Offset)> {
         let index = self.entries.partition_point(|&(known, _)| known <= epoch);
         if index == 0 {
             return None;
         }
         let (found, _) = self.entries[index - 1];
-        let end = self
-            .entries
-            .get(index)
-            .map_or(log_end_offset, |&(_, start)| start);
+        let end = self.entries.get(index).map_or(log_end_offset, |&(_, start)| start);
         Some((found, end))
     }
 
@@ -113,19 +99,9 @@ impl LeaderEpochCache {
 
     /// The log now starts at `log_start_offset`: epochs that ended before it
     /// go, and the one that holds it starts there.
-    pub(crate) fn truncate_from_start(
-        &mut self,
-        log_start_offset: Offset,
-    ) -> Result<(), StorageError> {
-        let holding = self
-            .entries
-            .partition_point(|&(_, start)| start <= log_start_offset);
-        if holding <= 1
-            && self
-                .entries
-                .first()
-                .is_none_or(|&(_, start)| start >= log_start_offset)
-        {
+    pub(crate) fn truncate_from_start(&mut self, log_start_offset: Offset) -> Result<(), StorageError> {
+        let holding = self.entries.partition_point(|&(_, start)| start <= log_start_offset);
+        if holding <= 1 && self.entries.first().is_none_or(|&(_, start)| start >= log_start_offset) {
             return Ok(());
         }
         let mut kept = self.entries.split_off(holding.saturating_sub(1));
@@ -179,23 +155,11 @@ mod tests {
         cache.assign(LeaderEpoch(4), Offset(25)).expect("assign");
         let leo = Offset(40);
         assert_eq!(cache.end_offset_for(LeaderEpoch(0), leo), None);
-        assert_eq!(
-            cache.end_offset_for(LeaderEpoch(1), leo),
-            Some((LeaderEpoch(1), Offset(10)))
-        );
+        assert_eq!(cache.end_offset_for(LeaderEpoch(1), leo), Some((LeaderEpoch(1), Offset(10))));
         // Epoch 2 never wrote: the answer is epoch 1's end.
-        assert_eq!(
-            cache.end_offset_for(LeaderEpoch(2), leo),
-            Some((LeaderEpoch(1), Offset(10)))
-        );
-        assert_eq!(
-            cache.end_offset_for(LeaderEpoch(4), leo),
-            Some((LeaderEpoch(4), leo))
-        );
-        assert_eq!(
-            cache.end_offset_for(LeaderEpoch(9), leo),
-            Some((LeaderEpoch(4), leo))
-        );
+        assert_eq!(cache.end_offset_for(LeaderEpoch(2), leo), Some((LeaderEpoch(1), Offset(10))));
+        assert_eq!(cache.end_offset_for(LeaderEpoch(4), leo), Some((LeaderEpoch(4), leo)));
+        assert_eq!(cache.end_offset_for(LeaderEpoch(9), leo), Some((LeaderEpoch(4), leo)));
 
         let reloaded = LeaderEpochCache::load(dir.path());
         assert_eq!(reloaded.entries(), cache.entries());
@@ -204,10 +168,7 @@ mod tests {
         assert_eq!(cache.latest(), Some((LeaderEpoch(3), Offset(10))));
         cache.truncate_from_start(Offset(12)).expect("truncate");
         assert_eq!(cache.entries(), &[(LeaderEpoch(3), Offset(12))]);
-        assert_eq!(
-            LeaderEpochCache::load(dir.path()).entries(),
-            cache.entries()
-        );
+        assert_eq!(LeaderEpochCache::load(dir.path()).entries(), cache.entries());
     }
 
     #[test]

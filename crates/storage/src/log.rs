@@ -57,9 +57,7 @@ impl Segments {
 
     /// The index of the segment that holds `offset`, or would.
     fn holding(&self, offset: Offset) -> usize {
-        self.0
-            .partition_point(|segment| segment.base_offset() <= offset)
-            .saturating_sub(1)
+        self.0.partition_point(|segment| segment.base_offset() <= offset).saturating_sub(1)
     }
 }
 
@@ -73,20 +71,12 @@ impl Shared {
     fn segments(&self) -> Arc<Segments> {
         // A poisoned lock only means a writer panicked mid-swap; the Arc in
         // it is still a whole, consistent list.
-        Arc::clone(
-            &self
-                .segments
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        Arc::clone(&self.segments.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     fn replace_segments(&self, segments: Vec<Arc<Segment>>) {
         assert!(!segments.is_empty(), "a log always has an active segment");
-        *self
-            .segments
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Segments(segments));
+        *self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Segments(segments));
     }
 
     fn log_end_offset(&self) -> Offset {
@@ -118,9 +108,7 @@ pub struct PartitionLog {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// Base offsets of the segments in `dir`, sorted. Index files whose
@@ -131,10 +119,9 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
     for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing log directory", dir))? {
         let entry = entry.map_err(StorageError::io("listing log directory", dir))?;
         let path = entry.path();
-        let (Some(stem), Some(extension)) = (
-            path.file_stem().and_then(|s| s.to_str()),
-            path.extension().and_then(|s| s.to_str()),
-        ) else {
+        let (Some(stem), Some(extension)) =
+            (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+        else {
             continue;
         };
         let Ok(base) = stem.parse::<u64>() else {
@@ -151,8 +138,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
     }
     for orphan in orphans {
         tracing::info!(path = %orphan.display(), "removing an index whose segment is gone");
-        std::fs::remove_file(&orphan)
-            .map_err(StorageError::io("removing orphan index", &orphan))?;
+        std::fs::remove_file(&orphan).map_err(StorageError::io("removing orphan index", &orphan))?;
     }
     bases.sort();
     Ok(bases)
@@ -168,10 +154,8 @@ impl PartitionLog {
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         if clean {
-            std::fs::remove_file(&clean_marker).map_err(StorageError::io(
-                "removing clean-shutdown marker",
-                &clean_marker,
-            ))?;
+            std::fs::remove_file(&clean_marker)
+                .map_err(StorageError::io("removing clean-shutdown marker", &clean_marker))?;
         }
         let recovery_point = if clean {
             Offset(u64::MAX)
@@ -201,17 +185,13 @@ impl PartitionLog {
                     break;
                 }
             }
-            let (segment, truncation) =
-                recovery::open_segment(&dir, base, &config, scan, is_last, &epochs)?;
+            let (segment, truncation) = recovery::open_segment(&dir, base, &config, scan, is_last, &epochs)?;
             segments.push(segment);
             last_opened_active = is_last;
             if let Some(truncation) = truncation {
                 truncations.push(truncation);
                 if !is_last {
-                    tracing::warn!(
-                        dropped = bases.len() - index - 1,
-                        "dropping the segments after a damaged one"
-                    );
+                    tracing::warn!(dropped = bases.len() - index - 1, "dropping the segments after a damaged one");
                     delete_segment_files(&dir, &bases[index + 1..])?;
                     bases.truncate(index + 1);
                 }
@@ -230,9 +210,7 @@ impl PartitionLog {
             Some(last) => segments.push(last),
         }
 
-        let log_end_offset = segments
-            .last()
-            .map_or(Offset::ZERO, |segment| segment.next_offset());
+        let log_end_offset = segments.last().map_or(Offset::ZERO, |segment| segment.next_offset());
         let log_start_offset = segments[0].base_offset();
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
@@ -245,11 +223,7 @@ impl PartitionLog {
             config,
             shared,
             epochs,
-            recovery_point: if clean {
-                log_end_offset
-            } else {
-                recovery_point.min(log_end_offset)
-            },
+            recovery_point: if clean { log_end_offset } else { recovery_point.min(log_end_offset) },
             records_since_flush: 0,
             last_flush: Instant::now(),
             batch_infos: Vec::new(),
@@ -272,9 +246,7 @@ impl PartitionLog {
     }
 
     pub fn reader(&self) -> LogReader {
-        LogReader {
-            shared: Arc::clone(&self.shared),
-        }
+        LogReader { shared: Arc::clone(&self.shared) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -316,12 +288,7 @@ impl PartitionLog {
 
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.shared
-            .segments()
-            .0
-            .iter()
-            .map(|segment| segment.size_bytes())
-            .sum()
+        self.shared.segments().0.iter().map(|segment| segment.size_bytes()).sum()
     }
 
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
@@ -340,17 +307,10 @@ impl PartitionLog {
     /// batches laid end to end), then stamps each with its base offset and
     /// `leader_epoch` in place and appends the bytes as they are. Nothing is
     /// written unless every batch is valid.
-    pub fn append(
-        &mut self,
-        records: &mut [u8],
-        leader_epoch: LeaderEpoch,
-    ) -> Result<AppendInfo, StorageError> {
+    pub fn append(&mut self, records: &mut [u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, StorageError> {
         if let Some(latest) = self.latest_epoch() {
             if leader_epoch < latest {
-                return Err(StorageError::StaleLeaderEpoch {
-                    epoch: leader_epoch,
-                    latest,
-                });
+                return Err(StorageError::StaleLeaderEpoch { epoch: leader_epoch, latest });
             }
         }
         self.validate(records)?;
@@ -378,17 +338,11 @@ impl PartitionLog {
         let mut newest_epoch = self.latest_epoch();
         for info in &self.batch_infos {
             if info.base_offset != expected {
-                return Err(StorageError::NonContiguousAppend {
-                    expected,
-                    got: info.base_offset,
-                });
+                return Err(StorageError::NonContiguousAppend { expected, got: info.base_offset });
             }
             if let (Some(epoch), Some(newest)) = (info.leader_epoch, newest_epoch) {
                 if epoch < newest {
-                    return Err(StorageError::StaleLeaderEpoch {
-                        epoch,
-                        latest: newest,
-                    });
+                    return Err(StorageError::StaleLeaderEpoch { epoch, latest: newest });
                 }
             }
             newest_epoch = info.leader_epoch.or(newest_epoch);
@@ -417,9 +371,7 @@ impl PartitionLog {
             if header.base_offset < 0 {
                 return Err(StorageError::InvalidBatch {
                     index,
-                    source: brook_record::RecordError::NegativeOffset {
-                        base_offset: header.base_offset,
-                    },
+                    source: brook_record::RecordError::NegativeOffset { base_offset: header.base_offset },
                 });
             }
             self.batch_infos.push(BatchInfo::of(&header));
@@ -431,26 +383,14 @@ impl PartitionLog {
     /// Appends validated, stamped batches to the active segment, rolling
     /// first if they do not belong in it, then publishes the new end.
     fn write(&mut self, records: &[u8]) -> Result<AppendInfo, StorageError> {
-        let first = *self
-            .batch_infos
-            .first()
-            .expect("validate refuses empty appends");
-        let last = *self
-            .batch_infos
-            .last()
-            .expect("validate refuses empty appends");
-        debug_assert_eq!(
-            first.base_offset,
-            self.log_end_offset(),
-            "appends continue the log"
-        );
+        let first = *self.batch_infos.first().expect("validate refuses empty appends");
+        let last = *self.batch_infos.last().expect("validate refuses empty appends");
+        debug_assert_eq!(first.base_offset, self.log_end_offset(), "appends continue the log");
         self.roll_if_needed(records.len() as u64, last.last_offset)?;
         let active = Arc::clone(self.shared.segments().active());
         active.append(records, &self.batch_infos, &self.config)?;
         let log_end_offset = last.last_offset.plus(1);
-        self.shared
-            .log_end_offset
-            .store(log_end_offset.0, Ordering::Release);
+        self.shared.log_end_offset.store(log_end_offset.0, Ordering::Release);
 
         let record_count = log_end_offset.0 - first.base_offset.0;
         self.records_since_flush += record_count;
@@ -458,9 +398,7 @@ impl PartitionLog {
             FlushPolicy::None => false,
             FlushPolicy::Always => true,
             FlushPolicy::EveryNRecords(records) => self.records_since_flush >= records,
-            FlushPolicy::EveryMs(interval_ms) => {
-                self.last_flush.elapsed().as_millis() >= u128::from(interval_ms)
-            }
+            FlushPolicy::EveryMs(interval_ms) => self.last_flush.elapsed().as_millis() >= u128::from(interval_ms),
         };
         if flush_due {
             self.flush()?;
@@ -470,28 +408,18 @@ impl PartitionLog {
             last_offset: last.last_offset,
             batch_count: self.batch_infos.len(),
             record_count,
-            max_timestamp_ms: self
-                .batch_infos
-                .iter()
-                .map(|info| info.max_timestamp_ms)
-                .max()
-                .unwrap_or(i64::MIN),
+            max_timestamp_ms: self.batch_infos.iter().map(|info| info.max_timestamp_ms).max().unwrap_or(i64::MIN),
         })
     }
 
-    fn roll_if_needed(
-        &mut self,
-        incoming_bytes: u64,
-        last_offset: Offset,
-    ) -> Result<(), StorageError> {
+    fn roll_if_needed(&mut self, incoming_bytes: u64, last_offset: Offset) -> Result<(), StorageError> {
         let segments = self.shared.segments();
         let active = segments.active();
         if active.is_empty() {
             return Ok(());
         }
         let too_big = active.size_bytes() + incoming_bytes > self.config.segment_bytes;
-        let too_old = now_ms().saturating_sub(active.first_batch_timestamp_ms())
-            >= self.config.segment_ms as i64;
+        let too_old = now_ms().saturating_sub(active.first_batch_timestamp_ms()) >= self.config.segment_ms as i64;
         let offsets_overflow = active.relative(last_offset).is_none();
         if too_big || too_old || offsets_overflow || active.index_is_full() {
             drop(segments);
@@ -553,9 +481,7 @@ impl PartitionLog {
         };
         let new_end = reopened.truncate_to(offset)?;
         kept.push(reopened);
-        self.shared
-            .log_end_offset
-            .store(new_end.0, Ordering::Release);
+        self.shared.log_end_offset.store(new_end.0, Ordering::Release);
         self.shared.replace_segments(kept);
         for segment in dropped {
             segment.delete_files()?;
@@ -571,23 +497,15 @@ impl PartitionLog {
     fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<Offset, StorageError> {
         let old = self.shared.segments();
         let fresh = if old.log_start_offset() == offset {
-            let first =
-                recovery::open_segment(&self.dir, offset, &self.config, false, true, &self.epochs)?
-                    .0;
+            let first = recovery::open_segment(&self.dir, offset, &self.config, false, true, &self.epochs)?.0;
             first.truncate_at(0, offset)?;
             first
         } else {
             Arc::new(Segment::create(&self.dir, offset, &self.config)?)
         };
-        self.shared
-            .log_end_offset
-            .store(offset.0, Ordering::Release);
+        self.shared.log_end_offset.store(offset.0, Ordering::Release);
         self.shared.replace_segments(vec![fresh]);
-        for segment in old
-            .0
-            .iter()
-            .filter(|segment| segment.base_offset() != offset)
-        {
+        for segment in old.0.iter().filter(|segment| segment.base_offset() != offset) {
             segment.delete_files()?;
         }
         self.after_truncation(offset)?;
@@ -598,10 +516,7 @@ impl PartitionLog {
     fn after_truncation(&mut self, log_end_offset: Offset) -> Result<(), StorageError> {
         self.epochs.truncate_from_end(log_end_offset)?;
         self.recovery_point = self.recovery_point.min(log_end_offset);
-        recovery::write_file_atomically(
-            &self.dir.join(RECOVERY_POINT_FILE),
-            self.recovery_point.to_string().as_bytes(),
-        )
+        recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point.to_string().as_bytes())
     }
 
     /// Deletes the oldest closed segments that retention (by time, then by
@@ -620,10 +535,7 @@ impl PartitionLog {
         let (deleted, kept) = segments.0.split_at(count);
         let log_start_offset = kept[0].base_offset();
         if count == 0 {
-            return Ok(RetentionOutcome {
-                log_start_offset,
-                ..RetentionOutcome::default()
-            });
+            return Ok(RetentionOutcome { log_start_offset, ..RetentionOutcome::default() });
         }
         self.shared.replace_segments(kept.to_vec());
         let mut bytes_deleted = 0;
@@ -639,11 +551,7 @@ impl PartitionLog {
             log_start_offset = %log_start_offset,
             "retention deleted old segments"
         );
-        Ok(RetentionOutcome {
-            segments_deleted: count,
-            bytes_deleted,
-            log_start_offset,
-        })
+        Ok(RetentionOutcome { segments_deleted: count, bytes_deleted, log_start_offset })
     }
 
     /// fsyncs every segment that may hold data above the recovery point,
@@ -651,29 +559,22 @@ impl PartitionLog {
     pub fn flush(&mut self) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         let segments = self.shared.segments();
-        for segment in segments
-            .0
-            .iter()
-            .filter(|segment| segment.next_offset() > self.recovery_point || segment.is_empty())
+        for segment in
+            segments.0.iter().filter(|segment| segment.next_offset() > self.recovery_point || segment.is_empty())
         {
             segment.flush()?;
         }
         self.recovery_point = log_end_offset;
         self.records_since_flush = 0;
         self.last_flush = Instant::now();
-        recovery::write_file_atomically(
-            &self.dir.join(RECOVERY_POINT_FILE),
-            log_end_offset.to_string().as_bytes(),
-        )
+        recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), log_end_offset.to_string().as_bytes())
     }
 
     /// For `FlushPolicy::EveryMs`: flushes if the interval has passed and
     /// something was appended since. Call it from a timer.
     pub fn flush_if_due(&mut self) -> Result<bool, StorageError> {
         if let FlushPolicy::EveryMs(interval_ms) = self.config.flush_policy {
-            if self.records_since_flush > 0
-                && self.last_flush.elapsed().as_millis() >= u128::from(interval_ms)
-            {
+            if self.records_since_flush > 0 && self.last_flush.elapsed().as_millis() >= u128::from(interval_ms) {
                 self.flush()?;
                 return Ok(true);
             }
@@ -692,20 +593,12 @@ impl PartitionLog {
     }
 
     /// Reads from `from_offset`: see [`LogReader::read`].
-    pub fn read(
-        &self,
-        from_offset: Offset,
-        max_bytes: u64,
-        upto: Offset,
-    ) -> Result<LogRead, StorageError> {
+    pub fn read(&self, from_offset: Offset, max_bytes: u64, upto: Offset) -> Result<LogRead, StorageError> {
         self.reader().read(from_offset, max_bytes, upto)
     }
 
     /// See [`LogReader::offset_for_timestamp`].
-    pub fn offset_for_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> Result<Option<(Offset, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(Offset, i64)>, StorageError> {
         self.reader().offset_for_timestamp(timestamp_ms)
     }
 }
@@ -717,13 +610,7 @@ fn delete_segment_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StorageError::Io {
-                        operation: "deleting segment file",
-                        path,
-                        source,
-                    })
-                }
+                Err(source) => return Err(StorageError::Io { operation: "deleting segment file", path, source }),
             }
         }
     }
@@ -747,38 +634,23 @@ impl LogReader {
     ///
     /// `from_offset` may be anything from the log start to the log end;
     /// outside that the error names the valid range.
-    pub fn read(
-        &self,
-        from_offset: Offset,
-        max_bytes: u64,
-        upto: Offset,
-    ) -> Result<LogRead, StorageError> {
+    pub fn read(&self, from_offset: Offset, max_bytes: u64, upto: Offset) -> Result<LogRead, StorageError> {
         // The end first: every byte it covers was published before it.
         let log_end_offset = self.shared.log_end_offset();
         let segments = self.shared.segments();
         let log_start_offset = segments.log_start_offset();
         if from_offset < log_start_offset || from_offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: from_offset,
-                log_start_offset,
-                log_end_offset,
-            });
+            return Err(StorageError::OffsetOutOfRange { requested: from_offset, log_start_offset, log_end_offset });
         }
         let upto = upto.min(log_end_offset);
-        let mut read = LogRead {
-            ranges: Vec::new(),
-            next_offset: from_offset,
-            log_start_offset,
-            log_end_offset,
-        };
+        let mut read = LogRead { ranges: Vec::new(), next_offset: from_offset, log_start_offset, log_end_offset };
         if from_offset >= upto {
             return Ok(read);
         }
         let mut total_bytes = 0u64;
         'segments: for segment in &segments.0[segments.holding(from_offset)..] {
             let size_bytes = segment.size_bytes();
-            let Some((start, first_header)) = segment.find_batch(read.next_offset, size_bytes)?
-            else {
+            let Some((start, first_header)) = segment.find_batch(read.next_offset, size_bytes)? else {
                 continue;
             };
             let mut position = start;
@@ -786,9 +658,7 @@ impl LogReader {
             let mut done = false;
             loop {
                 let length = header.total_bytes() as u64;
-                if header.last_offset() >= upto
-                    || (total_bytes > 0 && total_bytes + length > max_bytes)
-                {
+                if header.last_offset() >= upto || (total_bytes > 0 && total_bytes + length > max_bytes) {
                     done = true;
                     break;
                 }
@@ -801,11 +671,7 @@ impl LogReader {
                 header = segment.read_header(position)?;
             }
             if position > start {
-                read.ranges.push(FileRange {
-                    segment: Arc::clone(segment),
-                    position: start,
-                    length: position - start,
-                });
+                read.ranges.push(FileRange { segment: Arc::clone(segment), position: start, length: position - start });
             }
             if done || total_bytes >= max_bytes {
                 break 'segments;
@@ -817,25 +683,15 @@ impl LogReader {
     /// The first offset whose record timestamp is at or after
     /// `timestamp_ms`, with that timestamp (Kafka's ListOffsets by time);
     /// `None` if every record is older.
-    pub fn offset_for_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> Result<Option<(Offset, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(Offset, i64)>, StorageError> {
         let log_end_offset = self.shared.log_end_offset();
         let segments = self.shared.segments();
-        let Some(segment) = segments
-            .0
-            .iter()
-            .find(|segment| segment.max_timestamp_ms() >= timestamp_ms)
-        else {
+        let Some(segment) = segments.0.iter().find(|segment| segment.max_timestamp_ms() >= timestamp_ms) else {
             return Ok(None);
         };
         let size_bytes = segment.size_bytes();
         let start_relative = segment.time_index().lookup(timestamp_ms).unwrap_or(0);
-        let mut position = segment
-            .offset_index()
-            .lookup(start_relative)
-            .map_or(0, |(_, position)| u64::from(position));
+        let mut position = segment.offset_index().lookup(start_relative).map_or(0, |(_, position)| u64::from(position));
         let mut buffer = Vec::new();
         while position < size_bytes {
             let header = segment.read_header(position)?;
@@ -846,13 +702,9 @@ impl LogReader {
                 buffer.resize(header.total_bytes(), 0);
                 std::os::unix::fs::FileExt::read_exact_at(&**segment.file(), &mut buffer, position)
                     .map_err(StorageError::io("reading segment", segment.path()))?;
-                let view = BatchView {
-                    header,
-                    bytes: &buffer,
-                };
+                let view = BatchView { header, bytes: &buffer };
                 for record in view.records() {
-                    let record =
-                        record.map_err(|error| segment.corrupt(position, error.to_string()))?;
+                    let record = record.map_err(|error| segment.corrupt(position, error.to_string()))?;
                     if record.timestamp_ms >= timestamp_ms {
                         return Ok(Some((record.offset, record.timestamp_ms)));
                     }

@@ -68,10 +68,7 @@ pub(crate) fn scan_segment(
         match check_batch(segment, position, file_bytes, max_batch_bytes, &mut buffer) {
             Err(reason) => break Some(reason),
             Ok(header) if header.base_offset != next.0 as i64 => {
-                break Some(format!(
-                    "batch starts at offset {} where {next} was expected",
-                    header.base_offset
-                ))
+                break Some(format!("batch starts at offset {} where {next} was expected", header.base_offset))
             }
             Ok(header) if !epochs.is_empty() && header.leader_epoch() != epochs.epoch_at(next) => {
                 break Some(format!(
@@ -81,10 +78,7 @@ pub(crate) fn scan_segment(
                 ))
             }
             Ok(header) if header.partition_leader_epoch < newest_epoch => {
-                break Some(format!(
-                    "leader epoch goes back from {newest_epoch} to {}",
-                    header.partition_leader_epoch
-                ))
+                break Some(format!("leader epoch goes back from {newest_epoch} to {}", header.partition_leader_epoch))
             }
             Ok(header) if segment.relative(header.last_offset()).is_none() => {
                 break Some("segment spans more than 2^32 offsets".to_string())
@@ -130,23 +124,15 @@ fn check_batch(
 ) -> Result<BatchHeader, String> {
     let remaining = file_bytes - position;
     if remaining < HEADER_BYTES as u64 {
-        return Err(format!(
-            "torn write: {remaining} bytes left, less than a batch header"
-        ));
+        return Err(format!("torn write: {remaining} bytes left, less than a batch header"));
     }
-    let header = segment
-        .read_header(position)
-        .map_err(|error| error.to_string())?;
+    let header = segment.read_header(position).map_err(|error| error.to_string())?;
     let total = header.total_bytes();
     if total as u64 > remaining {
-        return Err(format!(
-            "torn write: batch of {total} bytes but only {remaining} left in the file"
-        ));
+        return Err(format!("torn write: batch of {total} bytes but only {remaining} left in the file"));
     }
     if total > max_batch_bytes {
-        return Err(format!(
-            "batch length {total} is over the {max_batch_bytes}-byte limit"
-        ));
+        return Err(format!("batch length {total} is over the {max_batch_bytes}-byte limit"));
     }
     buffer.resize(total, 0);
     std::os::unix::fs::FileExt::read_exact_at(&**segment.file(), buffer, position)
@@ -167,26 +153,15 @@ pub(crate) fn open_segment(
 ) -> Result<(Arc<Segment>, Option<Truncation>), StorageError> {
     // A sealed segment's indexes are mapped at their size; one that is
     // scanned or appended to needs room for every entry it may get.
-    let capacity = if active || scan {
-        config.max_index_entries()
-    } else {
-        0
-    };
+    let capacity = if active || scan { config.max_index_entries() } else { 0 };
     let (mut segment, indexes_present) = Segment::open_files(dir, base_offset, capacity)?;
-    let needs_scan = scan
-        || !indexes_present
-        || !segment.indexes_look_sane()
-        || segment.tail_from_indexes().is_err();
+    let needs_scan = scan || !indexes_present || !segment.indexes_look_sane() || segment.tail_from_indexes().is_err();
     if needs_scan && !scan {
         tracing::warn!(segment = %segment.path().display(), "index missing or inconsistent with the log; rebuilding it");
         drop(segment);
         segment = Segment::open_files(dir, base_offset, config.max_index_entries())?.0;
     }
-    let truncation = if needs_scan {
-        scan_segment(&segment, config, epochs)?
-    } else {
-        None
-    };
+    let truncation = if needs_scan { scan_segment(&segment, config, epochs)? } else { None };
     if needs_scan && !active {
         segment.seal()?;
     }
@@ -204,11 +179,8 @@ pub(crate) fn read_offset_file(path: &Path) -> Option<Offset> {
 /// crash: to a temporary file, fsync, rename.
 pub(crate) fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)
-        .map_err(StorageError::io("creating checkpoint", &temporary))?;
-    file.write_all(contents)
-        .map_err(StorageError::io("writing checkpoint", &temporary))?;
-    file.sync_all()
-        .map_err(StorageError::io("syncing checkpoint", &temporary))?;
+    let mut file = std::fs::File::create(&temporary).map_err(StorageError::io("creating checkpoint", &temporary))?;
+    file.write_all(contents).map_err(StorageError::io("writing checkpoint", &temporary))?;
+    file.sync_all().map_err(StorageError::io("syncing checkpoint", &temporary))?;
     std::fs::rename(&temporary, path).map_err(StorageError::io("renaming checkpoint", path))
 }

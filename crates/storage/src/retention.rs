@@ -14,29 +14,19 @@ pub(crate) struct SegmentSummary {
 
 /// How many segments, from the oldest, retention deletes. `segments` are
 /// in offset order and the last one is the active segment.
-pub(crate) fn segments_to_delete(
-    segments: &[SegmentSummary],
-    config: &LogConfig,
-    now_ms: i64,
-) -> usize {
+pub(crate) fn segments_to_delete(segments: &[SegmentSummary], config: &LogConfig, now_ms: i64) -> usize {
     let closed = segments.len().saturating_sub(1);
     let expired = match config.retention_ms {
         Some(retention_ms) => {
             let cutoff = now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX));
-            segments[..closed]
-                .iter()
-                .take_while(|segment| segment.max_timestamp_ms < cutoff)
-                .count()
+            segments[..closed].iter().take_while(|segment| segment.max_timestamp_ms < cutoff).count()
         }
         None => 0,
     };
     let oversized = match config.retention_bytes {
         Some(retention_bytes) => {
-            let mut excess = segments
-                .iter()
-                .map(|segment| segment.size_bytes)
-                .sum::<u64>()
-                .saturating_sub(retention_bytes);
+            let mut excess =
+                segments.iter().map(|segment| segment.size_bytes).sum::<u64>().saturating_sub(retention_bytes);
             segments[..closed]
                 .iter()
                 .take_while(|segment| {
@@ -58,25 +48,13 @@ mod tests {
     use super::*;
 
     fn summary(size_bytes: u64, max_timestamp_ms: i64) -> SegmentSummary {
-        SegmentSummary {
-            size_bytes,
-            max_timestamp_ms,
-        }
+        SegmentSummary { size_bytes, max_timestamp_ms }
     }
 
     #[test]
     fn time_retention_deletes_old_closed_segments_only() {
-        let config = LogConfig {
-            retention_ms: Some(1_000),
-            retention_bytes: None,
-            ..LogConfig::default()
-        };
-        let segments = [
-            summary(10, 100),
-            summary(10, 500),
-            summary(10, 5_000),
-            summary(10, 100),
-        ];
+        let config = LogConfig { retention_ms: Some(1_000), retention_bytes: None, ..LogConfig::default() };
+        let segments = [summary(10, 100), summary(10, 500), summary(10, 5_000), summary(10, 100)];
         assert_eq!(segments_to_delete(&segments, &config, 2_000), 2);
         // The active segment stays however old it is.
         assert_eq!(segments_to_delete(&segments[3..], &config, 1_000_000), 0);
@@ -84,23 +62,11 @@ mod tests {
 
     #[test]
     fn size_retention_keeps_the_log_at_or_under_the_limit() {
-        let config = LogConfig {
-            retention_ms: None,
-            retention_bytes: Some(25),
-            ..LogConfig::default()
-        };
-        let segments = [
-            summary(10, 0),
-            summary(10, 0),
-            summary(10, 0),
-            summary(5, 0),
-        ];
+        let config = LogConfig { retention_ms: None, retention_bytes: Some(25), ..LogConfig::default() };
+        let segments = [summary(10, 0), summary(10, 0), summary(10, 0), summary(5, 0)];
         // 35 bytes, 10 over: deleting the first segment is enough.
         assert_eq!(segments_to_delete(&segments, &config, 0), 1);
-        let config = LogConfig {
-            retention_bytes: Some(4),
-            ..config
-        };
+        let config = LogConfig { retention_bytes: Some(4), ..config };
         assert_eq!(segments_to_delete(&segments, &config, 0), 3);
     }
 }

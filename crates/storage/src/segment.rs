@@ -71,11 +71,7 @@ pub(crate) fn file_path(dir: &Path, base_offset: Offset, extension: &str) -> Pat
 
 impl Segment {
     /// Creates an empty segment, replacing any files of the same name.
-    pub(crate) fn create(
-        dir: &Path,
-        base_offset: Offset,
-        config: &LogConfig,
-    ) -> Result<Segment, StorageError> {
+    pub(crate) fn create(dir: &Path, base_offset: Offset, config: &LogConfig) -> Result<Segment, StorageError> {
         let path = file_path(dir, base_offset, "log");
         let file = OpenOptions::new()
             .read(true)
@@ -85,22 +81,9 @@ impl Segment {
             .open(&path)
             .map_err(StorageError::io("creating segment", &path))?;
         let capacity = config.max_index_entries();
-        let offset_index = OffsetIndex(MmapIndex::create(
-            &file_path(dir, base_offset, "index"),
-            capacity,
-        )?);
-        let time_index = TimeIndex(MmapIndex::create(
-            &file_path(dir, base_offset, "timeindex"),
-            capacity,
-        )?);
-        Ok(Segment::assemble(
-            base_offset,
-            path,
-            file,
-            offset_index,
-            time_index,
-            0,
-        ))
+        let offset_index = OffsetIndex(MmapIndex::create(&file_path(dir, base_offset, "index"), capacity)?);
+        let time_index = TimeIndex(MmapIndex::create(&file_path(dir, base_offset, "timeindex"), capacity)?);
+        Ok(Segment::assemble(base_offset, path, file, offset_index, time_index, 0))
     }
 
     fn assemble(
@@ -140,26 +123,14 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(StorageError::io("opening segment", &path))?;
-        let size_bytes = file
-            .metadata()
-            .map_err(StorageError::io("reading segment size", &path))?
-            .len();
+        let size_bytes = file.metadata().map_err(StorageError::io("reading segment size", &path))?.len();
         let offset_path = file_path(dir, base_offset, "index");
         let time_path = file_path(dir, base_offset, "timeindex");
-        let indexes_present = offset_path.exists() && time_path.exists();
-        let offset_index = OffsetIndex(MmapIndex::open(&offset_path, index_capacity)?);
-        let time_index = TimeIndex(MmapIndex::open(&time_path, index_capacity)?);
-        Ok((
-            Segment::assemble(
-                base_offset,
-                path,
-                file,
-                offset_index,
-                time_index,
-                size_bytes,
-            ),
-            indexes_present,
-        ))
+        let (offset_index, offset_intact) = MmapIndex::open(&offset_path, index_capacity)?;
+        let (time_index, time_intact) = MmapIndex::open(&time_path, index_capacity)?;
+        let (offset_index, time_index) = (OffsetIndex(offset_index), TimeIndex(time_index));
+        let indexes_present = offset_intact && time_intact;
+        Ok((Segment::assemble(base_offset, path, file, offset_index, time_index, size_bytes), indexes_present))
     }
 
     pub(crate) fn base_offset(&self) -> Offset {
@@ -209,39 +180,24 @@ impl Segment {
     /// `offset` relative to the segment's base, if it fits the 32 bits the
     /// indexes keep.
     pub(crate) fn relative(&self, offset: Offset) -> Option<u32> {
-        offset
-            .0
-            .checked_sub(self.base_offset.0)
-            .and_then(|delta| u32::try_from(delta).ok())
+        offset.0.checked_sub(self.base_offset.0).and_then(|delta| u32::try_from(delta).ok())
     }
 
     /// Appends `bytes`, the batches described by `batches`, at the end of
     /// the file, indexes them, and publishes them to readers.
-    pub(crate) fn append(
-        &self,
-        bytes: &[u8],
-        batches: &[BatchInfo],
-        config: &LogConfig,
-    ) -> Result<(), StorageError> {
+    pub(crate) fn append(&self, bytes: &[u8], batches: &[BatchInfo], config: &LogConfig) -> Result<(), StorageError> {
         let position = self.size_bytes.load(Ordering::Relaxed);
-        self.file
-            .write_all_at(bytes, position)
-            .map_err(StorageError::io("appending to segment", &self.path))?;
+        self.file.write_all_at(bytes, position).map_err(StorageError::io("appending to segment", &self.path))?;
         let mut at = position;
         for batch in batches {
             self.index_batch(batch, at, config);
             at += batch.size_bytes;
         }
-        debug_assert_eq!(
-            at,
-            position + bytes.len() as u64,
-            "batch infos cover the appended bytes"
-        );
+        debug_assert_eq!(at, position + bytes.len() as u64, "batch infos cover the appended bytes");
         if let Some(last) = batches.last() {
             debug_assert!(last.last_offset >= self.next_offset(), "offsets only grow");
             self.size_bytes.store(at, Ordering::Release);
-            self.next_offset
-                .store(last.last_offset.0 + 1, Ordering::Release);
+            self.next_offset.store(last.last_offset.0 + 1, Ordering::Release);
         }
         Ok(())
     }
@@ -251,31 +207,22 @@ impl Segment {
     /// Used by append and by the recovery scan, so both index alike.
     pub(crate) fn index_batch(&self, batch: &BatchInfo, position: u64, config: &LogConfig) {
         let since = self.bytes_since_index_entry.load(Ordering::Relaxed);
-        let relative = self
-            .relative(batch.base_offset)
-            .expect("the log rolls before relative offsets overflow");
+        let relative = self.relative(batch.base_offset).expect("the log rolls before relative offsets overflow");
         let max_before = self.max_timestamp_ms.load(Ordering::Relaxed);
         if since >= config.index_interval_bytes && !self.index_is_full() {
             self.offset_index.append(relative, position as u32);
-            let newest_indexed = self
-                .time_index
-                .last()
-                .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
+            let newest_indexed = self.time_index.last().map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
             if max_before > newest_indexed {
                 self.time_index.append(max_before, relative);
             }
-            self.bytes_since_index_entry
-                .store(batch.size_bytes, Ordering::Relaxed);
+            self.bytes_since_index_entry.store(batch.size_bytes, Ordering::Relaxed);
         } else {
-            self.bytes_since_index_entry
-                .store(since + batch.size_bytes, Ordering::Relaxed);
+            self.bytes_since_index_entry.store(since + batch.size_bytes, Ordering::Relaxed);
         }
         if self.first_batch_timestamp_ms.load(Ordering::Relaxed) == NO_TIMESTAMP {
-            self.first_batch_timestamp_ms
-                .store(batch.max_timestamp_ms, Ordering::Relaxed);
+            self.first_batch_timestamp_ms.store(batch.max_timestamp_ms, Ordering::Relaxed);
         }
-        self.max_timestamp_ms
-            .store(max_before.max(batch.max_timestamp_ms), Ordering::Release);
+        self.max_timestamp_ms.store(max_before.max(batch.max_timestamp_ms), Ordering::Release);
     }
 
     /// Forgets every batch and index entry: the start of a recovery scan.
@@ -283,11 +230,9 @@ impl Segment {
         self.offset_index.0.clear();
         self.time_index.0.clear();
         self.size_bytes.store(0, Ordering::Release);
-        self.next_offset
-            .store(self.base_offset.0, Ordering::Release);
+        self.next_offset.store(self.base_offset.0, Ordering::Release);
         self.max_timestamp_ms.store(NO_TIMESTAMP, Ordering::Release);
-        self.first_batch_timestamp_ms
-            .store(NO_TIMESTAMP, Ordering::Relaxed);
+        self.first_batch_timestamp_ms.store(NO_TIMESTAMP, Ordering::Relaxed);
         self.bytes_since_index_entry.store(0, Ordering::Relaxed);
     }
 
@@ -301,18 +246,12 @@ impl Segment {
     /// Reads the header of the batch at `position`.
     pub(crate) fn read_header(&self, position: u64) -> Result<BatchHeader, StorageError> {
         let mut header = [0u8; HEADER_BYTES];
-        self.file
-            .read_exact_at(&mut header, position)
-            .map_err(StorageError::io("reading batch header", &self.path))?;
+        self.file.read_exact_at(&mut header, position).map_err(StorageError::io("reading batch header", &self.path))?;
         BatchHeader::parse(&header).map_err(|error| self.corrupt(position, error.to_string()))
     }
 
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> StorageError {
-        StorageError::CorruptSegment {
-            path: self.path.clone(),
-            position,
-            reason,
-        }
+        StorageError::CorruptSegment { path: self.path.clone(), position, reason }
     }
 
     /// The position and header of the batch holding `offset`, scanning
@@ -325,10 +264,7 @@ impl Segment {
         let Some(relative) = self.relative(offset) else {
             return Ok(None);
         };
-        let mut position = self
-            .offset_index
-            .lookup(relative)
-            .map_or(0, |(_, position)| u64::from(position));
+        let mut position = self.offset_index.lookup(relative).map_or(0, |(_, position)| u64::from(position));
         while position < size_bytes {
             let header = self.read_header(position)?;
             if header.last_offset() >= offset {
@@ -354,15 +290,10 @@ impl Segment {
     /// Cuts the file at `position`, the start of the batch at `new_next`,
     /// and rebuilds the in-memory tail state from what is left.
     pub(crate) fn truncate_at(&self, position: u64, new_next: Offset) -> Result<(), StorageError> {
-        let relative = self.relative(new_next).ok_or_else(|| {
-            self.corrupt(
-                position,
-                format!("offset {new_next} is outside the segment"),
-            )
-        })?;
-        self.file
-            .set_len(position)
-            .map_err(StorageError::io("truncating segment", &self.path))?;
+        let relative = self
+            .relative(new_next)
+            .ok_or_else(|| self.corrupt(position, format!("offset {new_next} is outside the segment")))?;
+        self.file.set_len(position).map_err(StorageError::io("truncating segment", &self.path))?;
         self.time_index.truncate_to_offset(relative);
         self.offset_index.truncate_to_position(position as u32);
         self.size_bytes.store(position, Ordering::Release);
@@ -379,50 +310,31 @@ impl Segment {
     pub(crate) fn tail_from_indexes(&self) -> Result<Offset, StorageError> {
         let size = self.size_bytes();
         let (mut position, mut next) = match self.offset_index.entries().last() {
-            Some((relative, position)) => (
-                u64::from(position),
-                self.base_offset.plus(u64::from(relative)),
-            ),
+            Some((relative, position)) => (u64::from(position), self.base_offset.plus(u64::from(relative))),
             None => (0, self.base_offset),
         };
-        let mut max_timestamp = self
-            .time_index
-            .last()
-            .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
+        let mut max_timestamp = self.time_index.last().map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
         let last_entry_position = position;
         while position < size {
             let header = self.read_header(position)?;
             if header.base_offset != next.0 as i64 {
                 return Err(self.corrupt(
                     position,
-                    format!(
-                        "batch starts at offset {} where {next} was expected",
-                        header.base_offset
-                    ),
+                    format!("batch starts at offset {} where {next} was expected", header.base_offset),
                 ));
             }
             if size - position < header.total_bytes() as u64 {
-                return Err(self.corrupt(
-                    position,
-                    "last batch runs past the end of the file".to_string(),
-                ));
+                return Err(self.corrupt(position, "last batch runs past the end of the file".to_string()));
             }
             max_timestamp = max_timestamp.max(header.max_timestamp);
             next = header.last_offset().plus(1);
             position += header.total_bytes() as u64;
         }
-        let first_timestamp = if size == 0 {
-            NO_TIMESTAMP
-        } else {
-            self.read_header(0)?.max_timestamp
-        };
+        let first_timestamp = if size == 0 { NO_TIMESTAMP } else { self.read_header(0)?.max_timestamp };
         self.next_offset.store(next.0, Ordering::Release);
-        self.max_timestamp_ms
-            .store(max_timestamp, Ordering::Release);
-        self.first_batch_timestamp_ms
-            .store(first_timestamp, Ordering::Relaxed);
-        self.bytes_since_index_entry
-            .store(size - last_entry_position, Ordering::Relaxed);
+        self.max_timestamp_ms.store(max_timestamp, Ordering::Release);
+        self.first_batch_timestamp_ms.store(first_timestamp, Ordering::Relaxed);
+        self.bytes_since_index_entry.store(size - last_entry_position, Ordering::Relaxed);
         Ok(next)
     }
 
@@ -463,9 +375,7 @@ impl Segment {
 
     /// fsyncs the file and the indexes.
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
-        self.file
-            .sync_data()
-            .map_err(StorageError::io("syncing segment", &self.path))?;
+        self.file.sync_data().map_err(StorageError::io("syncing segment", &self.path))?;
         self.offset_index.0.flush()?;
         self.time_index.0.flush()
     }
@@ -473,11 +383,7 @@ impl Segment {
     /// Removes the segment's files. Readers that still hold the segment
     /// keep reading the unlinked file until they drop it.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
-        for path in [
-            &self.path,
-            &self.offset_index.0.path().to_path_buf(),
-            &self.time_index.0.path().to_path_buf(),
-        ] {
+        for path in [&self.path, &self.offset_index.0.path().to_path_buf(), &self.time_index.0.path().to_path_buf()] {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

@@ -42,20 +42,13 @@ struct Model {
 
 impl Model {
     fn log_end(&self) -> u64 {
-        self.batches
-            .last()
-            .map_or(self.log_start, |(base, values)| base + values.len() as u64)
+        self.batches.last().map_or(self.log_start, |(base, values)| base + values.len() as u64)
     }
 
     fn records_from(&self, from: u64) -> Vec<(u64, Vec<u8>)> {
         self.batches
             .iter()
-            .flat_map(|(base, values)| {
-                values
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, v)| (base + i as u64, v.clone()))
-            })
+            .flat_map(|(base, values)| values.iter().enumerate().map(move |(i, v)| (base + i as u64, v.clone())))
             .filter(|(offset, _)| *offset >= from)
             .collect()
     }
@@ -74,10 +67,7 @@ fn config() -> LogConfig {
 fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(log.log_start_offset(), Offset(model.log_start));
     prop_assert_eq!(log.log_end_offset(), Offset(model.log_end()));
-    prop_assert_eq!(
-        common::all_records(log),
-        model.records_from(model.log_start)
-    );
+    prop_assert_eq!(common::all_records(log), model.records_from(model.log_start));
     Ok(())
 }
 

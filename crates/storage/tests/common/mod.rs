@@ -29,22 +29,14 @@ pub fn read_all(reader: &LogReader, from: Offset, max_bytes: u64) -> Vec<(u64, V
     let mut next = from;
     let end = reader.log_end_offset();
     while next < end {
-        let read = reader
-            .read(next, max_bytes, end)
-            .expect("read within range");
-        assert!(
-            !read.is_empty(),
-            "a read below the log end returns at least one batch"
-        );
+        let read = reader.read(next, max_bytes, end).expect("read within range");
+        assert!(!read.is_empty(), "a read below the log end returns at least one batch");
         let bytes = read.to_bytes().expect("read bytes");
         let mut expected_next = None;
         for view in Batches::new(&bytes) {
             let view = view.expect("stored batches are valid");
             if let Some(expected) = expected_next {
-                assert_eq!(
-                    view.header.base_offset as u64, expected,
-                    "batches follow each other"
-                );
+                assert_eq!(view.header.base_offset as u64, expected, "batches follow each other");
             }
             expected_next = Some(view.header.last_offset().0 + 1);
             for record in view.records() {
@@ -54,11 +46,7 @@ pub fn read_all(reader: &LogReader, from: Offset, max_bytes: u64) -> Vec<(u64, V
                 }
             }
         }
-        assert_eq!(
-            Some(read.next_offset.0),
-            expected_next,
-            "next_offset follows the last batch"
-        );
+        assert_eq!(Some(read.next_offset.0), expected_next, "next_offset follows the last batch");
         next = read.next_offset;
     }
     records
@@ -71,7 +59,5 @@ pub fn all_records(log: &PartitionLog) -> Vec<(u64, Vec<u8>)> {
 /// Current wall-clock time in milliseconds, so that age-based roll and
 /// retention stay out of the way unless a test wants them.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
