@@ -98,7 +98,7 @@ fn reopen_and_check(dir: &Path, batches: &[StoredBatch], damaged: Option<usize>)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn a_cut_anywhere_keeps_exactly_the_whole_batches_before_it(cut in any::<prop::sample::Index>()) {

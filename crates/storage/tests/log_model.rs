@@ -72,7 +72,7 @@ fn check(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn log_agrees_with_a_vec_model(ops in proptest::collection::vec(op(), 1..60)) {

@@ -61,3 +61,9 @@ pub fn all_records(log: &PartitionLog) -> Vec<(u64, Vec<u8>)> {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Property-test cases: `PROPTEST_CASES` when set (for long runs), else
+/// `default` (kept small so the default test run stays quick).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
