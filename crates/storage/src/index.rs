@@ -192,6 +192,18 @@ impl OffsetIndex {
         (0..self.0.len()).map(|index| split(self.0.entry(index)[0]))
     }
 
+    /// The last indexed batch that starts at or before `max_position` and
+    /// at or below `max_relative_offset`. Offsets and positions grow
+    /// together, so the entries where both hold are a prefix.
+    pub(crate) fn last_within(&self, max_relative_offset: u32, max_position: u64) -> Option<(u32, u32)> {
+        self.0
+            .last_where(|[word]| {
+                let (relative, position) = split(*word);
+                relative <= max_relative_offset && u64::from(position) <= max_position
+            })
+            .map(|[word]| split(word))
+    }
+
     /// Drops the entries of batches at or after `position`.
     pub(crate) fn truncate_to_position(&self, position: u32) {
         self.0.truncate_where(|[word]| (*word as u32) < position);

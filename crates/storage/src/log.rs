@@ -648,36 +648,66 @@ impl LogReader {
             return Ok(read);
         }
         let mut total_bytes = 0u64;
-        'segments: for segment in &segments.0[segments.holding(from_offset)..] {
+        for segment in &segments.0[segments.holding(from_offset)..] {
             let size_bytes = segment.size_bytes();
-            let Some((start, first_header)) = segment.find_batch(read.next_offset, size_bytes)? else {
+            let Some(start) = segment.find_batch_position(read.next_offset, size_bytes)? else {
                 continue;
             };
-            let mut position = start;
-            let mut header = first_header;
-            let mut done = false;
-            loop {
-                let length = header.total_bytes() as u64;
-                if header.last_offset() >= upto || (total_bytes > 0 && total_bytes + length > max_bytes) {
-                    done = true;
-                    break;
-                }
-                total_bytes += length;
-                position += length;
-                read.next_offset = header.last_offset().plus(1);
-                if position >= size_bytes {
-                    break;
-                }
-                header = segment.read_header(position)?;
+            let budget = max_bytes.saturating_sub(total_bytes);
+            let (end, next_offset, stopped) = match Self::end_from_index(segment, start, budget, upto, size_bytes) {
+                Some((end, next_offset)) => (end, next_offset, end < size_bytes),
+                None => Self::end_from_headers(segment, start, budget, total_bytes == 0, upto, size_bytes)?,
+            };
+            if end > start {
+                read.ranges.push(FileRange { segment: Arc::clone(segment), position: start, length: end - start });
+                total_bytes += end - start;
+                read.next_offset = next_offset;
             }
-            if position > start {
-                read.ranges.push(FileRange { segment: Arc::clone(segment), position: start, length: position - start });
-            }
-            if done || total_bytes >= max_bytes {
-                break 'segments;
+            if stopped || total_bytes >= max_bytes {
+                break;
             }
         }
         Ok(read)
+    }
+
+    /// The fast way to find where a read ends: at the last indexed batch
+    /// boundary within the byte budget and below `upto`. Costs no I/O; the
+    /// batches before an index entry are whole and below its offset. `None`
+    /// when no entry lies past `start` within bounds.
+    fn end_from_index(segment: &Segment, start: u64, budget: u64, upto: Offset, size_bytes: u64) -> Option<(u64, Offset)> {
+        let upto_relative = upto.0.saturating_sub(segment.base_offset().0).min(u64::from(u32::MAX)) as u32;
+        let max_position = start.saturating_add(budget).min(size_bytes);
+        let (relative, position) = segment.offset_index().last_within(upto_relative, max_position)?;
+        (u64::from(position) > start).then(|| (u64::from(position), segment.base_offset().plus(u64::from(relative))))
+    }
+
+    /// The slow way: walk batch headers from `start` while batches fit the
+    /// budget and lie below `upto`. With `at_least_one`, the first batch is
+    /// taken whatever its size, so a consumer can never get stuck on a
+    /// batch bigger than its `max_bytes`. Returns the end, the offset after
+    /// it, and whether the read must stop here (rather than go on to the
+    /// next segment).
+    fn end_from_headers(
+        segment: &Segment,
+        start: u64,
+        budget: u64,
+        at_least_one: bool,
+        upto: Offset,
+        size_bytes: u64,
+    ) -> Result<(u64, Offset, bool), StorageError> {
+        let mut end = start;
+        let mut next_offset = Offset::ZERO;
+        while end < size_bytes {
+            let header = segment.read_header(end)?;
+            let length = header.total_bytes() as u64;
+            let first = end == start;
+            if header.last_offset() >= upto || (end - start + length > budget && !(first && at_least_one)) {
+                return Ok((end, next_offset, true));
+            }
+            end += length;
+            next_offset = header.last_offset().plus(1);
+        }
+        Ok((end, next_offset, false))
     }
 
     /// The first offset whose record timestamp is at or after

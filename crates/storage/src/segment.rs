@@ -275,6 +275,20 @@ impl Segment {
         Ok(None)
     }
 
+    /// The position of the batch holding `offset`. When an index entry
+    /// names that batch exactly (the usual case for a reader that goes on
+    /// from where its last read ended) no header is read at all.
+    pub(crate) fn find_batch_position(&self, offset: Offset, size_bytes: u64) -> Result<Option<u64>, StorageError> {
+        if let Some(relative) = self.relative(offset) {
+            if let Some((found, position)) = self.offset_index.lookup(relative) {
+                if found == relative && u64::from(position) < size_bytes {
+                    return Ok(Some(u64::from(position)));
+                }
+            }
+        }
+        Ok(self.find_batch(offset, size_bytes)?.map(|(position, _)| position))
+    }
+
     /// Drops every batch that holds `offset` or a later one; returns the new
     /// next offset (the base of the first dropped batch).
     pub(crate) fn truncate_to(&self, offset: Offset) -> Result<Offset, StorageError> {
