@@ -25,7 +25,8 @@ pub struct LogConfig {
     /// Roll to a new segment once the active one would pass this size.
     /// Default 1 GiB; at most 2 GiB (index positions are 32-bit, as in Kafka).
     pub segment_bytes: u64,
-    /// Roll once the active segment's first batch is this old. Default 7 days.
+    /// Roll once the active segment was created this long ago (broker
+    /// clock) and holds data. Default 7 days.
     pub segment_ms: u64,
     /// Delete closed segments whose newest record is older than this.
     /// `None` keeps them forever. Default 7 days.

@@ -72,7 +72,8 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
         } else {
             Some(MmapRaw::map_raw(&file).map_err(StorageError::io("mapping index", path))?)
         };
-        let index = MmapIndex { path: path.to_path_buf(), file, map, capacity_entries, entries: AtomicUsize::new(entries) };
+        let index =
+            MmapIndex { path: path.to_path_buf(), file, map, capacity_entries, entries: AtomicUsize::new(entries) };
         Ok((index, intact))
     }
 

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use brook_record::{stamp_batch, validate_batch, BatchView, LeaderEpoch, Offset};
 
@@ -22,7 +22,7 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::read::{FileRange, LogRead};
 use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 use crate::retention::{segments_to_delete, SegmentSummary};
-use crate::segment::{file_path, BatchInfo, Segment};
+use crate::segment::{file_path, now_ms, BatchInfo, Segment};
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +105,6 @@ pub struct PartitionLog {
     /// Reused across appends so validation allocates nothing.
     batch_infos: Vec<BatchInfo>,
     truncations: Vec<Truncation>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// Base offsets of the segments in `dir`, sorted. Index files whose
@@ -419,7 +415,7 @@ impl PartitionLog {
             return Ok(());
         }
         let too_big = active.size_bytes() + incoming_bytes > self.config.segment_bytes;
-        let too_old = now_ms().saturating_sub(active.first_batch_timestamp_ms()) >= self.config.segment_ms as i64;
+        let too_old = now_ms().saturating_sub(active.created_ms()) >= self.config.segment_ms as i64;
         let offsets_overflow = active.relative(last_offset).is_none();
         if too_big || too_old || offsets_overflow || active.index_is_full() {
             drop(segments);
@@ -674,7 +670,13 @@ impl LogReader {
     /// boundary within the byte budget and below `upto`. Costs no I/O; the
     /// batches before an index entry are whole and below its offset. `None`
     /// when no entry lies past `start` within bounds.
-    fn end_from_index(segment: &Segment, start: u64, budget: u64, upto: Offset, size_bytes: u64) -> Option<(u64, Offset)> {
+    fn end_from_index(
+        segment: &Segment,
+        start: u64,
+        budget: u64,
+        upto: Offset,
+        size_bytes: u64,
+    ) -> Option<(u64, Offset)> {
         let upto_relative = upto.0.saturating_sub(segment.base_offset().0).min(u64::from(u32::MAX)) as u32;
         let max_position = start.saturating_add(budget).min(size_bytes);
         let (relative, position) = segment.offset_index().last_within(upto_relative, max_position)?;

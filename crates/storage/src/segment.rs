@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use brook_record::{BatchHeader, LeaderEpoch, Offset, HEADER_BYTES};
 
@@ -43,6 +44,10 @@ impl BatchInfo {
     }
 }
 
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// No batch yet, as a timestamp.
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
 
@@ -58,8 +63,11 @@ pub(crate) struct Segment {
     /// The offset after the last batch (`base_offset` when empty).
     next_offset: AtomicU64,
     max_timestamp_ms: AtomicI64,
-    /// The first batch's max timestamp: the segment's age for `segment_ms`.
-    first_batch_timestamp_ms: AtomicI64,
+    /// When the segment file was created (wall clock, ms): its age for
+    /// `segment_ms`. Kafka takes the first batch's timestamp instead; that
+    /// lets a producer with an old clock force a roll on every append, so
+    /// Brook uses the broker's own clock.
+    created_ms: i64,
     /// Writer-only: log bytes appended since the last offset-index entry.
     bytes_since_index_entry: AtomicU64,
 }
@@ -83,7 +91,7 @@ impl Segment {
         let capacity = config.max_index_entries();
         let offset_index = OffsetIndex(MmapIndex::create(&file_path(dir, base_offset, "index"), capacity)?);
         let time_index = TimeIndex(MmapIndex::create(&file_path(dir, base_offset, "timeindex"), capacity)?);
-        Ok(Segment::assemble(base_offset, path, file, offset_index, time_index, 0))
+        Ok(Segment::assemble(base_offset, path, file, offset_index, time_index, 0, now_ms()))
     }
 
     fn assemble(
@@ -93,6 +101,7 @@ impl Segment {
         offset_index: OffsetIndex,
         time_index: TimeIndex,
         size_bytes: u64,
+        created_ms: i64,
     ) -> Segment {
         Segment {
             base_offset,
@@ -103,7 +112,7 @@ impl Segment {
             size_bytes: AtomicU64::new(size_bytes),
             next_offset: AtomicU64::new(base_offset.0),
             max_timestamp_ms: AtomicI64::new(NO_TIMESTAMP),
-            first_batch_timestamp_ms: AtomicI64::new(NO_TIMESTAMP),
+            created_ms,
             bytes_since_index_entry: AtomicU64::new(0),
         }
     }
@@ -123,14 +132,25 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(StorageError::io("opening segment", &path))?;
-        let size_bytes = file.metadata().map_err(StorageError::io("reading segment size", &path))?.len();
+        let metadata = file.metadata().map_err(StorageError::io("reading segment size", &path))?;
+        let size_bytes = metadata.len();
+        // Birth time where the filesystem keeps it; otherwise the age
+        // restarts at open, which only delays a roll.
+        let created_ms = metadata
+            .created()
+            .ok()
+            .and_then(|created| created.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(now_ms, |since| since.as_millis() as i64);
         let offset_path = file_path(dir, base_offset, "index");
         let time_path = file_path(dir, base_offset, "timeindex");
         let (offset_index, offset_intact) = MmapIndex::open(&offset_path, index_capacity)?;
         let (time_index, time_intact) = MmapIndex::open(&time_path, index_capacity)?;
         let (offset_index, time_index) = (OffsetIndex(offset_index), TimeIndex(time_index));
         let indexes_present = offset_intact && time_intact;
-        Ok((Segment::assemble(base_offset, path, file, offset_index, time_index, size_bytes), indexes_present))
+        Ok((
+            Segment::assemble(base_offset, path, file, offset_index, time_index, size_bytes, created_ms),
+            indexes_present,
+        ))
     }
 
     pub(crate) fn base_offset(&self) -> Offset {
@@ -161,8 +181,8 @@ impl Segment {
         self.max_timestamp_ms.load(Ordering::Acquire)
     }
 
-    pub(crate) fn first_batch_timestamp_ms(&self) -> i64 {
-        self.first_batch_timestamp_ms.load(Ordering::Relaxed)
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.created_ms
     }
 
     pub(crate) fn offset_index(&self) -> &OffsetIndex {
@@ -219,9 +239,6 @@ impl Segment {
         } else {
             self.bytes_since_index_entry.store(since + batch.size_bytes, Ordering::Relaxed);
         }
-        if self.first_batch_timestamp_ms.load(Ordering::Relaxed) == NO_TIMESTAMP {
-            self.first_batch_timestamp_ms.store(batch.max_timestamp_ms, Ordering::Relaxed);
-        }
         self.max_timestamp_ms.store(max_before.max(batch.max_timestamp_ms), Ordering::Release);
     }
 
@@ -232,7 +249,6 @@ impl Segment {
         self.size_bytes.store(0, Ordering::Release);
         self.next_offset.store(self.base_offset.0, Ordering::Release);
         self.max_timestamp_ms.store(NO_TIMESTAMP, Ordering::Release);
-        self.first_batch_timestamp_ms.store(NO_TIMESTAMP, Ordering::Relaxed);
         self.bytes_since_index_entry.store(0, Ordering::Relaxed);
     }
 
@@ -344,10 +360,8 @@ impl Segment {
             next = header.last_offset().plus(1);
             position += header.total_bytes() as u64;
         }
-        let first_timestamp = if size == 0 { NO_TIMESTAMP } else { self.read_header(0)?.max_timestamp };
         self.next_offset.store(next.0, Ordering::Release);
         self.max_timestamp_ms.store(max_timestamp, Ordering::Release);
-        self.first_batch_timestamp_ms.store(first_timestamp, Ordering::Relaxed);
         self.bytes_since_index_entry.store(size - last_entry_position, Ordering::Relaxed);
         Ok(next)
     }
