@@ -97,6 +97,21 @@ fn reopen_and_check(dir: &Path, batches: &[StoredBatch], damaged: Option<usize>)
     Ok(())
 }
 
+/// A byte of the whole log picked by `pick`: the batch it falls in and its
+/// position inside that batch.
+fn locate(batches: &[StoredBatch], pick: prop::sample::Index) -> (usize, u64) {
+    let total: u64 = batches.iter().map(|batch| batch.end - batch.position).sum();
+    let mut at = pick.index(total as usize) as u64;
+    for (index, batch) in batches.iter().enumerate() {
+        let length = batch.end - batch.position;
+        if at < length {
+            return (index, at);
+        }
+        at -= length;
+    }
+    unreachable!("the byte lies inside the log")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: common::cases(48), ..ProptestConfig::default() })]
 
@@ -104,32 +119,14 @@ proptest! {
     fn a_cut_anywhere_keeps_exactly_the_whole_batches_before_it(cut in any::<prop::sample::Index>()) {
         let dir = tempfile::tempdir().expect("temp dir");
         let batches = write_log(dir.path());
-        let total: u64 = batches.iter().map(|batch| batch.end - batch.position).sum();
-        // Pick a byte of the whole log, cut its segment there.
-        let mut at = cut.index(total as usize) as u64;
-        let mut damaged = None;
-        for (index, batch) in batches.iter().enumerate() {
-            let length = batch.end - batch.position;
-            if at < length {
-                let file = std::fs::OpenOptions::new().write(true).open(&batch.segment).expect("open segment");
-                file.set_len(batch.position + at).expect("cut");
-                // A cut at a batch boundary loses the batches after it, but
-                // is not damage that a scan can see.
-                damaged = Some(index);
-                break;
-            }
-            at -= length;
-        }
-        let index = damaged.expect("the cut lands in some batch");
-        let clean_cut = batches[index].position + at == batches[index].position;
-        let is_last_segment = batches[index].segment == batches.last().expect("batches").segment;
-        if clean_cut && is_last_segment {
-            // Nothing to detect: the log simply ends earlier.
-            let log = PartitionLog::open(dir.path(), config()).expect("reopen");
-            prop_assert_eq!(common::all_records(&log), records_before(&batches, Some(index)));
-        } else if clean_cut {
-            // The segment ends early, so the next one does not follow it:
-            // everything from the cut on is dropped.
+        let (index, at) = locate(&batches, cut);
+        let batch = &batches[index];
+        let file = std::fs::OpenOptions::new().write(true).open(&batch.segment).expect("open segment");
+        file.set_len(batch.position + at).expect("cut");
+        if at == 0 {
+            // A cut at a batch boundary is not damage a scan can see: the
+            // segment just ends early (and, if it is not the last, the next
+            // one no longer follows it, so it goes too).
             let log = PartitionLog::open(dir.path(), config()).expect("reopen");
             prop_assert_eq!(common::all_records(&log), records_before(&batches, Some(index)));
         } else {
@@ -141,22 +138,12 @@ proptest! {
     fn a_flipped_byte_anywhere_is_found_and_cut_with_everything_after(at in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let dir = tempfile::tempdir().expect("temp dir");
         let batches = write_log(dir.path());
-        let total: u64 = batches.iter().map(|batch| batch.end - batch.position).sum();
-        let mut at = at.index(total as usize) as u64;
-        let mut damaged = None;
-        for (index, batch) in batches.iter().enumerate() {
-            let length = batch.end - batch.position;
-            if at < length {
-                let mut bytes = std::fs::read(&batch.segment).expect("read");
-                bytes[(batch.position + at) as usize] ^= flip;
-                std::fs::write(&batch.segment, bytes).expect("write");
-                damaged = Some(index);
-                break;
-            }
-            at -= length;
-        }
-        prop_assert!(damaged.is_some());
-        reopen_and_check(dir.path(), &batches, damaged)?;
+        let (index, at) = locate(&batches, at);
+        let batch = &batches[index];
+        let mut bytes = std::fs::read(&batch.segment).expect("read");
+        bytes[(batch.position + at) as usize] ^= flip;
+        std::fs::write(&batch.segment, bytes).expect("write");
+        reopen_and_check(dir.path(), &batches, Some(index))?;
     }
 
     /// The decoder side of recovery: a segment of arbitrary bytes, after
