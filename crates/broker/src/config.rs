@@ -1,0 +1,62 @@
+//! The broker's configuration: what `brook serve` flags and `brook.toml`
+//! set. Every field has a documented default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster. Default 1.
+    pub id: u32,
+    /// Where the gRPC server listens. Default `127.0.0.1:9092`.
+    pub listen: SocketAddr,
+    /// The address clients are told to use; default: `listen`.
+    pub advertised_address: Option<String>,
+    /// Topics, partition logs and the catalog live here. Default `./data`.
+    pub data_dir: PathBuf,
+    /// The largest gRPC request the broker decodes, in bytes (a produce
+    /// request carries whole batches). Default 64 MiB.
+    pub max_request_bytes: usize,
+    /// Upper bound for a fetch's `max_bytes`. Default 8 MiB.
+    pub max_fetch_bytes: u32,
+    /// Default fetch size when a request says 0. Default 1 MiB.
+    pub default_fetch_bytes: u32,
+    /// Upper bound for a fetch's long-poll wait, in ms. Default 30 s.
+    pub max_fetch_wait_ms: u32,
+    /// How long an acks=all produce waits when it names no timeout, in ms.
+    /// Default 30 s.
+    pub default_produce_timeout_ms: u32,
+    /// How often retention and time-based flushes run, in ms. Default 10 s.
+    pub log_maintenance_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_address: None,
+            data_dir: PathBuf::from("./data"),
+            max_request_bytes: 64 << 20,
+            max_fetch_bytes: 8 << 20,
+            default_fetch_bytes: 1 << 20,
+            max_fetch_wait_ms: 30_000,
+            default_produce_timeout_ms: 30_000,
+            log_maintenance_interval_ms: 10_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    pub fn advertised_address(&self) -> String {
+        self.advertised_address.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn log_maintenance_interval(&self) -> Duration {
+        Duration::from_millis(self.log_maintenance_interval_ms.max(10))
+    }
+}

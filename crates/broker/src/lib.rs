@@ -1,0 +1,35 @@
+//! # brook-broker: the broker node
+//!
+//! Owns a broker's topics and partition replicas and serves them over
+//! gRPC: `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, plus the
+//! standard health and reflection services. For now a single node: topics
+//! and committed offsets live in a sled catalog under the data dir, each
+//! partition's log under `data_dir/topics/<topic>-<partition>/`.
+//!
+//! The data path: a produce handler looks the partition up in the
+//! [`topics::TopicRegistry`] and calls [`partition::Partition::append`],
+//! which hands the request's bytes to the log on the blocking pool; a fetch
+//! reads whole batches below the high watermark (HW) and long-polls on the
+//! HW's `watch` when there are fewer than `min_bytes`.
+//!
+//! Invariants: a batch is stored exactly as the producer built it, but for
+//! its base offset and leader epoch; an acknowledged append is in the log
+//! (page cache, or on disk under the topic's flush policy); consumers never
+//! see records at or above the HW.
+//!
+//! Never: block an async worker on file I/O (logs are touched only in
+//! `spawn_blocking`); hold a lock across an `.await`; answer a client with
+//! an internal error's debug text (errors map to statuses in `error.rs`).
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod partition;
+pub mod server;
+pub mod service;
+pub mod topic_config;
+pub mod topics;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use server::{serve, ServeError};

@@ -1,0 +1,144 @@
+//! Wiring the broker together and serving it: open the catalog and the
+//! logs, bind the port, serve the four Brook services plus gRPC health and
+//! reflection, run log maintenance, and on shutdown close every log
+//! cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_proto::v1::admin_server::AdminServer;
+use brook_proto::v1::groups_server::GroupsServer;
+use brook_proto::v1::metadata_server::MetadataServer;
+use brook_proto::v1::records_server::RecordsServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::service::admin::AdminService;
+use crate::service::groups::GroupsService;
+use crate::service::metadata::MetadataService;
+use crate::service::records::RecordsService;
+use crate::service::NodeInfo;
+use crate::topics::TopicRegistry;
+
+/// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
+/// stall every large produce or fetch on a window update.
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// Why the broker could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(String),
+}
+
+/// Runs a broker until `shutdown` is cancelled, then closes its logs.
+pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|error| BrokerError::Catalog(format!("creating data dir {}: {error}", config.data_dir.display())))?;
+    let opening = Arc::clone(&config);
+    let (registry, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
+        let catalog = Catalog::open(&opening.data_dir.join("catalog"))?;
+        let cluster_id = catalog.cluster_id()?;
+        Ok((Arc::new(TopicRegistry::open(&opening.data_dir, catalog)?), cluster_id))
+    })
+    .await
+    .map_err(|_| BrokerError::ShuttingDown)??;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    let node = Arc::new(NodeInfo {
+        broker_id: config.id,
+        address: config.advertised_address.clone().unwrap_or_else(|| local_address.to_string()),
+        cluster_id,
+    });
+
+    let limit = config.max_request_bytes;
+    let admin = AdminServer::new(AdminService { registry: Arc::clone(&registry), node: Arc::clone(&node) })
+        .max_decoding_message_size(limit);
+    let records = RecordsServer::new(RecordsService {
+        registry: Arc::clone(&registry),
+        config: Arc::clone(&config),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let groups = GroupsServer::new(GroupsService { registry: Arc::clone(&registry) }).max_decoding_message_size(limit);
+    let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(&registry), node: Arc::clone(&node) });
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<RecordsServer<RecordsService>>().await;
+    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(brook_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|error| ServeError::Reflection(error.to_string()))?;
+
+    let maintenance =
+        tokio::spawn(run_maintenance(Arc::clone(&registry), config.log_maintenance_interval(), shutdown.clone()));
+
+    tracing::info!(
+        broker_id = config.id,
+        address = %local_address,
+        data_dir = %config.data_dir.display(),
+        topics = registry.list().len(),
+        "brook broker {} ready on {local_address}",
+        config.id
+    );
+    let served = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(admin)
+        .add_service(records)
+        .add_service(groups)
+        .add_service(metadata)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    if let Err(error) = maintenance.await {
+        tracing::error!(%error, "log maintenance task failed");
+    }
+    let closing = Arc::clone(&registry);
+    tokio::task::spawn_blocking(move || closing.close()).await.map_err(|_| BrokerError::ShuttingDown)?;
+    tracing::info!(broker_id = config.id, "broker stopped; logs closed cleanly");
+    served.map_err(ServeError::from)
+}
+
+/// Retention and time-based flushes, every `interval`, until shutdown.
+async fn run_maintenance(registry: Arc<TopicRegistry>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let registry = Arc::clone(&registry);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
+        if let Err(error) = tokio::task::spawn_blocking(move || registry.maintain(now_ms)).await {
+            tracing::error!(%error, "log maintenance panicked");
+        }
+    }
+}

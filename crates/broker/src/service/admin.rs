@@ -1,0 +1,111 @@
+//! `brook.v1.Admin`: topics and cluster description.
+
+use std::sync::Arc;
+
+use brook_proto::v1::admin_server::Admin;
+use brook_proto::v1::{
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse, ListTopicsRequest, ListTopicsResponse,
+    PartitionDescription, TopicDescription, TopicSummary,
+};
+use tonic::{Request, Response, Status};
+
+use crate::service::Node;
+use crate::topics::{Topic, TopicRegistry};
+
+#[derive(Debug)]
+pub struct AdminService {
+    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) node: Node,
+}
+
+/// Offsets go on the wire as Kafka's int64.
+pub(crate) fn wire_offset(offset: brook_record::Offset) -> i64 {
+    i64::try_from(offset.0).unwrap_or(i64::MAX)
+}
+
+impl AdminService {
+    fn describe(&self, topic: &Topic) -> TopicDescription {
+        let broker_id = self.node.broker_id;
+        TopicDescription {
+            name: topic.record.name.clone(),
+            replication_factor: topic.record.replication_factor,
+            configs: topic.record.configs.clone().into_iter().collect(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|partition| PartitionDescription {
+                    partition: partition.partition(),
+                    leader: broker_id,
+                    leader_epoch: 0,
+                    replicas: vec![broker_id],
+                    isr: vec![broker_id],
+                    log_start_offset: wire_offset(partition.log_start_offset()),
+                    high_watermark: wire_offset(partition.high_watermark()),
+                    log_end_offset: wire_offset(partition.log_end_offset()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        let topic = self
+            .registry
+            .create(request.name, request.partitions, request.replication_factor, request.configs.into_iter().collect())
+            .await?;
+        Ok(Response::new(CreateTopicResponse { topic: Some(self.describe(&topic)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.registry.delete(&request.into_inner().name).await?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_topics(&self, _request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        let topics = self
+            .registry
+            .list()
+            .iter()
+            .map(|topic| TopicSummary {
+                name: topic.record.name.clone(),
+                partitions: topic.record.partitions,
+                replication_factor: topic.record.replication_factor,
+            })
+            .collect();
+        Ok(Response::new(ListTopicsResponse { topics }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<DescribeTopicResponse>, Status> {
+        let topic = self.registry.topic(&request.into_inner().name)?;
+        Ok(Response::new(DescribeTopicResponse { topic: Some(self.describe(&topic)) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn describe_cluster(
+        &self,
+        _request: Request<DescribeClusterRequest>,
+    ) -> Result<Response<DescribeClusterResponse>, Status> {
+        Ok(Response::new(DescribeClusterResponse {
+            cluster_id: self.node.cluster_id.clone(),
+            controller_id: self.node.broker_id,
+            brokers: self.node.brokers(),
+        }))
+    }
+}

@@ -1,0 +1,109 @@
+//! `brook.v1.Groups`: committed consumer offsets.
+
+use std::sync::Arc;
+
+use brook_proto::v1::groups_server::Groups;
+use brook_proto::v1::{
+    CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset as WireCommittedOffset, FetchOffsetsRequest,
+    FetchOffsetsResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::catalog::CommittedOffset;
+use crate::error::BrokerError;
+use crate::topics::TopicRegistry;
+
+/// The longest group id and commit metadata accepted, in bytes.
+const MAX_GROUP_ID_BYTES: usize = 255;
+const MAX_METADATA_BYTES: usize = 4096;
+
+#[derive(Debug)]
+pub struct GroupsService {
+    pub(crate) registry: Arc<TopicRegistry>,
+}
+
+fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
+    if group_id.is_empty() || group_id.len() > MAX_GROUP_ID_BYTES || group_id.contains('\0') {
+        return Err(BrokerError::InvalidRequest(format!(
+            "group id '{group_id}' must be 1-{MAX_GROUP_ID_BYTES} bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Groups for GroupsService {
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id))]
+    async fn commit_offsets(
+        &self,
+        request: Request<CommitOffsetsRequest>,
+    ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        validate_group_id(&request.group_id)?;
+        let mut commits = Vec::with_capacity(request.offsets.len());
+        for commit in request.offsets {
+            self.registry.partition(&commit.topic, commit.partition)?;
+            if commit.offset < 0 {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "committed offset {} for {}-{} is negative",
+                    commit.offset, commit.topic, commit.partition
+                ))
+                .into());
+            }
+            if commit.metadata.len() > MAX_METADATA_BYTES {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "commit metadata is {} bytes, over the {MAX_METADATA_BYTES}-byte limit",
+                    commit.metadata.len()
+                ))
+                .into());
+            }
+            commits.push((
+                commit.topic,
+                commit.partition,
+                CommittedOffset { offset: commit.offset, metadata: commit.metadata },
+            ));
+        }
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || registry.catalog().commit_offsets(&request.group_id, &commits))
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)??;
+        Ok(Response::new(CommitOffsetsResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id))]
+    async fn fetch_offsets(
+        &self,
+        request: Request<FetchOffsetsRequest>,
+    ) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        validate_group_id(&request.group_id)?;
+        let registry = Arc::clone(&self.registry);
+        let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<WireCommittedOffset>, BrokerError> {
+            let catalog = registry.catalog();
+            if request.partitions.is_empty() {
+                return Ok(catalog
+                    .group_offsets(&request.group_id)?
+                    .into_iter()
+                    .map(|(topic, partition, committed)| WireCommittedOffset {
+                        topic,
+                        partition,
+                        offset: committed.offset,
+                        metadata: committed.metadata,
+                    })
+                    .collect());
+            }
+            request
+                .partitions
+                .into_iter()
+                .map(|wanted| {
+                    let committed = catalog.committed_offset(&request.group_id, &wanted.topic, wanted.partition)?;
+                    let (offset, metadata) = committed.map_or((-1, String::new()), |c| (c.offset, c.metadata));
+                    Ok(WireCommittedOffset { topic: wanted.topic, partition: wanted.partition, offset, metadata })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)??;
+        Ok(Response::new(FetchOffsetsResponse { offsets }))
+    }
+}

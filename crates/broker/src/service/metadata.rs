@@ -1,0 +1,54 @@
+//! `brook.v1.Metadata`: brokers and partition leaders, for routing.
+
+use std::sync::Arc;
+
+use brook_proto::v1::metadata_server::Metadata;
+use brook_proto::v1::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
+use tonic::{Request, Response, Status};
+
+use crate::service::Node;
+use crate::topics::{Topic, TopicRegistry};
+
+#[derive(Debug)]
+pub struct MetadataService {
+    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) node: Node,
+}
+
+impl MetadataService {
+    fn topic_metadata(&self, topic: &Topic) -> TopicMetadata {
+        let broker_id = self.node.broker_id;
+        TopicMetadata {
+            name: topic.record.name.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|partition| PartitionMetadata {
+                    partition: partition.partition(),
+                    leader: broker_id,
+                    leader_epoch: 0,
+                    replicas: vec![broker_id],
+                    isr: vec![broker_id],
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Metadata for MetadataService {
+    #[tracing::instrument(skip_all, fields(topics = request.get_ref().topics.len()))]
+    async fn get_metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
+        let wanted = request.into_inner().topics;
+        let topics = if wanted.is_empty() {
+            self.registry.list()
+        } else {
+            wanted.iter().map(|name| self.registry.topic(name)).collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(Response::new(MetadataResponse {
+            brokers: self.node.brokers(),
+            controller_id: self.node.broker_id,
+            topics: topics.iter().map(|topic| self.topic_metadata(topic)).collect(),
+        }))
+    }
+}

@@ -1,0 +1,120 @@
+//! `brook.v1.Records`: produce, fetch (long poll) and list offsets.
+//!
+//! Produce walks straight down: handler -> partition `append` -> log
+//! `append` -> answer (acks=all waits on nothing extra while the ISR is
+//! this broker alone). Fetch: handler -> partition `read` up to the high
+//! watermark -> bytes; if fewer than `min_bytes`, wait on the HW watch
+//! until more arrive or `max_wait_ms` passes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_proto::v1::records_server::Records;
+use brook_proto::v1::{
+    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, ProduceRequest,
+    ProduceResponse,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::service::admin::wire_offset;
+use crate::topics::TopicRegistry;
+
+/// In-sync replicas of every partition while Brook runs on one node.
+const SINGLE_NODE_ISR: u32 = 1;
+
+#[derive(Debug)]
+pub struct RecordsService {
+    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) config: Arc<BrokerConfig>,
+    /// Ends long polls early when the broker shuts down.
+    pub(crate) shutdown: CancellationToken,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+#[tonic::async_trait]
+impl Records for RecordsService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, bytes = request.get_ref().records.len(), offset))]
+    async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let acks = Acks::try_from(request.acks)
+            .map_err(|_| BrokerError::InvalidRequest(format!("acks value {} is not 0, 1 or all", request.acks)))?;
+        let topic = self.registry.topic(&request.topic)?;
+        let partition = topic.partition(request.partition)?;
+        if matches!(acks, Acks::All | Acks::Unspecified) && topic.config.min_insync_replicas > SINGLE_NODE_ISR {
+            return Err(BrokerError::NotEnoughReplicas {
+                topic: request.topic,
+                partition: request.partition,
+                isr: SINGLE_NODE_ISR,
+                min_insync_replicas: topic.config.min_insync_replicas,
+            }
+            .into());
+        }
+        let info = partition.append(request.records).await?;
+        tracing::Span::current().record("offset", info.base_offset.0);
+        Ok(Response::new(ProduceResponse {
+            base_offset: wire_offset(info.base_offset),
+            last_offset: wire_offset(info.last_offset),
+            log_append_time_ms: now_ms(),
+            log_start_offset: wire_offset(partition.log_start_offset()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.registry.partition(&request.topic, request.partition)?;
+        let max_bytes = match request.max_bytes {
+            0 => self.config.default_fetch_bytes,
+            requested => requested.min(self.config.max_fetch_bytes),
+        };
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.max_fetch_wait_ms)));
+        let deadline = Instant::now() + max_wait;
+        // Subscribe before the first read, so an append between the read
+        // and the wait still wakes us.
+        let mut high_watermark = partition.watch_high_watermark();
+        loop {
+            let fetched = partition.read(request.offset, u64::from(max_bytes)).await?;
+            let enough = fetched.records.len() >= request.min_bytes as usize;
+            let woken = enough
+                || tokio::select! {
+                    changed = tokio::time::timeout_at(deadline, high_watermark.changed()) => matches!(changed, Ok(Ok(()))),
+                    () = self.shutdown.cancelled() => false,
+                };
+            if !woken || enough {
+                return Ok(Response::new(FetchResponse {
+                    records: fetched.records,
+                    high_watermark: wire_offset(fetched.high_watermark),
+                    log_start_offset: wire_offset(fetched.log_start_offset),
+                    next_offset: wire_offset(fetched.next_offset),
+                }));
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.registry.partition(&request.topic, request.partition)?;
+        let spec = OffsetSpec::try_from(request.spec)
+            .map_err(|_| BrokerError::InvalidRequest(format!("offset spec {} is unknown", request.spec)))?;
+        let (offset, timestamp_ms) = match spec {
+            OffsetSpec::Latest => (wire_offset(partition.high_watermark()), -1),
+            OffsetSpec::Earliest => (wire_offset(partition.log_start_offset()), -1),
+            OffsetSpec::Timestamp => match partition.offset_for_timestamp(request.timestamp_ms).await? {
+                Some((offset, timestamp_ms)) => (wire_offset(offset), timestamp_ms),
+                None => (-1, -1),
+            },
+        };
+        Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms }))
+    }
+}

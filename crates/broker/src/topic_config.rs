@@ -1,0 +1,212 @@
+//! Topic names and topic configs, with Kafka's names and rules.
+
+use std::collections::BTreeMap;
+
+use brook_storage::{FlushPolicy, LogConfig};
+
+use crate::error::BrokerError;
+
+/// Checks a topic name the way Kafka does: 1-249 characters of
+/// `[a-zA-Z0-9._-]`, and not `.` or `..` (they would be directories).
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let invalid =
+        |reason: &str| Err(BrokerError::InvalidTopicName { name: name.to_string(), reason: reason.to_string() });
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > 249 {
+        return invalid("it is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return invalid(&format!("character {bad:?} is not allowed; use only ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// A topic's settings. Parsed from Kafka's config names; stored in the
+/// catalog as the same name/value map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub min_insync_replicas: u32,
+    pub max_message_bytes: usize,
+    pub flush_policy: FlushPolicy,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        TopicConfig {
+            retention_ms: log.retention_ms,
+            retention_bytes: log.retention_bytes,
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            min_insync_replicas: 1,
+            max_message_bytes: log.max_batch_bytes,
+            flush_policy: log.flush_policy,
+        }
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
+    BrokerError::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.into() }
+}
+
+fn parse_u64(key: &str, value: &str) -> Result<u64, BrokerError> {
+    value.parse().map_err(|_| invalid(key, value, "expected a non-negative integer"))
+}
+
+/// `-1` means "no limit", as in Kafka.
+fn parse_limit(key: &str, value: &str) -> Result<Option<u64>, BrokerError> {
+    if value == "-1" {
+        Ok(None)
+    } else {
+        parse_u64(key, value).map(Some).map_err(|_| invalid(key, value, "expected a non-negative integer or -1"))
+    }
+}
+
+fn parse_flush_policy(value: &str) -> Result<FlushPolicy, BrokerError> {
+    let key = "flush.policy";
+    let bad = || invalid(key, value, "expected none, always, every_n_records:N or every_ms:N");
+    match value.split_once(':') {
+        None if value == "none" => Ok(FlushPolicy::None),
+        None if value == "always" => Ok(FlushPolicy::Always),
+        Some(("every_n_records", count)) => Ok(FlushPolicy::EveryNRecords(count.parse().map_err(|_| bad())?)),
+        Some(("every_ms", interval)) => Ok(FlushPolicy::EveryMs(interval.parse().map_err(|_| bad())?)),
+        _ => Err(bad()),
+    }
+}
+
+fn format_flush_policy(policy: FlushPolicy) -> String {
+    match policy {
+        FlushPolicy::None => "none".to_string(),
+        FlushPolicy::Always => "always".to_string(),
+        FlushPolicy::EveryNRecords(count) => format!("every_n_records:{count}"),
+        FlushPolicy::EveryMs(interval) => format!("every_ms:{interval}"),
+    }
+}
+
+fn format_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "-1".to_string(), |value| value.to_string())
+}
+
+impl TopicConfig {
+    /// The defaults overridden by `configs`. Unknown names and bad values
+    /// are refused with the name and the reason.
+    pub fn from_map(configs: &BTreeMap<String, String>) -> Result<TopicConfig, BrokerError> {
+        let mut config = TopicConfig::default();
+        for (key, value) in configs {
+            let value = value.trim();
+            match key.as_str() {
+                "retention.ms" => config.retention_ms = parse_limit(key, value)?,
+                "retention.bytes" => config.retention_bytes = parse_limit(key, value)?,
+                "segment.bytes" => config.segment_bytes = parse_u64(key, value)?,
+                "segment.ms" => config.segment_ms = parse_u64(key, value)?,
+                "min.insync.replicas" => {
+                    config.min_insync_replicas = parse_u64(key, value)?
+                        .try_into()
+                        .ok()
+                        .filter(|&replicas| replicas >= 1)
+                        .ok_or_else(|| invalid(key, value, "must be at least 1"))?
+                }
+                "max.message.bytes" => {
+                    config.max_message_bytes =
+                        parse_u64(key, value)?.try_into().map_err(|_| invalid(key, value, "too large"))?
+                }
+                "flush.policy" => config.flush_policy = parse_flush_policy(value)?,
+                _ => {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "unknown config; known: retention.ms, retention.bytes, segment.bytes, segment.ms, \
+                         min.insync.replicas, max.message.bytes, flush.policy",
+                    ))
+                }
+            }
+        }
+        // The log checks its own limits; report them under the topic names.
+        config.log_config().validate().map_err(|error| {
+            let (key, value) = match &error {
+                brook_storage::StorageError::InvalidConfig { field: "segment_bytes", .. } => {
+                    ("segment.bytes", config.segment_bytes.to_string())
+                }
+                brook_storage::StorageError::InvalidConfig { field: "max_batch_bytes", .. } => {
+                    ("max.message.bytes", config.max_message_bytes.to_string())
+                }
+                _ => ("flush.policy", format_flush_policy(config.flush_policy)),
+            };
+            invalid(key, &value, error.to_string())
+        })?;
+        Ok(config)
+    }
+
+    /// Every config with its effective value.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("retention.ms".to_string(), format_limit(self.retention_ms)),
+            ("retention.bytes".to_string(), format_limit(self.retention_bytes)),
+            ("segment.bytes".to_string(), self.segment_bytes.to_string()),
+            ("segment.ms".to_string(), self.segment_ms.to_string()),
+            ("min.insync.replicas".to_string(), self.min_insync_replicas.to_string()),
+            ("max.message.bytes".to_string(), self.max_message_bytes.to_string()),
+            ("flush.policy".to_string(), format_flush_policy(self.flush_policy)),
+        ])
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            max_batch_bytes: self.max_message_bytes,
+            flush_policy: self.flush_policy,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v2_eu-1").is_ok());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "a/b", "ordres\u{e9}", "with space", &"a".repeat(250)] {
+            assert!(matches!(validate_topic_name(bad), Err(BrokerError::InvalidTopicName { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn configs_parse_and_round_trip() {
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), "1048576".to_string()),
+            ("flush.policy".to_string(), "every_n_records:100".to_string()),
+        ]);
+        let config = TopicConfig::from_map(&configs).expect("valid");
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.segment_bytes, 1 << 20);
+        assert_eq!(config.flush_policy, FlushPolicy::EveryNRecords(100));
+        assert_eq!(TopicConfig::from_map(&config.to_map()).expect("round trip"), config);
+    }
+
+    #[test]
+    fn bad_configs_name_the_key_and_the_reason() {
+        for (key, value) in
+            [("retention.ms", "soon"), ("segment.bytes", "10"), ("min.insync.replicas", "0"), ("colour", "blue")]
+        {
+            let configs = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let error = TopicConfig::from_map(&configs).expect_err("invalid");
+            assert!(error.to_string().starts_with(&format!("invalid config {key}={value}: ")), "{error}");
+        }
+    }
+}

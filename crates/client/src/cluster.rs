@@ -1,0 +1,176 @@
+//! Connections and the metadata cache shared by admin, producer and
+//! consumer: which broker leads each partition, and one HTTP/2 channel per
+//! broker (requests to the same broker multiplex over it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook_proto::v1::metadata_client::MetadataClient;
+use brook_proto::v1::{MetadataRequest, MetadataResponse};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+
+/// Large enough for a fetch of several MiB of batches.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct MetadataCache {
+    brokers: HashMap<u32, String>,
+    /// topic -> leader id per partition
+    topics: HashMap<String, Vec<u32>>,
+}
+
+/// A handle on a Brook cluster. Clone the `Arc` freely.
+#[derive(Debug)]
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    metadata: Mutex<MetadataCache>,
+}
+
+fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+    let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    Endpoint::from_shared(uri)
+        .map_err(|error| ClientError::InvalidAddress { address: address.to_string(), reason: error.to_string() })
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                // Windows sized for 128 KiB+ batches (see the broker's server.rs).
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
+        })
+}
+
+impl Cluster {
+    /// Parses `host:port[,host:port...]` and checks that one of them
+    /// answers a metadata request.
+    pub async fn connect(bootstrap: &str) -> Result<Arc<Cluster>, ClientError> {
+        let addresses: Vec<String> =
+            bootstrap.split(',').map(str::trim).filter(|address| !address.is_empty()).map(str::to_string).collect();
+        if addresses.is_empty() {
+            return Err(ClientError::InvalidAddress { address: bootstrap.to_string(), reason: "it is empty".into() });
+        }
+        for address in &addresses {
+            endpoint(address)?;
+        }
+        let cluster =
+            Arc::new(Cluster { bootstrap: addresses, channels: Mutex::default(), metadata: Mutex::default() });
+        cluster.refresh(&[]).await?;
+        Ok(cluster)
+    }
+
+    /// The channel to `address`, created (lazily connecting) on first use.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(address)?.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A channel to any broker: the known brokers first, then bootstrap.
+    pub(crate) fn any_channel(&self) -> Result<Channel, ClientError> {
+        let known = self.lock_metadata().brokers.values().next().cloned();
+        self.channel(known.as_deref().unwrap_or(&self.bootstrap[0]))
+    }
+
+    fn lock_metadata(&self) -> std::sync::MutexGuard<'_, MetadataCache> {
+        self.metadata.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks the brokers (known ones, then bootstrap) for metadata of
+    /// `topics` (all when empty) and caches it.
+    pub async fn refresh(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
+        let mut candidates: Vec<String> = self.lock_metadata().brokers.values().cloned().collect();
+        candidates.extend(self.bootstrap.iter().cloned());
+        let mut last_error = None;
+        for address in candidates {
+            let mut client = MetadataClient::new(self.channel(&address)?);
+            match client.get_metadata(MetadataRequest { topics: topics.to_vec() }).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let mut cache = self.lock_metadata();
+                    cache.brokers = response.brokers.iter().map(|broker| (broker.id, broker.address.clone())).collect();
+                    for topic in &response.topics {
+                        let mut leaders = vec![0; topic.partitions.len()];
+                        for partition in &topic.partitions {
+                            if let Some(slot) = leaders.get_mut(partition.partition as usize) {
+                                *slot = partition.leader;
+                            }
+                        }
+                        cache.topics.insert(topic.name.clone(), leaders);
+                    }
+                    return Ok(response);
+                }
+                Err(status) => {
+                    let error = ClientError::from_status(status);
+                    if !error.is_retriable() {
+                        if error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") {
+                            for topic in topics {
+                                self.lock_metadata().topics.remove(topic);
+                            }
+                        }
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(ClientError::Unreachable {
+            addresses: self.bootstrap.join(","),
+            reason: last_error.map_or_else(|| "no address to try".to_string(), |error| error.to_string()),
+        })
+    }
+
+    /// How many partitions `topic` has (cached; refreshed when unknown).
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(leaders) = self.lock_metadata().topics.get(topic) {
+            return Ok(leaders.len() as u32);
+        }
+        match self.refresh(&[topic.to_string()]).await {
+            Err(error) if error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") => {
+                Err(ClientError::UnknownTopic { topic: topic.to_string() })
+            }
+            Err(error) => Err(error),
+            Ok(_) => self
+                .lock_metadata()
+                .topics
+                .get(topic)
+                .map(|leaders| leaders.len() as u32)
+                .ok_or_else(|| ClientError::UnknownTopic { topic: topic.to_string() }),
+        }
+    }
+
+    /// The channel to the broker leading `topic`-`partition`.
+    pub async fn leader(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
+        let partitions = self.partition_count(topic).await?;
+        if partition >= partitions {
+            return Err(ClientError::Broker {
+                code: tonic::Code::NotFound,
+                code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+                message: format!("topic '{topic}' has {partitions} partitions; partition {partition} does not exist"),
+            });
+        }
+        let address = {
+            let cache = self.lock_metadata();
+            let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
+            leader.and_then(|id| cache.brokers.get(&id).cloned())
+        };
+        match address {
+            Some(address) => self.channel(&address),
+            None => self.any_channel(),
+        }
+    }
+
+    /// Forgets what is cached about `topic`, so the next call asks again
+    /// (after a not-leader or unknown-partition error).
+    pub fn invalidate(&self, topic: &str) {
+        self.lock_metadata().topics.remove(topic);
+    }
+}

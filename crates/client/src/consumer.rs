@@ -1,0 +1,442 @@
+//! The consumer: assigned partitions, pipelined fetches, decoded records.
+//!
+//! Every assigned partition keeps one fetch in flight: as soon as a fetch
+//! answers, the next one (from its `next_offset`) is sent, before the
+//! records are handed to `poll`'s caller, so processing and the network
+//! overlap and a caught-up consumer waits in the broker's long poll rather
+//! than in round trips.
+//!
+//! Positions: `fetch_position` is the next offset to fetch; the consumed
+//! position (what `commit` stores) is the offset after the last record
+//! `poll` returned. With a `group_id`, a partition starts at the group's
+//! committed offset, else at `auto_offset_reset`.
+//!
+//! Groups here are offset stores only: `subscribe` assigns every partition
+//! of the topics to this consumer; there is no rebalancing between group
+//! members (yet).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_proto::v1::groups_client::GroupsClient;
+use brook_proto::v1::records_client::RecordsClient;
+use brook_proto::v1::{
+    CommitOffsetsRequest, FetchOffsetsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetCommit,
+    OffsetSpec, TopicPartition as WireTopicPartition,
+};
+use brook_record::{Batches, Offset};
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+use crate::record::ConsumerRecord;
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+/// Where a partition without a usable position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    Earliest,
+    /// Kafka's default: only records produced from now on.
+    #[default]
+    Latest,
+}
+
+/// Where to move a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    Beginning,
+    End,
+    Offset(Offset),
+    /// The first record at or after this time (ms); the end if none is.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Committed offsets are kept under this id. Default none.
+    pub group_id: Option<String>,
+    pub auto_offset_reset: OffsetReset,
+    /// Per fetch request. Default 1 MiB.
+    pub fetch_max_bytes: u32,
+    /// How long the broker may hold a fetch waiting for data. Default 500 ms.
+    pub fetch_max_wait: Duration,
+    /// Default 1 byte: answer as soon as anything is there.
+    pub fetch_min_bytes: u32,
+    /// The most records one `poll` returns. Default 10,000.
+    pub max_poll_records: usize,
+    /// Records buffered before fetching pauses. Default 100,000.
+    pub max_buffered_records: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group_id: None,
+            auto_offset_reset: OffsetReset::Latest,
+            fetch_max_bytes: 1 << 20,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            max_poll_records: 10_000,
+            max_buffered_records: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// `None` until resolved (committed offset or reset policy).
+    fetch_position: Option<Offset>,
+    consumed: Option<Offset>,
+    in_flight: bool,
+    /// Bumped by seeks, so answers to older fetches are dropped.
+    generation: u64,
+}
+
+type FetchResult = (TopicPartition, u64, Result<FetchResponse, ClientError>);
+
+#[derive(Debug)]
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    buffered: VecDeque<ConsumerRecord>,
+    fetches: JoinSet<FetchResult>,
+}
+
+impl Consumer {
+    pub fn new(cluster: Arc<Cluster>, config: ConsumerConfig) -> Consumer {
+        Consumer { cluster, config, partitions: BTreeMap::new(), buffered: VecDeque::new(), fetches: JoinSet::new() }
+    }
+
+    pub async fn connect(bootstrap: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        Ok(Consumer::new(Cluster::connect(bootstrap).await?, config))
+    }
+
+    /// Consumes exactly these partitions (replacing any earlier assignment).
+    pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<(), ClientError> {
+        for tp in &partitions {
+            let count = self.cluster.partition_count(&tp.topic).await?;
+            if tp.partition >= count {
+                return Err(ClientError::Broker {
+                    code: tonic::Code::NotFound,
+                    code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+                    message: format!(
+                        "topic '{}' has {count} partitions; partition {} does not exist",
+                        tp.topic, tp.partition
+                    ),
+                });
+            }
+        }
+        self.fetches.abort_all();
+        self.buffered.clear();
+        self.partitions = partitions.into_iter().map(|tp| (tp, PartitionState::default())).collect();
+        Ok(())
+    }
+
+    /// Consumes every partition of `topics`.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let count = self.cluster.partition_count(topic).await?;
+            partitions.extend((0..count).map(|partition| TopicPartition::new(*topic, partition)));
+        }
+        self.assign(partitions).await
+    }
+
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// The offset of the next record `poll` will return for `tp`.
+    pub fn position(&self, tp: &TopicPartition) -> Option<Offset> {
+        self.partitions.get(tp).and_then(|state| state.consumed)
+    }
+
+    /// Moves `tp` to `to`; records buffered or in flight for it are dropped.
+    pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<(), ClientError> {
+        if !self.partitions.contains_key(tp) {
+            return Err(ClientError::InvalidArgument(format!("{}-{} is not assigned", tp.topic, tp.partition)));
+        }
+        let offset = match to {
+            Seek::Offset(offset) => offset,
+            Seek::Beginning => self.list_offset(tp, OffsetSpec::Earliest, 0).await?,
+            Seek::End => self.list_offset(tp, OffsetSpec::Latest, 0).await?,
+            Seek::Timestamp(timestamp_ms) => match self.list_offset(tp, OffsetSpec::Timestamp, timestamp_ms).await {
+                Ok(offset) => offset,
+                Err(ClientError::InvalidArgument(_)) => self.list_offset(tp, OffsetSpec::Latest, 0).await?,
+                Err(error) => return Err(error),
+            },
+        };
+        self.buffered.retain(|record| !(record.topic == tp.topic && record.partition == tp.partition));
+        let state = self.partitions.get_mut(tp).expect("checked above");
+        state.fetch_position = Some(offset);
+        state.consumed = Some(offset);
+        state.in_flight = false;
+        state.generation += 1;
+        Ok(())
+    }
+
+    async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        spec: OffsetSpec,
+        timestamp_ms: i64,
+    ) -> Result<Offset, ClientError> {
+        let mut client = RecordsClient::new(self.cluster.leader(&tp.topic, tp.partition).await?);
+        let response = client
+            .list_offsets(ListOffsetsRequest {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                spec: spec as i32,
+                timestamp_ms,
+            })
+            .await?
+            .into_inner();
+        u64::try_from(response.offset)
+            .map(Offset)
+            .map_err(|_| ClientError::InvalidArgument(format!("no record at or after timestamp {timestamp_ms}")))
+    }
+
+    /// Gives every partition without a position one: the group's committed
+    /// offset, else the reset policy.
+    async fn resolve_positions(&mut self) -> Result<(), ClientError> {
+        let unresolved: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, state)| state.fetch_position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if unresolved.is_empty() {
+            return Ok(());
+        }
+        let committed = match &self.config.group_id {
+            Some(_) => self.committed(&unresolved).await?,
+            None => BTreeMap::new(),
+        };
+        for tp in unresolved {
+            let offset = match committed.get(&tp) {
+                Some(&offset) => offset,
+                None => {
+                    let spec = match self.config.auto_offset_reset {
+                        OffsetReset::Earliest => OffsetSpec::Earliest,
+                        OffsetReset::Latest => OffsetSpec::Latest,
+                    };
+                    self.list_offset(&tp, spec, 0).await?
+                }
+            };
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                state.fetch_position = Some(offset);
+                state.consumed = Some(offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_fetches(&mut self) {
+        if self.buffered.len() >= self.config.max_buffered_records {
+            return;
+        }
+        for (tp, state) in &mut self.partitions {
+            let (Some(offset), false) = (state.fetch_position, state.in_flight) else { continue };
+            state.in_flight = true;
+            let request = FetchRequest {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: i64::try_from(offset.0).unwrap_or(i64::MAX),
+                max_bytes: self.config.fetch_max_bytes,
+                max_wait_ms: u32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
+                min_bytes: self.config.fetch_min_bytes,
+            };
+            let cluster = Arc::clone(&self.cluster);
+            let (tp, generation) = (tp.clone(), state.generation);
+            self.fetches.spawn(async move {
+                let result = async {
+                    let channel = cluster.leader(&tp.topic, tp.partition).await?;
+                    let mut client = RecordsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+                    Ok(client.fetch(request).await?.into_inner())
+                }
+                .await;
+                (tp, generation, result)
+            });
+        }
+    }
+
+    /// Records fetched, up to `max_poll_records`, waiting at most `timeout`
+    /// for some to arrive. An empty result means none came in time.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.resolve_positions().await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.start_fetches();
+            if !self.buffered.is_empty() {
+                return Ok(self.take_buffered());
+            }
+            let next = tokio::time::timeout_at(deadline, self.fetches.join_next()).await;
+            let (tp, generation, result) = match next {
+                Err(_) | Ok(None) => return Ok(Vec::new()),
+                Ok(Some(Err(join_error))) if join_error.is_cancelled() => continue,
+                Ok(Some(Err(join_error))) => {
+                    return Err(ClientError::InvalidArgument(format!("fetch task failed: {join_error}")))
+                }
+                Ok(Some(Ok(done))) => done,
+            };
+            self.complete_fetch(tp, generation, result).await?;
+        }
+    }
+
+    fn take_buffered(&mut self) -> Vec<ConsumerRecord> {
+        let count = self.buffered.len().min(self.config.max_poll_records);
+        let records: Vec<ConsumerRecord> = self.buffered.drain(..count).collect();
+        for record in &records {
+            if let Some(state) = self.partitions.get_mut(&TopicPartition::new(record.topic.clone(), record.partition)) {
+                state.consumed = Some(record.offset.plus(1));
+            }
+        }
+        records
+    }
+
+    async fn complete_fetch(
+        &mut self,
+        tp: TopicPartition,
+        generation: u64,
+        result: Result<FetchResponse, ClientError>,
+    ) -> Result<(), ClientError> {
+        let Some(state) = self.partitions.get_mut(&tp) else { return Ok(()) };
+        if state.generation != generation {
+            return Ok(());
+        }
+        state.in_flight = false;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) if error.code_name() == Some("OFFSET_OUT_OF_RANGE") => {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, %error, "position out of range; resetting");
+                let to = match self.config.auto_offset_reset {
+                    OffsetReset::Earliest => Seek::Beginning,
+                    OffsetReset::Latest => Seek::End,
+                };
+                return self.seek(&tp, to).await;
+            }
+            Err(error) if error.is_retriable() => {
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, %error, "fetch failed; retrying");
+                self.cluster.invalidate(&tp.topic);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let Some(from) = state.fetch_position else { return Ok(()) };
+        if let Ok(next) = u64::try_from(response.next_offset) {
+            state.fetch_position = Some(Offset(next).max(from));
+        }
+        // Send the next fetch before decoding: the pipelining.
+        self.start_fetches();
+        decode_into(&tp, from, &response.records, &mut self.buffered)
+    }
+
+    /// Stores the consumed positions of every assigned partition for the group.
+    pub async fn commit(&self) -> Result<(), ClientError> {
+        let offsets = self
+            .partitions
+            .iter()
+            .filter_map(|(tp, state)| state.consumed.map(|offset| (tp.clone(), offset)))
+            .collect();
+        self.commit_offsets(offsets).await
+    }
+
+    pub async fn commit_offsets(&self, offsets: BTreeMap<TopicPartition, Offset>) -> Result<(), ClientError> {
+        let group_id = self.group_id()?;
+        let request = CommitOffsetsRequest {
+            group_id,
+            offsets: offsets
+                .into_iter()
+                .map(|(tp, offset)| OffsetCommit {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offset: i64::try_from(offset.0).unwrap_or(i64::MAX),
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        GroupsClient::new(self.cluster.any_channel()?).commit_offsets(request).await?;
+        Ok(())
+    }
+
+    /// The group's committed offsets for `partitions` (absent: none committed).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Offset>, ClientError> {
+        let request = FetchOffsetsRequest {
+            group_id: self.group_id()?,
+            partitions: partitions
+                .iter()
+                .map(|tp| WireTopicPartition { topic: tp.topic.clone(), partition: tp.partition })
+                .collect(),
+        };
+        let response = GroupsClient::new(self.cluster.any_channel()?).fetch_offsets(request).await?.into_inner();
+        Ok(response
+            .offsets
+            .into_iter()
+            .filter_map(|committed| {
+                let offset = u64::try_from(committed.offset).ok()?;
+                Some((TopicPartition::new(committed.topic, committed.partition), Offset(offset)))
+            })
+            .collect())
+    }
+
+    fn group_id(&self) -> Result<String, ClientError> {
+        self.config
+            .group_id
+            .clone()
+            .ok_or_else(|| ClientError::InvalidArgument("committing offsets needs a group_id".to_string()))
+    }
+}
+
+/// Decodes fetched batches into records at or after `from`; keys, values
+/// and headers are slices of `bytes`, not copies.
+fn decode_into(
+    tp: &TopicPartition,
+    from: Offset,
+    bytes: &Bytes,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<(), ClientError> {
+    let share = |slice: &[u8]| bytes.slice_ref(slice);
+    for batch in Batches::new(bytes) {
+        let batch = batch?;
+        for record in batch.records() {
+            let record = record?;
+            if record.offset < from {
+                continue;
+            }
+            let mut headers = Vec::new();
+            for header in record.headers {
+                let header = header?;
+                headers.push((share(header.key), header.value.map(share)));
+            }
+            out.push_back(ConsumerRecord {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: record.offset,
+                timestamp_ms: record.timestamp_ms,
+                key: record.key.map(share),
+                value: record.value.map(share),
+                headers,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+use std::sync::Arc;
+
+use thiserror::Error;
+use tonic::Code;
+
+/// What a client call can fail with. Cheap to clone: one failed batch
+/// fails every record in it with the same error.
+#[derive(Debug, Error, Clone)]
+pub enum ClientError {
+    #[error("invalid bootstrap address '{address}': {reason}")]
+    InvalidAddress { address: String, reason: String },
+    #[error("no broker reachable at {addresses}: {reason}")]
+    Unreachable { addresses: String, reason: String },
+    /// The broker refused the call; `code_name` is its Kafka-style error
+    /// (`UNKNOWN_TOPIC_OR_PARTITION`, `NOT_LEADER`, ...) when it sent one.
+    #[error("{message}")]
+    Broker { code: Code, code_name: Option<String>, message: String },
+    #[error("topic '{topic}' does not exist")]
+    UnknownTopic { topic: String },
+    #[error("record of {size} bytes is larger than {limit} ({setting})")]
+    RecordTooLarge { size: usize, limit: usize, setting: &'static str },
+    #[error("invalid record batch from the broker: {0}")]
+    Decode(#[from] brook_record::RecordError),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("timed out after {after_ms} ms: {last_error}")]
+    Timeout { after_ms: u128, last_error: Arc<ClientError> },
+    #[error("the producer is closed")]
+    Closed,
+}
+
+/// Error names after which a retry can succeed (a leader moved, the ISR is
+/// catching up, a broker restarts).
+const RETRIABLE: &[&str] =
+    &["NOT_LEADER", "LEADER_NOT_AVAILABLE", "NOT_ENOUGH_REPLICAS", "REQUEST_TIMED_OUT", "BROKER_NOT_AVAILABLE"];
+
+impl ClientError {
+    pub(crate) fn from_status(status: tonic::Status) -> ClientError {
+        let code_name = status
+            .metadata()
+            .get(brook_proto::ERROR_CODE_KEY)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let message =
+            if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
+        ClientError::Broker { code: status.code(), code_name, message }
+    }
+
+    /// The broker's error name, if this is a broker refusal.
+    pub fn code_name(&self) -> Option<&str> {
+        match self {
+            ClientError::Broker { code_name, .. } => code_name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same call may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Broker { code, code_name: Some(name), .. } => {
+                RETRIABLE.contains(&name.as_str()) || *code == Code::Unavailable && name == "BROKER_NOT_AVAILABLE"
+            }
+            // No error name: the call never reached Brook's handlers
+            // (connection refused or reset, broker restarting).
+            ClientError::Broker { code, code_name: None, .. } => {
+                matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
+            }
+            ClientError::Unreachable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> ClientError {
+        ClientError::from_status(status)
+    }
+}

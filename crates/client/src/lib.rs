@@ -1,0 +1,36 @@
+//! # brook-client: the Rust client
+//!
+//! Owns the client side of Brook's gRPC API: [`Admin`] for topics,
+//! [`Producer`] (batching, bounded memory, retries, Kafka's murmur2
+//! partitioner) and [`Consumer`] (assigned partitions, pipelined long-poll
+//! fetches, committed offsets). A shared [`Cluster`] caches metadata and
+//! keeps one HTTP/2 channel per broker.
+//!
+//! Invariants: records of one partition are sent in `send` order, one
+//! request in flight per partition, so a partition's log holds them in that
+//! order (retries after an ambiguous failure may duplicate, not reorder,
+//! until an idempotent producer exists); a producer never buffers more than
+//! `buffer_memory` bytes of records; the consumer returns each partition's
+//! records in offset order.
+//!
+//! Never: allocate per record in the encoder or decoder (records are
+//! encoded straight into their batch, and decoded records share the fetched
+//! buffer); block a runtime thread.
+
+mod admin;
+mod cluster;
+mod consumer;
+mod error;
+mod partitioner;
+mod producer;
+mod record;
+
+pub use admin::{Admin, NewTopic};
+pub use brook_proto::v1 as proto;
+pub use brook_record::Offset;
+pub use cluster::Cluster;
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek, TopicPartition};
+pub use error::ClientError;
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};

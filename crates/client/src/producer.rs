@@ -1,0 +1,521 @@
+//! The batching producer.
+//!
+//! `send` puts a record into its partition's open batch (a `BatchBuilder`,
+//! so the record is encoded once, straight into the batch's buffer) and
+//! returns a future of where it landed. A background sender task seals a
+//! batch when it reaches `batch_size` or its `linger` expires, and sends
+//! each partition's sealed batches, several batches per request, one
+//! request in flight per partition (so order within a partition holds),
+//! many partitions at once (up to `max_in_flight` requests). Retriable
+//! errors (leader moved, not enough replicas, broker unreachable) are
+//! retried with backoff until `delivery_timeout`.
+//!
+//! Memory is bounded: each record takes permits worth its size from a
+//! `buffer_memory` semaphore until its batch completes, so a producer that
+//! outruns the broker waits in `send` instead of growing without bound.
+//!
+//! Partitions: an explicit one, else murmur2 of the key (as Kafka), else a
+//! sticky partition that changes whenever its batch is sealed.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use brook_proto::v1::records_client::RecordsClient;
+use brook_proto::v1::ProduceRequest;
+use brook_record::{BatchBuilder, Header, NewRecord, Offset, HEADER_BYTES};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+use crate::partitioner::partition_for_key;
+use crate::record::{ProducerRecord, RecordMetadata};
+
+/// How many acknowledgements a send waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Do not wait: the record counts as sent once its request leaves.
+    None,
+    /// The leader appended it.
+    Leader,
+    /// Every in-sync replica has it.
+    #[default]
+    All,
+}
+
+impl Acks {
+    fn wire(self) -> i32 {
+        match self {
+            Acks::None => brook_proto::v1::Acks::None as i32,
+            Acks::Leader => brook_proto::v1::Acks::Leader as i32,
+            Acks::All => brook_proto::v1::Acks::All as i32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// Seal a partition's batch at this size. Default 16 KiB.
+    pub batch_size: usize,
+    /// Seal a batch this long after its first record. Default 5 ms.
+    pub linger: Duration,
+    /// Bytes of records buffered before `send` waits. Default 32 MiB.
+    pub buffer_memory: usize,
+    /// The most bytes of batches one produce request carries (and so the
+    /// largest record). Default 1 MiB, as Kafka's `max.request.size`.
+    pub max_request_bytes: usize,
+    /// Produce requests in flight at once, over all partitions (at most one
+    /// per partition). Default 64.
+    pub max_in_flight: usize,
+    /// One attempt's limit. Default 30 s.
+    pub request_timeout: Duration,
+    /// Wait between retries. Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Give up on a batch this long after it was created. Default 120 s.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_size: 16 * 1024,
+            linger: Duration::from_millis(5),
+            buffer_memory: 32 << 20,
+            max_request_bytes: 1 << 20,
+            max_in_flight: 64,
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A batch's fate, shared by all its records: pending (`None`), its base
+/// offset (`None` inside for acks=0), or the error.
+type Outcome = Option<Result<Option<Offset>, ClientError>>;
+
+#[derive(Debug)]
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    completion: watch::Sender<Outcome>,
+    permits: usize,
+}
+
+#[derive(Debug)]
+struct SealedBatch {
+    bytes: Bytes,
+    records: u64,
+    created: Instant,
+    completion: watch::Sender<Outcome>,
+    permits: usize,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<SealedBatch>,
+    in_flight: bool,
+}
+
+impl PartitionQueue {
+    fn seal(&mut self) {
+        if let Some(open) = self.open.take() {
+            let records = open.builder.record_count() as u64;
+            self.ready.push_back(SealedBatch {
+                bytes: open.builder.finish(),
+                records,
+                created: open.created,
+                completion: open.completion,
+                permits: open.permits,
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Accumulator {
+    queues: HashMap<(String, u32), PartitionQueue>,
+    sticky: HashMap<String, u32>,
+    flush_requested: bool,
+    /// xorshift state for picking sticky partitions.
+    random: u64,
+}
+
+impl Accumulator {
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.random.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        x
+    }
+
+    fn sticky_partition(&mut self, topic: &str, partitions: u32) -> u32 {
+        if let Some(&partition) = self.sticky.get(topic) {
+            if partition < partitions {
+                return partition;
+            }
+        }
+        let partition = (self.next_random() % u64::from(partitions)) as u32;
+        self.sticky.insert(topic.to_string(), partition);
+        partition
+    }
+
+    /// After the sticky partition's batch was sealed, move on to another.
+    fn rotate_sticky(&mut self, topic: &str, partitions: u32, sealed: u32) {
+        if partitions > 1 && self.sticky.get(topic) == Some(&sealed) {
+            let step = 1 + (self.next_random() % u64::from(partitions - 1)) as u32;
+            self.sticky.insert(topic.to_string(), (sealed + step) % partitions);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    accumulator: Mutex<Accumulator>,
+    wake: Notify,
+    memory: Semaphore,
+    in_flight: Arc<Semaphore>,
+    /// Batches created and not yet completed.
+    outstanding: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+/// Resolves to where one sent record landed.
+pub struct DeliveryFuture {
+    inner: Pin<Box<dyn Future<Output = Result<RecordMetadata, ClientError>> + Send>>,
+}
+
+impl std::fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeliveryFuture")
+    }
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// The batching producer. See the module docs.
+#[derive(Debug)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+impl Producer {
+    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        let memory_permits = config.buffer_memory.min(Semaphore::MAX_PERMITS);
+        let seed = now_ms() as u64 ^ u64::from(std::process::id()) << 32;
+        let shared = Arc::new(Shared {
+            cluster,
+            memory: Semaphore::new(memory_permits),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            accumulator: Mutex::new(Accumulator { random: seed, ..Accumulator::default() }),
+            wake: Notify::new(),
+            outstanding: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+        });
+        let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
+        Producer { shared, sender: Mutex::new(Some(sender)) }
+    }
+
+    /// Connects to `bootstrap` and starts a producer.
+    pub async fn connect(bootstrap: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
+        Ok(Producer::new(Cluster::connect(bootstrap).await?, config))
+    }
+
+    /// Adds `record` to its partition's batch. Waits only when the buffer
+    /// is full (backpressure); the returned future resolves once the record
+    /// is acknowledged at the configured level.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let partitions = shared.cluster.partition_count(&record.topic).await?;
+        if let Some(partition) = record.partition {
+            if partition >= partitions {
+                return Err(ClientError::Broker {
+                    code: tonic::Code::NotFound,
+                    code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+                    message: format!(
+                        "topic '{}' has {partitions} partitions; partition {partition} does not exist",
+                        record.topic
+                    ),
+                });
+            }
+        }
+        let size = record.buffered_bytes();
+        let limit = shared.config.max_request_bytes.min(shared.config.buffer_memory);
+        if size + HEADER_BYTES > limit {
+            let setting = if limit == shared.config.buffer_memory { "buffer_memory" } else { "max_request_bytes" };
+            return Err(ClientError::RecordTooLarge { size, limit, setting });
+        }
+        shared.memory.acquire_many(size as u32).await.map_err(|_| ClientError::Closed)?.forget();
+
+        let headers: Vec<Header<'_>> =
+            record.headers.iter().map(|(key, value)| Header { key, value: value.as_deref() }).collect();
+        let new_record = NewRecord {
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+        };
+        let (partition, receiver, index, wake) = {
+            let mut accumulator = shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keyless = record.partition.is_none() && record.key.is_none();
+            let partition = match (record.partition, &record.key) {
+                (Some(partition), _) => partition,
+                (None, Some(key)) => partition_for_key(key, partitions),
+                (None, None) => accumulator.sticky_partition(&record.topic, partitions),
+            };
+            let queue = accumulator.queues.entry((record.topic.clone(), partition)).or_default();
+            let mut sealed = false;
+            if let Some(open) = &queue.open {
+                if open.builder.size_bytes() + open.builder.size_of(&new_record) > shared.config.batch_size {
+                    queue.seal();
+                    sealed = true;
+                }
+            }
+            let created = queue.open.is_none();
+            if created {
+                let capacity = shared.config.batch_size.max(size + HEADER_BYTES);
+                queue.open = Some(OpenBatch {
+                    builder: BatchBuilder::new(capacity),
+                    created: Instant::now(),
+                    completion: watch::channel(None).0,
+                    permits: 0,
+                });
+                shared.outstanding.send_modify(|count| *count += 1);
+            }
+            let open = queue.open.as_mut().expect("an open batch was just ensured");
+            open.builder.push(&new_record);
+            open.permits += size;
+            let index = open.builder.record_count() as u64 - 1;
+            let receiver = open.completion.subscribe();
+            if open.builder.size_bytes() >= shared.config.batch_size {
+                queue.seal();
+                sealed = true;
+            }
+            if sealed && keyless {
+                accumulator.rotate_sticky(&record.topic, partitions, partition);
+            }
+            (partition, receiver, index, sealed || created)
+        };
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(DeliveryFuture { inner: Box::pin(deliver(receiver, partition, index)) })
+    }
+
+    /// Sends every buffered record now and waits until all are completed.
+    pub async fn flush(&self) {
+        self.shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).flush_requested = true;
+        self.shared.wake.notify_one();
+        let mut outstanding = self.shared.outstanding.subscribe();
+        let _ = outstanding.wait_for(|&count| count == 0).await;
+    }
+
+    /// Flushes, then stops the sender task. Later sends fail with `Closed`.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(sender) = sender {
+            if let Err(error) = sender.await {
+                tracing::error!(%error, "producer sender task failed");
+            }
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender task sends what is buffered, then stops.
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+async fn deliver(
+    mut receiver: watch::Receiver<Outcome>,
+    partition: u32,
+    index: u64,
+) -> Result<RecordMetadata, ClientError> {
+    let outcome = receiver.wait_for(Option::is_some).await.map_err(|_| ClientError::Closed)?.clone();
+    match outcome {
+        Some(Ok(base)) => Ok(RecordMetadata { partition, offset: base.map(|base| base.plus(index)) }),
+        Some(Err(error)) => Err(error),
+        None => Err(ClientError::Closed),
+    }
+}
+
+/// The sender task: seals lingering batches, dispatches ready ones, sleeps
+/// until the next linger deadline or a wake-up.
+async fn run_sender(shared: Arc<Shared>) {
+    loop {
+        let closing = shared.closed.load(Ordering::Acquire);
+        let (requests, next_deadline) = collect_ready(&shared, closing);
+        for (topic, partition, batches) in requests {
+            let Ok(permit) = Arc::clone(&shared.in_flight).acquire_owned().await else { return };
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                send_batches(&shared, topic, partition, batches).await;
+                drop(permit);
+            });
+        }
+        if closing && *shared.outstanding.borrow() == 0 {
+            return;
+        }
+        match next_deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+type Request = (String, u32, Vec<SealedBatch>);
+
+fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instant>) {
+    let now = Instant::now();
+    let mut accumulator = shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let seal_all = closing || std::mem::take(&mut accumulator.flush_requested);
+    let mut requests = Vec::new();
+    let mut next_deadline: Option<Instant> = None;
+    for ((topic, partition), queue) in &mut accumulator.queues {
+        if let Some(open) = &queue.open {
+            let deadline = open.created + shared.config.linger;
+            if seal_all || deadline <= now {
+                queue.seal();
+            } else {
+                next_deadline = Some(next_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
+            }
+        }
+        if queue.in_flight || queue.ready.is_empty() {
+            continue;
+        }
+        let mut bytes = 0;
+        let mut batches = Vec::new();
+        while let Some(batch) = queue.ready.front() {
+            if !batches.is_empty() && bytes + batch.bytes.len() > shared.config.max_request_bytes {
+                break;
+            }
+            bytes += batch.bytes.len();
+            batches.extend(queue.ready.pop_front());
+        }
+        queue.in_flight = true;
+        requests.push((topic.clone(), *partition, batches));
+    }
+    (requests, next_deadline)
+}
+
+/// Sends one partition's batches in one request, retrying what can be
+/// retried, then completes their records and frees their memory.
+async fn send_batches(shared: &Shared, topic: String, partition: u32, batches: Vec<SealedBatch>) {
+    let config = &shared.config;
+    let records = if batches.len() == 1 {
+        batches[0].bytes.clone()
+    } else {
+        let mut joined = BytesMut::with_capacity(batches.iter().map(|batch| batch.bytes.len()).sum());
+        for batch in &batches {
+            joined.extend_from_slice(&batch.bytes);
+        }
+        joined.freeze()
+    };
+    if config.acks == Acks::None {
+        // acks=0: the records count as sent once the request leaves.
+        for batch in &batches {
+            batch.completion.send_replace(Some(Ok(None)));
+        }
+    }
+    let oldest = batches.iter().map(|batch| batch.created).min().unwrap_or_else(Instant::now);
+    let give_up_at = oldest + config.delivery_timeout;
+    let request = ProduceRequest {
+        topic: topic.clone(),
+        partition,
+        acks: config.acks.wire(),
+        timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+        records,
+    };
+    let result = loop {
+        let attempt = async {
+            let channel = shared.cluster.leader(&topic, partition).await?;
+            let mut client = RecordsClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            client.produce(request.clone()).await.map(tonic::Response::into_inner).map_err(ClientError::from_status)
+        };
+        let error = match tokio::time::timeout(config.request_timeout, attempt).await {
+            Ok(Ok(response)) => break Ok(response.base_offset),
+            Ok(Err(error)) => error,
+            Err(_) => ClientError::Broker {
+                code: tonic::Code::DeadlineExceeded,
+                code_name: Some("REQUEST_TIMED_OUT".into()),
+                message: format!("produce to {topic}-{partition} got no answer within {:?}", config.request_timeout),
+            },
+        };
+        if !error.is_retriable() {
+            break Err(error);
+        }
+        if Instant::now() + config.retry_backoff >= give_up_at {
+            break Err(ClientError::Timeout { after_ms: oldest.elapsed().as_millis(), last_error: Arc::new(error) });
+        }
+        tracing::debug!(topic, partition, %error, "produce failed; retrying");
+        shared.cluster.invalidate(&topic);
+        tokio::time::sleep(config.retry_backoff).await;
+    };
+    if let Err(error) = &result {
+        tracing::warn!(topic, partition, %error, batches = batches.len(), "produce failed");
+    }
+    let mut base = result.as_ref().ok().and_then(|&base| u64::try_from(base).ok());
+    let mut permits = 0;
+    for batch in &batches {
+        permits += batch.permits;
+        if config.acks != Acks::None {
+            let outcome = match (&result, base) {
+                (Ok(_), Some(offset)) => Ok(Some(Offset(offset))),
+                (Ok(_), None) => Ok(None),
+                (Err(error), _) => Err(error.clone()),
+            };
+            batch.completion.send_replace(Some(outcome));
+        }
+        base = base.map(|offset| offset + batch.records);
+    }
+    shared.memory.add_permits(permits);
+    if let Some(queue) =
+        shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).queues.get_mut(&(topic, partition))
+    {
+        queue.in_flight = false;
+    }
+    shared.outstanding.send_modify(|count| *count -= batches.len() as u64);
+    shared.wake.notify_one();
+}

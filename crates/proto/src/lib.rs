@@ -1,0 +1,24 @@
+//! # brook-proto: the wire API
+//!
+//! Owns the generated code for `proto/brook/v1` (package `brook.v1`): the
+//! public services `Admin`, `Records`, `Groups` and `Metadata`, and the
+//! descriptor set that gRPC reflection serves. The `.proto` files are the
+//! source of truth; this crate only compiles them.
+//!
+//! Never: hand-edit generated code, or put logic here. Broker and client
+//! both depend on this crate; it depends on neither.
+
+#![allow(missing_debug_implementations)]
+
+/// Package `brook.v1`.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("brook.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every Brook proto, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/brook_descriptor.bin"));
+
+/// The gRPC metadata key under which the broker names the Kafka-style
+/// error of a failed call (`NOT_LEADER`, `UNKNOWN_TOPIC_OR_PARTITION`, ...).
+pub const ERROR_CODE_KEY: &str = "brook-error";
