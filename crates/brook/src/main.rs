@@ -1,0 +1,72 @@
+//! The `brook` binary: `serve` runs a broker; `topic`, `produce` and
+//! `consume` are its command-line clients. Errors print one line to stderr
+//! and exit non-zero.
+
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "brook", version, about = "Brook: a replicated, persistent message broker in the family of Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Brokers that client commands contact first, `host:port[,host:port...]`.
+    #[arg(long, env = "BROOK_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    bootstrap: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker until Ctrl-C or SIGTERM (then close its logs cleanly).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Send each line of stdin as one record; exit 0 only once every line
+    /// was acknowledged at the requested level.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    init_logging(default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
+            Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
+            Command::Consume(args) => consume::run(args, &cli.bootstrap).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

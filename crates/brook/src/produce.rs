@@ -1,0 +1,82 @@
+//! `brook produce`: one record per stdin line, through the batching
+//! producer. Delivery futures are awaited in order by a second task, so
+//! reading stdin never waits for acknowledgements (only for buffer space).
+
+use anyhow::Context;
+use brook_client::{Acks, ClientError, Producer, ProducerConfig, ProducerRecord};
+use bytes::Bytes;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// 0: do not wait; 1: the leader has it; all: every in-sync replica has it.
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
+    acks: Acks,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Send every record to this partition (default: by key, or sticky).
+    #[arg(long)]
+    partition: Option<u32>,
+}
+
+fn parse_acks(text: &str) -> Result<Acks, String> {
+    match text {
+        "0" => Ok(Acks::None),
+        "1" => Ok(Acks::Leader),
+        "all" | "-1" => Ok(Acks::All),
+        _ => Err(format!("'{text}' is not 0, 1 or all")),
+    }
+}
+
+/// Deliveries awaited but not yet confirmed, at most.
+const MAX_PENDING_DELIVERIES: usize = 1 << 16;
+
+pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
+    let config = ProducerConfig { acks: args.acks, ..ProducerConfig::default() };
+    let producer = Producer::connect(bootstrap, config).await?;
+    let (deliveries, mut pending) = tokio::sync::mpsc::channel::<brook_client::DeliveryFuture>(MAX_PENDING_DELIVERIES);
+    let confirmer = tokio::spawn(async move {
+        let (mut acknowledged, mut first_error): (u64, Option<ClientError>) = (0, None);
+        while let Some(delivery) = pending.recv().await {
+            match delivery.await {
+                Ok(_) => acknowledged += 1,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        (acknowledged, first_error)
+    });
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut lines_read = 0u64;
+    let mut send_error = None;
+    while let Some(line) = lines.next_line().await.context("reading stdin")? {
+        lines_read += 1;
+        let (key, value) = match args.key_separator.as_deref().and_then(|separator| line.split_once(separator)) {
+            Some((key, value)) => (Some(Bytes::copy_from_slice(key.as_bytes())), value.to_string()),
+            None => (None, line),
+        };
+        let record = ProducerRecord { key, partition: args.partition, ..ProducerRecord::new(&args.topic, value) };
+        match producer.send(record).await {
+            Ok(delivery) => {
+                if deliveries.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                send_error = Some(error);
+                break;
+            }
+        }
+    }
+    producer.close().await;
+    drop(deliveries);
+    let (acknowledged, delivery_error) = confirmer.await.context("confirming deliveries")?;
+    if let Some(error) = send_error.or(delivery_error) {
+        anyhow::bail!("{acknowledged} of {lines_read} records were acknowledged; first error: {error}");
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `brook topic ...`.
+
+use brook_client::{Admin, NewTopic};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// A topic config as key=value (retention.ms, segment.bytes,
+        /// min.insync.replicas, flush.policy, ...); repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions, offsets and configs.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .ok_or_else(|| format!("'{text}' is not key=value"))
+}
+
+pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    match command {
+        TopicCommand::Create { name, partitions, replication_factor, configs } => {
+            let mut topic = NewTopic::new(&name, partitions, replication_factor);
+            topic.configs.extend(configs);
+            admin.create_topic(topic).await?;
+            println!("created topic {name} with {partitions} partition(s), replication factor {replication_factor}");
+        }
+        TopicCommand::List => {
+            for topic in admin.list_topics().await? {
+                println!(
+                    "{}\tpartitions={}\treplication-factor={}",
+                    topic.name, topic.partitions, topic.replication_factor
+                );
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let topic = admin.describe_topic(&name).await?;
+            println!("topic {}\treplication-factor={}", topic.name, topic.replication_factor);
+            let mut configs: Vec<_> = topic.configs.into_iter().collect();
+            configs.sort();
+            println!("configs\t{}", configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+            for partition in topic.partitions {
+                println!(
+                    "partition {}\tleader={}\tepoch={}\treplicas={:?}\tisr={:?}\tlog-start={}\thigh-watermark={}\tlog-end={}",
+                    partition.partition,
+                    partition.leader,
+                    partition.leader_epoch,
+                    partition.replicas,
+                    partition.isr,
+                    partition.log_start_offset,
+                    partition.high_watermark,
+                    partition.log_end_offset
+                );
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Bad input from the network, straight over gRPC: each call gets the
+//! specific status, code name and message; the broker stays up and what it
+//! stored is untouched.
+
+mod harness;
+
+use brook_client::proto::admin_client::AdminClient;
+use brook_client::proto::records_client::RecordsClient;
+use brook_client::proto::{Acks, CreateTopicRequest, FetchRequest, ListTopicsRequest, ProduceRequest};
+use brook_record::{BatchBuilder, NewRecord};
+use bytes::Bytes;
+use harness::Broker;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn batch(values: &[&[u8]]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(256);
+    for value in values {
+        builder.push(&NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: Some(value), headers: &[] });
+    }
+    builder.finish().to_vec()
+}
+
+fn expect_status<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    error_name: &str,
+    message: &str,
+) {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    let name = status.metadata().get("brook-error").and_then(|v| v.to_str().ok());
+    assert_eq!(name, Some(error_name), "{status:?}");
+    assert!(status.message().contains(message), "message {:?} lacks {message:?}", status.message());
+}
+
+fn produce(topic: &str, partition: u32, records: Vec<u8>) -> ProduceRequest {
+    ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks: Acks::All as i32,
+        timeout_ms: 0,
+        records: Bytes::from(records),
+    }
+}
+
+fn fetch(topic: &str, partition: u32, offset: i64) -> FetchRequest {
+    FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0, min_bytes: 0 }
+}
+
+fn create(name: &str, partitions: u32) -> CreateTopicRequest {
+    CreateTopicRequest { name: name.into(), partitions, replication_factor: 1, configs: Default::default() }
+}
+
+/// The broker answers and still holds exactly the two good records.
+async fn still_serving(records: &mut RecordsClient<Channel>, admin: &mut AdminClient<Channel>) {
+    assert!(admin.list_topics(ListTopicsRequest {}).await.is_ok(), "the broker answers");
+    let fetched = records.fetch(fetch("t", 0, 0)).await.expect("fetch").into_inner();
+    assert_eq!(fetched.high_watermark, 2, "nothing was appended by bad input");
+    let values: Vec<Vec<u8>> = brook_record::Batches::new(&fetched.records)
+        .flat_map(|batch| {
+            batch
+                .expect("valid")
+                .records()
+                .map(|r| r.expect("record").value.unwrap_or_default().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(values, vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_precise_status_and_harms_nothing() {
+    let broker = Broker::start().await;
+    let channel =
+        Channel::from_shared(format!("http://{}", broker.address)).expect("uri").connect().await.expect("connect");
+    let mut admin = AdminClient::new(channel.clone());
+    let mut records = RecordsClient::new(channel);
+    admin.create_topic(create("t", 2)).await.expect("create t");
+    let mut small = create("small", 1);
+    small.configs.insert("max.message.bytes".into(), "1000".into());
+    admin.create_topic(small).await.expect("create small");
+    records.produce(produce("t", 0, batch(&[b"one", b"two"]))).await.expect("a good batch");
+    still_serving(&mut records, &mut admin).await;
+
+    // Topics and partitions that do not exist.
+    expect_status(
+        records.produce(produce("nope", 0, batch(&[b"x"]))).await,
+        Code::NotFound,
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        "topic 'nope' does not exist",
+    );
+    expect_status(
+        records.fetch(fetch("t", 5, 0)).await,
+        Code::NotFound,
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        "topic 't' has 2 partitions; partition 5 does not exist",
+    );
+    still_serving(&mut records, &mut admin).await;
+
+    // Topic names and topic creation.
+    for name in ["", &"n".repeat(250), "a/b", "caf\u{e9}", ".."] {
+        expect_status(
+            admin.create_topic(create(name, 1)).await,
+            Code::InvalidArgument,
+            "INVALID_TOPIC",
+            "invalid topic name",
+        );
+    }
+    expect_status(
+        admin.create_topic(create("t", 1)).await,
+        Code::AlreadyExists,
+        "TOPIC_ALREADY_EXISTS",
+        "topic 't' already exists",
+    );
+    expect_status(
+        admin.create_topic(create("zero", 0)).await,
+        Code::InvalidArgument,
+        "INVALID_PARTITIONS",
+        "invalid partition count 0",
+    );
+    still_serving(&mut records, &mut admin).await;
+
+    // Batches: wrong CRC, truncated, oversized, garbage, empty.
+    let mut wrong_crc = batch(&[b"three"]);
+    let last = wrong_crc.len() - 1;
+    wrong_crc[last] ^= 0x40;
+    expect_status(
+        records.produce(produce("t", 0, wrong_crc)).await,
+        Code::InvalidArgument,
+        "CORRUPT_RECORD",
+        "CRC mismatch",
+    );
+    let whole = batch(&[b"three"]);
+    expect_status(
+        records.produce(produce("t", 0, whole[..whole.len() - 2].to_vec())).await,
+        Code::InvalidArgument,
+        "CORRUPT_RECORD",
+        "truncated",
+    );
+    let big = vec![7u8; 2000];
+    expect_status(
+        records.produce(produce("small", 0, batch(&[&big]))).await,
+        Code::InvalidArgument,
+        "RECORD_TOO_LARGE",
+        "over the limit of 1000 bytes",
+    );
+    expect_status(
+        records.produce(produce("t", 0, vec![0xde; 300])).await,
+        Code::InvalidArgument,
+        "CORRUPT_RECORD",
+        "invalid",
+    );
+    expect_status(
+        records.produce(produce("t", 0, Vec::new())).await,
+        Code::InvalidArgument,
+        "CORRUPT_RECORD",
+        "at least one record batch",
+    );
+    // A good batch followed by a bad one: nothing of the request is stored.
+    let mut mixed = batch(&[b"three"]);
+    mixed.extend_from_slice(&[1, 2, 3]);
+    expect_status(
+        records.produce(produce("t", 0, mixed)).await,
+        Code::InvalidArgument,
+        "CORRUPT_RECORD",
+        "batch 1 of the append",
+    );
+    still_serving(&mut records, &mut admin).await;
+
+    // Fetch offsets outside the log.
+    expect_status(
+        records.fetch(fetch("t", 0, -1)).await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+        "fetch offset -1 is negative",
+    );
+    expect_status(
+        records.fetch(fetch("t", 0, 3)).await,
+        Code::OutOfRange,
+        "OFFSET_OUT_OF_RANGE",
+        "valid offsets are 0..=2",
+    );
+    expect_status(
+        records.fetch(fetch("t", 0, i64::MAX)).await,
+        Code::OutOfRange,
+        "OFFSET_OUT_OF_RANGE",
+        "out of range",
+    );
+    let at_end = records.fetch(fetch("t", 0, 2)).await.expect("fetching at the end is fine").into_inner();
+    assert!(at_end.records.is_empty());
+    still_serving(&mut records, &mut admin).await;
+}

@@ -1,0 +1,101 @@
+//! The `brook` command line against a real broker: the produce/consume
+//! round trip, topic commands, and one-line errors with non-zero exits.
+
+mod harness;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use harness::Broker;
+
+fn run(broker: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = broker
+        .command()
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run brook");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("brook finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_through_produce_and_consume_prints_the_same_lines() {
+    let broker = Broker::start().await;
+    let created = run(&broker, &["topic", "create", "t"], None);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let lines: String = (1..=100_000).map(|n| format!("{n}\n")).collect();
+    let produced = run(&broker, &["produce", "t"], Some(lines.as_bytes()));
+    assert!(produced.status.success(), "produce failed: {}", text(&produced.stderr));
+
+    let consumed = run(&broker, &["consume", "t", "--from-beginning", "--max-messages", "100000"], None);
+    assert!(consumed.status.success(), "consume failed: {}", text(&consumed.stderr));
+    assert!(text(&consumed.stdout) == lines, "consume printed other lines than were produced");
+
+    // Keys, offsets, and stopping when idle.
+    let keyed = run(&broker, &["produce", "t", "--key-separator", ":", "--acks", "1"], Some(b"k1:v1\nk2:v2\n"));
+    assert!(keyed.status.success(), "{}", text(&keyed.stderr));
+    let tail = run(
+        &broker,
+        &["consume", "t", "--offset", "100000", "--print-key", "--print-offset", "--idle-timeout", "500"],
+        None,
+    );
+    assert!(tail.status.success(), "{}", text(&tail.stderr));
+    assert_eq!(text(&tail.stdout), "0:100000\tk1\tv1\n0:100001\tk2\tv2\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_commands_and_errors_are_one_clear_line_with_a_nonzero_exit() {
+    let broker = Broker::start().await;
+    let created =
+        run(&broker, &["topic", "create", "payments", "--partitions", "3", "--config", "retention.ms=60000"], None);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let listed = run(&broker, &["topic", "list"], None);
+    assert_eq!(text(&listed.stdout), "payments\tpartitions=3\treplication-factor=1\n");
+    let described = run(&broker, &["topic", "describe", "payments"], None);
+    let description = text(&described.stdout);
+    assert!(
+        description.contains("retention.ms=60000") && description.contains("partition 2\tleader=1"),
+        "{description}"
+    );
+
+    for (args, stdin, expected) in [
+        (vec!["topic", "create", "payments"], None, "error: topic 'payments' already exists\n"),
+        (vec!["topic", "describe", "nope"], None, "error: topic 'nope' does not exist\n"),
+        (
+            vec!["produce", "nope"],
+            Some(&b"x\n"[..]),
+            "error: 0 of 1 records were acknowledged; first error: topic 'nope' does not exist\n",
+        ),
+        (
+            vec!["produce", "payments", "--partition", "7"],
+            Some(&b"x\n"[..]),
+            "error: 0 of 1 records were acknowledged; first error: topic 'payments' has 3 partitions; partition 7 does not exist\n",
+        ),
+    ] {
+        let output = run(&broker, &args, stdin);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(text(&output.stderr), expected, "{args:?}");
+    }
+
+    let unreachable = broker.command().args(["--bootstrap", "127.0.0.1:1", "topic", "list"]).output().expect("run");
+    assert!(!unreachable.status.success());
+    let message = text(&unreachable.stderr);
+    assert!(
+        message.starts_with("error: no broker reachable at 127.0.0.1:1") && message.lines().count() == 1,
+        "{message}"
+    );
+
+    let deleted = run(&broker, &["topic", "delete", "payments"], None);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_eq!(text(&run(&broker, &["topic", "list"], None).stdout), "");
+}
