@@ -51,6 +51,12 @@ async fn seq_through_produce_and_consume_prints_the_same_lines() {
     );
     assert!(tail.status.success(), "{}", text(&tail.stderr));
     assert_eq!(text(&tail.stdout), "0:100000\tk1\tv1\n0:100001\tk2\tv2\n");
+
+    // acks=0 does not wait for the broker, but the records still land.
+    let unacknowledged = run(&broker, &["produce", "t", "--acks", "0"], Some(b"fire\nforget\n"));
+    assert!(unacknowledged.status.success(), "{}", text(&unacknowledged.stderr));
+    let landed = run(&broker, &["consume", "t", "--offset", "100002", "--max-messages", "2"], None);
+    assert_eq!(text(&landed.stdout), "fire\nforget\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

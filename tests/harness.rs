@@ -91,6 +91,22 @@ impl Broker {
         self.spawn().await;
     }
 
+    /// SIGSTOP: the process stays, but answers nothing (a hung broker).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("broker running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
     }
@@ -113,6 +129,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // A paused process is killed all the same: SIGKILL needs no CONT.
         self.kill();
     }
 }

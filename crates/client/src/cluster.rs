@@ -21,6 +21,9 @@ struct MetadataCache {
     brokers: HashMap<u32, String>,
     /// topic -> leader id per partition
     topics: HashMap<String, Vec<u32>>,
+    /// Topics whose leaders may have moved: refreshed before the next
+    /// leader lookup (their partition counts stay usable meanwhile).
+    stale: std::collections::HashSet<String>,
 }
 
 /// A handle on a Brook cluster. Clone the `Arc` freely.
@@ -104,6 +107,7 @@ impl Cluster {
                                 *slot = partition.leader;
                             }
                         }
+                        cache.stale.remove(&topic.name);
                         cache.topics.insert(topic.name.clone(), leaders);
                     }
                     return Ok(response);
@@ -149,6 +153,16 @@ impl Cluster {
 
     /// The channel to the broker leading `topic`-`partition`.
     pub async fn leader(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
+        let stale = self.lock_metadata().stale.contains(topic);
+        if stale {
+            // Leaders may have moved; if no broker answers, the cached
+            // leader is still the best guess.
+            if let Err(error) = self.refresh(&[topic.to_string()]).await {
+                if !error.is_retriable() {
+                    return Err(error);
+                }
+            }
+        }
         let partitions = self.partition_count(topic).await?;
         if partition >= partitions {
             return Err(ClientError::Broker {
@@ -168,9 +182,9 @@ impl Cluster {
         }
     }
 
-    /// Forgets what is cached about `topic`, so the next call asks again
-    /// (after a not-leader or unknown-partition error).
+    /// Marks what is cached about `topic` as possibly out of date (after a
+    /// failed call), so the next leader lookup asks the brokers again.
     pub fn invalidate(&self, topic: &str) {
-        self.lock_metadata().topics.remove(topic);
+        self.lock_metadata().stale.insert(topic.to_string());
     }
 }

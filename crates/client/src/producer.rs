@@ -81,6 +81,9 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Give up on a batch this long after it was created. Default 120 s.
     pub delivery_timeout: Duration,
+    /// How long `send` may wait for a topic's metadata while no broker
+    /// answers. Default 60 s, as Kafka's `max.block.ms`.
+    pub max_block: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -95,6 +98,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
+            max_block: Duration::from_secs(60),
         }
     }
 }
@@ -255,7 +259,7 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let partitions = shared.cluster.partition_count(&record.topic).await?;
+        let partitions = self.partition_count(&record.topic).await?;
         if let Some(partition) = record.partition {
             if partition >= partitions {
                 return Err(ClientError::Broker {
@@ -329,6 +333,22 @@ impl Producer {
             shared.wake.notify_one();
         }
         Ok(DeliveryFuture { inner: Box::pin(deliver(receiver, partition, index)) })
+    }
+
+    /// The topic's partition count, waiting up to `max_block` while no
+    /// broker answers (one restarting, say).
+    async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        let config = &self.shared.config;
+        let give_up_at = Instant::now() + config.max_block;
+        loop {
+            match self.shared.cluster.partition_count(topic).await {
+                Err(error) if error.is_retriable() && Instant::now() + config.retry_backoff < give_up_at => {
+                    tracing::debug!(topic, %error, "no metadata yet; retrying");
+                    tokio::time::sleep(config.retry_backoff).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Sends every buffered record now and waits until all are completed.
