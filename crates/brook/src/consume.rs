@@ -92,7 +92,7 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
             out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
             out.write_all(b"\n")?;
             printed += 1;
-            next_offsets.insert(TopicPartition::new(&record.topic, record.partition), record.offset.plus(1));
+            next_offsets.insert(TopicPartition::new(&*record.topic, record.partition), record.offset.plus(1));
         }
     }
     out.flush().context("writing stdout")?;

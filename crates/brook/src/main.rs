@@ -2,6 +2,7 @@
 //! `consume` are its command-line clients. Errors print one line to stderr
 //! and exit non-zero.
 
+mod bench;
 mod consume;
 mod produce;
 mod serve;
@@ -35,6 +36,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// Measure throughput and latency (and the machine's own limits).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 fn init_logging(default_level: &str) {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
             Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap).await,
+            Command::Bench { command } => bench::run(command, &cli.bootstrap).await,
         }
     });
     match result {

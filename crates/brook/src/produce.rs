@@ -21,7 +21,7 @@ pub struct ProduceArgs {
     partition: Option<u32>,
 }
 
-fn parse_acks(text: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
     match text {
         "0" => Ok(Acks::None),
         "1" => Ok(Acks::Leader),
@@ -50,6 +50,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         (acknowledged, first_error)
     });
 
+    let topic: std::sync::Arc<str> = args.topic.as_str().into();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut lines_read = 0u64;
     let mut send_error = None;
@@ -59,7 +60,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
             Some((key, value)) => (Some(Bytes::copy_from_slice(key.as_bytes())), value.to_string()),
             None => (None, line),
         };
-        let record = ProducerRecord { key, partition: args.partition, ..ProducerRecord::new(&args.topic, value) };
+        let record = ProducerRecord { key, partition: args.partition, ..ProducerRecord::new(topic.clone(), value) };
         match producer.send(record).await {
             Ok(delivery) => {
                 if deliveries.send(delivery).await.is_err() {

@@ -96,8 +96,10 @@ impl Default for ConsumerConfig {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionState {
+    /// The topic name every record of this partition shares.
+    topic: Arc<str>,
     /// `None` until resolved (committed offset or reset policy).
     fetch_position: Option<Offset>,
     consumed: Option<Offset>,
@@ -143,7 +145,19 @@ impl Consumer {
         }
         self.fetches.abort_all();
         self.buffered.clear();
-        self.partitions = partitions.into_iter().map(|tp| (tp, PartitionState::default())).collect();
+        self.partitions = partitions
+            .into_iter()
+            .map(|tp| {
+                let state = PartitionState {
+                    topic: Arc::from(tp.topic.as_str()),
+                    fetch_position: None,
+                    consumed: None,
+                    in_flight: false,
+                    generation: 0,
+                };
+                (tp, state)
+            })
+            .collect();
         Ok(())
     }
 
@@ -181,7 +195,7 @@ impl Consumer {
                 Err(error) => return Err(error),
             },
         };
-        self.buffered.retain(|record| !(record.topic == tp.topic && record.partition == tp.partition));
+        self.buffered.retain(|record| !(*record.topic == *tp.topic && record.partition == tp.partition));
         let state = self.partitions.get_mut(tp).expect("checked above");
         state.fetch_position = Some(offset);
         state.consumed = Some(offset);
@@ -301,8 +315,16 @@ impl Consumer {
     fn take_buffered(&mut self) -> Vec<ConsumerRecord> {
         let count = self.buffered.len().min(self.config.max_poll_records);
         let records: Vec<ConsumerRecord> = self.buffered.drain(..count).collect();
-        for record in &records {
-            if let Some(state) = self.partitions.get_mut(&TopicPartition::new(record.topic.clone(), record.partition)) {
+        // Records come in runs of one partition (a fetch's worth): update
+        // each partition's consumed position once per run.
+        let mut run_ends = records
+            .windows(2)
+            .filter(|pair| pair[0].partition != pair[1].partition || !Arc::ptr_eq(&pair[0].topic, &pair[1].topic))
+            .map(|pair| &pair[0])
+            .collect::<Vec<_>>();
+        run_ends.extend(records.last());
+        for record in run_ends {
+            if let Some(state) = self.partitions.get_mut(&TopicPartition::new(&*record.topic, record.partition)) {
                 state.consumed = Some(record.offset.plus(1));
             }
         }
@@ -343,8 +365,9 @@ impl Consumer {
             state.fetch_position = Some(Offset(next).max(from));
         }
         // Send the next fetch before decoding: the pipelining.
+        let topic = Arc::clone(&state.topic);
         self.start_fetches();
-        decode_into(&tp, from, &response.records, &mut self.buffered)
+        decode_into(&topic, tp.partition, from, &response.records, &mut self.buffered)
     }
 
     /// Stores the consumed positions of every assigned partition for the group.
@@ -409,7 +432,8 @@ impl Consumer {
 /// Decodes fetched batches into records at or after `from`; keys, values
 /// and headers are slices of `bytes`, not copies.
 fn decode_into(
-    tp: &TopicPartition,
+    topic: &Arc<str>,
+    partition: u32,
     from: Offset,
     bytes: &Bytes,
     out: &mut VecDeque<ConsumerRecord>,
@@ -428,8 +452,8 @@ fn decode_into(
                 headers.push((share(header.key), header.value.map(share)));
             }
             out.push_back(ConsumerRecord {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
+                topic: Arc::clone(topic),
+                partition,
                 offset: record.offset,
                 timestamp_ms: record.timestamp_ms,
                 key: record.key.map(share),

@@ -19,6 +19,7 @@
 
 mod admin;
 mod cluster;
+mod completion;
 mod consumer;
 mod error;
 mod partitioner;
@@ -29,8 +30,9 @@ pub use admin::{Admin, NewTopic};
 pub use brook_proto::v1 as proto;
 pub use brook_record::Offset;
 pub use cluster::Cluster;
+pub use completion::DeliveryFuture;
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek, TopicPartition};
 pub use error::ClientError;
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{Acks, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};

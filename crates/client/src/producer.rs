@@ -18,11 +18,8 @@
 //! sticky partition that changes whenever its batch is sealed.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brook_proto::v1::records_client::RecordsClient;
@@ -30,13 +27,15 @@ use brook_proto::v1::ProduceRequest;
 use brook_record::{BatchBuilder, Header, NewRecord, Offset, HEADER_BYTES};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::completion::{Completer, DeliveryFuture};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
-use crate::record::{ProducerRecord, RecordMetadata};
+use crate::record::ProducerRecord;
 
 /// How many acknowledgements a send waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,15 +102,11 @@ impl Default for ProducerConfig {
     }
 }
 
-/// A batch's fate, shared by all its records: pending (`None`), its base
-/// offset (`None` inside for acks=0), or the error.
-type Outcome = Option<Result<Option<Offset>, ClientError>>;
-
 #[derive(Debug)]
 struct OpenBatch {
     builder: BatchBuilder,
     created: Instant,
-    completion: watch::Sender<Outcome>,
+    completion: Completer,
     permits: usize,
 }
 
@@ -120,7 +115,7 @@ struct SealedBatch {
     bytes: Bytes,
     records: u64,
     created: Instant,
-    completion: watch::Sender<Outcome>,
+    completion: Completer,
     permits: usize,
 }
 
@@ -146,10 +141,18 @@ impl PartitionQueue {
     }
 }
 
+/// One topic's queues, indexed by partition.
+#[derive(Debug)]
+struct TopicQueues {
+    name: Arc<str>,
+    partitions: Vec<PartitionQueue>,
+    /// Where records without key or partition go until their batch seals.
+    sticky: u32,
+}
+
 #[derive(Debug, Default)]
 struct Accumulator {
-    queues: HashMap<(String, u32), PartitionQueue>,
-    sticky: HashMap<String, u32>,
+    topics: HashMap<Arc<str>, TopicQueues>,
     flush_requested: bool,
     /// xorshift state for picking sticky partitions.
     random: u64,
@@ -165,23 +168,20 @@ impl Accumulator {
         x
     }
 
-    fn sticky_partition(&mut self, topic: &str, partitions: u32) -> u32 {
-        if let Some(&partition) = self.sticky.get(topic) {
-            if partition < partitions {
-                return partition;
-            }
+    /// The topic's queues, created with `partitions` partitions on first use.
+    fn topic(&mut self, name: &Arc<str>, partitions: u32) -> &mut TopicQueues {
+        if !self.topics.contains_key(&**name) {
+            let sticky = (self.next_random() % u64::from(partitions.max(1))) as u32;
+            let partitions = (0..partitions).map(|_| PartitionQueue::default()).collect();
+            self.topics.insert(Arc::clone(name), TopicQueues { name: Arc::clone(name), partitions, sticky });
         }
-        let partition = (self.next_random() % u64::from(partitions)) as u32;
-        self.sticky.insert(topic.to_string(), partition);
-        partition
+        self.topics.get_mut(&**name).expect("inserted above")
     }
+}
 
-    /// After the sticky partition's batch was sealed, move on to another.
-    fn rotate_sticky(&mut self, topic: &str, partitions: u32, sealed: u32) {
-        if partitions > 1 && self.sticky.get(topic) == Some(&sealed) {
-            let step = 1 + (self.next_random() % u64::from(partitions - 1)) as u32;
-            self.sticky.insert(topic.to_string(), (sealed + step) % partitions);
-        }
+impl Shared {
+    fn lock_accumulator(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -196,25 +196,6 @@ struct Shared {
     /// Batches created and not yet completed.
     outstanding: watch::Sender<u64>,
     closed: AtomicBool,
-}
-
-/// Resolves to where one sent record landed.
-pub struct DeliveryFuture {
-    inner: Pin<Box<dyn Future<Output = Result<RecordMetadata, ClientError>> + Send>>,
-}
-
-impl std::fmt::Debug for DeliveryFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeliveryFuture")
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
 }
 
 /// The batching producer. See the module docs.
@@ -259,7 +240,11 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let partitions = self.partition_count(&record.topic).await?;
+        let known = shared.lock_accumulator().topics.get(&*record.topic).map(|topic| topic.partitions.len() as u32);
+        let partitions = match known {
+            Some(partitions) => partitions,
+            None => self.partition_count(&record.topic).await?,
+        };
         if let Some(partition) = record.partition {
             if partition >= partitions {
                 return Err(ClientError::Broker {
@@ -288,15 +273,17 @@ impl Producer {
             value: record.value.as_deref(),
             headers: &headers,
         };
-        let (partition, receiver, index, wake) = {
-            let mut accumulator = shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (delivery, wake) = {
+            let mut accumulator = shared.lock_accumulator();
+            let random = accumulator.next_random();
+            let topic = accumulator.topic(&record.topic, partitions);
             let keyless = record.partition.is_none() && record.key.is_none();
             let partition = match (record.partition, &record.key) {
                 (Some(partition), _) => partition,
                 (None, Some(key)) => partition_for_key(key, partitions),
-                (None, None) => accumulator.sticky_partition(&record.topic, partitions),
+                (None, None) => topic.sticky,
             };
-            let queue = accumulator.queues.entry((record.topic.clone(), partition)).or_default();
+            let queue = &mut topic.partitions[partition as usize];
             let mut sealed = false;
             if let Some(open) = &queue.open {
                 if open.builder.size_bytes() + open.builder.size_of(&new_record) > shared.config.batch_size {
@@ -310,7 +297,7 @@ impl Producer {
                 queue.open = Some(OpenBatch {
                     builder: BatchBuilder::new(capacity),
                     created: Instant::now(),
-                    completion: watch::channel(None).0,
+                    completion: Completer::default(),
                     permits: 0,
                 });
                 shared.outstanding.send_modify(|count| *count += 1);
@@ -318,21 +305,23 @@ impl Producer {
             let open = queue.open.as_mut().expect("an open batch was just ensured");
             open.builder.push(&new_record);
             open.permits += size;
-            let index = open.builder.record_count() as u64 - 1;
-            let receiver = open.completion.subscribe();
+            let delivery = open.completion.future(partition, open.builder.record_count() as u64 - 1);
             if open.builder.size_bytes() >= shared.config.batch_size {
                 queue.seal();
                 sealed = true;
             }
-            if sealed && keyless {
-                accumulator.rotate_sticky(&record.topic, partitions, partition);
+            // Sticky partitioning: once the sticky partition's batch is
+            // sealed, keyless records move on to another partition.
+            if sealed && keyless && partitions > 1 && topic.sticky == partition {
+                let step = 1 + (random % u64::from(partitions - 1)) as u32;
+                topic.sticky = (partition + step) % partitions;
             }
-            (partition, receiver, index, sealed || created)
+            (delivery, sealed || created)
         };
         if wake {
             shared.wake.notify_one();
         }
-        Ok(DeliveryFuture { inner: Box::pin(deliver(receiver, partition, index)) })
+        Ok(delivery)
     }
 
     /// The topic's partition count, waiting up to `max_block` while no
@@ -353,7 +342,7 @@ impl Producer {
 
     /// Sends every buffered record now and waits until all are completed.
     pub async fn flush(&self) {
-        self.shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).flush_requested = true;
+        self.shared.lock_accumulator().flush_requested = true;
         self.shared.wake.notify_one();
         let mut outstanding = self.shared.outstanding.subscribe();
         let _ = outstanding.wait_for(|&count| count == 0).await;
@@ -378,19 +367,6 @@ impl Drop for Producer {
         // The sender task sends what is buffered, then stops.
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
-    }
-}
-
-async fn deliver(
-    mut receiver: watch::Receiver<Outcome>,
-    partition: u32,
-    index: u64,
-) -> Result<RecordMetadata, ClientError> {
-    let outcome = receiver.wait_for(Option::is_some).await.map_err(|_| ClientError::Closed)?.clone();
-    match outcome {
-        Some(Ok(base)) => Ok(RecordMetadata { partition, offset: base.map(|base| base.plus(index)) }),
-        Some(Err(error)) => Err(error),
-        None => Err(ClientError::Closed),
     }
 }
 
@@ -423,15 +399,18 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-type Request = (String, u32, Vec<SealedBatch>);
+type Request = (Arc<str>, u32, Vec<SealedBatch>);
 
 fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instant>) {
     let now = Instant::now();
-    let mut accumulator = shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut accumulator = shared.lock_accumulator();
     let seal_all = closing || std::mem::take(&mut accumulator.flush_requested);
     let mut requests = Vec::new();
     let mut next_deadline: Option<Instant> = None;
-    for ((topic, partition), queue) in &mut accumulator.queues {
+    let queues = accumulator.topics.values_mut().flat_map(|topic| {
+        topic.partitions.iter_mut().enumerate().map(|(partition, queue)| (&topic.name, partition as u32, queue))
+    });
+    for (topic, partition, queue) in queues {
         if let Some(open) = &queue.open {
             let deadline = open.created + shared.config.linger;
             if seal_all || deadline <= now {
@@ -453,14 +432,14 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
             batches.extend(queue.ready.pop_front());
         }
         queue.in_flight = true;
-        requests.push((topic.clone(), *partition, batches));
+        requests.push((Arc::clone(topic), partition, batches));
     }
     (requests, next_deadline)
 }
 
 /// Sends one partition's batches in one request, retrying what can be
 /// retried, then completes their records and frees their memory.
-async fn send_batches(shared: &Shared, topic: String, partition: u32, batches: Vec<SealedBatch>) {
+async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches: Vec<SealedBatch>) {
     let config = &shared.config;
     let records = if batches.len() == 1 {
         batches[0].bytes.clone()
@@ -474,13 +453,13 @@ async fn send_batches(shared: &Shared, topic: String, partition: u32, batches: V
     if config.acks == Acks::None {
         // acks=0: the records count as sent once the request leaves.
         for batch in &batches {
-            batch.completion.send_replace(Some(Ok(None)));
+            batch.completion.complete(Ok(None));
         }
     }
     let oldest = batches.iter().map(|batch| batch.created).min().unwrap_or_else(Instant::now);
     let give_up_at = oldest + config.delivery_timeout;
     let request = ProduceRequest {
-        topic: topic.clone(),
+        topic: topic.to_string(),
         partition,
         acks: config.acks.wire(),
         timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -509,12 +488,12 @@ async fn send_batches(shared: &Shared, topic: String, partition: u32, batches: V
         if Instant::now() + config.retry_backoff >= give_up_at {
             break Err(ClientError::Timeout { after_ms: oldest.elapsed().as_millis(), last_error: Arc::new(error) });
         }
-        tracing::debug!(topic, partition, %error, "produce failed; retrying");
+        tracing::debug!(topic = &*topic, partition, %error, "produce failed; retrying");
         shared.cluster.invalidate(&topic);
         tokio::time::sleep(config.retry_backoff).await;
     };
     if let Err(error) = &result {
-        tracing::warn!(topic, partition, %error, batches = batches.len(), "produce failed");
+        tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
     }
     let mut base = result.as_ref().ok().and_then(|&base| u64::try_from(base).ok());
     let mut permits = 0;
@@ -526,15 +505,15 @@ async fn send_batches(shared: &Shared, topic: String, partition: u32, batches: V
                 (Ok(_), None) => Ok(None),
                 (Err(error), _) => Err(error.clone()),
             };
-            batch.completion.send_replace(Some(outcome));
+            batch.completion.complete(outcome);
         }
         base = base.map(|offset| offset + batch.records);
     }
     shared.memory.add_permits(permits);
-    if let Some(queue) =
-        shared.accumulator.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).queues.get_mut(&(topic, partition))
-    {
-        queue.in_flight = false;
+    if let Some(topic) = shared.lock_accumulator().topics.get_mut(&*topic) {
+        if let Some(queue) = topic.partitions.get_mut(partition as usize) {
+            queue.in_flight = false;
+        }
     }
     shared.outstanding.send_modify(|count| *count -= batches.len() as u64);
     shared.wake.notify_one();

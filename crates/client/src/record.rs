@@ -1,12 +1,15 @@
 //! The records users hand to the producer and get from the consumer.
 
+use std::sync::Arc;
+
 use brook_record::Offset;
 use bytes::Bytes;
 
 /// A record to send.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// Shared, so sending many records to one topic copies no name.
+    pub topic: Arc<str>,
     /// `None`: chosen by the partitioner (murmur2 of the key, or sticky).
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
@@ -17,8 +20,15 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
-        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..ProducerRecord::default() }
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
     }
 
     pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
@@ -57,7 +67,8 @@ pub struct RecordMetadata {
 /// fetched buffer (no copy per record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    pub topic: String,
+    /// Shared by every record of the partition.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: Offset,
     pub timestamp_ms: i64,

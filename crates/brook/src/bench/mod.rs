@@ -1,0 +1,150 @@
+//! `brook bench`: load generators that measure Brook on the machine at
+//! hand, and `limits`, which measures that machine's own references (disk
+//! and loopback bandwidth) so every figure can be read as a ratio.
+//!
+//! Every result states the setup it was measured with, in the human
+//! output and in `--json`.
+
+mod consume;
+mod e2e;
+mod latency;
+mod limits;
+mod produce;
+
+use std::time::Duration;
+
+use brook_client::{Acks, Admin, NewTopic};
+use serde_json::json;
+
+pub use latency::LatencyRecorder;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Send records as fast as possible (or at a set rate) and report
+    /// throughput and send-to-ack latency percentiles.
+    Produce(produce::ProduceArgs),
+    /// Read records from the beginning of a topic as fast as possible.
+    Consume(consume::ConsumeArgs),
+    /// Produce at a fixed rate while consuming; report produce-to-receipt
+    /// latency percentiles.
+    E2e(e2e::E2eArgs),
+    /// Measure this machine's references: sequential disk write and read of
+    /// the data directory, and loopback TCP bandwidth.
+    Limits(limits::LimitsArgs),
+}
+
+pub async fn run(command: BenchCommand, bootstrap: &str) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Produce(args) => produce::run(args, bootstrap).await,
+        BenchCommand::Consume(args) => consume::run(args, bootstrap).await,
+        BenchCommand::E2e(args) => e2e::run(args, bootstrap).await,
+        BenchCommand::Limits(args) => limits::run(args).await,
+    }
+}
+
+/// Where a topic for a benchmark comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Create the topic with this many partitions if it does not exist.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Replication factor for a created topic.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: u32,
+}
+
+/// What a figure was measured with.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub brokers: usize,
+    pub partitions: usize,
+    pub replication_factor: u32,
+    pub flush_policy: String,
+    pub acks: Option<Acks>,
+    pub record_bytes: Option<usize>,
+    pub batch_bytes: Option<usize>,
+    pub linger: Option<Duration>,
+    pub producers: Option<usize>,
+}
+
+fn acks_name(acks: Acks) -> &'static str {
+    match acks {
+        Acks::None => "0",
+        Acks::Leader => "1",
+        Acks::All => "all",
+    }
+}
+
+impl Setup {
+    /// Creates the topic if asked and missing, then reads the setup back
+    /// from the cluster.
+    pub async fn prepare(bootstrap: &str, topic: &TopicArgs) -> anyhow::Result<Setup> {
+        let admin = Admin::connect(bootstrap).await?;
+        if let Err(error) = admin.describe_topic(&topic.topic).await {
+            if error.code_name() != Some("UNKNOWN_TOPIC_OR_PARTITION") {
+                return Err(error.into());
+            }
+            admin.create_topic(NewTopic::new(&topic.topic, topic.partitions, topic.replication_factor)).await?;
+        }
+        let description = admin.describe_topic(&topic.topic).await?;
+        let cluster = admin.describe_cluster().await?;
+        Ok(Setup {
+            brokers: cluster.brokers.len(),
+            partitions: description.partitions.len(),
+            replication_factor: description.replication_factor,
+            flush_policy: description.configs.get("flush.policy").cloned().unwrap_or_else(|| "none".into()),
+            acks: None,
+            record_bytes: None,
+            batch_bytes: None,
+            linger: None,
+            producers: None,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            format!("brokers={}", self.brokers),
+            format!("partitions={}", self.partitions),
+            format!("replication-factor={}", self.replication_factor),
+            format!("flush={}", self.flush_policy),
+        ];
+        if let Some(acks) = self.acks {
+            parts.push(format!("acks={}", acks_name(acks)));
+        }
+        if let Some(bytes) = self.record_bytes {
+            parts.push(format!("record-size={bytes}B"));
+        }
+        if let Some(bytes) = self.batch_bytes {
+            parts.push(format!("batch-size={bytes}B"));
+        }
+        if let Some(linger) = self.linger {
+            parts.push(format!("linger={}ms", linger.as_millis()));
+        }
+        if let Some(producers) = self.producers {
+            parts.push(format!("producers={producers}"));
+        }
+        parts.join(" ")
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "brokers": self.brokers,
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+            "flush_policy": self.flush_policy,
+            "acks": self.acks.map(acks_name),
+            "record_size": self.record_bytes,
+            "batch_size": self.batch_bytes,
+            "linger_ms": self.linger.map(|linger| linger.as_millis() as u64),
+            "producers": self.producers,
+        })
+    }
+}
+
+/// Throughput over a span.
+pub fn rates(records: u64, bytes: u64, elapsed: Duration) -> (f64, f64) {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    (records as f64 / seconds, bytes as f64 / seconds / 1e6)
+}

@@ -1,0 +1,241 @@
+//! `brook bench produce`: K producers send N records of a fixed size, as
+//! fast as possible or at a target rate. Latency runs from `send` to the
+//! acknowledgement; with a target rate it runs from the moment the record
+//! was *due* (coordinated-omission correction), so a stall that delays the
+//! sender shows up in the percentiles instead of hiding.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook_client::{Acks, Cluster, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{rates, LatencyRecorder, Setup, TopicArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    topic: TopicArgs,
+    /// Records to send, in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Target records per second over all producers; -1: as fast as possible.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    throughput: i64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "1", value_parser = crate::produce::parse_acks)]
+    acks: Acks,
+    /// Producer instances, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    #[arg(long, default_value_t = 16 * 1024)]
+    batch_size: usize,
+    /// Milliseconds a batch waits to fill.
+    #[arg(long, default_value_t = 5)]
+    linger: u64,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// When each record is due at a target rate: record `i` at
+/// `start + i / rate`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    start: Instant,
+    records_per_sec: Option<f64>,
+}
+
+impl Pacer {
+    pub fn new(start: Instant, records_per_sec: Option<f64>) -> Pacer {
+        Pacer { start, records_per_sec: records_per_sec.filter(|rate| *rate > 0.0) }
+    }
+
+    /// When record `index` is due; `None` when there is no target rate.
+    pub fn due(&self, index: u64) -> Option<Instant> {
+        self.records_per_sec.map(|rate| self.start + Duration::from_secs_f64(index as f64 / rate))
+    }
+}
+
+struct Progress {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    latencies: Vec<Arc<Mutex<LatencyRecorder>>>,
+}
+
+impl Progress {
+    fn merged(&self) -> LatencyRecorder {
+        let mut merged = LatencyRecorder::default();
+        for recorder in &self.latencies {
+            merged.merge(&recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        }
+        merged
+    }
+}
+
+pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(args.producers >= 1, "--producers must be at least 1");
+    anyhow::ensure!(args.records >= 1, "--records must be at least 1");
+    let mut setup = Setup::prepare(bootstrap, &args.topic).await?;
+    let linger = Duration::from_millis(args.linger);
+    setup.acks = Some(args.acks);
+    setup.record_bytes = Some(args.record_size);
+    setup.batch_bytes = Some(args.batch_size);
+    setup.linger = Some(linger);
+    setup.producers = Some(args.producers);
+    let config = ProducerConfig { acks: args.acks, batch_size: args.batch_size, linger, ..ProducerConfig::default() };
+    let value = Bytes::from(vec![b'x'; args.record_size]);
+    let progress = Arc::new(Progress {
+        acknowledged: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latencies: (0..args.producers).map(|_| Arc::default()).collect(),
+    });
+
+    let start = Instant::now();
+    let per_producer_rate = (args.throughput > 0).then(|| args.throughput as f64 / args.producers as f64);
+    let mut tasks = Vec::new();
+    for producer_index in 0..args.producers {
+        let records = args.records / args.producers as u64
+            + u64::from((producer_index as u64) < args.records % args.producers as u64);
+        let cluster = Cluster::connect(bootstrap).await?;
+        let producer = Producer::new(cluster, config.clone());
+        let pacer = Pacer::new(start, per_producer_rate);
+        let recorder = Arc::clone(&progress.latencies[producer_index]);
+        let progress = Arc::clone(&progress);
+        let (topic, value) = (Arc::<str>::from(args.topic.topic.as_str()), value.clone());
+        tasks.push(tokio::spawn(async move {
+            run_producer(producer, topic, value, records, pacer, recorder, progress).await
+        }));
+    }
+    let reporter = tokio::spawn(report_progress(Arc::clone(&progress), args.record_size, start));
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = start.elapsed();
+    reporter.abort();
+
+    let latencies = progress.merged();
+    let acknowledged = progress.acknowledged.load(Ordering::Relaxed);
+    let failed = progress.failed.load(Ordering::Relaxed);
+    let (records_per_sec, mb_per_sec) = rates(acknowledged, acknowledged * args.record_size as u64, elapsed);
+    if args.json {
+        let mut result = json!({
+            "benchmark": "produce",
+            "records": acknowledged,
+            "failed": failed,
+            "elapsed_sec": elapsed.as_secs_f64(),
+            "records_per_sec": records_per_sec,
+            "mb_per_sec": mb_per_sec,
+            "target_records_per_sec": (args.throughput > 0).then_some(args.throughput),
+            "setup": setup.to_json(),
+        });
+        if let (Some(object), serde_json::Value::Object(extra)) = (result.as_object_mut(), latencies.to_json()) {
+            object.extend(extra);
+        }
+        println!("{result}");
+    } else {
+        println!("setup: {}", setup.describe());
+        println!(
+            "{acknowledged} records sent in {:.2} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s{}",
+            elapsed.as_secs_f64(),
+            if failed > 0 { format!(", {failed} FAILED") } else { String::new() }
+        );
+        println!("send-to-ack latency: {}", latencies.summary());
+    }
+    anyhow::ensure!(failed == 0, "{failed} records failed");
+    Ok(())
+}
+
+async fn run_producer(
+    producer: Producer,
+    topic: Arc<str>,
+    value: Bytes,
+    records: u64,
+    pacer: Pacer,
+    recorder: Arc<Mutex<LatencyRecorder>>,
+    progress: Arc<Progress>,
+) -> anyhow::Result<()> {
+    // Deliveries are awaited in order by a second task, so sending never
+    // waits for acknowledgements, only for buffer space.
+    let (deliveries, mut pending) = tokio::sync::mpsc::channel::<(DeliveryFuture, Instant)>(1 << 16);
+    let collector = tokio::spawn(async move {
+        let mut first_error = None;
+        while let Some((delivery, sent_at)) = pending.recv().await {
+            match delivery.await {
+                Ok(_) => {
+                    recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(sent_at.elapsed());
+                    progress.acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error
+    });
+    for index in 0..records {
+        let sent_at = match pacer.due(index) {
+            Some(due) => {
+                tokio::time::sleep_until(due).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        let record = ProducerRecord::new(Arc::clone(&topic), value.clone());
+        let delivery = producer.send(record).await?;
+        if deliveries.send((delivery, sent_at)).await.is_err() {
+            break;
+        }
+    }
+    producer.close().await;
+    drop(deliveries);
+    if let Some(error) = collector.await? {
+        tracing::warn!(%error, "some records failed");
+    }
+    Ok(())
+}
+
+/// One line a second on stderr: rate so far and p99 so far.
+async fn report_progress(progress: Arc<Progress>, record_bytes: usize, start: Instant) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let acknowledged = progress.acknowledged.load(Ordering::Relaxed);
+        let (records_per_sec, mb_per_sec) = rates(acknowledged, acknowledged * record_bytes as u64, start.elapsed());
+        let p99 = progress.merged().quantile_ms(0.99);
+        let line = format!(
+            "{acknowledged} records acked, {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s, p99 {p99:.2} ms so far"
+        );
+        if terminal {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pacer_spreads_records_evenly_over_time() {
+        let start = Instant::now();
+        let pacer = Pacer::new(start, Some(1000.0));
+        assert_eq!(pacer.due(0), Some(start));
+        assert_eq!(pacer.due(500), Some(start + Duration::from_millis(500)));
+        assert_eq!(pacer.due(2000), Some(start + Duration::from_secs(2)));
+        assert_eq!(Pacer::new(start, None).due(10), None);
+        assert_eq!(Pacer::new(start, Some(0.0)).due(10), None, "a zero rate means no pacing");
+    }
+}
