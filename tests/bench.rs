@@ -20,7 +20,8 @@ async fn bench_produce_consume_and_e2e_print_their_results_as_json() {
     let broker = Broker::start().await;
     let produced = bench_json(&broker, &["produce", "--topic", "b", "--partitions", "2", "--records", "20000"]);
     assert_eq!(number(&produced, "records"), 20000.0);
-    for field in ["records_per_sec", "mb_per_sec", "latency_ms_p50", "latency_ms_p99", "latency_ms_p999", "latency_ms_max"]
+    for field in
+        ["records_per_sec", "mb_per_sec", "latency_ms_p50", "latency_ms_p99", "latency_ms_p999", "latency_ms_max"]
     {
         assert!(number(&produced, field) > 0.0, "{field} in {produced}");
     }

@@ -22,6 +22,8 @@ pub fn free_port() -> u16 {
 /// One broker process and its data directory.
 pub struct Broker {
     child: Option<Child>,
+    /// Extra `brook serve` flags, kept for restarts.
+    extra_args: Vec<String>,
     pub address: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -31,10 +33,20 @@ impl Broker {
     /// Starts a broker on a free port with a fresh data dir, and waits
     /// until it answers.
     pub async fn start() -> Broker {
+        Broker::start_with(&[]).await
+    }
+
+    /// Like `start`, with extra `brook serve` flags.
+    pub async fn start_with(extra_args: &[&str]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
-        let mut broker =
-            Broker { child: None, address: format!("127.0.0.1:{}", free_port()), data_dir, _temp: Some(temp) };
+        let mut broker = Broker {
+            child: None,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            address: format!("127.0.0.1:{}", free_port()),
+            data_dir,
+            _temp: Some(temp),
+        };
         broker.spawn().await;
         broker
     }
@@ -48,6 +60,7 @@ impl Broker {
         let child = Command::new(BROOK)
             .args(["serve", "--listen", &self.address, "--data-dir"])
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

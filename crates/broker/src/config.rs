@@ -32,6 +32,8 @@ pub struct BrokerConfig {
     pub default_produce_timeout_ms: u32,
     /// How often retention and time-based flushes run, in ms. Default 10 s.
     pub log_maintenance_interval_ms: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +49,7 @@ impl Default for BrokerConfig {
             max_fetch_wait_ms: 30_000,
             default_produce_timeout_ms: 30_000,
             log_maintenance_interval_ms: 10_000,
+            metrics_listen: None,
         }
     }
 }

@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod service;

@@ -79,6 +79,11 @@ impl Partition {
         self.reader.log_end_offset()
     }
 
+    /// Bytes of the partition's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.reader.size_bytes()
+    }
+
     /// A receiver that wakes when the HW moves: what long-poll fetches wait on.
     pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
         self.high_watermark.subscribe()

@@ -16,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::catalog::Catalog;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::metrics::{serve_metrics, Metrics};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
@@ -69,6 +70,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         cluster_id,
     });
 
+    let metrics = Arc::new(Metrics::new(config.id));
     let limit = config.max_request_bytes;
     let admin = AdminServer::new(AdminService { registry: Arc::clone(&registry), node: Arc::clone(&node) })
         .max_decoding_message_size(limit);
@@ -76,6 +78,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         registry: Arc::clone(&registry),
         config: Arc::clone(&config),
         shutdown: shutdown.clone(),
+        metrics: Arc::clone(&metrics),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
@@ -91,6 +94,15 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         .build_v1()
         .map_err(|error| ServeError::Reflection(error.to_string()))?;
 
+    if let Some(address) = config.metrics_listen {
+        let (metrics, registry, shutdown) = (Arc::clone(&metrics), Arc::clone(&registry), shutdown.clone());
+        let controller_id = config.id;
+        tokio::spawn(async move {
+            if let Err(error) = serve_metrics(address, metrics, registry, controller_id, shutdown).await {
+                tracing::error!(%address, %error, "metrics endpoint failed");
+            }
+        });
+    }
     let maintenance =
         tokio::spawn(run_maintenance(Arc::clone(&registry), config.log_maintenance_interval(), shutdown.clone()));
 

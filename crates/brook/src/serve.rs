@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Where topics and the catalog are kept [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// A TOML file with any BrokerConfig fields; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -40,6 +43,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
+    }
+    if let Some(address) = args.metrics_listen {
+        config.metrics_listen = Some(address);
     }
     Ok(config)
 }

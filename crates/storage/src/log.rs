@@ -284,7 +284,7 @@ impl PartitionLog {
 
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.shared.segments().0.iter().map(|segment| segment.size_bytes()).sum()
+        self.reader().size_bytes()
     }
 
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
@@ -620,6 +620,11 @@ impl LogReader {
 
     pub fn log_end_offset(&self) -> Offset {
         self.shared.log_end_offset()
+    }
+
+    /// Bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.segments().0.iter().map(|segment| segment.size_bytes()).sum()
     }
 
     /// The whole batches from the one holding `from_offset` on, up to about

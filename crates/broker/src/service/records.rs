@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
@@ -32,17 +33,20 @@ pub struct RecordsService {
     pub(crate) config: Arc<BrokerConfig>,
     /// Ends long polls early when the broker shuts down.
     pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
+impl RecordsService {
+    /// Counts a finished request under its outcome (`ok` or the error name).
+    fn observe<T>(&self, api: &str, started: Instant, result: &Result<T, BrokerError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => error.code_name(),
+        };
+        self.metrics.observe(api, outcome, started.elapsed());
+    }
 
-#[tonic::async_trait]
-impl Records for RecordsService {
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, bytes = request.get_ref().records.len(), offset))]
-    async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
-        let request = request.into_inner();
+    async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let acks = Acks::try_from(request.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("acks value {} is not 0, 1 or all", request.acks)))?;
         let topic = self.registry.topic(&request.topic)?;
@@ -53,22 +57,22 @@ impl Records for RecordsService {
                 partition: request.partition,
                 isr: SINGLE_NODE_ISR,
                 min_insync_replicas: topic.config.min_insync_replicas,
-            }
-            .into());
+            });
         }
+        let bytes = request.records.len() as u64;
         let info = partition.append(request.records).await?;
         tracing::Span::current().record("offset", info.base_offset.0);
-        Ok(Response::new(ProduceResponse {
+        self.metrics.bytes_in.with_label_values(&[request.topic.as_str()]).inc_by(bytes);
+        self.metrics.records_in.with_label_values(&[request.topic.as_str()]).inc_by(info.record_count);
+        Ok(ProduceResponse {
             base_offset: wire_offset(info.base_offset),
             last_offset: wire_offset(info.last_offset),
             log_append_time_ms: now_ms(),
             log_start_offset: wire_offset(partition.log_start_offset()),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
-    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
-        let request = request.into_inner();
+    async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes {
             0 => self.config.default_fetch_bytes,
@@ -88,22 +92,21 @@ impl Records for RecordsService {
                     () = self.shutdown.cancelled() => false,
                 };
             if !woken || enough {
-                return Ok(Response::new(FetchResponse {
+                self.metrics
+                    .bytes_out
+                    .with_label_values(&[request.topic.as_str()])
+                    .inc_by(fetched.records.len() as u64);
+                return Ok(FetchResponse {
                     records: fetched.records,
                     high_watermark: wire_offset(fetched.high_watermark),
                     log_start_offset: wire_offset(fetched.log_start_offset),
                     next_offset: wire_offset(fetched.next_offset),
-                }));
+                });
             }
         }
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
-    async fn list_offsets(
-        &self,
-        request: Request<ListOffsetsRequest>,
-    ) -> Result<Response<ListOffsetsResponse>, Status> {
-        let request = request.into_inner();
+    async fn list_offsets(&self, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let spec = OffsetSpec::try_from(request.spec)
             .map_err(|_| BrokerError::InvalidRequest(format!("offset spec {} is unknown", request.spec)))?;
@@ -115,6 +118,41 @@ impl Records for RecordsService {
                 None => (-1, -1),
             },
         };
-        Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms }))
+        Ok(ListOffsetsResponse { offset, timestamp_ms })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+/// Each RPC: time it, run it, count its outcome, map its error.
+#[tonic::async_trait]
+impl Records for RecordsService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, bytes = request.get_ref().records.len(), offset))]
+    async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let started = Instant::now();
+        let result = RecordsService::produce(self, request.into_inner()).await;
+        self.observe("produce", started, &result);
+        Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let started = Instant::now();
+        let result = RecordsService::fetch(self, request.into_inner()).await;
+        self.observe("fetch", started, &result);
+        Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let started = Instant::now();
+        let result = RecordsService::list_offsets(self, request.into_inner()).await;
+        self.observe("list_offsets", started, &result);
+        Ok(Response::new(result?))
     }
 }

@@ -1,0 +1,224 @@
+//! The broker's Prometheus metrics and the small HTTP endpoint that serves
+//! them (`GET /metrics`, text format 0.0.4), off unless `metrics_listen`
+//! is set.
+//!
+//! Request metrics are counted on the request path; per-partition gauges
+//! (log end offset, high watermark, ISR size, log size) are read from the
+//! topic registry at scrape time, so they are never stale and cost nothing
+//! between scrapes. Names and meanings are listed in the README.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::topics::TopicRegistry;
+
+/// The longest request head the endpoint reads; scrapers send far less.
+const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `brook_requests_total{api, outcome}`: outcome is `ok` or the Kafka-style error name.
+    pub requests: IntCounterVec,
+    /// `brook_request_duration_seconds{api}`.
+    pub request_duration: HistogramVec,
+    /// `brook_bytes_in_total{topic}` / `brook_bytes_out_total{topic}`: record batch bytes.
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    /// `brook_records_in_total{topic}`.
+    pub records_in: IntCounterVec,
+    log_end_offset: IntGaugeVec,
+    high_watermark: IntGaugeVec,
+    log_start_offset: IntGaugeVec,
+    isr_size: IntGaugeVec,
+    log_size_bytes: IntGaugeVec,
+    under_replicated: IntGauge,
+    partitions: IntGauge,
+    raft_term: IntGauge,
+    controller_id: IntGauge,
+}
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry.register(Box::new(metric.clone())).expect("metric names are unique and valid");
+    metric
+}
+
+impl Metrics {
+    pub fn new(broker_id: u32) -> Metrics {
+        let registry =
+            Registry::new_custom(Some("brook".into()), Some([("broker".to_string(), broker_id.to_string())].into()))
+                .expect("static registry labels are valid");
+        let partition_labels = &["topic", "partition"];
+        let gauge = |name: &str, help: &str| {
+            registered(&registry, IntGaugeVec::new(Opts::new(name, help), partition_labels).expect("valid metric"))
+        };
+        Metrics {
+            requests: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("requests_total", "Requests handled, by API and outcome"),
+                    &["api", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            request_duration: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("request_duration_seconds", "Time to answer a request, by API").buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0,
+                    ]),
+                    &["api"],
+                )
+                .expect("valid metric"),
+            ),
+            bytes_in: registered(
+                &registry,
+                IntCounterVec::new(Opts::new("bytes_in_total", "Record batch bytes appended"), &["topic"])
+                    .expect("valid"),
+            ),
+            bytes_out: registered(
+                &registry,
+                IntCounterVec::new(Opts::new("bytes_out_total", "Record batch bytes fetched"), &["topic"])
+                    .expect("valid"),
+            ),
+            records_in: registered(
+                &registry,
+                IntCounterVec::new(Opts::new("records_in_total", "Records appended"), &["topic"]).expect("valid"),
+            ),
+            log_end_offset: gauge("log_end_offset", "Next offset the partition's log will write (LEO)"),
+            high_watermark: gauge("high_watermark", "Offset below which every in-sync replica has the records (HW)"),
+            log_start_offset: gauge("log_start_offset", "First offset the partition's log still holds"),
+            isr_size: gauge("isr_size", "In-sync replicas of the partition"),
+            log_size_bytes: gauge("log_size_bytes", "Bytes of the partition's segment files"),
+            under_replicated: registered(
+                &registry,
+                IntGauge::new(
+                    "under_replicated_partitions",
+                    "Partitions led here whose ISR is smaller than their replicas",
+                )
+                .expect("valid metric"),
+            ),
+            partitions: registered(&registry, IntGauge::new("partitions", "Partitions hosted").expect("valid metric")),
+            raft_term: registered(
+                &registry,
+                IntGauge::new("raft_term", "Term of the metadata Raft group (0 until the cluster exists)")
+                    .expect("valid"),
+            ),
+            controller_id: registered(
+                &registry,
+                IntGauge::new("controller_id", "Broker id of the controller (the Raft leader)").expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe(&self, api: &str, outcome: &str, elapsed: Duration) {
+        self.requests.with_label_values(&[api, outcome]).inc();
+        self.request_duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with partition gauges read from `registry` now.
+    pub fn render(&self, topics: &TopicRegistry, controller_id: u32) -> Vec<u8> {
+        for gauge in
+            [&self.log_end_offset, &self.high_watermark, &self.log_start_offset, &self.isr_size, &self.log_size_bytes]
+        {
+            gauge.reset();
+        }
+        let mut partitions = 0;
+        for topic in topics.list() {
+            for partition in &topic.partitions {
+                let labels = [topic.record.name.clone(), partition.partition().to_string()];
+                let labels = [labels[0].as_str(), labels[1].as_str()];
+                let as_gauge = |offset: brook_record::Offset| i64::try_from(offset.0).unwrap_or(i64::MAX);
+                self.log_end_offset.with_label_values(&labels).set(as_gauge(partition.log_end_offset()));
+                self.high_watermark.with_label_values(&labels).set(as_gauge(partition.high_watermark()));
+                self.log_start_offset.with_label_values(&labels).set(as_gauge(partition.log_start_offset()));
+                self.isr_size.with_label_values(&labels).set(1);
+                self.log_size_bytes
+                    .with_label_values(&labels)
+                    .set(i64::try_from(partition.size_bytes()).unwrap_or(i64::MAX));
+                partitions += 1;
+            }
+        }
+        self.partitions.set(partitions);
+        // One node: every partition is fully replicated, there is no Raft
+        // group yet (term 0), and this broker is the controller.
+        self.under_replicated.set(0);
+        self.raft_term.set(0);
+        self.controller_id.set(i64::from(controller_id));
+        let mut text = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        text
+    }
+}
+
+/// Serves `GET /metrics` on `address` until `shutdown`.
+pub async fn serve_metrics(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    topics: Arc<TopicRegistry>,
+    controller_id: u32,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let (metrics, topics) = (Arc::clone(&metrics), Arc::clone(&topics));
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, async {
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES {
+                    let count = stream.read(&mut chunk).await?;
+                    if count == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&chunk[..count]);
+                }
+                std::io::Result::Ok(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let request_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
+            let (status, content_type, body) = if request_line.starts_with(b"GET /metrics ") {
+                let body = tokio::task::spawn_blocking(move || metrics.render(&topics, controller_id))
+                    .await
+                    .unwrap_or_default();
+                ("200 OK", "text/plain; version=0.0.4", body)
+            } else {
+                ("404 Not Found", "text/plain", b"only GET /metrics is served here\n".to_vec())
+            };
+            let header = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if let Err(error) = async {
+                stream.write_all(header.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.shutdown().await
+            }
+            .await
+            {
+                tracing::debug!(%peer, %error, "metrics client went away");
+            }
+        });
+    }
+}

@@ -1,0 +1,56 @@
+//! The Prometheus endpoint of a real broker: request counts, bytes and
+//! per-partition offsets after some traffic; a clear 404 elsewhere.
+
+mod harness;
+
+use std::io::{Read, Write};
+
+use brook_client::{Admin, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use harness::{free_port, Broker};
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
+fn value_of(text: &str, series: &str) -> f64 {
+    let line =
+        text.lines().find(|line| line.starts_with(series)).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    line.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("bad line {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_bytes_and_partition_offsets() {
+    let metrics_address = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(&["--metrics-listen", &metrics_address]).await;
+    Admin::connect(&broker.address).await.expect("admin").create_topic(NewTopic::new("m", 2, 1)).await.expect("create");
+    let producer = Producer::connect(&broker.address, ProducerConfig::default()).await.expect("producer");
+    for index in 0..1000u32 {
+        producer.send(ProducerRecord::new("m", index.to_string()).partition(index % 2)).await.expect("send");
+    }
+    producer.close().await;
+
+    let response = tokio::task::spawn_blocking({
+        let address = metrics_address.clone();
+        move || http_get(&address, "/metrics")
+    })
+    .await
+    .expect("task");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(value_of(&response, "brook_requests_total{api=\"produce\",outcome=\"ok\",broker=\"1\"}") >= 1.0);
+    assert_eq!(value_of(&response, "brook_records_in_total{topic=\"m\",broker=\"1\"}"), 1000.0);
+    assert!(value_of(&response, "brook_bytes_in_total{topic=\"m\",broker=\"1\"}") > 1000.0);
+    assert_eq!(value_of(&response, "brook_log_end_offset{partition=\"0\",topic=\"m\",broker=\"1\"}"), 500.0);
+    assert_eq!(value_of(&response, "brook_high_watermark{partition=\"1\",topic=\"m\",broker=\"1\"}"), 500.0);
+    assert_eq!(value_of(&response, "brook_isr_size{partition=\"1\",topic=\"m\",broker=\"1\"}"), 1.0);
+    assert!(value_of(&response, "brook_log_size_bytes{partition=\"0\",topic=\"m\",broker=\"1\"}") > 0.0);
+    assert_eq!(value_of(&response, "brook_under_replicated_partitions{broker=\"1\"}"), 0.0);
+    assert_eq!(value_of(&response, "brook_partitions{broker=\"1\"}"), 2.0);
+    assert!(response.contains("brook_request_duration_seconds_bucket{api=\"produce\""));
+
+    let missing = tokio::task::spawn_blocking(move || http_get(&metrics_address, "/nope")).await.expect("task");
+    assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");
+}
