@@ -1,0 +1,308 @@
+//! The replicated cluster state and its one transition function, `apply`.
+//! Every broker applies the same committed commands in the same order, so
+//! every broker holds the same state; `apply` must therefore depend on
+//! nothing but the state and the command (no clock, no randomness, no I/O).
+//!
+//! Invariants, checked in `debug_assert`s after each command:
+//! - every partition's replicas are distinct registered brokers;
+//! - the ISR is a subset of the replicas and holds the leader, if any;
+//! - leader epochs never decrease.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: BrokerId,
+    pub address: String,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub replicas: Vec<BrokerId>,
+    /// `None` when no ISR member is alive (unclean election is off).
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: u32,
+    pub isr: Vec<BrokerId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub replication_factor: u32,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<BrokerId, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// group -> topic -> partition -> committed offset
+    pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, CommittedOffset>>>,
+}
+
+impl ClusterState {
+    pub fn alive_brokers(&self) -> Vec<BrokerId> {
+        self.brokers.values().filter(|broker| broker.alive).map(|broker| broker.id).collect()
+    }
+
+    /// Applies one committed command. A refused command changes nothing.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        let Command::V1(command) = command;
+        let result = match command {
+            CommandV1::RegisterBroker { broker_id, address } => {
+                self.brokers.insert(*broker_id, BrokerRecord { id: *broker_id, address: address.clone(), alive: true });
+                Ok(Outcome::Done)
+            }
+            CommandV1::SetBrokerAlive { broker_id, alive } => self.set_broker_alive(*broker_id, *alive),
+            CommandV1::CreateTopic { name, replication_factor, configs, assignments } => {
+                self.create_topic(name, *replication_factor, configs, assignments)
+            }
+            CommandV1::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Err(CommandError::UnknownTopic { topic: name.clone() });
+                }
+                for group in self.offsets.values_mut() {
+                    group.remove(name);
+                }
+                Ok(Outcome::Done)
+            }
+            CommandV1::ChangeIsr { topic, partition, leader_epoch, isr } => {
+                self.change_isr(topic, *partition, *leader_epoch, isr)
+            }
+            CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
+        };
+        self.debug_check_invariants();
+        result
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: u32) -> Result<&mut PartitionRecord, CommandError> {
+        let record = self.topics.get_mut(topic).ok_or_else(|| CommandError::UnknownTopic { topic: topic.into() })?;
+        let partitions = record.partitions.len() as u32;
+        record.partitions.get_mut(partition as usize).ok_or(CommandError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            partitions,
+        })
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        replication_factor: u32,
+        configs: &BTreeMap<String, String>,
+        assignments: &[Vec<BrokerId>],
+    ) -> CommandResult {
+        if self.topics.contains_key(name) {
+            return Err(CommandError::TopicAlreadyExists { topic: name.into() });
+        }
+        if assignments.is_empty() {
+            return Err(CommandError::InvalidAssignment { reason: "a topic needs at least one partition".into() });
+        }
+        for (partition, replicas) in assignments.iter().enumerate() {
+            let mut distinct = replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if replicas.len() != replication_factor as usize || distinct.len() != replicas.len() {
+                return Err(CommandError::InvalidAssignment {
+                    reason: format!("partition {partition} needs {replication_factor} distinct replicas, got {replicas:?}"),
+                });
+            }
+            if let Some(unknown) = replicas.iter().find(|id| !self.brokers.contains_key(id)) {
+                return Err(CommandError::UnknownBroker { broker_id: *unknown });
+            }
+        }
+        let partitions = assignments
+            .iter()
+            .map(|replicas| PartitionRecord {
+                replicas: replicas.clone(),
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+            })
+            .collect();
+        self.topics.insert(
+            name.into(),
+            TopicRecord { name: name.into(), replication_factor, configs: configs.clone(), partitions },
+        );
+        Ok(Outcome::Done)
+    }
+
+    fn set_broker_alive(&mut self, broker_id: BrokerId, alive: bool) -> CommandResult {
+        let broker = self.brokers.get_mut(&broker_id).ok_or(CommandError::UnknownBroker { broker_id })?;
+        broker.alive = alive;
+        let alive_brokers = self.alive_brokers();
+        let mut moved = Vec::new();
+        for topic in self.topics.values_mut() {
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                if !alive {
+                    // A dead broker leaves every ISR it is in, unless it is
+                    // the last member: then the ISR keeps it, so it can
+                    // lead again when it returns (no unclean election).
+                    if partition.isr.len() > 1 {
+                        partition.isr.retain(|&member| member != broker_id);
+                    }
+                    if partition.leader == Some(broker_id) {
+                        let successor =
+                            partition.isr.iter().copied().find(|member| *member != broker_id && alive_brokers.contains(member));
+                        partition.leader = successor;
+                        partition.leader_epoch += 1;
+                        moved.push((topic.name.clone(), index as u32, successor, partition.leader_epoch));
+                    }
+                } else if partition.leader.is_none() && partition.isr.contains(&broker_id) {
+                    // A partition with no leader gets the returning ISR member.
+                    partition.leader = Some(broker_id);
+                    partition.leader_epoch += 1;
+                    moved.push((topic.name.clone(), index as u32, Some(broker_id), partition.leader_epoch));
+                }
+            }
+        }
+        Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
+    }
+
+    fn change_isr(&mut self, topic: &str, partition: u32, leader_epoch: u32, isr: &[BrokerId]) -> CommandResult {
+        let record = self.partition_mut(topic, partition)?;
+        if leader_epoch != record.leader_epoch {
+            return Err(CommandError::StaleLeaderEpoch {
+                topic: topic.into(),
+                partition,
+                epoch: leader_epoch,
+                current: record.leader_epoch,
+            });
+        }
+        let invalid = |reason: String| CommandError::InvalidIsr { topic: topic.into(), partition, reason };
+        if let Some(outsider) = isr.iter().find(|member| !record.replicas.contains(member)) {
+            return Err(invalid(format!("broker {outsider} is not a replica")));
+        }
+        if let Some(leader) = record.leader {
+            if !isr.contains(&leader) {
+                return Err(invalid(format!("the leader {leader} must stay in the ISR")));
+            }
+        }
+        let mut isr = isr.to_vec();
+        isr.sort_unstable();
+        isr.dedup();
+        record.isr = isr;
+        Ok(Outcome::Done)
+    }
+
+    fn commit_offsets(&mut self, group: &str, offsets: &[OffsetCommit]) -> CommandResult {
+        for commit in offsets {
+            self.partition_mut(&commit.topic, commit.partition)?;
+        }
+        let group = self.offsets.entry(group.into()).or_default();
+        for commit in offsets {
+            group
+                .entry(commit.topic.clone())
+                .or_default()
+                .insert(commit.partition, CommittedOffset { offset: commit.offset, metadata: commit.metadata.clone() });
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            for topic in self.topics.values() {
+                for partition in &topic.partitions {
+                    debug_assert!(partition.isr.iter().all(|member| partition.replicas.contains(member)));
+                    if let Some(leader) = partition.leader {
+                        debug_assert!(partition.isr.contains(&leader), "the leader is in the ISR");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_brokers(ids: &[BrokerId]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for id in ids {
+            let command = CommandV1::RegisterBroker { broker_id: *id, address: format!("127.0.0.1:{}", 9091 + id) };
+            state.apply(&Command::V1(command)).expect("register");
+        }
+        state
+    }
+
+    fn create(state: &mut ClusterState, name: &str, assignments: Vec<Vec<BrokerId>>) -> CommandResult {
+        let replication_factor = assignments[0].len() as u32;
+        state.apply(&Command::V1(CommandV1::CreateTopic {
+            name: name.into(),
+            replication_factor,
+            configs: BTreeMap::new(),
+            assignments,
+        }))
+    }
+
+    #[test]
+    fn a_dead_leader_hands_its_partitions_to_the_isr_at_the_next_epoch() {
+        let mut state = state_with_brokers(&[1, 2, 3]);
+        create(&mut state, "orders", vec![vec![1, 2, 3], vec![2, 3, 1]]).expect("create");
+        let outcome = state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
+        assert_eq!(outcome, Outcome::LeadersChanged(vec![("orders".into(), 0, Some(2), 1)]));
+        let partitions = &state.topics["orders"].partitions;
+        assert_eq!((partitions[0].leader, partitions[0].leader_epoch), (Some(2), 1));
+        assert_eq!(partitions[0].isr, vec![2, 3]);
+        assert_eq!((partitions[1].leader, partitions[1].leader_epoch), (Some(2), 0), "untouched leader keeps its epoch");
+        assert_eq!(partitions[1].isr, vec![2, 3]);
+    }
+
+    #[test]
+    fn with_no_live_isr_member_a_partition_waits_for_one() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
+        let isr = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1] };
+        state.apply(&Command::V1(isr)).expect("shrink ISR");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!(partition.leader, None, "broker 2 is out of sync: no unclean election");
+        assert_eq!(partition.isr, vec![1]);
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: true })).expect("ok");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!((partition.leader, partition.leader_epoch), (Some(1), 2));
+    }
+
+    #[test]
+    fn refusals_name_the_problem_and_change_nothing() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
+        let before = state.clone();
+        assert_eq!(create(&mut state, "t", vec![vec![1, 2]]), Err(CommandError::TopicAlreadyExists { topic: "t".into() }));
+        assert!(matches!(create(&mut state, "u", vec![vec![1, 1]]), Err(CommandError::InvalidAssignment { .. })));
+        assert_eq!(create(&mut state, "u", vec![vec![1, 7]]), Err(CommandError::UnknownBroker { broker_id: 7 }));
+        let stale = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 3, isr: vec![1] };
+        assert!(matches!(state.apply(&Command::V1(stale)), Err(CommandError::StaleLeaderEpoch { current: 0, .. })));
+        let without_leader = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![2] };
+        assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
+        let delete = CommandV1::DeleteTopic { name: "nope".into() };
+        assert_eq!(state.apply(&Command::V1(delete)), Err(CommandError::UnknownTopic { topic: "nope".into() }));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn offsets_are_committed_per_group_and_go_with_their_topic() {
+        let mut state = state_with_brokers(&[1]);
+        create(&mut state, "t", vec![vec![1], vec![1]]).expect("create");
+        let commit = OffsetCommit { topic: "t".into(), partition: 1, offset: 42, metadata: "m".into() };
+        state.apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![commit] })).expect("commit");
+        assert_eq!(state.offsets["g"]["t"][&1].offset, 42);
+        let json = serde_json::to_string(&state).expect("serialise");
+        assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);
+        state.apply(&Command::V1(CommandV1::DeleteTopic { name: "t".into() })).expect("delete");
+        assert!(state.offsets["g"].is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+//! What the metadata group agrees on: typed, versioned commands. A command
+//! is validated against the current state before it is proposed, and
+//! applied deterministically on every broker once committed.
+//!
+//! Versioning: `Command` wraps each version's enum; a broker that meets a
+//! version it does not know stops applying rather than guess (a rolling
+//! upgrade finishes before new versions are proposed).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A broker's id (the same number as its Raft node id).
+pub type BrokerId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    V1(CommandV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandV1 {
+    /// A broker joined or restarted at `address`; it counts as alive.
+    RegisterBroker { broker_id: BrokerId, address: String },
+    /// The controller saw a broker's session expire (or a dead one come
+    /// back). A broker going down loses the leadership of its partitions to
+    /// another ISR member (epoch + 1) and leaves every ISR.
+    SetBrokerAlive { broker_id: BrokerId, alive: bool },
+    /// A topic with replicas already assigned (see `assignment.rs`): the
+    /// first replica of each partition leads, at epoch 0, ISR = replicas.
+    CreateTopic {
+        name: String,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+        assignments: Vec<Vec<BrokerId>>,
+    },
+    DeleteTopic { name: String },
+    /// A partition leader's request to change its ISR, valid only for the
+    /// epoch it leads in.
+    ChangeIsr { topic: String, partition: u32, leader_epoch: u32, isr: Vec<BrokerId> },
+    CommitOffsets { group: String, offsets: Vec<OffsetCommit> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: String,
+}
+
+/// What applying a command did, for the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// Leadership moved: (topic, partition, new leader or none, epoch).
+    LeadersChanged(Vec<(String, u32, Option<BrokerId>, u32)>),
+}
+
+/// Why a command was refused. Refusals are part of the replicated
+/// history: every broker refuses the same command the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("topic '{topic}' already exists")]
+    TopicAlreadyExists { topic: String },
+    #[error("topic '{topic}' does not exist")]
+    UnknownTopic { topic: String },
+    #[error("topic '{topic}' has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("broker {broker_id} is not registered")]
+    UnknownBroker { broker_id: BrokerId },
+    #[error("replication factor {requested} is invalid: {alive} broker(s) are alive")]
+    InvalidReplicationFactor { requested: u32, alive: u32 },
+    #[error("invalid assignment: {reason}")]
+    InvalidAssignment { reason: String },
+    #[error("stale leader epoch {epoch} for {topic}-{partition}: the current epoch is {current}")]
+    StaleLeaderEpoch { topic: String, partition: u32, epoch: u32, current: u32 },
+    #[error("invalid ISR for {topic}-{partition}: {reason}")]
+    InvalidIsr { topic: String, partition: u32, reason: String },
+}
+
+/// The state machine's answer to one command.
+pub type CommandResult = Result<Outcome, CommandError>;

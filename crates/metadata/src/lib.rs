@@ -1,0 +1,23 @@
+//! # brook-metadata: the cluster's metadata group
+//!
+//! Owns what the brokers of a cluster agree on: brokers, topics, replica
+//! assignments, partition leaders, leader epochs, ISRs and committed
+//! consumer offsets ([`ClusterState`]), changed only by committed
+//! [`Command`]s of one openraft group whose log, vote and state machine
+//! live in sled.
+//!
+//! Invariants: `ClusterState::apply` is deterministic; a command is applied
+//! exactly once, in log order, on every member; leader epochs never
+//! decrease; a partition's leader is always in its ISR.
+//!
+//! Never: apply a command that was not committed; depend on the clock or
+//! on I/O inside `apply`; know about partition logs (brokers react to the
+//! state, this crate does not reach up into them).
+
+mod assignment;
+mod cluster_state;
+mod command;
+
+pub use assignment::assign_replicas;
+pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord};
+pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
