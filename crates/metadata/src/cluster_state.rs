@@ -116,7 +116,9 @@ impl ClusterState {
             distinct.dedup();
             if replicas.len() != replication_factor as usize || distinct.len() != replicas.len() {
                 return Err(CommandError::InvalidAssignment {
-                    reason: format!("partition {partition} needs {replication_factor} distinct replicas, got {replicas:?}"),
+                    reason: format!(
+                        "partition {partition} needs {replication_factor} distinct replicas, got {replicas:?}"
+                    ),
                 });
             }
             if let Some(unknown) = replicas.iter().find(|id| !self.brokers.contains_key(id)) {
@@ -154,8 +156,11 @@ impl ClusterState {
                         partition.isr.retain(|&member| member != broker_id);
                     }
                     if partition.leader == Some(broker_id) {
-                        let successor =
-                            partition.isr.iter().copied().find(|member| *member != broker_id && alive_brokers.contains(member));
+                        let successor = partition
+                            .isr
+                            .iter()
+                            .copied()
+                            .find(|member| *member != broker_id && alive_brokers.contains(member));
                         partition.leader = successor;
                         partition.leader_epoch += 1;
                         moved.push((topic.name.clone(), index as u32, successor, partition.leader_epoch));
@@ -257,7 +262,11 @@ mod tests {
         let partitions = &state.topics["orders"].partitions;
         assert_eq!((partitions[0].leader, partitions[0].leader_epoch), (Some(2), 1));
         assert_eq!(partitions[0].isr, vec![2, 3]);
-        assert_eq!((partitions[1].leader, partitions[1].leader_epoch), (Some(2), 0), "untouched leader keeps its epoch");
+        assert_eq!(
+            (partitions[1].leader, partitions[1].leader_epoch),
+            (Some(2), 0),
+            "untouched leader keeps its epoch"
+        );
         assert_eq!(partitions[1].isr, vec![2, 3]);
     }
 
@@ -281,7 +290,10 @@ mod tests {
         let mut state = state_with_brokers(&[1, 2]);
         create(&mut state, "t", vec![vec![1, 2]]).expect("create");
         let before = state.clone();
-        assert_eq!(create(&mut state, "t", vec![vec![1, 2]]), Err(CommandError::TopicAlreadyExists { topic: "t".into() }));
+        assert_eq!(
+            create(&mut state, "t", vec![vec![1, 2]]),
+            Err(CommandError::TopicAlreadyExists { topic: "t".into() })
+        );
         assert!(matches!(create(&mut state, "u", vec![vec![1, 1]]), Err(CommandError::InvalidAssignment { .. })));
         assert_eq!(create(&mut state, "u", vec![vec![1, 7]]), Err(CommandError::UnknownBroker { broker_id: 7 }));
         let stale = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 3, isr: vec![1] };
@@ -298,7 +310,9 @@ mod tests {
         let mut state = state_with_brokers(&[1]);
         create(&mut state, "t", vec![vec![1], vec![1]]).expect("create");
         let commit = OffsetCommit { topic: "t".into(), partition: 1, offset: 42, metadata: "m".into() };
-        state.apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![commit] })).expect("commit");
+        state
+            .apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![commit] }))
+            .expect("commit");
         assert_eq!(state.offsets["g"]["t"][&1].offset, 42);
         let json = serde_json::to_string(&state).expect("serialise");
         assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);

@@ -21,11 +21,17 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandV1 {
     /// A broker joined or restarted at `address`; it counts as alive.
-    RegisterBroker { broker_id: BrokerId, address: String },
+    RegisterBroker {
+        broker_id: BrokerId,
+        address: String,
+    },
     /// The controller saw a broker's session expire (or a dead one come
     /// back). A broker going down loses the leadership of its partitions to
     /// another ISR member (epoch + 1) and leaves every ISR.
-    SetBrokerAlive { broker_id: BrokerId, alive: bool },
+    SetBrokerAlive {
+        broker_id: BrokerId,
+        alive: bool,
+    },
     /// A topic with replicas already assigned (see `assignment.rs`): the
     /// first replica of each partition leads, at epoch 0, ISR = replicas.
     CreateTopic {
@@ -34,11 +40,21 @@ pub enum CommandV1 {
         configs: BTreeMap<String, String>,
         assignments: Vec<Vec<BrokerId>>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// A partition leader's request to change its ISR, valid only for the
     /// epoch it leads in.
-    ChangeIsr { topic: String, partition: u32, leader_epoch: u32, isr: Vec<BrokerId> },
-    CommitOffsets { group: String, offsets: Vec<OffsetCommit> },
+    ChangeIsr {
+        topic: String,
+        partition: u32,
+        leader_epoch: u32,
+        isr: Vec<BrokerId>,
+    },
+    CommitOffsets {
+        group: String,
+        offsets: Vec<OffsetCommit>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,13 @@
 mod assignment;
 mod cluster_state;
 mod command;
+mod log_store;
+mod raft_types;
+mod state_machine;
 
 pub use assignment::assign_replicas;
 pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord};
 pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
+pub use log_store::LogStore;
+pub use raft_types::{NodeId, Raft, TypeConfig};
+pub use state_machine::StateMachineStore;
