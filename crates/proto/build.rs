@@ -10,8 +10,8 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files =
-        ["common", "admin", "records", "groups", "metadata"].map(|name| root.join(format!("brook/v1/{name}.proto")));
+    let files = ["common", "admin", "records", "groups", "metadata", "internal"]
+        .map(|name| root.join(format!("brook/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -18,6 +18,9 @@ mod assignment;
 mod cluster_state;
 mod command;
 mod log_store;
+mod network;
+mod node;
+mod raft_service;
 mod raft_types;
 mod state_machine;
 
@@ -25,5 +28,7 @@ pub use assignment::assign_replicas;
 pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord};
 pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
 pub use log_store::LogStore;
+pub use network::GrpcNetwork;
+pub use node::{MetadataConfig, MetadataError, MetadataNode};
 pub use raft_types::{NodeId, Raft, TypeConfig};
 pub use state_machine::StateMachineStore;

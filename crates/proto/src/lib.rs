@@ -1,7 +1,8 @@
 //! # brook-proto: the wire API
 //!
 //! Owns the generated code for `proto/brook/v1` (package `brook.v1`): the
-//! public services `Admin`, `Records`, `Groups` and `Metadata`, and the
+//! public services `Admin`, `Records`, `Groups` and `Metadata`, the
+//! internal broker-to-broker services (`brook.internal.v1`), and the
 //! descriptor set that gRPC reflection serves. The `.proto` files are the
 //! source of truth; this crate only compiles them.
 //!
@@ -14,6 +15,13 @@
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("brook.v1");
+}
+
+/// Package `brook.internal.v1`: broker-to-broker RPCs (Raft transport,
+/// command forwarding). Not part of the public API.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod internal {
+    tonic::include_proto!("brook.internal.v1");
 }
 
 /// The encoded `FileDescriptorSet` of every Brook proto, for reflection.

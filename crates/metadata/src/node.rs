@@ -1,0 +1,253 @@
+//! A broker's membership in the metadata group: starts the Raft node on
+//! its sled data, forms the cluster on first start, and proposes commands
+//! from any broker (forwarding them to the controller, the Raft leader).
+//!
+//! Forming the cluster: every broker of a fresh cluster initializes it with
+//! the same member list (from `--peers`); openraft accepts that on every
+//! node, and refuses it on a node that already has state, so starting the
+//! same command twice, or restarting a broker, never forms a second
+//! cluster.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_proto::internal::metadata_forwarding_client::MetadataForwardingClient;
+use brook_proto::internal::metadata_forwarding_server::MetadataForwardingServer;
+use brook_proto::internal::raft_transport_server::RaftTransportServer;
+use brook_proto::internal::Payload;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::cluster_state::ClusterState;
+use crate::command::{Command, CommandResult};
+use crate::log_store::LogStore;
+use crate::network::{channel_to, GrpcNetwork};
+use crate::raft_service::{ForwardingService, RaftTransportService};
+use crate::raft_types::{NodeId, Raft};
+use crate::state_machine::StateMachineStore;
+
+#[derive(Debug, Clone)]
+pub struct MetadataConfig {
+    pub node_id: NodeId,
+    /// Every voter, this node included: id -> address of its broker port.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the Raft log and state machine live (a sled database).
+    pub data_dir: PathBuf,
+    /// Raft leader heartbeats. Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range
+    /// starts an election. Default 400-800 ms: a new controller within a
+    /// second of the old one's death.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// How long `propose` tries (elections, forwarding) before it reports
+    /// that no majority answers. Default 5 s.
+    pub propose_timeout: Duration,
+    /// Snapshot (and compact the log) after this many entries. Default 1,000.
+    pub snapshot_after_entries: u64,
+}
+
+impl MetadataConfig {
+    pub fn new(node_id: NodeId, peers: BTreeMap<NodeId, String>, data_dir: PathBuf) -> MetadataConfig {
+        MetadataConfig {
+            node_id,
+            peers,
+            data_dir,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            propose_timeout: Duration::from_secs(5),
+            snapshot_after_entries: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata storage: {0}")]
+    Storage(String),
+    #[error("metadata Raft group: {0}")]
+    Raft(String),
+    #[error("no metadata controller: a majority of the {voters} brokers did not answer within {waited:?}")]
+    NoQuorum { voters: usize, waited: Duration },
+    #[error("this broker ({node_id}) is not in the peer list {peers:?}")]
+    NotAPeer { node_id: NodeId, peers: Vec<NodeId> },
+}
+
+/// Why a proposal on this node did not commit here; travels back to a
+/// forwarding broker as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ProposeError {
+    /// Another node leads; send it there.
+    ForwardTo {
+        leader: NodeId,
+        address: String,
+    },
+    /// No leader known right now (an election is on).
+    NoLeader,
+    Fatal(String),
+}
+
+struct Inner {
+    config: MetadataConfig,
+    raft: Raft,
+    state: watch::Receiver<Arc<ClusterState>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataNode").field("node_id", &self.config.node_id).finish_non_exhaustive()
+    }
+}
+
+/// A handle on this broker's metadata node; clone it freely.
+#[derive(Debug, Clone)]
+pub struct MetadataNode {
+    inner: Arc<Inner>,
+}
+
+impl MetadataNode {
+    /// Opens the node's storage, starts Raft, and initializes the cluster
+    /// if this node has never been part of one.
+    pub async fn start(config: MetadataConfig) -> Result<MetadataNode, MetadataError> {
+        if !config.peers.contains_key(&config.node_id) {
+            return Err(MetadataError::NotAPeer {
+                node_id: config.node_id,
+                peers: config.peers.keys().copied().collect(),
+            });
+        }
+        let data_dir = config.data_dir.clone();
+        let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
+            let db = sled::open(&data_dir)?;
+            Ok::<_, sled::Error>((LogStore::open(&db)?, StateMachineStore::open(&db)?))
+        })
+        .await
+        .map_err(|error| MetadataError::Storage(error.to_string()))?
+        .map_err(|error| MetadataError::Storage(error.to_string()))?;
+        let state = state_machine.subscribe();
+        let raft_config = openraft::Config {
+            cluster_name: "brook".into(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: 100,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|error| MetadataError::Raft(error.to_string()))?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
+            .await
+            .map_err(|error| MetadataError::Raft(error.to_string()))?;
+
+        let members: BTreeMap<NodeId, BasicNode> =
+            config.peers.iter().map(|(id, address)| (*id, BasicNode::new(address))).collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(node_id = config.node_id, "initialized a new metadata group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!(node_id = config.node_id, "rejoining the existing metadata group")
+            }
+            Err(error) => return Err(MetadataError::Raft(error.to_string())),
+        }
+        Ok(MetadataNode { inner: Arc::new(Inner { config, raft, state }) })
+    }
+
+    /// The internal gRPC services to serve on the broker's port.
+    pub fn services(&self) -> (RaftTransportServer<RaftTransportService>, MetadataForwardingServer<ForwardingService>) {
+        (
+            RaftTransportServer::new(RaftTransportService { raft: self.inner.raft.clone() }),
+            MetadataForwardingServer::new(ForwardingService { node: self.clone() }),
+        )
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    /// The applied state, and every later one.
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.inner.state.clone()
+    }
+
+    /// The controller (Raft leader), if one is known.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.controller() == Some(self.node_id())
+    }
+
+    /// Proposes `command` and waits until it is committed and applied,
+    /// forwarding it to the controller if this broker is not it, and
+    /// riding out elections, for at most `propose_timeout`. The result is
+    /// the state machine's: it may be a refusal.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, MetadataError> {
+        let timeout = self.inner.config.propose_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let no_quorum = || MetadataError::NoQuorum { voters: self.inner.config.peers.len(), waited: timeout };
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = tokio::time::timeout(remaining, self.propose_here(command.clone())).await;
+            let error = match attempt {
+                Err(_) => return Err(no_quorum()),
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(ProposeError::ForwardTo { leader, address })) => {
+                    match tokio::time::timeout(remaining, forward(&address, &command)).await {
+                        Err(_) => return Err(no_quorum()),
+                        Ok(Ok(Ok(result))) => return Ok(result),
+                        Ok(Ok(Err(ProposeError::Fatal(message)))) => return Err(MetadataError::Raft(message)),
+                        Ok(Ok(Err(error))) => format!("{error:?}"),
+                        Ok(Err(error)) => format!("forwarding to controller {leader} at {address}: {error}"),
+                    }
+                }
+                Ok(Err(ProposeError::NoLeader)) => "no controller elected yet".to_string(),
+                Ok(Err(ProposeError::Fatal(message))) => return Err(MetadataError::Raft(message)),
+            };
+            tracing::debug!(%error, "proposal not placed yet; retrying");
+            if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                return Err(no_quorum());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes on this node's Raft (it must be the leader).
+    pub(crate) async fn propose_here(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        match self.inner.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                match (forward.leader_id, forward.leader_node) {
+                    (Some(leader), Some(node)) => Err(ProposeError::ForwardTo { leader, address: node.addr }),
+                    _ => Err(ProposeError::NoLeader),
+                }
+            }
+            Err(error) => Err(ProposeError::Fatal(error.to_string())),
+        }
+    }
+
+    /// Stops Raft (the storage stays as it is, for a restart).
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!(%error, "metadata Raft did not stop cleanly");
+        }
+    }
+}
+
+async fn forward(address: &str, command: &Command) -> Result<Result<CommandResult, ProposeError>, String> {
+    let channel = channel_to(address).map_err(|error| error.to_string())?;
+    let json = serde_json::to_vec(command).map_err(|error| error.to_string())?;
+    let reply = MetadataForwardingClient::new(channel)
+        .propose(Payload { json: json.into() })
+        .await
+        .map_err(|status| status.message().to_string())?;
+    serde_json::from_slice(&reply.into_inner().json).map_err(|error| error.to_string())
+}

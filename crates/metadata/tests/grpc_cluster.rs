@@ -1,0 +1,144 @@
+//! Three metadata nodes in one process, each serving the internal gRPC
+//! services on its own loopback port (the transport brokers use): commands
+//! proposed on any node reach the controller, every node applies them, a
+//! killed controller is replaced, and without a majority a proposal fails
+//! with a clear error instead of hanging.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_metadata::{
+    assign_replicas, ClusterState, Command, CommandV1, MetadataConfig, MetadataError, MetadataNode, NodeId,
+};
+use tokio::sync::oneshot;
+
+struct Running {
+    node: MetadataNode,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+async fn start(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &std::path::Path) -> Running {
+    let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
+    let mut config = MetadataConfig::new(id, peers.clone(), dir.join(format!("node-{id}")));
+    config.propose_timeout = Duration::from_secs(3);
+    let node = MetadataNode::start(config).await.expect("start metadata node");
+    let (raft, forwarding) = node.services();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(raft)
+            .add_service(forwarding)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("serve");
+    });
+    Running { node, stop: Some(stop), served }
+}
+
+async fn kill(mut running: Running) {
+    running.node.shutdown().await;
+    if let Some(stop) = running.stop.take() {
+        let _ = stop.send(());
+    }
+    running.served.abort();
+    let _ = running.served.await;
+}
+
+async fn wait_for(node: &MetadataNode, what: &str, condition: impl Fn(&ClusterState) -> bool) {
+    let mut state = node.state();
+    tokio::time::timeout(Duration::from_secs(10), state.wait_for(|state| condition(state)))
+        .await
+        .unwrap_or_else(|_| panic!("node {} timed out waiting for {what}", node.node_id()))
+        .expect("state");
+}
+
+async fn wait_for_controller(nodes: &BTreeMap<NodeId, Running>) -> NodeId {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let views: Vec<Option<NodeId>> = nodes.values().map(|running| running.node.controller()).collect();
+        if let Some(Some(leader)) = views.first() {
+            if nodes.contains_key(leader) && views.iter().all(|view| view == &Some(*leader)) {
+                return *leader;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no agreed controller: {views:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let peers: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, free_address())).collect();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start(id, &peers, dir.path()).await);
+    }
+    let controller = wait_for_controller(&nodes).await;
+    let follower = *nodes.keys().find(|id| **id != controller).expect("a follower");
+
+    // Proposed on a follower: forwarded to the controller.
+    for id in 1..=3u32 {
+        let register = CommandV1::RegisterBroker { broker_id: id, address: peers[&u64::from(id)].clone() };
+        nodes[&follower].node.propose(Command::V1(register)).await.expect("proposed").expect("applied");
+    }
+    let create = CommandV1::CreateTopic {
+        name: "orders".into(),
+        replication_factor: 3,
+        configs: BTreeMap::new(),
+        assignments: assign_replicas(&[1, 2, 3], 3, 3, 0).expect("assign"),
+    };
+    nodes[&follower].node.propose(Command::V1(create.clone())).await.expect("proposed").expect("applied");
+    for running in nodes.values() {
+        wait_for(&running.node, "the topic", |state| state.topics.contains_key("orders")).await;
+    }
+    // A refusal comes back through forwarding too.
+    let again = nodes[&follower].node.propose(Command::V1(create)).await.expect("proposed");
+    assert!(again.is_err(), "creating an existing topic is refused: {again:?}");
+
+    // Kill the controller: the survivors elect another and keep working.
+    let killed = nodes.remove(&controller).expect("controller");
+    kill(killed).await;
+    let new_controller = wait_for_controller(&nodes).await;
+    assert_ne!(new_controller, controller);
+    let any = nodes.values().next().expect("a survivor");
+    let delete = CommandV1::DeleteTopic { name: "orders".into() };
+    any.node.propose(Command::V1(delete)).await.expect("proposed").expect("applied");
+    for running in nodes.values() {
+        wait_for(&running.node, "the deletion", |state| !state.topics.contains_key("orders")).await;
+    }
+
+    // Restart the killed node on its data: it rejoins and learns the news.
+    let restarted = start(controller, &peers, dir.path()).await;
+    wait_for(&restarted.node, "the restarted node to learn the deletion", |state| {
+        !state.topics.contains_key("orders") && state.brokers.len() == 3
+    })
+    .await;
+    nodes.insert(controller, restarted);
+
+    // Two of three down: no majority, a clear error within the timeout.
+    let keep = *nodes.keys().next().expect("a node");
+    let survivor = nodes.remove(&keep).expect("node");
+    for (_, running) in std::mem::take(&mut nodes) {
+        kill(running).await;
+    }
+    let started = std::time::Instant::now();
+    let refused = survivor.node.propose(Command::V1(CommandV1::DeleteTopic { name: "x".into() })).await;
+    assert!(matches!(refused, Err(MetadataError::NoQuorum { voters: 3, .. })), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the error comes within the propose timeout, not a hang");
+    let state: Arc<ClusterState> = survivor.node.state().borrow().clone();
+    assert_eq!(state.brokers.len(), 3);
+    kill(survivor).await;
+}
