@@ -62,8 +62,11 @@ impl ClusterState {
         let Command::V1(command) = command;
         let result = match command {
             CommandV1::RegisterBroker { broker_id, address } => {
-                self.brokers.insert(*broker_id, BrokerRecord { id: *broker_id, address: address.clone(), alive: true });
-                Ok(Outcome::Done)
+                // A (re)starting broker is alive: partitions left without a
+                // leader get it back if it is in their ISR.
+                self.brokers
+                    .insert(*broker_id, BrokerRecord { id: *broker_id, address: address.clone(), alive: false });
+                self.set_broker_alive(*broker_id, true)
             }
             CommandV1::SetBrokerAlive { broker_id, alive } => self.set_broker_alive(*broker_id, *alive),
             CommandV1::CreateTopic { name, replication_factor, configs, assignments } => {

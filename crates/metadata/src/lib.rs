@@ -17,6 +17,7 @@
 mod assignment;
 mod cluster_state;
 mod command;
+mod liveness;
 mod log_store;
 mod network;
 mod node;
@@ -27,6 +28,7 @@ mod state_machine;
 pub use assignment::assign_replicas;
 pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord};
 pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
+pub use liveness::liveness_changes;
 pub use log_store::LogStore;
 pub use network::GrpcNetwork;
 pub use node::{MetadataConfig, MetadataError, MetadataNode};

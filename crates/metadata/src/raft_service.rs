@@ -63,4 +63,10 @@ impl MetadataForwarding for ForwardingService {
         let command: Command = decode(request)?;
         encode(&self.node.propose_here(command).await)
     }
+
+    async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let broker_id: crate::command::BrokerId = decode(request)?;
+        self.node.heartbeat_received(broker_id);
+        encode(&self.node.is_controller())
+    }
 }

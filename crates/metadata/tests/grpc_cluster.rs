@@ -17,6 +17,7 @@ struct Running {
     node: MetadataNode,
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<()>,
+    duties: Option<tokio_util::sync::CancellationToken>,
 }
 
 async fn start(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &std::path::Path) -> Running {
@@ -39,10 +40,24 @@ async fn start(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &std::path::Pa
             .await
             .expect("serve");
     });
-    Running { node, stop: Some(stop), served }
+    Running { node, stop: Some(stop), served, duties: None }
+}
+
+/// Also registers the node as a broker and runs its heartbeats (and the
+/// controller's liveness duty when it leads).
+async fn start_with_duties(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &std::path::Path) -> Running {
+    let mut running = start(id, peers, dir).await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let (node, address, duties) = (running.node.clone(), peers[&id].clone(), token.clone());
+    tokio::spawn(async move { node.run_broker_duties(id as u32, address, duties).await });
+    running.duties = Some(token);
+    running
 }
 
 async fn kill(mut running: Running) {
+    if let Some(duties) = running.duties.take() {
+        duties.cancel();
+    }
     running.node.shutdown().await;
     if let Some(stop) = running.stop.take() {
         let _ = stop.send(());
@@ -141,4 +156,50 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
     let state: Arc<ClusterState> = survivor.node.state().borrow().clone();
     assert_eq!(state.brokers.len(), 3);
     kill(survivor).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_is_declared_dead_and_loses_its_leaderships_then_comes_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let peers: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, free_address())).collect();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start_with_duties(id, &peers, dir.path()).await);
+    }
+    let controller = wait_for_controller(&nodes).await;
+    for running in nodes.values() {
+        wait_for(&running.node, "three live brokers", |state| state.alive_brokers().len() == 3).await;
+    }
+    let create = CommandV1::CreateTopic {
+        name: "orders".into(),
+        replication_factor: 3,
+        configs: BTreeMap::new(),
+        assignments: assign_replicas(&[1, 2, 3], 6, 3, 0).expect("assign"),
+    };
+    nodes[&controller].node.propose(Command::V1(create)).await.expect("proposed").expect("applied");
+
+    // Kill a broker that is not the controller; it leads two partitions.
+    let victim = *nodes.keys().find(|id| **id != controller).expect("a broker");
+    let victim_id = victim as u32;
+    kill(nodes.remove(&victim).expect("victim")).await;
+    let survivor = nodes[&controller].node.clone();
+    wait_for(&survivor, "the victim to be declared dead and its partitions led elsewhere", |state| {
+        let dead = state.brokers.get(&victim_id).is_some_and(|broker| !broker.alive);
+        let partitions = &state.topics["orders"].partitions;
+        dead && partitions.iter().all(|partition| partition.leader.is_some() && partition.leader != Some(victim_id))
+            && partitions.iter().all(|partition| !partition.isr.contains(&victim_id))
+    })
+    .await;
+    let state = survivor.state().borrow().clone();
+    let moved = state.topics["orders"].partitions.iter().filter(|partition| partition.leader_epoch == 1).count();
+    assert_eq!(moved, 2, "exactly the victim's two partitions changed leader, at epoch 1");
+    // The other broker stays alive: heartbeats, not load, decide.
+    assert_eq!(state.alive_brokers().len(), 2);
+
+    // It comes back: registered alive again.
+    nodes.insert(victim, start_with_duties(victim, &peers, dir.path()).await);
+    wait_for(&survivor, "the victim to be alive again", |state| state.brokers[&victim_id].alive).await;
+    for (_, running) in std::mem::take(&mut nodes) {
+        kill(running).await;
+    }
 }
