@@ -1,6 +1,7 @@
 //! The broker's configuration: what `brook serve` flags and `brook.toml`
 //! set. Every field has a documented default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,14 @@ pub struct BrokerConfig {
     pub log_maintenance_interval_ms: u64,
     /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Every broker of the cluster, this one included: id -> address of its
+    /// port. Empty (the default): a single node with a local catalog.
+    pub peers: BTreeMap<u32, String>,
+    /// A broker not heard from for this long is declared dead and loses its
+    /// leaderships. Default 1 s.
+    pub session_timeout_ms: u64,
+    /// How often a broker heartbeats the controller. Default 150 ms.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -50,6 +59,9 @@ impl Default for BrokerConfig {
             default_produce_timeout_ms: 30_000,
             log_maintenance_interval_ms: 10_000,
             metrics_listen: None,
+            peers: BTreeMap::new(),
+            session_timeout_ms: 1000,
+            heartbeat_interval_ms: 150,
         }
     }
 }

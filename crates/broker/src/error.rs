@@ -54,6 +54,10 @@ pub enum BrokerError {
         #[source]
         source: StorageError,
     },
+    #[error("broker {broker_id} does not lead {topic}-{partition}; {}", match leader { Some(leader) => format!("broker {leader} does (epoch {leader_epoch})"), None => "it has no leader right now".to_string() })]
+    NotLeader { topic: String, partition: u32, broker_id: u32, leader: Option<u32>, leader_epoch: u32 },
+    #[error("no metadata controller available: {0}")]
+    NoController(String),
     #[error("catalog error: {0}")]
     Catalog(String),
     #[error("the broker is shutting down")]
@@ -76,6 +80,8 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
             BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
             BrokerError::Storage { .. } => "KAFKA_STORAGE_ERROR",
+            BrokerError::NotLeader { .. } => "NOT_LEADER",
+            BrokerError::NoController(_) => "BROKER_NOT_AVAILABLE",
             BrokerError::Catalog(_) => "UNKNOWN_SERVER_ERROR",
             BrokerError::ShuttingDown => "BROKER_NOT_AVAILABLE",
         }
@@ -93,7 +99,10 @@ impl BrokerError {
             | BrokerError::InvalidBatch { .. }
             | BrokerError::BatchTooLarge { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
-            BrokerError::NotEnoughReplicas { .. } | BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::NotEnoughReplicas { .. }
+            | BrokerError::ShuttingDown
+            | BrokerError::NotLeader { .. }
+            | BrokerError::NoController(_) => Code::Unavailable,
             BrokerError::Storage { .. } | BrokerError::Catalog(_) => Code::Internal,
         }
     }

@@ -134,16 +134,21 @@ impl Metrics {
         {
             gauge.reset();
         }
-        let mut partitions = 0;
+        let (mut partitions, mut under_replicated) = (0, 0);
         for topic in topics.list() {
-            for partition in &topic.partitions {
+            for (slot, partition) in topic.hosted() {
+                if slot.assignment.leader == Some(topics.broker_id())
+                    && slot.assignment.isr.len() < slot.assignment.replicas.len()
+                {
+                    under_replicated += 1;
+                }
                 let labels = [topic.record.name.clone(), partition.partition().to_string()];
                 let labels = [labels[0].as_str(), labels[1].as_str()];
                 let as_gauge = |offset: brook_record::Offset| i64::try_from(offset.0).unwrap_or(i64::MAX);
                 self.log_end_offset.with_label_values(&labels).set(as_gauge(partition.log_end_offset()));
                 self.high_watermark.with_label_values(&labels).set(as_gauge(partition.high_watermark()));
                 self.log_start_offset.with_label_values(&labels).set(as_gauge(partition.log_start_offset()));
-                self.isr_size.with_label_values(&labels).set(1);
+                self.isr_size.with_label_values(&labels).set(slot.assignment.isr.len() as i64);
                 self.log_size_bytes
                     .with_label_values(&labels)
                     .set(i64::try_from(partition.size_bytes()).unwrap_or(i64::MAX));
@@ -151,11 +156,13 @@ impl Metrics {
             }
         }
         self.partitions.set(partitions);
-        // One node: every partition is fully replicated, there is no Raft
-        // group yet (term 0), and this broker is the controller.
-        self.under_replicated.set(0);
-        self.raft_term.set(0);
-        self.controller_id.set(i64::from(controller_id));
+        self.under_replicated.set(under_replicated);
+        let (term, controller) = match topics.metadata() {
+            Some(metadata) => (metadata.term(), metadata.controller().unwrap_or(0)),
+            None => (0, u64::from(controller_id)),
+        };
+        self.raft_term.set(i64::try_from(term).unwrap_or(i64::MAX));
+        self.controller_id.set(i64::try_from(controller).unwrap_or(i64::MAX));
         let mut text = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             tracing::error!(%error, "encoding metrics failed");

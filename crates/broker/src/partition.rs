@@ -6,10 +6,11 @@
 //! worker and no lock is held across an `.await`. Reads go through the
 //! log's lock-free `LogReader`, also on the blocking pool.
 //!
-//! Single node for now: the leader is this broker, the ISR is itself, and
-//! the high watermark (HW) is the log end offset (LEO). The replication
-//! issue replaces that with followers and a real HW.
+//! Replication is not there yet: the high watermark (HW) is the leader's
+//! log end offset (LEO), and followers do not fetch. The replication issue
+//! replaces that with followers and a real HW.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use brook_record::{LeaderEpoch, Offset};
@@ -19,9 +20,6 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 
-/// The leader epoch of every partition while Brook runs on one node.
-const SINGLE_NODE_EPOCH: LeaderEpoch = LeaderEpoch(0);
-
 #[derive(Debug)]
 pub struct Partition {
     topic: String,
@@ -30,6 +28,8 @@ pub struct Partition {
     log: Mutex<Option<PartitionLog>>,
     reader: LogReader,
     high_watermark: watch::Sender<Offset>,
+    /// The epoch this broker stamps into batches while it leads.
+    leader_epoch: AtomicU32,
 }
 
 /// A fetch's answer.
@@ -48,6 +48,7 @@ impl Partition {
         partition: u32,
         dir: std::path::PathBuf,
         config: LogConfig,
+        leader_epoch: u32,
     ) -> Result<Partition, BrokerError> {
         let storage_error = |source| BrokerError::Storage { topic: topic.to_string(), partition, source };
         let log = PartitionLog::open(dir, config).map_err(storage_error)?;
@@ -56,7 +57,19 @@ impl Partition {
         }
         let reader = log.reader();
         let (high_watermark, _) = watch::channel(log.log_end_offset());
-        Ok(Partition { topic: topic.to_string(), partition, log: Mutex::new(Some(log)), reader, high_watermark })
+        Ok(Partition {
+            topic: topic.to_string(),
+            partition,
+            log: Mutex::new(Some(log)),
+            reader,
+            high_watermark,
+            leader_epoch: AtomicU32::new(leader_epoch),
+        })
+    }
+
+    /// Follows the metadata group's decision (epochs only grow).
+    pub fn set_leader_epoch(&self, leader_epoch: u32) {
+        self.leader_epoch.fetch_max(leader_epoch, Ordering::AcqRel);
     }
 
     pub fn topic(&self) -> &str {
@@ -117,11 +130,11 @@ impl Partition {
         // ours alone, one copy of the batch otherwise.
         let mut buffer = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let partition = Arc::clone(self);
-        let info =
-            tokio::task::spawn_blocking(move || partition.with_log(|log| log.append(&mut buffer, SINGLE_NODE_EPOCH)))
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)??;
-        // One replica: everything appended is replicated, HW = LEO.
+        let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
+        let info = tokio::task::spawn_blocking(move || partition.with_log(|log| log.append(&mut buffer, epoch)))
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)??;
+        // No followers fetch yet: HW = LEO (see the module docs).
         self.high_watermark.send_replace(info.last_offset.plus(1));
         Ok(info)
     }

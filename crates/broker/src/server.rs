@@ -13,6 +13,8 @@ use brook_proto::v1::records_server::RecordsServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use brook_metadata::{MetadataConfig, MetadataNode};
+
 use crate::catalog::Catalog;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -51,23 +53,44 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|error| BrokerError::Catalog(format!("creating data dir {}: {error}", config.data_dir.display())))?;
-    let opening = Arc::clone(&config);
-    let (registry, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
-        let catalog = Catalog::open(&opening.data_dir.join("catalog"))?;
-        let cluster_id = catalog.cluster_id()?;
-        Ok((Arc::new(TopicRegistry::open(&opening.data_dir, catalog)?), cluster_id))
-    })
-    .await
-    .map_err(|_| BrokerError::ShuttingDown)??;
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    let advertised = config.advertised_address.clone().unwrap_or_else(|| local_address.to_string());
+
+    let metadata_node = if config.peers.is_empty() {
+        None
+    } else {
+        let peers = config.peers.iter().map(|(id, address)| (u64::from(*id), address.clone())).collect();
+        let mut metadata_config = MetadataConfig::new(u64::from(config.id), peers, config.data_dir.join("metadata"));
+        metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
+        metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
+        Some(MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))?)
+    };
+    let opening = Arc::clone(&config);
+    let opening_metadata = metadata_node.clone();
+    let (registry, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
+        match opening_metadata {
+            Some(metadata) => {
+                let registry = TopicRegistry::open_cluster(&opening.data_dir, metadata, opening.id)?;
+                Ok((Arc::new(registry), "brook-cluster".to_string()))
+            }
+            None => {
+                let catalog = Catalog::open(&opening.data_dir.join("catalog"))?;
+                let cluster_id = catalog.cluster_id()?;
+                Ok((Arc::new(TopicRegistry::open_local(&opening.data_dir, catalog, opening.id)?), cluster_id))
+            }
+        }
+    })
+    .await
+    .map_err(|_| BrokerError::ShuttingDown)??;
+
     let node = Arc::new(NodeInfo {
         broker_id: config.id,
-        address: config.advertised_address.clone().unwrap_or_else(|| local_address.to_string()),
+        address: advertised.clone(),
         cluster_id,
+        metadata: metadata_node.clone(),
     });
 
     let metrics = Arc::new(Metrics::new(config.id));
@@ -103,6 +126,12 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             }
         });
     }
+    if let Some(metadata) = &metadata_node {
+        tokio::spawn(follow_cluster_state(metadata.clone(), Arc::clone(&registry), shutdown.clone()));
+        let (metadata, shutdown) = (metadata.clone(), shutdown.clone());
+        let (broker_id, address) = (config.id, advertised.clone());
+        tokio::spawn(async move { metadata.run_broker_duties(broker_id, address, shutdown).await });
+    }
     let maintenance =
         tokio::spawn(run_maintenance(Arc::clone(&registry), config.log_maintenance_interval(), shutdown.clone()));
 
@@ -114,9 +143,16 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         "brook broker {} ready on {local_address}",
         config.id
     );
+    let internal = metadata_node.as_ref().map(MetadataNode::services);
+    let (raft_transport, forwarding) = match internal {
+        Some((raft, forwarding)) => (Some(raft), Some(forwarding)),
+        None => (None, None),
+    };
     let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .add_optional_service(raft_transport)
+        .add_optional_service(forwarding)
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
@@ -135,10 +171,29 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     if let Err(error) = maintenance.await {
         tracing::error!(%error, "log maintenance task failed");
     }
+    if let Some(metadata) = &metadata_node {
+        metadata.shutdown().await;
+    }
     let closing = Arc::clone(&registry);
     tokio::task::spawn_blocking(move || closing.close()).await.map_err(|_| BrokerError::ShuttingDown)?;
     tracing::info!(broker_id = config.id, "broker stopped; logs closed cleanly");
     served.map_err(ServeError::from)
+}
+
+/// Applies every new cluster state to the hosted partitions, until shutdown.
+async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
+    let mut state = metadata.state();
+    loop {
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let current = state.borrow_and_update().clone();
+        let registry = Arc::clone(&registry);
+        if let Err(error) = tokio::task::spawn_blocking(move || registry.reconcile(&current)).await {
+            tracing::error!(%error, "applying the cluster state panicked");
+        }
+    }
 }
 
 /// Retention and time-based flushes, every `interval`, until shutdown.

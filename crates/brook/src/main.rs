@@ -3,7 +3,9 @@
 //! and exit non-zero.
 
 mod bench;
+mod cluster;
 mod consume;
+mod dev;
 mod produce;
 mod serve;
 mod topic;
@@ -26,6 +28,13 @@ struct Cli {
 enum Command {
     /// Run a broker until Ctrl-C or SIGTERM (then close its logs cleanly).
     Serve(serve::ServeArgs),
+    /// Run a local cluster of N brokers in one command, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Show the cluster: brokers, controller, partition leaders and ISRs.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Create, list, describe and delete topics.
     Topic {
         #[command(subcommand)]
@@ -43,6 +52,13 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Brokers, which is controller, and each partition's leader, epoch,
+    /// replicas and ISR.
+    Info,
+}
+
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -51,7 +67,7 @@ fn init_logging(default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) { "info" } else { "warn" };
     init_logging(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -63,6 +79,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Cluster { command: ClusterCommand::Info } => cluster::info(&cli.bootstrap).await,
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
             Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap).await,

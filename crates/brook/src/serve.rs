@@ -21,9 +21,29 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// The cluster's brokers, this one included: `1=host:port,2=host:port,...`
+    /// (each broker's own --listen address). Without it: a single node.
+    #[arg(long, value_parser = parse_peers)]
+    peers: Option<std::collections::BTreeMap<u32, String>>,
     /// A TOML file with any BrokerConfig fields; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub(crate) fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u32, String>, String> {
+    let mut peers = std::collections::BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (id, address) = entry.split_once('=').ok_or_else(|| format!("'{entry}' is not id=host:port"))?;
+        let id: u32 = id.trim().parse().map_err(|_| format!("'{id}' in '{entry}' is not a broker id"))?;
+        if peers.insert(id, address.trim().to_string()).is_some() {
+            return Err(format!("broker {id} is listed twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".to_string());
+    }
+    Ok(peers)
 }
 
 fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
@@ -46,6 +66,18 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(address) = args.metrics_listen {
         config.metrics_listen = Some(address);
+    }
+    if let Some(peers) = args.peers {
+        config.peers = peers;
+    }
+    if !config.peers.is_empty() {
+        anyhow::ensure!(
+            config.peers.contains_key(&config.id),
+            "--peers must include this broker's own id {} (it lists {:?})",
+            config.id,
+            config.peers.keys().collect::<Vec<_>>()
+        );
+        anyhow::ensure!(config.id >= 1, "broker ids start at 1 (0 means \"no leader\" on the wire)");
     }
     Ok(config)
 }

@@ -26,7 +26,6 @@ pub(crate) fn wire_offset(offset: brook_record::Offset) -> i64 {
 
 impl AdminService {
     fn describe(&self, topic: &Topic) -> TopicDescription {
-        let broker_id = self.node.broker_id;
         TopicDescription {
             name: topic.record.name.clone(),
             replication_factor: topic.record.replication_factor,
@@ -34,15 +33,26 @@ impl AdminService {
             partitions: topic
                 .partitions
                 .iter()
-                .map(|partition| PartitionDescription {
-                    partition: partition.partition(),
-                    leader: broker_id,
-                    leader_epoch: 0,
-                    replicas: vec![broker_id],
-                    isr: vec![broker_id],
-                    log_start_offset: wire_offset(partition.log_start_offset()),
-                    high_watermark: wire_offset(partition.high_watermark()),
-                    log_end_offset: wire_offset(partition.log_end_offset()),
+                .map(|slot| {
+                    // Offsets are known only where the log is hosted.
+                    let offsets = slot.log.as_ref().map(|log| {
+                        (
+                            wire_offset(log.log_start_offset()),
+                            wire_offset(log.high_watermark()),
+                            wire_offset(log.log_end_offset()),
+                        )
+                    });
+                    let (log_start_offset, high_watermark, log_end_offset) = offsets.unwrap_or((-1, -1, -1));
+                    PartitionDescription {
+                        partition: slot.id,
+                        leader: slot.assignment.leader.unwrap_or(0),
+                        leader_epoch: slot.assignment.leader_epoch,
+                        replicas: slot.assignment.replicas.clone(),
+                        isr: slot.assignment.isr.clone(),
+                        log_start_offset,
+                        high_watermark,
+                        log_end_offset,
+                    }
                 })
                 .collect(),
         }
@@ -104,7 +114,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DescribeClusterResponse>, Status> {
         Ok(Response::new(DescribeClusterResponse {
             cluster_id: self.node.cluster_id.clone(),
-            controller_id: self.node.broker_id,
+            controller_id: self.node.controller_id(),
             brokers: self.node.brokers(),
         }))
     }

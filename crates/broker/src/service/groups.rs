@@ -42,7 +42,6 @@ impl Groups for GroupsService {
         validate_group_id(&request.group_id)?;
         let mut commits = Vec::with_capacity(request.offsets.len());
         for commit in request.offsets {
-            self.registry.partition(&commit.topic, commit.partition)?;
             if commit.offset < 0 {
                 return Err(BrokerError::InvalidRequest(format!(
                     "committed offset {} for {}-{} is negative",
@@ -63,10 +62,7 @@ impl Groups for GroupsService {
                 CommittedOffset { offset: commit.offset, metadata: commit.metadata },
             ));
         }
-        let registry = Arc::clone(&self.registry);
-        tokio::task::spawn_blocking(move || registry.catalog().commit_offsets(&request.group_id, &commits))
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)??;
+        self.registry.commit_offsets(request.group_id, commits).await?;
         Ok(Response::new(CommitOffsetsResponse {}))
     }
 
@@ -77,33 +73,17 @@ impl Groups for GroupsService {
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
         let request = request.into_inner();
         validate_group_id(&request.group_id)?;
-        let registry = Arc::clone(&self.registry);
-        let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<WireCommittedOffset>, BrokerError> {
-            let catalog = registry.catalog();
-            if request.partitions.is_empty() {
-                return Ok(catalog
-                    .group_offsets(&request.group_id)?
-                    .into_iter()
-                    .map(|(topic, partition, committed)| WireCommittedOffset {
-                        topic,
-                        partition,
-                        offset: committed.offset,
-                        metadata: committed.metadata,
-                    })
-                    .collect());
-            }
-            request
-                .partitions
-                .into_iter()
-                .map(|wanted| {
-                    let committed = catalog.committed_offset(&request.group_id, &wanted.topic, wanted.partition)?;
-                    let (offset, metadata) = committed.map_or((-1, String::new()), |c| (c.offset, c.metadata));
-                    Ok(WireCommittedOffset { topic: wanted.topic, partition: wanted.partition, offset, metadata })
-                })
-                .collect()
-        })
-        .await
-        .map_err(|_| BrokerError::ShuttingDown)??;
+        let wanted = request.partitions.into_iter().map(|tp| (tp.topic, tp.partition)).collect();
+        let offsets = self
+            .registry
+            .committed_offsets(request.group_id, wanted)
+            .await?
+            .into_iter()
+            .map(|(topic, partition, committed)| {
+                let (offset, metadata) = committed.map_or((-1, String::new()), |c| (c.offset, c.metadata));
+                WireCommittedOffset { topic, partition, offset, metadata }
+            })
+            .collect();
         Ok(Response::new(FetchOffsetsResponse { offsets }))
     }
 }

@@ -17,18 +17,17 @@ pub struct MetadataService {
 
 impl MetadataService {
     fn topic_metadata(&self, topic: &Topic) -> TopicMetadata {
-        let broker_id = self.node.broker_id;
         TopicMetadata {
             name: topic.record.name.clone(),
             partitions: topic
                 .partitions
                 .iter()
-                .map(|partition| PartitionMetadata {
-                    partition: partition.partition(),
-                    leader: broker_id,
-                    leader_epoch: 0,
-                    replicas: vec![broker_id],
-                    isr: vec![broker_id],
+                .map(|slot| PartitionMetadata {
+                    partition: slot.id,
+                    leader: slot.assignment.leader.unwrap_or(0),
+                    leader_epoch: slot.assignment.leader_epoch,
+                    replicas: slot.assignment.replicas.clone(),
+                    isr: slot.assignment.isr.clone(),
                 })
                 .collect(),
         }
@@ -47,7 +46,7 @@ impl Metadata for MetadataService {
         };
         Ok(Response::new(MetadataResponse {
             brokers: self.node.brokers(),
-            controller_id: self.node.broker_id,
+            controller_id: self.node.controller_id(),
             topics: topics.iter().map(|topic| self.topic_metadata(topic)).collect(),
         }))
     }

@@ -11,18 +11,37 @@ use std::sync::Arc;
 
 use brook_proto::v1::BrokerInfo;
 
-/// Who this broker is, as clients see it.
+/// Who this broker is, as clients see it, and how it sees the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub broker_id: u32,
     pub address: String,
     pub cluster_id: String,
+    /// In cluster mode, the metadata group (brokers, controller).
+    pub metadata: Option<brook_metadata::MetadataNode>,
 }
 
 impl NodeInfo {
-    /// The cluster as far as one node knows it: itself.
+    /// The brokers: the registered ones in a cluster, else this one.
     pub fn brokers(&self) -> Vec<BrokerInfo> {
-        vec![BrokerInfo { id: self.broker_id, address: self.address.clone(), alive: true }]
+        match &self.metadata {
+            Some(metadata) => metadata
+                .state()
+                .borrow()
+                .brokers
+                .values()
+                .map(|broker| BrokerInfo { id: broker.id, address: broker.address.clone(), alive: broker.alive })
+                .collect(),
+            None => vec![BrokerInfo { id: self.broker_id, address: self.address.clone(), alive: true }],
+        }
+    }
+
+    /// The controller's broker id; 0 while none is elected.
+    pub fn controller_id(&self) -> u32 {
+        match &self.metadata {
+            Some(metadata) => metadata.controller().and_then(|id| u32::try_from(id).ok()).unwrap_or(0),
+            None => self.broker_id,
+        }
     }
 }
 

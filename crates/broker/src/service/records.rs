@@ -24,9 +24,6 @@ use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
-/// In-sync replicas of every partition while Brook runs on one node.
-const SINGLE_NODE_ISR: u32 = 1;
-
 #[derive(Debug)]
 pub struct RecordsService {
     pub(crate) registry: Arc<TopicRegistry>,
@@ -50,12 +47,13 @@ impl RecordsService {
         let acks = Acks::try_from(request.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("acks value {} is not 0, 1 or all", request.acks)))?;
         let topic = self.registry.topic(&request.topic)?;
-        let partition = topic.partition(request.partition)?;
-        if matches!(acks, Acks::All | Acks::Unspecified) && topic.config.min_insync_replicas > SINGLE_NODE_ISR {
+        let partition = topic.led_partition(request.partition, self.registry.broker_id())?;
+        let isr = topic.slot(request.partition)?.assignment.isr.len() as u32;
+        if matches!(acks, Acks::All | Acks::Unspecified) && topic.config.min_insync_replicas > isr {
             return Err(BrokerError::NotEnoughReplicas {
                 topic: request.topic,
                 partition: request.partition,
-                isr: SINGLE_NODE_ISR,
+                isr,
                 min_insync_replicas: topic.config.min_insync_replicas,
             });
         }

@@ -1,0 +1,28 @@
+//! `brook cluster info`: brokers, the controller, and for each partition
+//! its leader, epoch, replicas and ISR.
+
+use brook_client::Admin;
+
+pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    let cluster = admin.describe_cluster().await?;
+    println!("cluster {}", cluster.cluster_id);
+    let controller = if cluster.controller_id == 0 { "none".to_string() } else { cluster.controller_id.to_string() };
+    println!("controller {controller}");
+    for broker in &cluster.brokers {
+        let state = if broker.alive { "alive" } else { "dead" };
+        let role = if broker.id == cluster.controller_id { " (controller)" } else { "" };
+        println!("broker {}\t{}\t{state}{role}", broker.id, broker.address);
+    }
+    for summary in admin.list_topics().await? {
+        let topic = admin.describe_topic(&summary.name).await?;
+        for partition in topic.partitions {
+            let leader = if partition.leader == 0 { "none".to_string() } else { partition.leader.to_string() };
+            println!(
+                "{}-{}\tleader={leader}\tepoch={}\treplicas={:?}\tisr={:?}",
+                topic.name, partition.partition, partition.leader_epoch, partition.replicas, partition.isr
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `brook dev`: a local cluster in one command, for trying Brook out. It
+//! starts N `brook serve` processes (this same binary) on consecutive
+//! loopback ports with their own data directories, prints how to reach
+//! them, and on Ctrl-C stops them (SIGTERM, so they close their logs).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// How many brokers.
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Where their data directories go (`DIR/broker-1`, ...).
+    #[arg(long, default_value = "./data/dev")]
+    data: PathBuf,
+    /// The first broker's port; the others follow.
+    #[arg(long, default_value_t = 9092)]
+    base_port: u16,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
+    let binary = std::env::current_exe().context("finding the brook binary")?;
+    let addresses: Vec<String> =
+        (0..args.nodes).map(|index| format!("127.0.0.1:{}", args.base_port + index as u16)).collect();
+    let peers: String = addresses
+        .iter()
+        .enumerate()
+        .map(|(index, address)| format!("{}={address}", index + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (index, address) in addresses.iter().enumerate() {
+        let id = index + 1;
+        let data_dir = args.data.join(format!("broker-{id}"));
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut command = tokio::process::Command::new(&binary);
+        command.args(["serve", "--id", &id.to_string(), "--listen", address, "--data-dir"]).arg(&data_dir);
+        if args.nodes > 1 {
+            command.args(["--peers", &peers]);
+        }
+        let child =
+            command.stdin(Stdio::null()).kill_on_drop(true).spawn().with_context(|| format!("starting broker {id}"))?;
+        children.push(child);
+    }
+    let bootstrap = addresses.join(",");
+    println!("brook dev: {} broker(s) on {bootstrap}, data in {}", args.nodes, args.data.display());
+    println!("try:   export BROOK_BOOTSTRAP={bootstrap}");
+    println!("       brook topic create demo --partitions 3 --replication-factor {}", args.nodes.min(3));
+    println!("       seq 1 10 | brook produce demo && brook consume demo --from-beginning --max-messages 10");
+    println!("       brook cluster info");
+    println!("Ctrl-C stops the cluster.");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("stopping {} broker(s)...", children.len());
+    for child in &children {
+        if let Some(pid) = child.id() {
+            // SIGTERM: each broker closes its logs cleanly.
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+    for mut child in children {
+        let _ = child.wait().await;
+    }
+    Ok(())
+}
