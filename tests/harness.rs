@@ -38,12 +38,17 @@ impl Broker {
 
     /// Like `start`, with extra `brook serve` flags.
     pub async fn start_with(extra_args: &[&str]) -> Broker {
+        Broker::start_at(format!("127.0.0.1:{}", free_port()), extra_args).await
+    }
+
+    /// A broker listening on `address`, with extra `brook serve` flags.
+    pub async fn start_at(address: String, extra_args: &[&str]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
         let mut broker = Broker {
             child: None,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            address: format!("127.0.0.1:{}", free_port()),
+            address,
             data_dir,
             _temp: Some(temp),
         };
@@ -144,5 +149,77 @@ impl Drop for Broker {
     fn drop(&mut self) {
         // A paused process is killed all the same: SIGKILL needs no CONT.
         self.kill();
+    }
+}
+
+/// A cluster of brokers with ids 1..=n, each on its own port and data dir.
+pub struct TestCluster {
+    pub brokers: Vec<Broker>,
+}
+
+impl TestCluster {
+    pub async fn start(nodes: u32) -> TestCluster {
+        let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let peers: Vec<String> =
+            addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
+        let peers = peers.join(",");
+        let mut brokers = Vec::new();
+        for (index, address) in addresses.into_iter().enumerate() {
+            let id = (index + 1).to_string();
+            brokers.push(Broker::start_at(address, &["--id", &id, "--peers", &peers]).await);
+        }
+        let cluster = TestCluster { brokers };
+        cluster.wait_all_alive().await;
+        cluster
+    }
+
+    /// Waits until the first broker sees every broker registered and alive.
+    pub async fn wait_all_alive(&self) {
+        let (address, count) = (self.brokers[0].address.clone(), self.brokers.len());
+        eventually("every broker registered and alive", Duration::from_secs(30), || {
+            let address = address.clone();
+            async move {
+                let admin = brook_client::Admin::connect(&address).await.map_err(|e| e.to_string())?;
+                let cluster = admin.describe_cluster().await.map_err(|e| e.to_string())?;
+                let alive = cluster.brokers.iter().filter(|broker| broker.alive).count();
+                if alive == count && cluster.controller_id != 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{cluster:?}"))
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Broker `id` (1-based).
+    pub fn broker(&mut self, id: u32) -> &mut Broker {
+        &mut self.brokers[id as usize - 1]
+    }
+
+    pub fn address(&self, id: u32) -> String {
+        self.brokers[id as usize - 1].address.clone()
+    }
+
+    /// Every broker's address: a client bootstrap list.
+    pub fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|broker| broker.address.clone()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` with the
+/// last thing it saw.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() > deadline => panic!("{what}: not within {limit:?}; last seen: {seen}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }

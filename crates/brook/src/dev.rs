@@ -47,6 +47,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         children.push(child);
     }
     let bootstrap = addresses.join(",");
+    wait_until_formed(&bootstrap, args.nodes as usize).await;
     println!("brook dev: {} broker(s) on {bootstrap}, data in {}", args.nodes, args.data.display());
     println!("try:   export BROOK_BOOTSTRAP={bootstrap}");
     println!("       brook topic create demo --partitions 3 --replication-factor {}", args.nodes.min(3));
@@ -65,4 +66,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let _ = child.wait().await;
     }
     Ok(())
+}
+
+/// Waits (at most 30 s) until every broker is registered and alive, so the
+/// commands printed next work at once.
+async fn wait_until_formed(bootstrap: &str, nodes: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(admin) = brook_client::Admin::connect(bootstrap).await {
+            if let Ok(cluster) = admin.describe_cluster().await {
+                if cluster.brokers.iter().filter(|broker| broker.alive).count() == nodes && cluster.controller_id != 0 {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!("warning: the cluster has not formed after 30 s; see the brokers' logs above");
 }

@@ -8,7 +8,6 @@ use brook_proto::v1::{
     CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicRequest,
     ListTopicsRequest, TopicDescription, TopicSummary,
 };
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::error::ClientError;
@@ -49,10 +48,6 @@ impl Admin {
         Ok(Admin::new(Cluster::connect(bootstrap).await?))
     }
 
-    fn client(&self) -> Result<AdminClient<Channel>, ClientError> {
-        Ok(AdminClient::new(self.cluster.any_channel()?))
-    }
-
     pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicDescription, ClientError> {
         let request = CreateTopicRequest {
             name: topic.name,
@@ -60,29 +55,51 @@ impl Admin {
             replication_factor: topic.replication_factor,
             configs: topic.configs.into_iter().collect(),
         };
-        let response = self.client()?.create_topic(request).await?.into_inner();
+        let response = self
+            .cluster
+            .with_any_broker(|channel| {
+                let request = request.clone();
+                async move { Ok(AdminClient::new(channel).create_topic(request).await?.into_inner()) }
+            })
+            .await?;
         response.topic.ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.client()?.delete_topic(DeleteTopicRequest { name: name.to_string() }).await?;
+        self.cluster
+            .with_any_broker(|channel| async move {
+                AdminClient::new(channel).delete_topic(DeleteTopicRequest { name: name.to_string() }).await?;
+                Ok(())
+            })
+            .await?;
         self.cluster.invalidate(name);
         Ok(())
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
-        Ok(self.client()?.list_topics(ListTopicsRequest {}).await?.into_inner().topics)
+        self.cluster
+            .with_any_broker(|channel| async move {
+                Ok(AdminClient::new(channel).list_topics(ListTopicsRequest {}).await?.into_inner().topics)
+            })
+            .await
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        let response = self.client()?.describe_topic(DescribeTopicRequest { name: name.to_string() }).await?;
-        response
-            .into_inner()
-            .topic
-            .ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
+        let response = self
+            .cluster
+            .with_any_broker(|channel| async move {
+                let request = DescribeTopicRequest { name: name.to_string() };
+                Ok(AdminClient::new(channel).describe_topic(request).await?.into_inner())
+            })
+            .await?;
+        response.topic.ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
     }
 
     pub async fn describe_cluster(&self) -> Result<DescribeClusterResponse, ClientError> {
-        Ok(self.client()?.describe_cluster(DescribeClusterRequest {}).await?.into_inner())
+        self.cluster
+            .with_any_broker(|channel| async move {
+                Ok(AdminClient::new(channel).describe_cluster(DescribeClusterRequest {}).await?.into_inner())
+            })
+            .await
     }
 }

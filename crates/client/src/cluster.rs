@@ -77,10 +77,31 @@ impl Cluster {
         Ok(channel)
     }
 
-    /// A channel to any broker: the known brokers first, then bootstrap.
-    pub(crate) fn any_channel(&self) -> Result<Channel, ClientError> {
-        let known = self.lock_metadata().brokers.values().next().cloned();
-        self.channel(known.as_deref().unwrap_or(&self.bootstrap[0]))
+    /// Runs `call` against one broker after another (bootstrap first, then
+    /// the others known) until one is reachable: for calls any broker can
+    /// answer (admin, metadata, group offsets).
+    pub(crate) async fn with_any_broker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut candidates = self.bootstrap.clone();
+        for address in self.lock_metadata().brokers.values() {
+            if !candidates.contains(address) {
+                candidates.push(address.clone());
+            }
+        }
+        let mut last_error = None;
+        for address in candidates {
+            match call(self.channel(&address)?).await {
+                Err(error) if error.is_unreachable() => last_error = Some(error),
+                outcome => return outcome,
+            }
+        }
+        Err(ClientError::Unreachable {
+            addresses: self.bootstrap.join(","),
+            reason: last_error.map_or_else(|| "no address to try".to_string(), |error| error.to_string()),
+        })
     }
 
     fn lock_metadata(&self) -> std::sync::MutexGuard<'_, MetadataCache> {
@@ -178,7 +199,7 @@ impl Cluster {
         };
         match address {
             Some(address) => self.channel(&address),
-            None => self.any_channel(),
+            None => self.channel(&self.bootstrap[0]),
         }
     }
 

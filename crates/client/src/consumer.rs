@@ -394,8 +394,15 @@ impl Consumer {
                 })
                 .collect(),
         };
-        GroupsClient::new(self.cluster.any_channel()?).commit_offsets(request).await?;
-        Ok(())
+        self.cluster
+            .with_any_broker(|channel| {
+                let request = request.clone();
+                async move {
+                    GroupsClient::new(channel).commit_offsets(request).await?;
+                    Ok(())
+                }
+            })
+            .await
     }
 
     /// The group's committed offsets for `partitions` (absent: none committed).
@@ -410,7 +417,13 @@ impl Consumer {
                 .map(|tp| WireTopicPartition { topic: tp.topic.clone(), partition: tp.partition })
                 .collect(),
         };
-        let response = GroupsClient::new(self.cluster.any_channel()?).fetch_offsets(request).await?.into_inner();
+        let response = self
+            .cluster
+            .with_any_broker(|channel| {
+                let request = request.clone();
+                async move { Ok(GroupsClient::new(channel).fetch_offsets(request).await?.into_inner()) }
+            })
+            .await?;
         Ok(response
             .offsets
             .into_iter()

@@ -54,6 +54,15 @@ impl ClientError {
         }
     }
 
+    /// Whether the call never reached a broker (connection refused, reset).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClientError::Broker { code, code_name: None, .. } => matches!(code, Code::Unavailable | Code::Unknown),
+            ClientError::Unreachable { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {

@@ -81,7 +81,7 @@ pub enum MetadataError {
     Storage(String),
     #[error("metadata Raft group: {0}")]
     Raft(String),
-    #[error("no metadata controller: a majority of the {voters} brokers did not answer within {waited:?}")]
+    #[error("a majority of the {voters} brokers did not answer within {waited:?}")]
     NoQuorum { voters: usize, waited: Duration },
     #[error("this broker ({node_id}) is not in the peer list {peers:?}")]
     NotAPeer { node_id: NodeId, peers: Vec<NodeId> },

@@ -1,0 +1,227 @@
+//! Three real `brook serve --peers` processes: the metadata group agrees
+//! on topics, moves leadership off killed brokers, keeps working through
+//! a controller kill, and remembers everything across restarts.
+//!
+//! Timing: the waits below poll with generous limits (this 2-core machine
+//! is shared with the test's own load); each test prints how long the
+//! cluster actually took, which the "within one second" and
+//! "session timeout plus one second" refer to.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use brook_client::proto::TopicDescription;
+use brook_client::{
+    Acks, Admin, Consumer, ConsumerConfig, NewTopic, Offset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use harness::{eventually, TestCluster};
+
+/// One partition as described: (partition, leader, epoch, replicas, isr).
+type PartitionLayout = (u32, u32, u32, Vec<u32>, Vec<u32>);
+
+fn layout(topic: &TopicDescription) -> Vec<PartitionLayout> {
+    topic
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.leader, p.leader_epoch, p.replicas.clone(), p.isr.clone()))
+        .collect()
+}
+
+async fn describe(address: &str, topic: &str) -> Result<TopicDescription, String> {
+    let admin = Admin::connect(address).await.map_err(|error| error.to_string())?;
+    admin.describe_topic(topic).await.map_err(|error| error.to_string())
+}
+
+async fn controller_seen_by(address: &str) -> Result<u32, String> {
+    let admin = Admin::connect(address).await.map_err(|error| error.to_string())?;
+    let cluster = admin.describe_cluster().await.map_err(|error| error.to_string())?;
+    (cluster.controller_id != 0).then_some(cluster.controller_id).ok_or_else(|| "no controller yet".to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_on_one_broker_is_described_identically_by_all_and_load_moves_no_leader() {
+    let cluster = TestCluster::start(3).await;
+    let admin = Admin::connect(&cluster.address(1)).await.expect("admin");
+    let created = admin.create_topic(NewTopic::new("orders", 6, 3)).await.expect("create through broker 1");
+    let started = Instant::now();
+    for id in [2, 3] {
+        let address = cluster.address(id);
+        let expected = layout(&created);
+        eventually("the same topic on every broker", Duration::from_secs(10), || {
+            let (address, expected) = (address.clone(), expected.clone());
+            async move {
+                let seen = layout(&describe(&address, "orders").await?);
+                if seen == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            }
+        })
+        .await;
+    }
+    println!("brokers 2 and 3 described the new topic {:?} after broker 1 created it", started.elapsed());
+    let leaders: Vec<u32> = created.partitions.iter().map(|p| p.leader).collect();
+    for id in 1..=3 {
+        assert_eq!(leaders.iter().filter(|leader| **leader == id).count(), 2, "leaders spread evenly: {leaders:?}");
+    }
+
+    // Full produce load for a while, no kills: no broker is declared dead,
+    // no leader moves.
+    let config = ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() };
+    let producer = Producer::connect(&cluster.bootstrap(), config).await.expect("producer");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut sent = 0u64;
+    while Instant::now() < deadline && sent < 2_000_000 {
+        let delivery = producer.send(ProducerRecord::new("orders", vec![b'x'; 100]).partition((sent % 6) as u32)).await;
+        delivery.expect("send");
+        sent += 1;
+    }
+    producer.close().await;
+    let after = describe(&cluster.address(2), "orders").await.expect("describe");
+    assert_eq!(layout(&after), layout(&created), "no leader moved under load ({sent} records sent)");
+    let brokers = Admin::connect(&cluster.address(3)).await.expect("admin").describe_cluster().await.expect("cluster");
+    assert!(brokers.brokers.iter().all(|broker| broker.alive), "{brokers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_survives_controller_and_leader_kills_and_remembers_everything() {
+    let mut cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    admin.create_topic(NewTopic::new("orders", 3, 3)).await.expect("create");
+
+    // Kill -9 the controller: another is elected, admin keeps working.
+    let first = cluster.address(1);
+    let controller = eventually("a controller", Duration::from_secs(10), || controller_seen_by(&first)).await;
+    cluster.broker(controller).kill();
+    let survivor = if controller == 1 { 2 } else { 1 };
+    let started = Instant::now();
+    let new_controller = eventually("a new controller", Duration::from_secs(15), || {
+        let address = cluster.address(survivor);
+        async move {
+            let seen = controller_seen_by(&address).await?;
+            if seen != controller {
+                Ok(seen)
+            } else {
+                Err(format!("still {seen}"))
+            }
+        }
+    })
+    .await;
+    println!("controller {controller} killed; broker {new_controller} took over after {:?}", started.elapsed());
+    let survivors = Admin::connect(&cluster.address(survivor)).await.expect("admin");
+    survivors.create_topic(NewTopic::new("after", 2, 2)).await.expect("create through the survivors");
+    survivors.delete_topic("after").await.expect("delete through the survivors");
+
+    // The killed broker led one partition: it moves to an ISR member.
+    let started = Instant::now();
+    let moved = eventually("its partition to get a new leader", Duration::from_secs(15), || {
+        let address = cluster.address(survivor);
+        async move {
+            let topic = describe(&address, "orders").await?;
+            let layout = layout(&topic);
+            let ok = layout
+                .iter()
+                .all(|(_, leader, _, _, isr)| *leader != controller && *leader != 0 && !isr.contains(&controller));
+            if ok {
+                Ok(layout)
+            } else {
+                Err(format!("{layout:?}"))
+            }
+        }
+    })
+    .await;
+    println!("partitions led elsewhere {:?} after the kill: {moved:?}", started.elapsed());
+    assert!(moved.iter().any(|(_, _, epoch, _, _)| *epoch == 1), "the moved partition is at epoch 1: {moved:?}");
+
+    // A client's sends go to the new leaders by themselves.
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for index in 0..300u32 {
+        let record = ProducerRecord::new("orders", index.to_string()).partition(index % 3);
+        deliveries.push(producer.send(record).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("acknowledged by the new leaders");
+    }
+    producer.close().await;
+
+    // The killed broker comes back and rejoins.
+    cluster.broker(controller).restart().await;
+    eventually("the restarted broker to be alive", Duration::from_secs(15), || {
+        let address = cluster.address(controller);
+        async move {
+            let admin = Admin::connect(&address).await.map_err(|e| e.to_string())?;
+            let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
+            if brokers.iter().all(|broker| broker.alive) && brokers.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{brokers:?}"))
+            }
+        }
+    })
+    .await;
+    assert!(describe(&cluster.address(controller), "orders").await.is_ok(), "it knows the topics");
+
+    // Commit a group offset, stop all three, start all three.
+    let group =
+        Consumer::connect(&bootstrap, ConsumerConfig { group_id: Some("audit".into()), ..ConsumerConfig::default() })
+            .await
+            .expect("consumer");
+    let commits = BTreeMap::from([(TopicPartition::new("orders", 1), Offset(42))]);
+    group.commit_offsets(commits.clone()).await.expect("commit");
+    let before = layout(&describe(&cluster.address(1), "orders").await.expect("describe"));
+    for id in 1..=3 {
+        cluster.broker(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.broker(id).restart().await;
+    }
+    let after = eventually("the topic after a full restart", Duration::from_secs(15), || {
+        let address = cluster.address(2);
+        async move { describe(&address, "orders").await }
+    })
+    .await;
+    let assignments = |layout: &[PartitionLayout]| layout.iter().map(|p| p.3.clone()).collect::<Vec<_>>();
+    assert_eq!(assignments(&layout(&after)), assignments(&before), "assignments survive");
+    let group =
+        Consumer::connect(&bootstrap, ConsumerConfig { group_id: Some("audit".into()), ..ConsumerConfig::default() })
+            .await
+            .expect("consumer");
+    let committed = eventually("the committed offset after a full restart", Duration::from_secs(15), || {
+        let (group, wanted) = (&group, commits.keys().cloned().collect::<Vec<_>>());
+        async move { group.committed(&wanted).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert_eq!(committed, commits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_calls_in_a_cluster_get_clear_errors_even_without_a_majority() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = Admin::connect(&cluster.address(1)).await.expect("admin");
+    admin.create_topic(NewTopic::new("t", 1, 3)).await.expect("create");
+
+    let too_many = admin.create_topic(NewTopic::new("wide", 1, 4)).await.expect_err("RF 4 on 3 brokers");
+    assert_eq!(too_many.code_name(), Some("INVALID_REPLICATION_FACTOR"), "{too_many}");
+    assert!(too_many.to_string().contains("replication factor 4 is invalid"), "{too_many}");
+    let existing = admin.create_topic(NewTopic::new("t", 1, 3)).await.expect_err("exists");
+    assert_eq!(existing.code_name(), Some("TOPIC_ALREADY_EXISTS"));
+    let missing = admin.delete_topic("nope").await.expect_err("missing");
+    assert_eq!(missing.code_name(), Some("UNKNOWN_TOPIC_OR_PARTITION"));
+
+    // Two of three down: no majority. A clear "unavailable", not a hang.
+    cluster.broker(2).kill();
+    cluster.broker(3).kill();
+    let started = Instant::now();
+    let refused = admin.create_topic(NewTopic::new("later", 1, 1)).await.expect_err("no majority");
+    assert_eq!(refused.code_name(), Some("BROKER_NOT_AVAILABLE"), "{refused}");
+    assert!(refused.to_string().contains("no metadata controller"), "{refused}");
+    println!("without a majority the create failed after {:?}: {refused}", started.elapsed());
+    assert!(cluster.broker(1).is_running(), "the broker stays up");
+}
