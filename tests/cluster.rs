@@ -93,6 +93,36 @@ async fn the_cluster_survives_controller_and_leader_kills_and_remembers_everythi
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     admin.create_topic(NewTopic::new("orders", 3, 3)).await.expect("create");
 
+    // A producer keeps sending (acks=1) through everything that follows;
+    // every send must succeed: failover shows up as latency only.
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let stop_sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop_sending);
+        async move {
+            let mut deliveries = Vec::new();
+            let mut index = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && index < 100_000 {
+                let record = ProducerRecord::new("orders", index.to_string()).partition(index % 3);
+                deliveries.push(producer.send(record).await.expect("send"));
+                index += 1;
+                if index % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            producer.close().await;
+            let mut acknowledged = 0;
+            for delivery in deliveries {
+                delivery.await.expect("every send during the failover is acknowledged");
+                acknowledged += 1;
+            }
+            acknowledged
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // Kill -9 the controller: another is elected, admin keeps working.
     let first = cluster.address(1);
     let controller = eventually("a controller", Duration::from_secs(10), || controller_seen_by(&first)).await;
@@ -137,19 +167,11 @@ async fn the_cluster_survives_controller_and_leader_kills_and_remembers_everythi
     println!("partitions led elsewhere {:?} after the kill: {moved:?}", started.elapsed());
     assert!(moved.iter().any(|(_, _, epoch, _, _)| *epoch == 1), "the moved partition is at epoch 1: {moved:?}");
 
-    // A client's sends go to the new leaders by themselves.
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
-    let mut deliveries = Vec::new();
-    for index in 0..300u32 {
-        let record = ProducerRecord::new("orders", index.to_string()).partition(index % 3);
-        deliveries.push(producer.send(record).await.expect("send"));
-    }
-    for delivery in deliveries {
-        delivery.await.expect("acknowledged by the new leaders");
-    }
-    producer.close().await;
+    // The producer's sends went to the new leaders by themselves.
+    stop_sending.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = sending.await.expect("sending task");
+    println!("{acknowledged} records sent across the failover, all acknowledged");
+    assert!(acknowledged > 0);
 
     // The killed broker comes back and rejoins.
     cluster.broker(controller).restart().await;

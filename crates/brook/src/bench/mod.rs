@@ -9,6 +9,7 @@ mod consume;
 mod e2e;
 mod latency;
 mod limits;
+mod metadata;
 mod produce;
 
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// Produce at a fixed rate while consuming; report produce-to-receipt
     /// latency percentiles.
     E2e(e2e::E2eArgs),
+    /// Topics created and deleted per second through the admin API (in a
+    /// cluster: through the metadata Raft group).
+    Metadata(metadata::MetadataArgs),
     /// Measure this machine's references: sequential disk write and read of
     /// the data directory, and loopback TCP bandwidth.
     Limits(limits::LimitsArgs),
@@ -39,6 +43,7 @@ pub async fn run(command: BenchCommand, bootstrap: &str) -> anyhow::Result<()> {
         BenchCommand::Consume(args) => consume::run(args, bootstrap).await,
         BenchCommand::E2e(args) => e2e::run(args, bootstrap).await,
         BenchCommand::Limits(args) => limits::run(args).await,
+        BenchCommand::Metadata(args) => metadata::run(args, bootstrap).await,
     }
 }
 
