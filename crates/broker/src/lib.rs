@@ -1,10 +1,14 @@
 //! # brook-broker: the broker node
 //!
 //! Owns a broker's topics and partition replicas and serves them over
-//! gRPC: `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, plus the
-//! standard health and reflection services. For now a single node: topics
-//! and committed offsets live in a sled catalog under the data dir, each
-//! partition's log under `data_dir/topics/<topic>-<partition>/`.
+//! gRPC: `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, the standard
+//! health and reflection services, and in a cluster the internal metadata
+//! services. Two modes: a single node keeps topics and committed offsets in
+//! a local sled catalog; a cluster member (`peers` set) follows the
+//! metadata group (`brook-metadata`) and hosts the partitions assigned to
+//! it. Each hosted partition's log is under
+//! `data_dir/topics/<topic>-<partition>/`. Followers do not replicate yet:
+//! a partition's records live on its leader.
 //!
 //! The data path: a produce handler looks the partition up in the
 //! [`topics::TopicRegistry`] and calls [`partition::Partition::append`],
@@ -13,9 +17,11 @@
 //! HW's `watch` when there are fewer than `min_bytes`.
 //!
 //! Invariants: a batch is stored exactly as the producer built it, but for
-//! its base offset and leader epoch; an acknowledged append is in the log
-//! (page cache, or on disk under the topic's flush policy); consumers never
-//! see records at or above the HW.
+//! its base offset and leader epoch; only a partition's leader (per the
+//! cluster state, at its current epoch) appends or serves fetches, others
+//! answer NOT_LEADER with the leader's id; an acknowledged append is in
+//! the log (page cache, or on disk under the topic's flush policy);
+//! consumers never see records at or above the HW.
 //!
 //! Never: block an async worker on file I/O (logs are touched only in
 //! `spawn_blocking`); hold a lock across an `.await`; answer a client with

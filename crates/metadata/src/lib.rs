@@ -4,7 +4,10 @@
 //! assignments, partition leaders, leader epochs, ISRs and committed
 //! consumer offsets ([`ClusterState`]), changed only by committed
 //! [`Command`]s of one openraft group whose log, vote and state machine
-//! live in sled.
+//! live in sled. [`MetadataNode`] is a broker's member: it forms the group
+//! from the peer list, carries Raft RPCs over `brook.internal.v1` on the
+//! broker's port, forwards proposals to the controller (the Raft leader),
+//! and runs the controller's liveness duty ([`liveness_changes`]).
 //!
 //! Invariants: `ClusterState::apply` is deterministic; a command is applied
 //! exactly once, in log order, on every member; leader epochs never
