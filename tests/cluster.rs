@@ -247,3 +247,98 @@ async fn bad_admin_calls_in_a_cluster_get_clear_errors_even_without_a_majority()
     println!("without a majority the create failed after {:?}: {refused}", started.elapsed());
     assert!(cluster.broker(1).is_running(), "the broker stays up");
 }
+
+/// Three consecutive free loopback ports, for `brook dev --base-port`.
+fn consecutive_free_ports() -> u16 {
+    for _ in 0..100 {
+        let base = harness::free_port();
+        let free = (1..3).all(|offset| {
+            base.checked_add(offset).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if free && base < u16::MAX - 3 {
+            return base;
+        }
+    }
+    panic!("no three consecutive free ports found");
+}
+
+/// Stops `brook dev` like Ctrl-C would, even if the test fails midway.
+struct DevGuard(std::process::Child);
+
+impl Drop for DevGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
+    use std::io::BufRead;
+
+    let base = consecutive_free_ports();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
+    let child = std::process::Command::new(harness::BROOK)
+        .args(["dev", "--base-port", &base.to_string(), "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start brook dev");
+    let mut dev = DevGuard(child);
+    let stdout = dev.0.stdout.take().expect("stdout");
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut printed = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("Ctrl-C stops the cluster") {
+                break;
+            }
+        }
+        printed
+    });
+    let printed =
+        tokio::time::timeout(Duration::from_secs(60), printed).await.expect("brook dev got ready").expect("reader");
+    let bootstrap = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
+    assert!(printed.contains(&format!("export BROOK_BOOTSTRAP={bootstrap}")), "{printed}");
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(harness::BROOK)
+            .args(["--bootstrap", &bootstrap])
+            .args(args)
+            .output()
+            .expect("run brook")
+    };
+    let created = run(&["topic", "create", "demo", "--partitions", "3", "--replication-factor", "3"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let info = run(&["cluster", "info"]);
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    for expected in ["broker 1\t", "broker 2\t", "broker 3\t", "(controller)", "demo-0\tleader=", "demo-2\tleader="] {
+        assert!(info.contains(expected), "{expected:?} missing from:\n{info}");
+    }
+    assert_eq!(info.matches("\talive").count(), 3, "{info}");
+
+    let pid = dev.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = dev.0.wait();
+        std::mem::forget(dev);
+        status
+    })
+    .await
+    .expect("wait task")
+    .expect("brook dev exits");
+    assert!(status.success(), "brook dev exits cleanly on Ctrl-C: {status}");
+    eventually("the brokers to stop", Duration::from_secs(20), || async {
+        let listening =
+            (0..3).filter(|offset| std::net::TcpStream::connect(("127.0.0.1", base + offset)).is_ok()).count();
+        if listening == 0 {
+            Ok(())
+        } else {
+            Err(format!("{listening} still listening"))
+        }
+    })
+    .await;
+}

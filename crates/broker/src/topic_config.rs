@@ -37,6 +37,9 @@ pub struct TopicConfig {
     pub min_insync_replicas: u32,
     pub max_message_bytes: usize,
     pub flush_policy: FlushPolicy,
+    /// Whether a replica outside the ISR may become leader when no ISR
+    /// member is alive (losing what it lacks). Default false.
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -50,6 +53,7 @@ impl Default for TopicConfig {
             min_insync_replicas: 1,
             max_message_bytes: log.max_batch_bytes,
             flush_policy: log.flush_policy,
+            unclean_leader_election: false,
         }
     }
 }
@@ -120,12 +124,19 @@ impl TopicConfig {
                         parse_u64(key, value)?.try_into().map_err(|_| invalid(key, value, "too large"))?
                 }
                 "flush.policy" => config.flush_policy = parse_flush_policy(value)?,
+                "unclean.leader.election.enable" => {
+                    config.unclean_leader_election = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid(key, value, "expected true or false")),
+                    }
+                }
                 _ => {
                     return Err(invalid(
                         key,
                         value,
                         "unknown config; known: retention.ms, retention.bytes, segment.bytes, segment.ms, \
-                         min.insync.replicas, max.message.bytes, flush.policy",
+                         min.insync.replicas, max.message.bytes, flush.policy, unclean.leader.election.enable",
                     ))
                 }
             }
@@ -156,6 +167,7 @@ impl TopicConfig {
             ("min.insync.replicas".to_string(), self.min_insync_replicas.to_string()),
             ("max.message.bytes".to_string(), self.max_message_bytes.to_string()),
             ("flush.policy".to_string(), format_flush_policy(self.flush_policy)),
+            ("unclean.leader.election.enable".to_string(), self.unclean_leader_election.to_string()),
         ])
     }
 

@@ -3,6 +3,7 @@
 //! loopback ports with their own data directories, prints how to reach
 //! them, and on Ctrl-C stops them (SIGTERM, so they close their logs).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -55,7 +56,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("       brook cluster info");
     println!("Ctrl-C stops the cluster.");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    println!("stopping {} broker(s)...", children.len());
+    // stdout may be gone by now (a closed pipe): that must not stop the
+    // shutdown, so this line's write error is ignored.
+    let _ = writeln!(std::io::stdout(), "stopping {} broker(s)...", children.len());
     for child in &children {
         if let Some(pid) = child.id() {
             // SIGTERM: each broker closes its logs cleanly.

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
 
+/// The topic config that allows electing an out-of-sync replica (Kafka's
+/// name); off unless set to `true`.
+pub const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub id: BrokerId,
@@ -150,20 +154,37 @@ impl ClusterState {
         let alive_brokers = self.alive_brokers();
         let mut moved = Vec::new();
         for topic in self.topics.values_mut() {
+            let unclean_allowed = topic.configs.get(UNCLEAN_ELECTION).is_some_and(|value| value == "true");
             for (index, partition) in topic.partitions.iter_mut().enumerate() {
                 if !alive {
                     // A dead broker leaves every ISR it is in, unless it is
                     // the last member: then the ISR keeps it, so it can
-                    // lead again when it returns (no unclean election).
+                    // lead again when it returns (unless the topic allows
+                    // unclean election).
                     if partition.isr.len() > 1 {
                         partition.isr.retain(|&member| member != broker_id);
                     }
                     if partition.leader == Some(broker_id) {
-                        let successor = partition
+                        let in_sync = partition
                             .isr
                             .iter()
                             .copied()
                             .find(|member| *member != broker_id && alive_brokers.contains(member));
+                        // Unclean election, only where the topic allows it:
+                        // any live replica, accepting the loss of what it lacks.
+                        let unclean = unclean_allowed
+                            .then(|| {
+                                let live =
+                                    |replica: &BrokerId| *replica != broker_id && alive_brokers.contains(replica);
+                                partition.replicas.iter().copied().find(live)
+                            })
+                            .flatten();
+                        let successor = in_sync.or(unclean);
+                        if in_sync.is_none() {
+                            if let Some(leader) = successor {
+                                partition.isr = vec![leader];
+                            }
+                        }
                         partition.leader = successor;
                         partition.leader_epoch += 1;
                         moved.push((topic.name.clone(), index as u32, successor, partition.leader_epoch));
@@ -286,6 +307,20 @@ mod tests {
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: true })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
         assert_eq!((partition.leader, partition.leader_epoch), (Some(1), 2));
+    }
+
+    #[test]
+    fn a_topic_that_allows_unclean_election_takes_any_live_replica() {
+        let mut state = state_with_brokers(&[1, 2]);
+        let configs = BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]);
+        let create =
+            CommandV1::CreateTopic { name: "t".into(), replication_factor: 2, configs, assignments: vec![vec![1, 2]] };
+        state.apply(&Command::V1(create)).expect("create");
+        let isr = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1] };
+        state.apply(&Command::V1(isr)).expect("shrink ISR");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!((partition.leader, partition.leader_epoch, partition.isr.clone()), (Some(2), 1, vec![2]));
     }
 
     #[test]

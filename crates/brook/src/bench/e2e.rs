@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::produce::Pacer;
-use super::{LatencyRecorder, Setup, TopicArgs};
+use super::{print_json_with_latency, LatencyRecorder, Setup, TopicArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct E2eArgs {
@@ -37,13 +37,14 @@ pub struct E2eArgs {
 pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
     anyhow::ensure!(args.record_size >= 8, "--record-size must be at least 8 (the value carries a timestamp)");
     anyhow::ensure!(args.throughput > 0, "--throughput must be positive");
-    let mut setup = Setup::prepare(bootstrap, &args.topic).await?;
     let linger = Duration::from_millis(args.linger);
-    setup.acks = Some(args.acks);
-    setup.record_bytes = Some(args.record_size);
-    setup.batch_bytes = Some(args.batch_size);
-    setup.linger = Some(linger);
-    setup.producers = Some(1);
+    let setup = Setup::prepare(bootstrap, &args.topic).await?.with_producer(
+        args.acks,
+        args.record_size,
+        args.batch_size,
+        linger,
+        1,
+    );
 
     let config = ConsumerConfig {
         auto_offset_reset: OffsetReset::Latest,
@@ -90,16 +91,13 @@ pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
     }
     sending.await??;
     if args.json {
-        let mut result = json!({
+        let result = json!({
             "benchmark": "e2e",
             "records": received,
             "target_records_per_sec": args.throughput,
             "setup": setup.to_json(),
         });
-        if let (Some(object), serde_json::Value::Object(extra)) = (result.as_object_mut(), latencies.to_json()) {
-            object.extend(extra);
-        }
-        println!("{result}");
+        print_json_with_latency(result, &latencies);
     } else {
         println!("setup: {}", setup.describe());
         println!("{received} records at {} records/s", args.throughput);

@@ -108,6 +108,23 @@ impl Setup {
         })
     }
 
+    /// Records the producer side of the setup.
+    pub fn with_producer(
+        mut self,
+        acks: Acks,
+        record_bytes: usize,
+        batch_bytes: usize,
+        linger: Duration,
+        producers: usize,
+    ) -> Setup {
+        self.acks = Some(acks);
+        self.record_bytes = Some(record_bytes);
+        self.batch_bytes = Some(batch_bytes);
+        self.linger = Some(linger);
+        self.producers = Some(producers);
+        self
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = vec![
             format!("brokers={}", self.brokers),
@@ -146,6 +163,15 @@ impl Setup {
             "producers": self.producers,
         })
     }
+}
+
+/// Prints a JSON result with the latency fields merged in at the top
+/// level (`latency_ms_p99`, ...), where scripts look for them.
+pub fn print_json_with_latency(mut result: serde_json::Value, latencies: &LatencyRecorder) {
+    if let (Some(object), serde_json::Value::Object(extra)) = (result.as_object_mut(), latencies.to_json()) {
+        object.extend(extra);
+    }
+    println!("{result}");
 }
 
 /// Throughput over a span.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{rates, LatencyRecorder, Setup, TopicArgs};
+use super::{print_json_with_latency, rates, LatencyRecorder, Setup, TopicArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -83,13 +83,14 @@ impl Progress {
 pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     anyhow::ensure!(args.producers >= 1, "--producers must be at least 1");
     anyhow::ensure!(args.records >= 1, "--records must be at least 1");
-    let mut setup = Setup::prepare(bootstrap, &args.topic).await?;
     let linger = Duration::from_millis(args.linger);
-    setup.acks = Some(args.acks);
-    setup.record_bytes = Some(args.record_size);
-    setup.batch_bytes = Some(args.batch_size);
-    setup.linger = Some(linger);
-    setup.producers = Some(args.producers);
+    let setup = Setup::prepare(bootstrap, &args.topic).await?.with_producer(
+        args.acks,
+        args.record_size,
+        args.batch_size,
+        linger,
+        args.producers,
+    );
     let config = ProducerConfig { acks: args.acks, batch_size: args.batch_size, linger, ..ProducerConfig::default() };
     let value = Bytes::from(vec![b'x'; args.record_size]);
     let progress = Arc::new(Progress {
@@ -126,7 +127,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     let failed = progress.failed.load(Ordering::Relaxed);
     let (records_per_sec, mb_per_sec) = rates(acknowledged, acknowledged * args.record_size as u64, elapsed);
     if args.json {
-        let mut result = json!({
+        let result = json!({
             "benchmark": "produce",
             "records": acknowledged,
             "failed": failed,
@@ -136,10 +137,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
             "target_records_per_sec": (args.throughput > 0).then_some(args.throughput),
             "setup": setup.to_json(),
         });
-        if let (Some(object), serde_json::Value::Object(extra)) = (result.as_object_mut(), latencies.to_json()) {
-            object.extend(extra);
-        }
-        println!("{result}");
+        print_json_with_latency(result, &latencies);
     } else {
         println!("setup: {}", setup.describe());
         println!(
