@@ -105,3 +105,45 @@ async fn topic_commands_and_errors_are_one_clear_line_with_a_nonzero_exit() {
     assert!(deleted.status.success(), "{}", text(&deleted.stderr));
     assert_eq!(text(&run(&broker, &["topic", "list"], None).stdout), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file_port = harness::free_port();
+    let flag_port = harness::free_port();
+    let config = dir.path().join("brook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 7\nlisten = \"127.0.0.1:{file_port}\"\ndata_dir = \"{}\"\nmax_fetch_bytes = 65536\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write config");
+    // The file sets id, listen and data dir; --listen overrides the file.
+    let flag_address = format!("127.0.0.1:{flag_port}");
+    let child = std::process::Command::new(harness::BROOK)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &flag_address])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start brook serve");
+    let child = harness::KillOnDrop(child);
+    let admin = harness::eventually("the broker on the flag's port", std::time::Duration::from_secs(30), || {
+        let address = flag_address.clone();
+        async move { brook_client::Admin::connect(&address).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    let cluster = admin.describe_cluster().await.expect("describe");
+    assert_eq!(cluster.brokers[0].id, 7, "the id comes from the file");
+    assert!(dir.path().join("data").join("catalog").exists(), "the data dir comes from the file");
+    drop(child);
+
+    std::fs::write(&config, "colour = \"blue\"\n").expect("write config");
+    let refused =
+        std::process::Command::new(harness::BROOK).args(["serve", "--config"]).arg(&config).output().expect("run");
+    assert!(!refused.status.success());
+    let message = text(&refused.stderr);
+    assert!(message.contains("invalid config file") && message.contains("colour"), "{message}");
+}

@@ -223,3 +223,14 @@ where
         }
     }
 }
+
+/// A process the test started, SIGKILLed and reaped when dropped, so a
+/// failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
