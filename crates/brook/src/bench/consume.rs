@@ -36,7 +36,8 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::connect(bootstrap, config).await?;
-    consumer.subscribe(&[&args.topic.topic]).await?;
+    let names = args.topic.names();
+    consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
     while records < args.records {

@@ -37,6 +37,7 @@ pub struct E2eArgs {
 pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
     anyhow::ensure!(args.record_size >= 8, "--record-size must be at least 8 (the value carries a timestamp)");
     anyhow::ensure!(args.throughput > 0, "--throughput must be positive");
+    anyhow::ensure!(args.topic.topics <= 1, "bench e2e uses one topic; --topics is for produce and consume");
     let linger = Duration::from_millis(args.linger);
     let setup = Setup::prepare(bootstrap, &args.topic).await?.with_producer(
         args.acks,

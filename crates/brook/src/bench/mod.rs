@@ -58,12 +58,29 @@ pub struct TopicArgs {
     /// Replication factor for a created topic.
     #[arg(long, default_value_t = 1)]
     replication_factor: u32,
+    /// Spread the load over this many topics, named `<topic>-0` ... (1: just
+    /// `<topic>`), each with `--partitions` partitions.
+    #[arg(long, default_value_t = 1)]
+    topics: u32,
+}
+
+impl TopicArgs {
+    /// The topic names this run uses.
+    pub fn names(&self) -> Vec<String> {
+        if self.topics <= 1 {
+            vec![self.topic.clone()]
+        } else {
+            (0..self.topics).map(|index| format!("{}-{index}", self.topic)).collect()
+        }
+    }
 }
 
 /// What a figure was measured with.
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub brokers: usize,
+    pub topics: usize,
+    /// Over all topics.
     pub partitions: usize,
     pub replication_factor: u32,
     pub flush_policy: String,
@@ -87,17 +104,25 @@ impl Setup {
     /// from the cluster.
     pub async fn prepare(bootstrap: &str, topic: &TopicArgs) -> anyhow::Result<Setup> {
         let admin = Admin::connect(bootstrap).await?;
-        if let Err(error) = admin.describe_topic(&topic.topic).await {
-            if error.code_name() != Some("UNKNOWN_TOPIC_OR_PARTITION") {
-                return Err(error.into());
+        let mut partitions = 0;
+        let mut description = None;
+        for name in topic.names() {
+            if let Err(error) = admin.describe_topic(&name).await {
+                if error.code_name() != Some("UNKNOWN_TOPIC_OR_PARTITION") {
+                    return Err(error.into());
+                }
+                admin.create_topic(NewTopic::new(&name, topic.partitions, topic.replication_factor)).await?;
             }
-            admin.create_topic(NewTopic::new(&topic.topic, topic.partitions, topic.replication_factor)).await?;
+            let described = admin.describe_topic(&name).await?;
+            partitions += described.partitions.len();
+            description = Some(described);
         }
-        let description = admin.describe_topic(&topic.topic).await?;
+        let description = description.expect("at least one topic");
         let cluster = admin.describe_cluster().await?;
         Ok(Setup {
             brokers: cluster.brokers.len(),
-            partitions: description.partitions.len(),
+            topics: topic.names().len(),
+            partitions,
             replication_factor: description.replication_factor,
             flush_policy: description.configs.get("flush.policy").cloned().unwrap_or_else(|| "none".into()),
             acks: None,
@@ -128,6 +153,7 @@ impl Setup {
     pub fn describe(&self) -> String {
         let mut parts = vec![
             format!("brokers={}", self.brokers),
+            format!("topics={}", self.topics),
             format!("partitions={}", self.partitions),
             format!("replication-factor={}", self.replication_factor),
             format!("flush={}", self.flush_policy),
@@ -153,6 +179,7 @@ impl Setup {
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "brokers": self.brokers,
+            "topics": self.topics,
             "partitions": self.partitions,
             "replication_factor": self.replication_factor,
             "flush_policy": self.flush_policy,

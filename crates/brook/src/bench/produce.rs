@@ -110,9 +110,10 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         let pacer = Pacer::new(start, per_producer_rate);
         let recorder = Arc::clone(&progress.latencies[producer_index]);
         let progress = Arc::clone(&progress);
-        let (topic, value) = (Arc::<str>::from(args.topic.topic.as_str()), value.clone());
+        let topics: Vec<Arc<str>> = args.topic.names().iter().map(|name| Arc::from(name.as_str())).collect();
+        let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            run_producer(producer, topic, value, records, pacer, recorder, progress).await
+            run_producer(producer, topics, value, records, pacer, recorder, progress).await
         }));
     }
     let reporter = tokio::spawn(report_progress(Arc::clone(&progress), args.record_size, start));
@@ -153,7 +154,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
 
 async fn run_producer(
     producer: Producer,
-    topic: Arc<str>,
+    topics: Vec<Arc<str>>,
     value: Bytes,
     records: u64,
     pacer: Pacer,
@@ -187,7 +188,8 @@ async fn run_producer(
             }
             None => Instant::now(),
         };
-        let record = ProducerRecord::new(Arc::clone(&topic), value.clone());
+        let topic = &topics[index as usize % topics.len()];
+        let record = ProducerRecord::new(Arc::clone(topic), value.clone());
         let delivery = producer.send(record).await?;
         if deliveries.send((delivery, sent_at)).await.is_err() {
             break;
