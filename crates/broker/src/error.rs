@@ -56,6 +56,14 @@ pub enum BrokerError {
     },
     #[error("broker {broker_id} does not lead {topic}-{partition}; {}", match leader { Some(leader) => format!("broker {leader} does (epoch {leader_epoch})"), None => "it has no leader right now".to_string() })]
     NotLeader { topic: String, partition: u32, broker_id: u32, leader: Option<u32>, leader_epoch: u32 },
+    #[error("{topic}-{partition}: the in-sync replicas did not reach offset {target} within {waited:?} (high watermark {high_watermark})")]
+    RequestTimedOut {
+        topic: String,
+        partition: u32,
+        waited: std::time::Duration,
+        high_watermark: Offset,
+        target: Offset,
+    },
     #[error("no metadata controller available: {0}")]
     NoController(String),
     #[error("catalog error: {0}")]
@@ -81,6 +89,7 @@ impl BrokerError {
             BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
             BrokerError::Storage { .. } => "KAFKA_STORAGE_ERROR",
             BrokerError::NotLeader { .. } => "NOT_LEADER",
+            BrokerError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
             BrokerError::NoController(_) => "BROKER_NOT_AVAILABLE",
             BrokerError::Catalog(_) => "UNKNOWN_SERVER_ERROR",
             BrokerError::ShuttingDown => "BROKER_NOT_AVAILABLE",
@@ -99,6 +108,7 @@ impl BrokerError {
             | BrokerError::InvalidBatch { .. }
             | BrokerError::BatchTooLarge { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
+            BrokerError::RequestTimedOut { .. } => Code::DeadlineExceeded,
             BrokerError::NotEnoughReplicas { .. }
             | BrokerError::ShuttingDown
             | BrokerError::NotLeader { .. }

@@ -30,6 +30,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod follower;
 pub mod metrics;
 pub mod partition;
 pub mod server;

@@ -1,24 +1,62 @@
-//! One partition replica on this broker: its log, and the watch that tells
-//! waiting fetches that the high watermark moved.
+//! One partition replica on this broker: its log, its role (leader or
+//! follower, at which epoch, with which ISR), the high watermark (HW) and
+//! the watch that wakes waiting fetches and acks=all produces.
 //!
 //! The log's writer sits behind a `std::sync::Mutex` that is only ever
 //! locked inside `spawn_blocking`, so file I/O never runs on an async
 //! worker and no lock is held across an `.await`. Reads go through the
 //! log's lock-free `LogReader`, also on the blocking pool.
 //!
-//! Replication is not there yet: the high watermark (HW) is the leader's
-//! log end offset (LEO), and followers do not fetch. The replication issue
-//! replaces that with followers and a real HW.
+//! The HW: on the leader, the lowest LEO over the ISR (`brook-replication`),
+//! moved by its own appends and by followers' fetches; on a follower, the
+//! leader's HW as of its last fetch, capped at its own LEO. Alone in its
+//! ISR (a single node, RF 1), a leader's HW is its LEO. The HW is not yet
+//! checkpointed: after a restart it starts at the log end.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use brook_record::{LeaderEpoch, Offset};
+use brook_replication::LeaderProgress;
 use brook_storage::{AppendInfo, LogConfig, LogReader, PartitionLog, StorageError};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
+
+/// This replica's place in its partition, as the cluster decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// This broker.
+    pub broker_id: u32,
+    pub leader: Option<u32>,
+    pub leader_epoch: u32,
+    pub isr: Vec<u32>,
+}
+
+impl Role {
+    pub fn leads(&self) -> bool {
+        self.leader == Some(self.broker_id)
+    }
+
+    /// A single node's role: leader, alone in the ISR.
+    pub fn sole_leader(broker_id: u32) -> Role {
+        Role { broker_id, leader: Some(broker_id), leader_epoch: 0, isr: vec![broker_id] }
+    }
+}
+
+#[derive(Debug)]
+struct Replication {
+    role: Role,
+    /// Leader side: followers' progress.
+    progress: LeaderProgress,
+    /// Follower side: the leader epoch up to which this log was checked
+    /// against the leader (truncated where it diverged); `None`: not yet.
+    verified_epoch: Option<u32>,
+    /// Leader side: an ISR expansion was proposed and not yet applied.
+    expansion_pending: bool,
+}
 
 #[derive(Debug)]
 pub struct Partition {
@@ -30,6 +68,9 @@ pub struct Partition {
     high_watermark: watch::Sender<Offset>,
     /// The epoch this broker stamps into batches while it leads.
     leader_epoch: AtomicU32,
+    replication: Mutex<Replication>,
+    /// Bumped on every append on this broker: replica fetches wait on it.
+    appended: Arc<watch::Sender<u64>>,
 }
 
 /// A fetch's answer.
@@ -48,7 +89,8 @@ impl Partition {
         partition: u32,
         dir: std::path::PathBuf,
         config: LogConfig,
-        leader_epoch: u32,
+        role: Role,
+        appended: Arc<watch::Sender<u64>>,
     ) -> Result<Partition, BrokerError> {
         let storage_error = |source| BrokerError::Storage { topic: topic.to_string(), partition, source };
         let log = PartitionLog::open(dir, config).map_err(storage_error)?;
@@ -56,20 +98,51 @@ impl Partition {
             tracing::warn!(topic, partition, ?truncation, "recovery cut a damaged log tail");
         }
         let reader = log.reader();
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        let log_end = log.log_end_offset();
+        let (high_watermark, _) = watch::channel(log_end);
         Ok(Partition {
             topic: topic.to_string(),
             partition,
             log: Mutex::new(Some(log)),
             reader,
             high_watermark,
-            leader_epoch: AtomicU32::new(leader_epoch),
+            leader_epoch: AtomicU32::new(role.leader_epoch),
+            replication: Mutex::new(Replication {
+                role,
+                progress: LeaderProgress::new(log_end),
+                verified_epoch: None,
+                expansion_pending: false,
+            }),
+            appended,
         })
     }
 
-    /// Follows the metadata group's decision (epochs only grow).
-    pub fn set_leader_epoch(&self, leader_epoch: u32) {
-        self.leader_epoch.fetch_max(leader_epoch, Ordering::AcqRel);
+    fn replication(&self) -> std::sync::MutexGuard<'_, Replication> {
+        self.replication.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Follows the cluster's decision for this partition.
+    pub fn set_role(&self, role: Role) {
+        self.leader_epoch.fetch_max(role.leader_epoch, Ordering::AcqRel);
+        let mut replication = self.replication();
+        if replication.role == role {
+            return;
+        }
+        let became_leader = role.leads() && !replication.role.leads();
+        if became_leader || replication.role.leader_epoch != role.leader_epoch {
+            replication.progress = LeaderProgress::new(*self.high_watermark.borrow());
+            replication.verified_epoch = None;
+        }
+        if role.isr != replication.role.isr {
+            replication.expansion_pending = false;
+        }
+        replication.role = role;
+        drop(replication);
+        self.refresh_leader_high_watermark();
+    }
+
+    pub fn role(&self) -> Role {
+        self.replication().role.clone()
     }
 
     pub fn topic(&self) -> &str {
@@ -123,38 +196,100 @@ impl Partition {
         work(log).map_err(|error| self.map_storage_error(error))
     }
 
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Partition) -> Result<T, BrokerError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let partition = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&partition)).await.map_err(|_| BrokerError::ShuttingDown)?
+    }
+
+    /// On the leader: the HW from the ISR's progress.
+    fn refresh_leader_high_watermark(&self) {
+        let mut replication = self.replication();
+        if !replication.role.leads() {
+            return;
+        }
+        let role = replication.role.clone();
+        let high_watermark = replication.progress.update(role.broker_id, self.log_end_offset(), &role.isr);
+        drop(replication);
+        self.high_watermark.send_if_modified(|current| {
+            let moved = high_watermark > *current;
+            if moved {
+                *current = high_watermark;
+            }
+            moved
+        });
+    }
+
     /// Validates, stamps and appends the batches in `records` (the leader's
-    /// append), then publishes the new HW.
+    /// append), then moves the HW as far as the ISR allows.
     pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<AppendInfo, BrokerError> {
         // Stamping needs the bytes mutable: free when the request buffer is
         // ours alone, one copy of the batch otherwise.
         let mut buffer = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let partition = Arc::clone(self);
         let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
-        let info = tokio::task::spawn_blocking(move || partition.with_log(|log| log.append(&mut buffer, epoch)))
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)??;
-        // No followers fetch yet: HW = LEO (see the module docs).
-        self.high_watermark.send_replace(info.last_offset.plus(1));
+        let info = self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?;
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.refresh_leader_high_watermark();
         Ok(info)
     }
 
-    /// Reads whole batches from `offset`, up to about `max_bytes`, below the HW.
+    /// Waits until the HW reaches `target` (acks=all), at most `timeout`.
+    pub async fn wait_for_high_watermark(&self, target: Offset, timeout: Duration) -> Result<(), BrokerError> {
+        let mut high_watermark = self.high_watermark.subscribe();
+        let reached =
+            tokio::time::timeout(timeout, async { high_watermark.wait_for(|hw| *hw >= target).await.is_ok() }).await;
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BrokerError::ShuttingDown),
+            Err(_) => Err(BrokerError::RequestTimedOut {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                waited: timeout,
+                high_watermark: self.high_watermark(),
+                target,
+            }),
+        }
+    }
+
+    /// Reads whole batches from `offset`, up to about `max_bytes`, below
+    /// the HW (what consumers see).
     pub async fn read(self: &Arc<Self>, offset: i64, max_bytes: u64) -> Result<FetchedRecords, BrokerError> {
+        let high_watermark = self.high_watermark();
+        self.read_below(offset, max_bytes, high_watermark).await
+    }
+
+    /// Reads whole batches from `offset` up to the log end (what followers
+    /// copy).
+    pub async fn read_for_follower(
+        self: &Arc<Self>,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<FetchedRecords, BrokerError> {
+        let log_end = self.log_end_offset();
+        self.read_below(offset, max_bytes, log_end).await
+    }
+
+    async fn read_below(
+        self: &Arc<Self>,
+        offset: i64,
+        max_bytes: u64,
+        upto: Offset,
+    ) -> Result<FetchedRecords, BrokerError> {
         let requested = u64::try_from(offset)
             .map_err(|_| BrokerError::InvalidRequest(format!("fetch offset {offset} is negative")))?;
         let high_watermark = self.high_watermark();
-        let partition = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let read = match partition.reader.read(Offset(requested), max_bytes, high_watermark) {
+        self.blocking(move |partition| {
+            let read = match partition.reader.read(Offset(requested), max_bytes, upto) {
                 Ok(read) => read,
                 Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) => {
-                    return Err(partition.out_of_range(offset, log_start_offset, high_watermark))
+                    return Err(partition.out_of_range(offset, log_start_offset, upto))
                 }
                 Err(error) => return Err(partition.map_storage_error(error)),
             };
-            if Offset(requested) > high_watermark {
-                return Err(partition.out_of_range(offset, read.log_start_offset, high_watermark));
+            if Offset(requested) > upto {
+                return Err(partition.out_of_range(offset, read.log_start_offset, upto));
             }
             let records = read.to_bytes().map_err(|error| partition.map_storage_error(error))?;
             Ok(FetchedRecords {
@@ -165,7 +300,6 @@ impl Partition {
             })
         })
         .await
-        .map_err(|_| BrokerError::ShuttingDown)?
     }
 
     fn out_of_range(&self, requested: i64, log_start_offset: Offset, high_watermark: Offset) -> BrokerError {
@@ -178,21 +312,97 @@ impl Partition {
         }
     }
 
+    /// Leader side: a follower fetched from `fetch_offset`. Updates the HW;
+    /// returns whether the follower is out of the ISR but has caught up
+    /// (so the leader should propose adding it), at most once per ISR.
+    pub fn record_follower_fetch(&self, follower: u32, fetch_offset: Offset) -> Option<Role> {
+        let rejoin = {
+            let mut replication = self.replication();
+            replication.progress.record_fetch(follower, fetch_offset);
+            let rejoin = replication.role.leads()
+                && !replication.role.isr.contains(&follower)
+                && !replication.expansion_pending
+                && brook_replication::caught_up(fetch_offset, self.log_end_offset());
+            if rejoin {
+                replication.expansion_pending = true;
+            }
+            rejoin.then(|| replication.role.clone())
+        };
+        self.refresh_leader_high_watermark();
+        rejoin
+    }
+
+    /// Follower side: appends batches fetched from the leader, as they are.
+    pub async fn append_replicated(self: &Arc<Self>, records: Bytes) -> Result<AppendInfo, BrokerError> {
+        let info = self.blocking(move |partition| partition.with_log(|log| log.append_replicated(&records))).await?;
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        Ok(info)
+    }
+
+    /// Follower side: the leader's HW, capped at what this replica has.
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: Offset) {
+        let high_watermark = leader_high_watermark.min(self.log_end_offset());
+        self.high_watermark.send_if_modified(|current| {
+            let changed = *current != high_watermark;
+            *current = high_watermark;
+            changed
+        });
+    }
+
+    /// Follower side: whether this log still needs checking against the
+    /// leader for the current epoch, and the log's latest epoch to ask about.
+    pub fn needs_verification(&self) -> Option<Option<u32>> {
+        let replication = self.replication();
+        if replication.verified_epoch == Some(replication.role.leader_epoch) {
+            return None;
+        }
+        let latest = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .and_then(|log| log.latest_epoch());
+        Some(latest.map(|epoch| epoch.0))
+    }
+
+    pub fn mark_verified(&self, leader_epoch: u32) {
+        self.replication().verified_epoch = Some(leader_epoch);
+    }
+
+    /// Forces a new check against the leader before the next fetch.
+    pub fn mark_unverified(&self) {
+        self.replication().verified_epoch = None;
+    }
+
+    /// Follower side: cuts what diverged from the leader. Blocking I/O on
+    /// the blocking pool.
+    pub async fn truncate_to(self: &Arc<Self>, offset: Offset) -> Result<Offset, BrokerError> {
+        let new_end = self.blocking(move |partition| partition.with_log(|log| log.truncate_to(offset))).await?;
+        tracing::warn!(topic = %self.topic, partition = self.partition, log_end_offset = %new_end, "truncated a diverged log tail after a leader change");
+        self.set_follower_high_watermark(self.high_watermark());
+        Ok(new_end)
+    }
+
+    /// Leader side: where `epoch` ends on this log (for a follower's
+    /// truncation), with the epoch found.
+    pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, Offset)> {
+        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.as_ref()?.end_offset_for_epoch(LeaderEpoch(epoch)).map(|(epoch, end)| (epoch.0, end))
+    }
+
     /// The first offset at or after `timestamp_ms` below the HW, with its
     /// timestamp.
     pub async fn offset_for_timestamp(
         self: &Arc<Self>,
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, BrokerError> {
-        let partition = Arc::clone(self);
         let high_watermark = self.high_watermark();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |partition| {
             let found =
                 partition.reader.offset_for_timestamp(timestamp_ms).map_err(|e| partition.map_storage_error(e))?;
             Ok(found.filter(|(offset, _)| *offset < high_watermark))
         })
         .await
-        .map_err(|_| BrokerError::ShuttingDown)?
     }
 
     /// Retention and time-based flushes. Blocking.

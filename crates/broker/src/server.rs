@@ -23,8 +23,10 @@ use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
 use crate::service::records::RecordsService;
+use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topics::TopicRegistry;
+use brook_proto::internal::replication_server::ReplicationServer;
 
 /// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
 /// stall every large produce or fetch on a window update.
@@ -126,6 +128,9 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             }
         });
     }
+    if metadata_node.is_some() {
+        crate::follower::spawn_fetchers(Arc::clone(&registry), &config.peers, shutdown.clone());
+    }
     if let Some(metadata) = &metadata_node {
         tokio::spawn(follow_cluster_state(metadata.clone(), Arc::clone(&registry), shutdown.clone()));
         let (metadata, shutdown) = (metadata.clone(), shutdown.clone());
@@ -148,11 +153,17 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         Some((raft, forwarding)) => (Some(raft), Some(forwarding)),
         None => (None, None),
     };
+    let replication = metadata_node.as_ref().map(|_| {
+        ReplicationServer::new(ReplicationService { registry: Arc::clone(&registry) })
+            .max_encoding_message_size(256 << 20)
+            .max_decoding_message_size(limit)
+    });
     let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_optional_service(raft_transport)
         .add_optional_service(forwarding)
+        .add_optional_service(replication)
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CommittedOffset, TopicRecord};
 use crate::error::BrokerError;
-use crate::partition::Partition;
+use crate::partition::{Partition, Role};
 use crate::topic_config::{validate_topic_name, TopicConfig};
 
 /// The most partitions one topic may have.
@@ -100,6 +100,8 @@ pub struct TopicRegistry {
     /// Bumped after every change to `topics`, so admin calls can wait to
     /// see their own change.
     version: watch::Sender<u64>,
+    /// Bumped on every append to a hosted partition: replica fetches wait on it.
+    appended: Arc<watch::Sender<u64>>,
 }
 
 fn partition_dir(topics_dir: &Path, topic: &str, partition: u32) -> PathBuf {
@@ -114,12 +116,18 @@ fn create_topics_dir(data_dir: &Path) -> Result<PathBuf, BrokerError> {
 }
 
 /// Opens every partition of a single-node topic. Blocking.
-fn open_local_topic(topics_dir: &Path, broker_id: u32, record: TopicRecord) -> Result<Topic, BrokerError> {
+fn open_local_topic(
+    topics_dir: &Path,
+    broker_id: u32,
+    record: TopicRecord,
+    appended: &Arc<watch::Sender<u64>>,
+) -> Result<Topic, BrokerError> {
     let config = TopicConfig::from_map(&record.configs)?;
     let partitions = (0..record.partitions)
         .map(|partition| {
             let dir = partition_dir(topics_dir, &record.name, partition);
-            let log = Partition::open(&record.name, partition, dir, config.log_config(), 0)?;
+            let role = Role::sole_leader(broker_id);
+            let log = Partition::open(&record.name, partition, dir, config.log_config(), role, Arc::clone(appended))?;
             let assignment = Assignment {
                 replicas: vec![broker_id],
                 leader: Some(broker_id),
@@ -168,9 +176,10 @@ impl TopicRegistry {
     /// Single node: opens the catalog's topics (recovering their logs). Blocking.
     pub fn open_local(data_dir: &Path, catalog: Catalog, broker_id: u32) -> Result<TopicRegistry, BrokerError> {
         let topics_dir = create_topics_dir(data_dir)?;
+        let appended = Arc::new(watch::channel(0).0);
         let mut topics = BTreeMap::new();
         for record in catalog.topics()? {
-            let topic = open_local_topic(&topics_dir, broker_id, record)?;
+            let topic = open_local_topic(&topics_dir, broker_id, record, &appended)?;
             tracing::info!(topic = %topic.record.name, partitions = topic.record.partitions, "opened topic");
             topics.insert(topic.record.name.clone(), Arc::new(topic));
         }
@@ -180,6 +189,7 @@ impl TopicRegistry {
             source: Source::Local(catalog),
             topics: RwLock::new(topics),
             version: watch::channel(0).0,
+            appended,
         })
     }
 
@@ -192,6 +202,7 @@ impl TopicRegistry {
             source: Source::Cluster(metadata.clone()),
             topics: RwLock::new(BTreeMap::new()),
             version: watch::channel(0).0,
+            appended: Arc::new(watch::channel(0).0),
         };
         let state = metadata.state().borrow().clone();
         registry.reconcile(&state);
@@ -312,7 +323,7 @@ impl TopicRegistry {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }
-            open_local_topic(&registry.topics_dir, registry.broker_id, record).inspect_err(|_| {
+            open_local_topic(&registry.topics_dir, registry.broker_id, record, &registry.appended).inspect_err(|_| {
                 let _ = catalog.delete_topic(&name);
             })
         })
@@ -451,7 +462,20 @@ impl TopicRegistry {
                     (true, Some(log)) => Some(log),
                     (true, None) => {
                         let dir = partition_dir(&self.topics_dir, name, partition);
-                        match Partition::open(name, partition, dir, config.log_config(), record.leader_epoch) {
+                        let role = Role {
+                            broker_id: me,
+                            leader: record.leader,
+                            leader_epoch: record.leader_epoch,
+                            isr: record.isr.clone(),
+                        };
+                        match Partition::open(
+                            name,
+                            partition,
+                            dir,
+                            config.log_config(),
+                            role,
+                            Arc::clone(&self.appended),
+                        ) {
                             Ok(log) => Some(Arc::new(log)),
                             Err(error) => {
                                 tracing::error!(topic = %name, partition, %error, "cannot open an assigned partition");
@@ -472,7 +496,12 @@ impl TopicRegistry {
                     isr: record.isr.clone(),
                 };
                 if let Some(log) = &log {
-                    log.set_leader_epoch(record.leader_epoch);
+                    log.set_role(Role {
+                        broker_id: me,
+                        leader: record.leader,
+                        leader_epoch: record.leader_epoch,
+                        isr: record.isr.clone(),
+                    });
                     let was_leading = previous_slot.is_some_and(|slot| slot.assignment.leader == Some(me));
                     let leads = record.leader == Some(me);
                     if leads != was_leading
@@ -501,6 +530,26 @@ impl TopicRegistry {
             }
         }
         self.replace(next);
+    }
+
+    /// Something to wait on for appends to any hosted partition.
+    pub fn watch_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// The hosted partitions that `leader` leads and this broker follows.
+    pub fn followed_from(&self, leader: u32) -> Vec<(Arc<Partition>, u32)> {
+        if leader == self.broker_id {
+            return Vec::new();
+        }
+        self.list()
+            .iter()
+            .flat_map(|topic| {
+                topic.hosted().map(|(slot, log)| (slot.assignment.clone(), Arc::clone(log))).collect::<Vec<_>>()
+            })
+            .filter(|(assignment, _)| assignment.leader == Some(leader))
+            .map(|(assignment, log)| (log, assignment.leader_epoch))
+            .collect()
     }
 
     /// Retention and time-based flushes on every hosted partition. Blocking.

@@ -46,6 +46,10 @@ impl TopicPartition {
     }
 }
 
+/// How long a consumer keeps asking for a partition's offsets while its
+/// leader is unreachable or moving.
+const LIST_OFFSETS_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Where a partition without a usable position starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
@@ -210,16 +214,24 @@ impl Consumer {
         spec: OffsetSpec,
         timestamp_ms: i64,
     ) -> Result<Offset, ClientError> {
-        let mut client = RecordsClient::new(self.cluster.leader(&tp.topic, tp.partition).await?);
-        let response = client
-            .list_offsets(ListOffsetsRequest {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                spec: spec as i32,
-                timestamp_ms,
-            })
-            .await?
-            .into_inner();
+        let request =
+            ListOffsetsRequest { topic: tp.topic.clone(), partition: tp.partition, spec: spec as i32, timestamp_ms };
+        // A leader that just died or moved: ask again (refreshing the
+        // metadata) until the cluster has settled, within a bound.
+        let give_up_at = tokio::time::Instant::now() + LIST_OFFSETS_PATIENCE;
+        let response = loop {
+            let attempt = async {
+                let mut client = RecordsClient::new(self.cluster.leader(&tp.topic, tp.partition).await?);
+                Ok::<_, ClientError>(client.list_offsets(request.clone()).await?.into_inner())
+            };
+            match attempt.await {
+                Err(error) if error.is_retriable() && tokio::time::Instant::now() < give_up_at => {
+                    self.cluster.invalidate(&tp.topic);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                result => break result?,
+            }
+        };
         u64::try_from(response.offset)
             .map(Offset)
             .map_err(|_| ClientError::InvalidArgument(format!("no record at or after timestamp {timestamp_ms}")))

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod groups;
 pub mod metadata;
 pub mod records;
+pub mod replication;
 
 use std::sync::Arc;
 

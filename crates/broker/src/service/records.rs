@@ -59,6 +59,15 @@ impl RecordsService {
         }
         let bytes = request.records.len() as u64;
         let info = partition.append(request.records).await?;
+        if matches!(acks, Acks::All | Acks::Unspecified) {
+            let timeout_ms = match request.timeout_ms {
+                0 => self.config.default_produce_timeout_ms,
+                requested => requested,
+            };
+            partition
+                .wait_for_high_watermark(info.last_offset.plus(1), Duration::from_millis(u64::from(timeout_ms)))
+                .await?;
+        }
         tracing::Span::current().record("offset", info.base_offset.0);
         self.metrics.bytes_in.with_label_values(&[request.topic.as_str()]).inc_by(bytes);
         self.metrics.records_in.with_label_values(&[request.topic.as_str()]).inc_by(info.record_count);

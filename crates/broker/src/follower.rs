@@ -1,0 +1,161 @@
+//! The follower side of replication: one fetcher per other broker pulls,
+//! for every partition that broker leads and this one hosts, the batches
+//! past this replica's log end, appends them as they are, and takes the
+//! leader's HW. After a leader change, before fetching, a follower asks the
+//! leader where its own latest epoch ends and cuts what diverged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_proto::internal::replication_client::ReplicationClient;
+use brook_proto::internal::{EpochEndOffsetRequest, PartitionFetch, ReplicaFetchRequest};
+use brook_record::Offset;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::partition::Partition;
+use crate::topics::TopicRegistry;
+
+/// How long the leader may hold a fetch with nothing to send.
+const FETCH_MAX_WAIT_MS: u32 = 500;
+/// Bytes per partition per fetch.
+const FETCH_MAX_BYTES: u32 = 4 << 20;
+/// Pause after a failed fetch (leader unreachable, moving).
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often an idle fetcher (nothing to follow) looks again.
+const IDLE_RECHECK: Duration = Duration::from_millis(200);
+
+/// Starts a fetcher for every other broker of `peers`.
+pub fn spawn_fetchers(registry: Arc<TopicRegistry>, peers: &BTreeMap<u32, String>, shutdown: CancellationToken) {
+    let me = registry.broker_id();
+    for (&leader, address) in peers.iter().filter(|(id, _)| **id != me) {
+        let (registry, address, shutdown) = (Arc::clone(&registry), address.clone(), shutdown.clone());
+        tokio::spawn(async move { fetch_from(registry, leader, address, shutdown).await });
+    }
+}
+
+fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .connect_lazy())
+}
+
+async fn fetch_from(registry: Arc<TopicRegistry>, leader: u32, address: String, shutdown: CancellationToken) {
+    let client = match connect(&address) {
+        Ok(channel) => ReplicationClient::new(channel).max_decoding_message_size(256 << 20),
+        Err(error) => {
+            tracing::error!(leader, %address, %error, "cannot reach a peer for replication");
+            return;
+        }
+    };
+    let me = registry.broker_id();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let followed = registry.followed_from(leader);
+        let pause = if followed.is_empty() {
+            Some(IDLE_RECHECK)
+        } else {
+            match fetch_once(&client, me, &followed).await {
+                Ok(()) => None,
+                Err(reason) => {
+                    tracing::debug!(leader, %reason, "replica fetch failed; retrying");
+                    Some(RETRY_BACKOFF)
+                }
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Verifies (truncates) what needs it, then one fetch for all partitions.
+async fn fetch_once(
+    client: &ReplicationClient<Channel>,
+    me: u32,
+    followed: &[(Arc<Partition>, u32)],
+) -> Result<(), String> {
+    for (partition, epoch) in followed {
+        if let Some(latest) = partition.needs_verification() {
+            verify(client, partition, latest).await?;
+            partition.mark_verified(*epoch);
+        }
+    }
+    let request = ReplicaFetchRequest {
+        follower_id: me,
+        max_wait_ms: FETCH_MAX_WAIT_MS,
+        max_bytes: FETCH_MAX_BYTES,
+        partitions: followed
+            .iter()
+            .map(|(partition, epoch)| PartitionFetch {
+                topic: partition.topic().to_string(),
+                partition: partition.partition(),
+                fetch_offset: i64::try_from(partition.log_end_offset().0).unwrap_or(i64::MAX),
+                leader_epoch: *epoch,
+            })
+            .collect(),
+    };
+    let mut call = tonic::Request::new(request);
+    call.set_timeout(Duration::from_millis(u64::from(FETCH_MAX_WAIT_MS)) + Duration::from_secs(5));
+    let response = client.clone().fetch(call).await.map_err(|status| status.message().to_string())?.into_inner();
+    for data in response.partitions {
+        let Some((partition, _)) = followed
+            .iter()
+            .find(|(partition, _)| partition.topic() == data.topic && partition.partition() == data.partition)
+        else {
+            continue;
+        };
+        if !data.error.is_empty() {
+            // NOT_LEADER and the like: the metadata will catch up.
+            tracing::debug!(topic = %data.topic, partition = data.partition, error = %data.error, "replica fetch refused");
+            continue;
+        }
+        if !data.records.is_empty() {
+            if let Err(error) = partition.append_replicated(data.records).await {
+                tracing::warn!(topic = %data.topic, partition = data.partition, %error, "replicated batches refused; checking the log against the leader again");
+                partition.mark_unverified();
+                continue;
+            }
+        }
+        if let Ok(high_watermark) = u64::try_from(data.high_watermark) {
+            partition.set_follower_high_watermark(Offset(high_watermark));
+        }
+    }
+    Ok(())
+}
+
+/// Asks the leader where `latest` (this log's newest epoch) ends on its
+/// log, and cuts this log there if it goes further.
+async fn verify(
+    client: &ReplicationClient<Channel>,
+    partition: &Arc<Partition>,
+    latest: Option<u32>,
+) -> Result<(), String> {
+    let Some(epoch) = latest else {
+        return Ok(());
+    };
+    let request = EpochEndOffsetRequest {
+        topic: partition.topic().to_string(),
+        partition: partition.partition(),
+        leader_epoch: epoch,
+    };
+    let answer =
+        client.clone().epoch_end_offset(request).await.map_err(|status| status.message().to_string())?.into_inner();
+    if !answer.error.is_empty() {
+        return Err(format!("epoch end offset refused: {}", answer.error));
+    }
+    let end = Offset(u64::try_from(answer.end_offset).map_err(|_| "negative end offset".to_string())?);
+    if let Some(cut) = brook_replication::truncation_point(partition.log_end_offset(), end) {
+        partition.truncate_to(cut).await.map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Partition replication across three real brokers: acks=all records
+//! survive killing their leader, a restarted broker catches up and
+//! re-enters the ISR, acks=all is refused below min.insync.replicas and
+//! times out while followers stall.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use brook_client::proto::records_client::RecordsClient;
+use brook_client::proto::{Acks as WireAcks, ProduceRequest};
+use brook_client::{
+    Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
+use brook_record::{BatchBuilder, NewRecord};
+use harness::{eventually, TestCluster};
+
+async fn partition_view(address: &str, topic: &str, partition: u32) -> Result<(u32, u32, Vec<u32>), String> {
+    let admin = Admin::connect(address).await.map_err(|e| e.to_string())?;
+    let described = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
+    let p = described.partitions.iter().find(|p| p.partition == partition).ok_or("no such partition")?;
+    Ok((p.leader, p.leader_epoch, p.isr.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_killing_their_leader_and_the_leader_catches_up_on_return() {
+    let mut cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    admin.create_topic(NewTopic::new("orders", 3, 3).config("min.insync.replicas", "2")).await.expect("create");
+
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let mut acknowledged: BTreeMap<(u32, u64), u32> = BTreeMap::new();
+    let send = |from: u32, to: u32| {
+        let producer = &producer;
+        async move {
+            let mut deliveries = Vec::new();
+            for index in from..to {
+                let record = ProducerRecord::new("orders", index.to_string()).partition(index % 3);
+                deliveries.push((index, producer.send(record).await.expect("send")));
+            }
+            let mut landed = Vec::new();
+            for (index, delivery) in deliveries {
+                let metadata = delivery.await.expect("acks=all send acknowledged");
+                landed.push(((metadata.partition, metadata.offset.expect("offset").0), index));
+            }
+            landed
+        }
+    };
+    acknowledged.extend(send(0, 3000).await);
+
+    // Kill -9 the leader of partition 0 while its followers hold the records.
+    let (leader, epoch, _) = partition_view(&cluster.address(1), "orders", 0).await.expect("describe");
+    cluster.broker(leader).kill();
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let started = Instant::now();
+    eventually("partition 0 to get a new leader", Duration::from_secs(20), || {
+        let address = cluster.address(survivor);
+        async move {
+            let (new_leader, new_epoch, isr) = partition_view(&address, "orders", 0).await?;
+            if new_leader != leader && new_leader != 0 && new_epoch > epoch {
+                Ok(())
+            } else {
+                Err(format!("{new_leader} {new_epoch} {isr:?}"))
+            }
+        }
+    })
+    .await;
+    println!("partition 0 failed over {:?} after its leader {leader} was killed", started.elapsed());
+    acknowledged.extend(send(3000, 4000).await);
+    producer.close().await;
+
+    // Every acknowledged record is there, at its offset, in order.
+    let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&bootstrap, config).await.expect("consumer");
+    consumer.subscribe(&["orders"]).await.expect("subscribe");
+    let mut seen: BTreeMap<(u32, u64), u32> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acknowledged.keys().all(|key| seen.contains_key(key)) {
+        assert!(Instant::now() < deadline, "consumed {} records; {} acknowledged", seen.len(), acknowledged.len());
+        for record in consumer.poll(Duration::from_secs(1)).await.expect("poll") {
+            let value: u32 = std::str::from_utf8(&record.value.expect("value")).expect("utf8").parse().expect("number");
+            seen.insert((record.partition, record.offset.0), value);
+        }
+    }
+    let lost: Vec<_> = acknowledged.iter().filter(|(key, index)| seen.get(key) != Some(index)).collect();
+    assert!(lost.is_empty(), "acknowledged records lost or changed: {:?}", &lost[..lost.len().min(10)]);
+    for partition in 0..3 {
+        let indexes: Vec<u32> = seen.iter().filter(|((p, _), _)| *p == partition).map(|(_, index)| *index).collect();
+        let mut sorted = indexes.clone();
+        sorted.sort_unstable();
+        assert_eq!(indexes, sorted, "partition {partition} keeps send order");
+        let distinct: BTreeSet<u32> = indexes.iter().copied().collect();
+        println!("partition {partition}: {} records, {} duplicates", indexes.len(), indexes.len() - distinct.len());
+    }
+
+    // The killed broker comes back, catches up and re-enters the ISR.
+    cluster.broker(leader).restart().await;
+    eventually("the restarted broker back in partition 0's ISR", Duration::from_secs(30), || {
+        let address = cluster.address(survivor);
+        async move {
+            let (_, _, isr) = partition_view(&address, "orders", 0).await?;
+            if isr.contains(&leader) {
+                Ok(())
+            } else {
+                Err(format!("isr {isr:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+fn one_batch() -> bytes::Bytes {
+    let mut builder = BatchBuilder::new(128);
+    builder.push(&NewRecord { timestamp_ms: 1_800_000_000_000, key: None, value: Some(b"v"), headers: &[] });
+    builder.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_times_out_while_a_follower_stalls_and_is_refused_below_min_isr() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    admin.create_topic(NewTopic::new("t", 1, 3).config("min.insync.replicas", "3")).await.expect("create");
+    let controller = admin.describe_cluster().await.expect("cluster").controller_id;
+    let (leader, _, _) = partition_view(&cluster.address(1), "t", 0).await.expect("describe");
+    // Stall a follower that is not the controller, so liveness still runs.
+    let Some(stalled) = (1..=3).find(|id| *id != leader && *id != controller) else {
+        panic!("with three brokers there is a plain follower");
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cluster.address(leader)))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut records = RecordsClient::new(channel);
+    let produce = |timeout_ms: u32| ProduceRequest {
+        topic: "t".into(),
+        partition: 0,
+        acks: WireAcks::All as i32,
+        timeout_ms,
+        records: one_batch(),
+    };
+    records.produce(produce(5000)).await.expect("acks=all with the whole ISR up");
+
+    cluster.broker(stalled).pause();
+    let timed_out = records.produce(produce(300)).await.expect_err("the stalled follower holds the HW");
+    assert_eq!(timed_out.code(), tonic::Code::DeadlineExceeded, "{timed_out:?}");
+    assert!(timed_out.message().contains("did not reach offset"), "{timed_out:?}");
+
+    // Its session expires: it leaves the ISR, which is now below
+    // min.insync.replicas = 3, so acks=all is refused up front.
+    let refused = eventually("acks=all to be refused below min ISR", Duration::from_secs(20), || {
+        let mut records = records.clone();
+        let request = produce(300);
+        async move {
+            match records.produce(request).await {
+                Err(status) if status.message().contains("not enough replicas") => Ok(status),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    let error_name = refused.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
+    assert_eq!(error_name.as_deref(), Some("NOT_ENOUGH_REPLICAS"));
+
+    // Back from the stall: it catches up, rejoins, and acks=all works again.
+    cluster.broker(stalled).resume();
+    eventually("acks=all to succeed again", Duration::from_secs(30), || {
+        let mut records = records.clone();
+        let request = produce(1000);
+        async move { records.produce(request).await.map(|_| ()).map_err(|status| status.message().to_string()) }
+    })
+    .await;
+}
