@@ -7,8 +7,9 @@
 //! a local sled catalog; a cluster member (`peers` set) follows the
 //! metadata group (`brook-metadata`) and hosts the partitions assigned to
 //! it. Each hosted partition's log is under
-//! `data_dir/topics/<topic>-<partition>/`. Followers do not replicate yet:
-//! a partition's records live on its leader.
+//! `data_dir/topics/<topic>-<partition>/`. In a cluster, followers pull
+//! from leaders (`follower.rs`, served by `service/replication.rs`), and the
+//! high watermark follows the ISR (`partition.rs`, `brook-replication`).
 //!
 //! The data path: a produce handler looks the partition up in the
 //! [`topics::TopicRegistry`] and calls [`partition::Partition::append`],
