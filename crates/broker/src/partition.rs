@@ -10,8 +10,11 @@
 //! The HW: on the leader, the lowest LEO over the ISR (`brook-replication`),
 //! moved by its own appends and by followers' fetches; on a follower, the
 //! leader's HW as of its last fetch, capped at its own LEO. Alone in its
-//! ISR (a single node, RF 1), a leader's HW is its LEO. The HW is not yet
-//! checkpointed: after a restart it starts at the log end.
+//! ISR (a single node, RF 1), a leader's HW is its LEO. The HW is
+//! checkpointed beside the log on every maintenance pass and at close; a
+//! restarted replica starts from that checkpoint (never from its log end,
+//! which may hold records no other replica has), so a restart never
+//! exposes records above the HW.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,8 +102,12 @@ impl Partition {
         }
         let reader = log.reader();
         let log_end = log.log_end_offset();
-        let (high_watermark, _) = watch::channel(log_end);
-        Ok(Partition {
+        // Without a checkpoint (a new log, or one from before checkpoints),
+        // everything in it is taken as committed: it was written by a
+        // single node, or replication will settle it.
+        let start_high_watermark = log.checkpointed_high_watermark().unwrap_or(log_end);
+        let (high_watermark, _) = watch::channel(start_high_watermark);
+        let partition = Partition {
             topic: topic.to_string(),
             partition,
             log: Mutex::new(Some(log)),
@@ -109,12 +116,15 @@ impl Partition {
             leader_epoch: AtomicU32::new(role.leader_epoch),
             replication: Mutex::new(Replication {
                 role,
-                progress: LeaderProgress::new(log_end),
+                progress: LeaderProgress::new(start_high_watermark),
                 verified_epoch: None,
                 expansion_pending: false,
             }),
             appended,
-        })
+        };
+        // A leader alone in its ISR has everything committed at once.
+        partition.refresh_leader_high_watermark();
+        Ok(partition)
     }
 
     fn replication(&self) -> std::sync::MutexGuard<'_, Replication> {
@@ -405,20 +415,26 @@ impl Partition {
         .await
     }
 
-    /// Retention and time-based flushes. Blocking.
+    /// Retention, time-based flushes and the HW checkpoint. Blocking.
     pub fn maintain(&self, now_ms: i64) -> Result<(), BrokerError> {
+        let high_watermark = self.high_watermark();
         self.with_log(|log| {
             log.apply_retention(now_ms)?;
             log.flush_if_due()?;
-            Ok(())
+            log.checkpoint_high_watermark(high_watermark)
         })
     }
 
-    /// Closes the log cleanly (flush, clean-shutdown marker). Blocking.
+    /// Closes the log cleanly (HW checkpoint, flush, clean-shutdown
+    /// marker). Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
+        let high_watermark = self.high_watermark();
         let log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         match log {
-            Some(log) => log.close().map_err(|error| self.map_storage_error(error)),
+            Some(log) => {
+                log.checkpoint_high_watermark(high_watermark).map_err(|error| self.map_storage_error(error))?;
+                log.close().map_err(|error| self.map_storage_error(error))
+            }
             None => Ok(()),
         }
     }

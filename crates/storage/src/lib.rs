@@ -15,6 +15,7 @@
 //! ...
 //! leader-epoch-checkpoint         epoch -> first offset
 //! recovery-point-offset-checkpoint  offsets below it were fsynced
+//! high-watermark-checkpoint       the replication HW, for restarts
 //! .clean-shutdown                 present only between close and open
 //! ```
 //!

@@ -21,6 +21,10 @@ use crate::error::StorageError;
 use crate::leader_epoch::LeaderEpochCache;
 use crate::read::{FileRange, LogRead};
 use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
+
+/// The replication layer's high watermark, checkpointed (Kafka's
+/// `replication-offset-checkpoint`, one file per partition here).
+const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
 use crate::retention::{segments_to_delete, SegmentSummary};
 use crate::segment::{file_path, now_ms, BatchInfo, Segment};
 
@@ -586,6 +590,19 @@ impl PartitionLog {
         recovery::write_file_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
         tracing::info!(dir = %self.dir.display(), log_end_offset = %self.log_end_offset(), "closed partition log");
         Ok(())
+    }
+
+    /// Persists the replication layer's high watermark beside the log (a
+    /// restart must not expose records above it). Atomic: the old or the
+    /// new value survives a crash.
+    pub fn checkpoint_high_watermark(&self, high_watermark: Offset) -> Result<(), StorageError> {
+        recovery::write_file_atomically(&self.dir.join(HIGH_WATERMARK_FILE), high_watermark.to_string().as_bytes())
+    }
+
+    /// The last checkpointed high watermark, capped at the log end (a log
+    /// cut by recovery holds less); `None` if never checkpointed.
+    pub fn checkpointed_high_watermark(&self) -> Option<Offset> {
+        recovery::read_offset_file(&self.dir.join(HIGH_WATERMARK_FILE)).map(|hw| hw.min(self.log_end_offset()))
     }
 
     /// Reads from `from_offset`: see [`LogReader::read`].

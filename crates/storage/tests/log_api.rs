@@ -306,3 +306,19 @@ fn readers_on_other_threads_see_only_whole_published_batches() {
     }
     assert_eq!(log.log_end_offset(), Offset(2000));
 }
+
+#[test]
+fn the_high_watermark_checkpoint_survives_a_crash_and_never_passes_the_log_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = open(&dir);
+    assert_eq!(log.checkpointed_high_watermark(), None);
+    let mut batch = common::batch(&values(10, 10), 1);
+    log.append(&mut batch, LeaderEpoch(0)).expect("append");
+    log.checkpoint_high_watermark(Offset(7)).expect("checkpoint");
+    drop(log);
+    let mut log = open(&dir);
+    assert_eq!(log.checkpointed_high_watermark(), Some(Offset(7)));
+    // A log cut below the checkpoint (a follower's truncation) caps it.
+    log.truncate_to(Offset(0)).expect("truncate");
+    assert_eq!(log.checkpointed_high_watermark(), Some(Offset(0)));
+}
