@@ -43,6 +43,9 @@ pub struct BrokerConfig {
     pub session_timeout_ms: u64,
     /// How often a broker heartbeats the controller. Default 150 ms.
     pub heartbeat_interval_ms: u64,
+    /// A follower that has not caught up with its leader for this long is
+    /// dropped from the ISR (Kafka's `replica.lag.time.max.ms`). Default 10 s.
+    pub replica_lag_max_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +65,7 @@ impl Default for BrokerConfig {
             peers: BTreeMap::new(),
             session_timeout_ms: 1000,
             heartbeat_interval_ms: 150,
+            replica_lag_max_ms: 10_000,
         }
     }
 }

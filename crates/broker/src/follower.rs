@@ -164,3 +164,47 @@ async fn verify(
     }
     Ok(())
 }
+
+/// How often a leader looks for lagging followers.
+const LAG_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The leader's ISR duty: followers that stay behind longer than
+/// `replica_lag_max` are proposed out of the ISR (through the controller),
+/// so acks=all does not wait for a replica that is alive but not keeping up.
+pub async fn shrink_lagging_isrs(
+    registry: Arc<TopicRegistry>,
+    metadata: brook_metadata::MetadataNode,
+    replica_lag_max: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(LAG_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for topic in registry.list() {
+            for (_, partition) in topic.hosted() {
+                let Some((role, lagging)) = partition.lagging_followers(replica_lag_max) else { continue };
+                let isr: Vec<u32> = role.isr.iter().copied().filter(|member| !lagging.contains(member)).collect();
+                let command = brook_metadata::CommandV1::ChangeIsr {
+                    topic: partition.topic().to_string(),
+                    partition: partition.partition(),
+                    leader_epoch: role.leader_epoch,
+                    isr,
+                };
+                match metadata.propose(brook_metadata::Command::V1(command)).await {
+                    Ok(Ok(_)) => tracing::info!(
+                        topic = partition.topic(),
+                        partition = partition.partition(),
+                        ?lagging,
+                        "lagging followers left the ISR"
+                    ),
+                    Ok(Err(refused)) => tracing::debug!(%refused, "ISR shrink refused"),
+                    Err(error) => tracing::warn!(%error, "could not propose an ISR shrink"),
+                }
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brook_record::{LeaderEpoch, Offset};
 use brook_replication::LeaderProgress;
@@ -57,8 +57,8 @@ struct Replication {
     /// Follower side: the leader epoch up to which this log was checked
     /// against the leader (truncated where it diverged); `None`: not yet.
     verified_epoch: Option<u32>,
-    /// Leader side: an ISR expansion was proposed and not yet applied.
-    expansion_pending: bool,
+    /// Leader side: an ISR change was proposed and not yet applied.
+    isr_change_pending: bool,
 }
 
 #[derive(Debug)]
@@ -118,7 +118,7 @@ impl Partition {
                 role,
                 progress: LeaderProgress::new(start_high_watermark),
                 verified_epoch: None,
-                expansion_pending: false,
+                isr_change_pending: false,
             }),
             appended,
         };
@@ -144,7 +144,7 @@ impl Partition {
             replication.verified_epoch = None;
         }
         if role.isr != replication.role.isr {
-            replication.expansion_pending = false;
+            replication.isr_change_pending = false;
         }
         replication.role = role;
         drop(replication);
@@ -328,18 +328,36 @@ impl Partition {
     pub fn record_follower_fetch(&self, follower: u32, fetch_offset: Offset) -> Option<Role> {
         let rejoin = {
             let mut replication = self.replication();
-            replication.progress.record_fetch(follower, fetch_offset);
+            let log_end = self.log_end_offset();
+            replication.progress.record_fetch(follower, fetch_offset, log_end, Instant::now());
             let rejoin = replication.role.leads()
                 && !replication.role.isr.contains(&follower)
-                && !replication.expansion_pending
-                && brook_replication::caught_up(fetch_offset, self.log_end_offset());
+                && !replication.isr_change_pending
+                && brook_replication::caught_up(fetch_offset, log_end);
             if rejoin {
-                replication.expansion_pending = true;
+                replication.isr_change_pending = true;
             }
             rejoin.then(|| replication.role.clone())
         };
         self.refresh_leader_high_watermark();
         rejoin
+    }
+
+    /// Leader side: the ISR followers that have not caught up for longer
+    /// than `replica_lag_max`, with the role to propose their removal in
+    /// (at most one pending change at a time).
+    pub fn lagging_followers(&self, replica_lag_max: Duration) -> Option<(Role, Vec<u32>)> {
+        let mut replication = self.replication();
+        if !replication.role.leads() || replication.isr_change_pending {
+            return None;
+        }
+        let role = replication.role.clone();
+        let lagging = replication.progress.lagging(role.broker_id, &role.isr, Instant::now(), replica_lag_max);
+        if lagging.is_empty() {
+            return None;
+        }
+        replication.isr_change_pending = true;
+        Some((role, lagging))
     }
 
     /// Follower side: appends batches fetched from the leader, as they are.

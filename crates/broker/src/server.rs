@@ -128,8 +128,15 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             }
         });
     }
-    if metadata_node.is_some() {
+    if let Some(metadata) = &metadata_node {
         crate::follower::spawn_fetchers(Arc::clone(&registry), &config.peers, shutdown.clone());
+        let lag_max = Duration::from_millis(config.replica_lag_max_ms);
+        tokio::spawn(crate::follower::shrink_lagging_isrs(
+            Arc::clone(&registry),
+            metadata.clone(),
+            lag_max,
+            shutdown.clone(),
+        ));
     }
     if let Some(metadata) = &metadata_node {
         tokio::spawn(follow_cluster_state(metadata.clone(), Arc::clone(&registry), shutdown.clone()));

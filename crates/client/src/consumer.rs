@@ -364,7 +364,7 @@ impl Consumer {
                 };
                 return self.seek(&tp, to).await;
             }
-            Err(error) if error.is_retriable() => {
+            Err(error) if error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") => {
                 tracing::debug!(topic = %tp.topic, partition = tp.partition, %error, "fetch failed; retrying");
                 self.cluster.invalidate(&tp.topic);
                 tokio::time::sleep(Duration::from_millis(100)).await;

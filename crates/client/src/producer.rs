@@ -482,7 +482,10 @@ async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches:
                 message: format!("produce to {topic}-{partition} got no answer within {:?}", config.request_timeout),
             },
         };
-        if !error.is_retriable() {
+        // A leader that has not applied a new topic yet answers "unknown
+        // topic" for a moment (metadata propagates per broker): retried,
+        // within the delivery timeout, as Kafka does.
+        if !(error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION")) {
             break Err(error);
         }
         if Instant::now() + config.retry_backoff >= give_up_at {

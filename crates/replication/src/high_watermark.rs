@@ -1,6 +1,7 @@
 //! The leader's view of its followers, and the high watermark from it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use brook_record::Offset;
 
@@ -12,13 +13,18 @@ pub struct LeaderProgress {
     /// Each follower's LEO, as its last fetch reported it (a fetch from
     /// offset N means it has everything below N).
     follower_log_end: HashMap<BrokerId, Offset>,
+    /// When each follower last had everything the leader had.
+    caught_up_at: HashMap<BrokerId, Instant>,
     high_watermark: Offset,
+    /// Since when this leader tracks progress: a follower never seen
+    /// caught up is judged from here.
+    since: Option<Instant>,
 }
 
 impl LeaderProgress {
     /// Starts from a known HW (the leader's own, or 0).
     pub fn new(high_watermark: Offset) -> LeaderProgress {
-        LeaderProgress { follower_log_end: HashMap::new(), high_watermark }
+        LeaderProgress { follower_log_end: HashMap::new(), caught_up_at: HashMap::new(), high_watermark, since: None }
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -29,9 +35,34 @@ impl LeaderProgress {
         self.follower_log_end.get(&follower).copied()
     }
 
-    /// Records a follower's fetch position.
-    pub fn record_fetch(&mut self, follower: BrokerId, fetch_offset: Offset) {
+    /// Records a follower's fetch position, and whether it has caught up
+    /// with the leader's log end at `now`.
+    pub fn record_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, leader_log_end: Offset, now: Instant) {
         self.follower_log_end.insert(follower, fetch_offset);
+        if crate::caught_up(fetch_offset, leader_log_end) {
+            self.caught_up_at.insert(follower, now);
+        }
+    }
+
+    /// The ISR followers that have not caught up with the leader for
+    /// longer than `replica_lag_max` (Kafka's `replica.lag.time.max.ms`):
+    /// the leader asks the controller to drop them from the ISR.
+    pub fn lagging(
+        &mut self,
+        leader: BrokerId,
+        isr: &[BrokerId],
+        now: Instant,
+        replica_lag_max: Duration,
+    ) -> Vec<BrokerId> {
+        let since = *self.since.get_or_insert(now);
+        isr.iter()
+            .copied()
+            .filter(|member| *member != leader)
+            .filter(|member| {
+                let last = self.caught_up_at.get(member).copied().unwrap_or(since).max(since);
+                now.saturating_duration_since(last) > replica_lag_max
+            })
+            .collect()
     }
 
     /// Recomputes the HW: the lowest LEO over the ISR (the leader's own
@@ -56,14 +87,15 @@ mod tests {
 
     #[test]
     fn the_hw_is_the_lowest_leo_in_the_isr_and_never_goes_back() {
+        let now = Instant::now();
         let mut progress = LeaderProgress::new(Offset(0));
         assert_eq!(progress.update(1, Offset(10), &[1]), Offset(10), "alone in the ISR, the HW is the LEO");
-        progress.record_fetch(2, Offset(4));
-        progress.record_fetch(3, Offset(7));
+        progress.record_fetch(2, Offset(4), Offset(12), now);
+        progress.record_fetch(3, Offset(7), Offset(12), now);
         assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(10), "never backwards");
-        progress.record_fetch(2, Offset(11));
+        progress.record_fetch(2, Offset(11), Offset(12), now);
         assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(10));
-        progress.record_fetch(3, Offset(12));
+        progress.record_fetch(3, Offset(12), Offset(12), now);
         assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(11));
         // Broker 2 leaves the ISR: only 1 and 3 count.
         assert_eq!(progress.update(1, Offset(12), &[1, 3]), Offset(12));
@@ -72,7 +104,23 @@ mod tests {
     #[test]
     fn an_isr_member_that_never_fetched_holds_the_hw() {
         let mut progress = LeaderProgress::new(Offset(5));
-        progress.record_fetch(2, Offset(9));
+        progress.record_fetch(2, Offset(9), Offset(9), Instant::now());
         assert_eq!(progress.update(1, Offset(9), &[1, 2, 3]), Offset(5));
+    }
+
+    #[test]
+    fn followers_that_stay_behind_longer_than_the_lag_limit_are_lagging() {
+        let start = Instant::now();
+        let lag_max = Duration::from_secs(10);
+        let mut progress = LeaderProgress::new(Offset(0));
+        // Judged from when this leader started tracking.
+        assert!(progress.lagging(1, &[1, 2, 3], start, lag_max).is_empty());
+        progress.record_fetch(2, Offset(100), Offset(100), start + Duration::from_secs(5));
+        progress.record_fetch(3, Offset(40), Offset(100), start + Duration::from_secs(5));
+        // Broker 3 fetches, but never reaches the log end: it lags.
+        let later = start + Duration::from_secs(11);
+        assert_eq!(progress.lagging(1, &[1, 2, 3], later, lag_max), vec![3]);
+        let much_later = start + Duration::from_secs(16);
+        assert_eq!(progress.lagging(1, &[1, 2, 3], much_later, lag_max), vec![2, 3]);
     }
 }
