@@ -131,7 +131,17 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
         }
     }
     let report = checker.lock().expect("checker").report(&found);
-    println!("chaos: {sent} sent, {report:?}");
+    println!(
+        "chaos: {sent} sent, {} acknowledged, lost {}, out of order {}, duplicates {}, unacknowledged present {}",
+        report.acknowledged, report.lost, report.out_of_order, report.duplicates, report.unacknowledged_present
+    );
+    if let Some((median, worst)) = report.failover_gap_summary() {
+        println!(
+            "chaos: {} failover gaps over {rounds} rounds: median {median:?}, worst {worst:?} (all: {:?})",
+            report.failover_gaps.len(),
+            report.failover_gaps
+        );
+    }
     report
 }
 

@@ -34,6 +34,23 @@ pub struct Report {
     pub unacknowledged_present: usize,
     /// The longest time between two acknowledgements.
     pub longest_gap: Duration,
+    /// Every pause between acknowledgements longer than
+    /// `FAILOVER_GAP_FLOOR`, longest first: the failovers, one per kill
+    /// that hit a leader (the producer otherwise acks every few ms).
+    pub failover_gaps: Vec<Duration>,
+}
+
+/// Pauses between acknowledgements shorter than this are normal traffic.
+pub const FAILOVER_GAP_FLOOR: Duration = Duration::from_millis(250);
+
+impl Report {
+    /// (median, worst) of the failover gaps.
+    pub fn failover_gap_summary(&self) -> Option<(Duration, Duration)> {
+        let mut gaps = self.failover_gaps.clone();
+        gaps.sort();
+        let worst = *gaps.last()?;
+        Some((gaps[gaps.len() / 2], worst))
+    }
 }
 
 impl Checker {
@@ -79,7 +96,10 @@ impl Checker {
         let unacknowledged_present = self.failed.iter().filter(|sequence| seen.contains(sequence)).count();
         let mut times = self.ack_times.clone();
         times.sort();
-        let longest_gap = times.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
+        let gaps: Vec<Duration> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        let longest_gap = gaps.iter().copied().max().unwrap_or_default();
+        let mut failover_gaps: Vec<Duration> = gaps.into_iter().filter(|gap| *gap > FAILOVER_GAP_FLOOR).collect();
+        failover_gaps.sort_by(|a, b| b.cmp(a));
         Report {
             acknowledged: self.acknowledged.len(),
             lost,
@@ -87,6 +107,7 @@ impl Checker {
             duplicates,
             unacknowledged_present,
             longest_gap,
+            failover_gaps,
         }
     }
 }
@@ -112,6 +133,8 @@ mod tests {
         assert_eq!(report.unacknowledged_present, 1);
         assert_eq!(report.out_of_order, 0);
         assert_eq!(report.longest_gap, Duration::from_millis(490));
+        assert_eq!(report.failover_gaps, vec![Duration::from_millis(490)]);
+        assert_eq!(report.failover_gap_summary(), Some((Duration::from_millis(490), Duration::from_millis(490))));
         let reordered = BTreeMap::from([((0, 0), 2), ((0, 1), 1)]);
         assert_eq!(checker.report(&reordered).out_of_order, 1);
         // A retried run written twice: duplicates, not reordering.
