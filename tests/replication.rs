@@ -176,3 +176,152 @@ async fn acks_all_times_out_while_a_follower_stalls_and_is_refused_below_min_isr
     })
     .await;
 }
+
+/// An old leader's acks=1 records that no follower copied are cut when it
+/// comes back as a follower, and nothing else is: the new leader's log wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_leader_cuts_the_records_no_follower_copied() {
+    let mut cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    let controller = admin.describe_cluster().await.expect("cluster").controller_id;
+    // A topic whose leader is not the controller: the controller must
+    // survive to move leadership (topic names spread leaders).
+    let mut chosen = None;
+    for attempt in 0..12 {
+        let name = format!("diverge-{attempt}");
+        let created = admin.create_topic(NewTopic::new(&name, 1, 3)).await.expect("create");
+        if created.partitions[0].leader != controller {
+            chosen = Some((name, created.partitions[0].leader));
+            break;
+        }
+    }
+    let (topic, old_leader) = chosen.expect("some topic led by a broker that is not the controller");
+    let followers: Vec<u32> = (1..=3).filter(|id| *id != old_leader).collect();
+
+    // Committed records: on every replica.
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    for index in 0..100u32 {
+        producer
+            .send(ProducerRecord::new(topic.clone(), format!("committed-{index}")))
+            .await
+            .expect("send")
+            .await
+            .expect("acks=all");
+    }
+    producer.close().await;
+
+    // Followers stall; the leader takes acks=1 records only it will hold.
+    // (Replica fetches already parked at the leader end within their max
+    // wait, 100 ms; after that no fetch can carry the new records out.)
+    for follower in &followers {
+        cluster.broker(*follower).pause();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cluster.address(old_leader)))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut records = RecordsClient::new(channel);
+    let mut builder = BatchBuilder::new(256);
+    for index in 0..10u32 {
+        let value = format!("orphan-{index}");
+        builder.push(&NewRecord {
+            timestamp_ms: 1_800_000_000_000,
+            key: None,
+            value: Some(value.as_bytes()),
+            headers: &[],
+        });
+    }
+    let request = ProduceRequest {
+        topic: topic.clone(),
+        partition: 0,
+        acks: WireAcks::Leader as i32,
+        timeout_ms: 0,
+        records: builder.finish(),
+    };
+    let orphaned = records.produce(request).await.expect("acks=1 on the old leader").into_inner();
+    assert_eq!(orphaned.base_offset, 100);
+
+    // The old leader dies; the followers come back and one takes over.
+    cluster.broker(old_leader).kill();
+    for follower in &followers {
+        cluster.broker(*follower).resume();
+    }
+    let survivor = followers[0];
+    eventually("a new leader for the partition", Duration::from_secs(30), || {
+        let address = cluster.address(survivor);
+        let topic = topic.clone();
+        async move {
+            let (leader, epoch, _) = partition_view(&address, &topic, 0).await?;
+            if leader != old_leader && leader != 0 && epoch >= 1 {
+                Ok(())
+            } else {
+                Err(format!("leader {leader} epoch {epoch}"))
+            }
+        }
+    })
+    .await;
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    for index in 0..20u32 {
+        producer
+            .send(ProducerRecord::new(topic.clone(), format!("after-{index}")))
+            .await
+            .expect("send")
+            .await
+            .expect("acks=all");
+    }
+    producer.close().await;
+
+    // The old leader returns as a follower: it cuts its orphans and copies
+    // the new leader's records in their place.
+    cluster.broker(old_leader).restart().await;
+    let returned = cluster.address(old_leader);
+    eventually("the old leader to hold the new leader's log", Duration::from_secs(30), || {
+        let (returned, survivor, topic) = (returned.clone(), cluster.address(survivor), topic.clone());
+        async move {
+            let mine = Admin::connect(&returned)
+                .await
+                .map_err(|e| e.to_string())?
+                .describe_topic(&topic)
+                .await
+                .map_err(|e| e.to_string())?;
+            let theirs = Admin::connect(&survivor)
+                .await
+                .map_err(|e| e.to_string())?
+                .describe_topic(&topic)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mine, theirs) = (mine.partitions[0].log_end_offset, theirs.partitions[0].log_end_offset);
+            if mine == theirs && mine == 120 {
+                Ok(())
+            } else {
+                Err(format!("returned {mine}, leader {theirs}"))
+            }
+        }
+    })
+    .await;
+    assert!(
+        cluster.broker(old_leader).log().contains("truncated a diverged log tail"),
+        "the old leader cut its orphans"
+    );
+
+    let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&bootstrap, config).await.expect("consumer");
+    consumer.subscribe(&[topic.as_str()]).await.expect("subscribe");
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while values.len() < 120 && Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_secs(1)).await.expect("poll") {
+            values.push(String::from_utf8(record.value.expect("value").to_vec()).expect("utf8"));
+        }
+    }
+    assert_eq!(values.len(), 120, "100 committed + 20 after the failover");
+    assert!(values[..100].iter().all(|value| value.starts_with("committed-")));
+    assert!(values[100..].iter().all(|value| value.starts_with("after-")), "no orphan survives: {:?}", &values[100..]);
+}
