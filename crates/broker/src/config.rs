@@ -39,9 +39,10 @@ pub struct BrokerConfig {
     /// port. Empty (the default): a single node with a local catalog.
     pub peers: BTreeMap<u32, String>,
     /// A broker not heard from for this long is declared dead and loses its
-    /// leaderships. Default 1 s.
+    /// leaderships. Default 800 ms (8 heartbeats: load alone does not
+    /// miss that many; the cluster tests check it under produce load).
     pub session_timeout_ms: u64,
-    /// How often a broker heartbeats the controller. Default 150 ms.
+    /// How often a broker heartbeats the controller. Default 100 ms.
     pub heartbeat_interval_ms: u64,
     /// A follower that has not caught up with its leader for this long is
     /// dropped from the ISR (Kafka's `replica.lag.time.max.ms`). Default 10 s.
@@ -63,8 +64,8 @@ impl Default for BrokerConfig {
             log_maintenance_interval_ms: 10_000,
             metrics_listen: None,
             peers: BTreeMap::new(),
-            session_timeout_ms: 1000,
-            heartbeat_interval_ms: 150,
+            session_timeout_ms: 800,
+            heartbeat_interval_ms: 100,
             replica_lag_max_ms: 10_000,
         }
     }

@@ -51,9 +51,9 @@ pub struct MetadataConfig {
     pub propose_timeout: Duration,
     /// Snapshot (and compact the log) after this many entries. Default 1,000.
     pub snapshot_after_entries: u64,
-    /// How often a broker heartbeats the controller. Default 150 ms.
+    /// How often a broker heartbeats the controller. Default 100 ms.
     pub broker_heartbeat_interval: Duration,
-    /// A broker not heard from for this long is declared dead. Default 1 s:
+    /// A broker not heard from for this long is declared dead. Default 800 ms:
     /// failover in about a second (Kafka's default is 9 s).
     pub session_timeout: Duration,
 }
@@ -69,8 +69,8 @@ impl MetadataConfig {
             election_timeout_max: Duration::from_millis(800),
             propose_timeout: Duration::from_secs(5),
             snapshot_after_entries: 1000,
-            broker_heartbeat_interval: Duration::from_millis(150),
-            session_timeout: Duration::from_secs(1),
+            broker_heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(800),
         }
     }
 }
