@@ -325,3 +325,58 @@ async fn a_returning_leader_cuts_the_records_no_follower_copied() {
     assert!(values[..100].iter().all(|value| value.starts_with("committed-")));
     assert!(values[100..].iter().all(|value| value.starts_with("after-")), "no orphan survives: {:?}", &values[100..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_high_watermark_never_moves_backwards_across_restarts() {
+    let mut cluster = TestCluster::start(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    admin.create_topic(NewTopic::new("hw", 1, 3)).await.expect("create");
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for index in 0..500u32 {
+        deliveries.push(producer.send(ProducerRecord::new("hw", index.to_string())).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("acks=all");
+    }
+    producer.close().await;
+
+    // Every replica checkpoints the HW it has reached.
+    for id in 1..=3 {
+        let checkpoint = cluster.broker(id).dir().join("topics").join("hw-0").join("high-watermark-checkpoint");
+        eventually("every replica's HW checkpoint at 500", Duration::from_secs(20), || {
+            let checkpoint = checkpoint.clone();
+            async move {
+                let text = std::fs::read_to_string(&checkpoint).map_err(|e| e.to_string())?;
+                if text.trim() == "500" {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        })
+        .await;
+    }
+    for id in 1..=3 {
+        cluster.broker(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.broker(id).restart().await;
+    }
+    // The first answer of each broker after the restart already shows it.
+    for id in 1..=3 {
+        let described = eventually("the topic after the restart", Duration::from_secs(20), || {
+            let address = cluster.address(id);
+            async move {
+                let admin = Admin::connect(&address).await.map_err(|e| e.to_string())?;
+                admin.describe_topic("hw").await.map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        let high_watermark = described.partitions[0].high_watermark;
+        assert!(high_watermark >= 500, "broker {id}: HW {high_watermark} went back below 500 across the restart");
+    }
+}

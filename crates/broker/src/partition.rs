@@ -11,10 +11,10 @@
 //! moved by its own appends and by followers' fetches; on a follower, the
 //! leader's HW as of its last fetch, capped at its own LEO. Alone in its
 //! ISR (a single node, RF 1), a leader's HW is its LEO. The HW is
-//! checkpointed beside the log on every maintenance pass and at close; a
-//! restarted replica starts from that checkpoint (never from its log end,
-//! which may hold records no other replica has), so a restart never
-//! exposes records above the HW.
+//! checkpointed beside the log whenever it moved (checked every 500 ms)
+//! and at close; a restarted replica starts from that checkpoint (never
+//! from its log end, which may hold records no other replica has), so a
+//! restart never exposes records above the HW.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +74,8 @@ pub struct Partition {
     replication: Mutex<Replication>,
     /// Bumped on every append on this broker: replica fetches wait on it.
     appended: Arc<watch::Sender<u64>>,
+    /// The HW last written to the checkpoint file.
+    checkpointed: Mutex<Option<Offset>>,
 }
 
 /// A fetch's answer.
@@ -101,11 +103,10 @@ impl Partition {
             tracing::warn!(topic, partition, ?truncation, "recovery cut a damaged log tail");
         }
         let reader = log.reader();
-        let log_end = log.log_end_offset();
-        // Without a checkpoint (a new log, or one from before checkpoints),
-        // everything in it is taken as committed: it was written by a
-        // single node, or replication will settle it.
-        let start_high_watermark = log.checkpointed_high_watermark().unwrap_or(log_end);
+        // Without a checkpoint, nothing is known to be committed: the HW
+        // starts at the log start and rises as the ISR reports (a leader
+        // alone in its ISR, below, commits everything at once).
+        let start_high_watermark = log.checkpointed_high_watermark().unwrap_or_else(|| log.log_start_offset());
         let (high_watermark, _) = watch::channel(start_high_watermark);
         let partition = Partition {
             topic: topic.to_string(),
@@ -121,6 +122,7 @@ impl Partition {
                 isr_change_pending: false,
             }),
             appended,
+            checkpointed: Mutex::new(None),
         };
         // A leader alone in its ISR has everything committed at once.
         partition.refresh_leader_high_watermark();
@@ -433,14 +435,26 @@ impl Partition {
         .await
     }
 
-    /// Retention, time-based flushes and the HW checkpoint. Blocking.
+    /// Retention and time-based flushes. Blocking.
     pub fn maintain(&self, now_ms: i64) -> Result<(), BrokerError> {
-        let high_watermark = self.high_watermark();
         self.with_log(|log| {
             log.apply_retention(now_ms)?;
             log.flush_if_due()?;
-            log.checkpoint_high_watermark(high_watermark)
+            Ok(())
         })
+    }
+
+    /// Writes the HW to its checkpoint if it moved since the last one.
+    /// Blocking (a small file write, no fsync).
+    pub fn checkpoint_high_watermark(&self) -> Result<(), BrokerError> {
+        let high_watermark = self.high_watermark();
+        let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *checkpointed == Some(high_watermark) {
+            return Ok(());
+        }
+        self.with_log(|log| log.checkpoint_high_watermark(high_watermark))?;
+        *checkpointed = Some(high_watermark);
+        Ok(())
     }
 
     /// Closes the log cleanly (HW checkpoint, flush, clean-shutdown

@@ -144,6 +144,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         let (broker_id, address) = (config.id, advertised.clone());
         tokio::spawn(async move { metadata.run_broker_duties(broker_id, address, shutdown).await });
     }
+    tokio::spawn(checkpoint_high_watermarks(Arc::clone(&registry), shutdown.clone()));
     let maintenance =
         tokio::spawn(run_maintenance(Arc::clone(&registry), config.log_maintenance_interval(), shutdown.clone()));
 
@@ -229,6 +230,25 @@ async fn run_maintenance(registry: Arc<TopicRegistry>, interval: Duration, shutd
             .map_or(0, |since| since.as_millis() as i64);
         if let Err(error) = tokio::task::spawn_blocking(move || registry.maintain(now_ms)).await {
             tracing::error!(%error, "log maintenance panicked");
+        }
+    }
+}
+
+/// How often moved high watermarks are checkpointed.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints the HWs that moved, every half second, until shutdown.
+async fn checkpoint_high_watermarks(registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(HIGH_WATERMARK_CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let registry = Arc::clone(&registry);
+        if let Err(error) = tokio::task::spawn_blocking(move || registry.checkpoint_high_watermarks()).await {
+            tracing::error!(%error, "HW checkpoint panicked");
         }
     }
 }

@@ -563,6 +563,17 @@ impl TopicRegistry {
         }
     }
 
+    /// Checkpoints every hosted partition's HW that moved. Blocking.
+    pub fn checkpoint_high_watermarks(&self) {
+        for topic in self.list() {
+            for (_, partition) in topic.hosted() {
+                if let Err(error) = partition.checkpoint_high_watermark() {
+                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
+                }
+            }
+        }
+    }
+
     /// Closes every log cleanly. Blocking.
     pub fn close(&self) {
         for topic in self.list() {

@@ -593,10 +593,15 @@ impl PartitionLog {
     }
 
     /// Persists the replication layer's high watermark beside the log (a
-    /// restart must not expose records above it). Atomic: the old or the
-    /// new value survives a crash.
+    /// restart must not expose records above it). The old or the new value
+    /// survives a crash; without fsync (it is written often), a power loss
+    /// may keep the old one, which is only ever lower.
     pub fn checkpoint_high_watermark(&self, high_watermark: Offset) -> Result<(), StorageError> {
-        recovery::write_file_atomically(&self.dir.join(HIGH_WATERMARK_FILE), high_watermark.to_string().as_bytes())
+        recovery::write_file_replacing(
+            &self.dir.join(HIGH_WATERMARK_FILE),
+            high_watermark.to_string().as_bytes(),
+            false,
+        )
     }
 
     /// The last checkpointed high watermark, capped at the log end (a log

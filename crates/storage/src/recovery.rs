@@ -178,9 +178,19 @@ pub(crate) fn read_offset_file(path: &Path) -> Option<Offset> {
 /// Writes a small file so that it is either the old or the new one after a
 /// crash: to a temporary file, fsync, rename.
 pub(crate) fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    write_file_replacing(path, contents, true)
+}
+
+/// Like `write_file_atomically`; without `sync`, the new contents survive
+/// a process crash (the page cache keeps them) but not a power loss, which
+/// may leave the old contents: for checkpoints written often and cheap to
+/// have stale.
+pub(crate) fn write_file_replacing(path: &Path, contents: &[u8], sync: bool) -> Result<(), StorageError> {
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary).map_err(StorageError::io("creating checkpoint", &temporary))?;
     file.write_all(contents).map_err(StorageError::io("writing checkpoint", &temporary))?;
-    file.sync_all().map_err(StorageError::io("syncing checkpoint", &temporary))?;
+    if sync {
+        file.sync_all().map_err(StorageError::io("syncing checkpoint", &temporary))?;
+    }
     std::fs::rename(&temporary, path).map_err(StorageError::io("renaming checkpoint", path))
 }
