@@ -72,6 +72,16 @@ impl Checker {
         self.acknowledged.keys().all(|key| found.contains_key(key))
     }
 
+    /// Up to `limit` acknowledged records not where their ack said.
+    pub fn lost_examples(&self, found: &BTreeMap<(u32, u64), u64>, limit: usize) -> Vec<((u32, u64), u64)> {
+        self.acknowledged
+            .iter()
+            .filter(|(key, sequence)| found.get(key) != Some(sequence))
+            .take(limit)
+            .map(|(k, s)| (*k, *s))
+            .collect()
+    }
+
     /// Judges what a consumer read from the beginning of every partition:
     /// (partition, offset) -> sequence number.
     pub fn report(&self, found: &BTreeMap<(u32, u64), u64>) -> Report {

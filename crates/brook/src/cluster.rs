@@ -26,3 +26,23 @@ pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The standard gRPC health check against the first bootstrap address.
+pub async fn health(bootstrap: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let address = bootstrap.split(',').next().unwrap_or(bootstrap).trim();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|error| anyhow::anyhow!("broker at {address} unreachable: {error}"))?;
+    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    request.set_timeout(std::time::Duration::from_secs(2));
+    let status = HealthClient::new(channel).check(request).await?.into_inner().status;
+    anyhow::ensure!(status == ServingStatus::Serving as i32, "broker at {address} is not serving (status {status})");
+    println!("serving");
+    Ok(())
+}

@@ -30,6 +30,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a local cluster of N brokers in one command, until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Exit 0 if the broker at --bootstrap answers the gRPC health check as
+    /// serving, 1 otherwise (for container health checks).
+    Health,
     /// Show the cluster: brokers, controller, partition leaders and ISRs.
     Cluster {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Cluster { command: ClusterCommand::Info } => cluster::info(&cli.bootstrap).await,
+            Command::Health => cluster::health(&cli.bootstrap).await,
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
             Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap).await,

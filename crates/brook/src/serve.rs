@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// Where topics and the catalog are kept [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The address clients are told to reach this broker on (default: the
+    /// listen address); e.g. the host's published port in a container.
+    #[arg(long)]
+    advertised_address: Option<String>,
     /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -66,6 +70,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(address) = args.metrics_listen {
         config.metrics_listen = Some(address);
+    }
+    if let Some(address) = args.advertised_address {
+        config.advertised_address = Some(address);
     }
     if let Some(peers) = args.peers {
         config.peers = peers;

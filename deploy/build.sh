@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the `brook` image from this checkout: a statically linked release
+# binary (glibc, crt-static: no libc needed in the image) copied into an
+# image FROM scratch. Needs only the Rust toolchain and a Docker engine;
+# no base image is pulled.
+#
+# Usage: deploy/build.sh [IMAGE]   (default image name: brook:dev)
+set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,7p' "$0"; exit 0
+fi
+image="${1:-brook:dev}"
+cd "$(dirname "$0")/.."
+target=x86_64-unknown-linux-gnu
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" -p brook
+context="$(mktemp -d)"
+trap 'rm -rf "$context"' EXIT
+cp "target/$target/release/brook" "$context/brook"
+strip "$context/brook" 2>/dev/null || true
+docker build -t "$image" -f deploy/Dockerfile "$context"
+docker image ls "$image"
