@@ -113,7 +113,11 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Liveness {
     last_seen: HashMap<BrokerId, Instant>,
-    controller_since: Option<Instant>,
+    /// Since when, and in which Raft term, this node has been controller:
+    /// a new term (even one this node wins again, say after a network
+    /// partition) starts a new grace period, so heartbeat times from
+    /// before it are never used to judge anyone.
+    controller_since: Option<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -314,7 +318,16 @@ impl MetadataNode {
                 return;
             }
             let now = Instant::now();
-            let since = *liveness.controller_since.get_or_insert(now);
+            let term = self.term();
+            let since = match liveness.controller_since {
+                Some((since_term, since)) if since_term == term => since,
+                _ => {
+                    // A new term: forget what earlier terms saw.
+                    liveness.last_seen.clear();
+                    liveness.controller_since = Some((term, now));
+                    now
+                }
+            };
             let state = self.inner.state.borrow().clone();
             liveness_changes(&state, &liveness.last_seen, since, now, self.inner.config.session_timeout)
         };
