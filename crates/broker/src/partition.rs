@@ -153,10 +153,6 @@ impl Partition {
         self.refresh_leader_high_watermark();
     }
 
-    pub fn role(&self) -> Role {
-        self.replication().role.clone()
-    }
-
     pub fn topic(&self) -> &str {
         &self.topic
     }

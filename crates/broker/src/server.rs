@@ -144,9 +144,20 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         let (broker_id, address) = (config.id, advertised.clone());
         tokio::spawn(async move { metadata.run_broker_duties(broker_id, address, shutdown).await });
     }
-    tokio::spawn(checkpoint_high_watermarks(Arc::clone(&registry), shutdown.clone()));
-    let maintenance =
-        tokio::spawn(run_maintenance(Arc::clone(&registry), config.log_maintenance_interval(), shutdown.clone()));
+    tokio::spawn(every(
+        HIGH_WATERMARK_CHECKPOINT_INTERVAL,
+        "HW checkpoint",
+        Arc::clone(&registry),
+        shutdown.clone(),
+        TopicRegistry::checkpoint_high_watermarks,
+    ));
+    let maintenance = tokio::spawn(every(
+        config.log_maintenance_interval(),
+        "log maintenance",
+        Arc::clone(&registry),
+        shutdown.clone(),
+        maintain_logs,
+    ));
 
     tracing::info!(
         broker_id = config.id,
@@ -215,8 +226,18 @@ async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistr
     }
 }
 
-/// Retention and time-based flushes, every `interval`, until shutdown.
-async fn run_maintenance(registry: Arc<TopicRegistry>, interval: Duration, shutdown: CancellationToken) {
+/// How often moved high watermarks are checkpointed.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs blocking `work` on the registry every `interval` (on the blocking
+/// pool, one run at a time), until shutdown. `what` names it in logs.
+async fn every(
+    interval: Duration,
+    what: &'static str,
+    registry: Arc<TopicRegistry>,
+    shutdown: CancellationToken,
+    work: fn(&TopicRegistry),
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -225,30 +246,15 @@ async fn run_maintenance(registry: Arc<TopicRegistry>, interval: Duration, shutd
             () = shutdown.cancelled() => return,
         }
         let registry = Arc::clone(&registry);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as i64);
-        if let Err(error) = tokio::task::spawn_blocking(move || registry.maintain(now_ms)).await {
-            tracing::error!(%error, "log maintenance panicked");
+        if let Err(error) = tokio::task::spawn_blocking(move || work(&registry)).await {
+            tracing::error!(%error, "{what} panicked");
         }
     }
 }
 
-/// How often moved high watermarks are checkpointed.
-const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Checkpoints the HWs that moved, every half second, until shutdown.
-async fn checkpoint_high_watermarks(registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(HIGH_WATERMARK_CHECKPOINT_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        let registry = Arc::clone(&registry);
-        if let Err(error) = tokio::task::spawn_blocking(move || registry.checkpoint_high_watermarks()).await {
-            tracing::error!(%error, "HW checkpoint panicked");
-        }
-    }
+/// Retention and time-based flushes on every hosted log.
+fn maintain_logs(registry: &TopicRegistry) {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64);
+    registry.maintain(now_ms);
 }

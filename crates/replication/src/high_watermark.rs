@@ -31,10 +31,6 @@ impl LeaderProgress {
         self.high_watermark
     }
 
-    pub fn follower_log_end(&self, follower: BrokerId) -> Option<Offset> {
-        self.follower_log_end.get(&follower).copied()
-    }
-
     /// Records a follower's fetch position, and whether it has caught up
     /// with the leader's log end at `now`.
     pub fn record_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, leader_log_end: Offset, now: Instant) {
