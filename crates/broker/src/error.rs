@@ -64,6 +64,10 @@ pub enum BrokerError {
         high_watermark: Offset,
         target: Offset,
     },
+    #[error("{topic}-{partition}: this broker stopped leading it at epoch {leader_epoch} before the in-sync replicas confirmed offset {target}; the records may or may not be kept, send them again")]
+    LeadershipChanged { topic: String, partition: u32, leader_epoch: u32, target: Offset },
+    #[error("{topic}-{partition}: the follower's leader epoch {requested} is not the leader's {current}")]
+    FencedLeaderEpoch { topic: String, partition: u32, requested: u32, current: u32 },
     #[error("no metadata controller available: {0}")]
     NoController(String),
     #[error("catalog error: {0}")]
@@ -88,7 +92,8 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
             BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
             BrokerError::Storage { .. } => "KAFKA_STORAGE_ERROR",
-            BrokerError::NotLeader { .. } => "NOT_LEADER",
+            BrokerError::NotLeader { .. } | BrokerError::LeadershipChanged { .. } => "NOT_LEADER",
+            BrokerError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
             BrokerError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
             BrokerError::NoController(_) => "BROKER_NOT_AVAILABLE",
             BrokerError::Catalog(_) => "UNKNOWN_SERVER_ERROR",
@@ -112,6 +117,8 @@ impl BrokerError {
             BrokerError::NotEnoughReplicas { .. }
             | BrokerError::ShuttingDown
             | BrokerError::NotLeader { .. }
+            | BrokerError::LeadershipChanged { .. }
+            | BrokerError::FencedLeaderEpoch { .. }
             | BrokerError::NoController(_) => Code::Unavailable,
             BrokerError::Storage { .. } | BrokerError::Catalog(_) => Code::Internal,
         }

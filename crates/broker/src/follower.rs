@@ -11,6 +11,7 @@ use std::time::Duration;
 use brook_proto::internal::replication_client::ReplicationClient;
 use brook_proto::internal::{EpochEndOffsetRequest, PartitionFetch, ReplicaFetchRequest};
 use brook_record::Offset;
+use brook_replication::{truncation_step, LeaderEpochEnd, TruncationStep};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -90,8 +91,8 @@ async fn fetch_once(
     followed: &[(Arc<Partition>, u32)],
 ) -> Result<(), String> {
     for (partition, epoch) in followed {
-        if let Some(latest) = partition.needs_verification() {
-            verify(client, partition, latest).await?;
+        if partition.needs_verification() {
+            verify(client, partition, *epoch).await?;
             partition.mark_verified(*epoch);
         }
     }
@@ -138,31 +139,55 @@ async fn fetch_once(
     Ok(())
 }
 
-/// Asks the leader where `latest` (this log's newest epoch) ends on its
-/// log, and cuts this log there if it goes further.
+/// The most rounds of asking the leader one verification may take: each
+/// round cuts at least one epoch off this log, and logs hold few epochs.
+const MAX_VERIFY_ROUNDS: usize = 64;
+
+/// Brings this log in line with the leader at `current_epoch` before it
+/// fetches: asks where this log's latest epoch ends on the leader and cuts
+/// what the leader does not have (see `brook_replication::truncation_step`).
 async fn verify(
     client: &ReplicationClient<Channel>,
     partition: &Arc<Partition>,
-    latest: Option<u32>,
+    current_epoch: u32,
 ) -> Result<(), String> {
-    let Some(epoch) = latest else {
-        return Ok(());
-    };
-    let request = EpochEndOffsetRequest {
-        topic: partition.topic().to_string(),
-        partition: partition.partition(),
-        leader_epoch: epoch,
-    };
-    let answer =
-        client.clone().epoch_end_offset(request).await.map_err(|status| status.message().to_string())?.into_inner();
-    if !answer.error.is_empty() {
-        return Err(format!("epoch end offset refused: {}", answer.error));
+    for _ in 0..MAX_VERIFY_ROUNDS {
+        let Some(latest) = partition.latest_epoch() else {
+            return Ok(());
+        };
+        let request = EpochEndOffsetRequest {
+            topic: partition.topic().to_string(),
+            partition: partition.partition(),
+            leader_epoch: latest,
+            current_leader_epoch: current_epoch,
+        };
+        let answer =
+            client.clone().epoch_end_offset(request).await.map_err(|status| status.message().to_string())?.into_inner();
+        if !answer.error.is_empty() {
+            return Err(format!("epoch end offset refused: {}", answer.error));
+        }
+        let leader = LeaderEpochEnd {
+            epoch: u32::try_from(answer.leader_epoch).ok(),
+            end_offset: Offset(u64::try_from(answer.end_offset).map_err(|_| "negative end offset".to_string())?),
+        };
+        let own_end = match leader.epoch {
+            Some(epoch) => partition.end_offset_for_epoch(epoch).map_or(partition.log_start_offset(), |(_, end)| end),
+            None => partition.log_start_offset(),
+        };
+        match truncation_step(latest, partition.log_end_offset(), leader, own_end) {
+            TruncationStep::Done(cut) => {
+                if let Some(cut) = cut {
+                    partition.truncate_to(cut).await.map_err(|error| error.to_string())?;
+                }
+                return Ok(());
+            }
+            TruncationStep::CutAndAskAgain(cut) => {
+                tracing::info!(topic = partition.topic(), partition = partition.partition(), latest, leader_epoch = ?leader.epoch, %cut, "the leader never saw this log's latest epoch; cutting it");
+                partition.truncate_to(cut).await.map_err(|error| error.to_string())?;
+            }
+        }
     }
-    let end = Offset(u64::try_from(answer.end_offset).map_err(|_| "negative end offset".to_string())?);
-    if let Some(cut) = brook_replication::truncation_point(partition.log_end_offset(), end) {
-        partition.truncate_to(cut).await.map_err(|error| error.to_string())?;
-    }
-    Ok(())
+    Err(format!("the log still disagrees with the leader after {MAX_VERIFY_ROUNDS} rounds"))
 }
 
 /// How often a leader looks for lagging followers.
@@ -194,6 +219,8 @@ pub async fn shrink_lagging_isrs(
                     leader_epoch: role.leader_epoch,
                     isr,
                 };
+                // A shrink needs no bookkeeping: until it shows in this
+                // broker's metadata, the HW keeps counting the larger ISR.
                 match metadata.propose(brook_metadata::Command::V1(command)).await {
                     Ok(Ok(_)) => tracing::info!(
                         topic = partition.topic(),
@@ -204,6 +231,7 @@ pub async fn shrink_lagging_isrs(
                     Ok(Err(refused)) => tracing::debug!(%refused, "ISR shrink refused"),
                     Err(error) => tracing::warn!(%error, "could not propose an ISR shrink"),
                 }
+                partition.isr_change_settled(role.leader_epoch, None, None);
             }
         }
     }

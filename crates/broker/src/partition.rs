@@ -16,6 +16,7 @@
 //! from its log end, which may hold records no other replica has), so a
 //! restart never exposes records above the HW.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,8 +58,42 @@ struct Replication {
     /// Follower side: the leader epoch up to which this log was checked
     /// against the leader (truncated where it diverged); `None`: not yet.
     verified_epoch: Option<u32>,
-    /// Leader side: an ISR change was proposed and not yet applied.
-    isr_change_pending: bool,
+    /// Leader side: an ISR change was proposed and has no answer yet.
+    isr_change_in_flight: bool,
+    /// Leader side: followers proposed into the ISR, with the metadata log
+    /// index their addition committed at (`None`: not known yet). The HW
+    /// counts them as ISR members (Kafka's "maximal ISR") until this
+    /// broker's metadata has applied that index: the controller may already
+    /// list them, so it may elect them, so they must never lack an
+    /// acknowledged record.
+    joining: BTreeMap<u32, Option<u64>>,
+    /// The metadata log index the current role was read at.
+    applied_index: u64,
+}
+
+impl Replication {
+    /// The members whose progress bounds the HW: the ISR and the joining.
+    fn high_watermark_members(&self) -> Vec<u32> {
+        let mut members = self.role.isr.clone();
+        members.extend(self.joining.keys().filter(|member| !self.role.isr.contains(member)));
+        members
+    }
+
+    /// Forgets joining members whose addition this broker's metadata now
+    /// reflects (the ISR in `role` is then the whole truth about them).
+    fn settle_joining(&mut self) {
+        let applied = self.applied_index;
+        self.joining.retain(|_, committed_at| committed_at.is_none_or(|index| index > applied));
+    }
+}
+
+/// How a proposed ISR change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrChangeOutcome {
+    /// Committed at this metadata log index.
+    Committed(u64),
+    /// The controller refused it: it never takes effect.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -119,7 +154,9 @@ impl Partition {
                 role,
                 progress: LeaderProgress::new(start_high_watermark),
                 verified_epoch: None,
-                isr_change_pending: false,
+                isr_change_in_flight: false,
+                joining: BTreeMap::new(),
+                applied_index: 0,
             }),
             appended,
             checkpointed: Mutex::new(None),
@@ -133,24 +170,46 @@ impl Partition {
         self.replication.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Follows the cluster's decision for this partition.
-    pub fn set_role(&self, role: Role) {
+    /// Follows the cluster's decision for this partition, as read from the
+    /// metadata at log index `applied_index`.
+    pub fn set_role(&self, role: Role, applied_index: u64) {
         self.leader_epoch.fetch_max(role.leader_epoch, Ordering::AcqRel);
         let mut replication = self.replication();
+        replication.applied_index = replication.applied_index.max(applied_index);
         if replication.role == role {
+            replication.settle_joining();
+            drop(replication);
+            self.refresh_leader_high_watermark();
             return;
         }
-        let became_leader = role.leads() && !replication.role.leads();
-        if became_leader || replication.role.leader_epoch != role.leader_epoch {
+        let leadership_changed = role.leads() != replication.role.leads();
+        if leadership_changed || replication.role.leader_epoch != role.leader_epoch {
             replication.progress = LeaderProgress::new(*self.high_watermark.borrow());
             replication.verified_epoch = None;
-        }
-        if role.isr != replication.role.isr {
-            replication.isr_change_pending = false;
+            // Proposals made at the old epoch are refused by the controller.
+            replication.joining.clear();
+            replication.isr_change_in_flight = false;
         }
         replication.role = role;
+        replication.settle_joining();
         drop(replication);
+        if leadership_changed {
+            // Wake acks=all waits so they see they lost (or cannot use) the
+            // leadership they appended under.
+            self.high_watermark.send_modify(|_| {});
+        }
         self.refresh_leader_high_watermark();
+    }
+
+    /// Whether this replica leads at `leader_epoch` right now.
+    pub fn leads_at(&self, leader_epoch: u32) -> bool {
+        let replication = self.replication();
+        replication.role.leads() && replication.role.leader_epoch == leader_epoch
+    }
+
+    /// This replica's role as last set.
+    pub fn role(&self) -> Role {
+        self.replication().role.clone()
     }
 
     pub fn topic(&self) -> &str {
@@ -218,8 +277,8 @@ impl Partition {
         if !replication.role.leads() {
             return;
         }
-        let role = replication.role.clone();
-        let high_watermark = replication.progress.update(role.broker_id, self.log_end_offset(), &role.isr);
+        let (me, members) = (replication.role.broker_id, replication.high_watermark_members());
+        let high_watermark = replication.progress.update(me, self.log_end_offset(), &members);
         drop(replication);
         self.high_watermark.send_if_modified(|current| {
             let moved = high_watermark > *current;
@@ -231,8 +290,9 @@ impl Partition {
     }
 
     /// Validates, stamps and appends the batches in `records` (the leader's
-    /// append), then moves the HW as far as the ISR allows.
-    pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<AppendInfo, BrokerError> {
+    /// append), then moves the HW as far as the ISR allows. Returns where
+    /// they went and the leader epoch they were stamped with.
+    pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<(AppendInfo, u32), BrokerError> {
         // Stamping needs the bytes mutable: free when the request buffer is
         // ours alone, one copy of the batch otherwise.
         let mut buffer = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
@@ -240,25 +300,52 @@ impl Partition {
         let info = self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?;
         self.appended.send_modify(|count| *count = count.wrapping_add(1));
         self.refresh_leader_high_watermark();
-        Ok(info)
+        Ok((info, epoch.0))
     }
 
-    /// Waits until the HW reaches `target` (acks=all), at most `timeout`.
-    pub async fn wait_for_high_watermark(&self, target: Offset, timeout: Duration) -> Result<(), BrokerError> {
+    /// Waits until the HW reaches `target` (acks=all), at most `timeout`,
+    /// for records appended while leading at `leader_epoch`. Answers
+    /// NOT_LEADER if this replica stops leading at that epoch first: the HW
+    /// it then holds is another leader's, whose log may hold other records
+    /// at those offsets, so reaching it proves nothing about ours.
+    pub async fn wait_for_high_watermark(
+        &self,
+        target: Offset,
+        leader_epoch: u32,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
         let mut high_watermark = self.high_watermark.subscribe();
-        let reached =
-            tokio::time::timeout(timeout, async { high_watermark.wait_for(|hw| *hw >= target).await.is_ok() }).await;
-        match reached {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(BrokerError::ShuttingDown),
-            Err(_) => Err(BrokerError::RequestTimedOut {
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                // The HW first, then the role: the HW seen was reached while
+                // (at least) leading at this epoch, as roles never come back.
+                let reached = *high_watermark.borrow_and_update() >= target;
+                if !self.leads_at(leader_epoch) {
+                    return Err(BrokerError::LeadershipChanged {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        leader_epoch,
+                        target,
+                    });
+                }
+                if reached {
+                    return Ok(());
+                }
+                if high_watermark.changed().await.is_err() {
+                    return Err(BrokerError::ShuttingDown);
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(BrokerError::RequestTimedOut {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 waited: timeout,
                 high_watermark: self.high_watermark(),
                 target,
-            }),
-        }
+            })
+        })
     }
 
     /// Reads whole batches from `offset`, up to about `max_bytes`, below
@@ -321,8 +408,9 @@ impl Partition {
     }
 
     /// Leader side: a follower fetched from `fetch_offset`. Updates the HW;
-    /// returns whether the follower is out of the ISR but has caught up
-    /// (so the leader should propose adding it), at most once per ISR.
+    /// when the follower is out of the ISR but has caught up, marks it as
+    /// joining and returns the role to propose adding it in (at most one
+    /// ISR change in flight).
     pub fn record_follower_fetch(&self, follower: u32, fetch_offset: Offset) -> Option<Role> {
         let rejoin = {
             let mut replication = self.replication();
@@ -330,10 +418,13 @@ impl Partition {
             replication.progress.record_fetch(follower, fetch_offset, log_end, Instant::now());
             let rejoin = replication.role.leads()
                 && !replication.role.isr.contains(&follower)
-                && !replication.isr_change_pending
+                && !replication.isr_change_in_flight
                 && brook_replication::caught_up(fetch_offset, log_end);
             if rejoin {
-                replication.isr_change_pending = true;
+                replication.isr_change_in_flight = true;
+                // Counted by the HW from now on: the controller may list it
+                // as soon as the proposal commits.
+                replication.joining.insert(follower, None);
             }
             rejoin.then(|| replication.role.clone())
         };
@@ -341,12 +432,37 @@ impl Partition {
         rejoin
     }
 
+    /// Leader side: the answer to an ISR change proposed at `leader_epoch`
+    /// (adding `joining`, if it was an expansion). `None`: no answer (the
+    /// proposal may still commit); the caller proposes again.
+    pub fn isr_change_settled(&self, leader_epoch: u32, joining: Option<u32>, outcome: Option<IsrChangeOutcome>) {
+        let mut replication = self.replication();
+        if replication.role.leader_epoch != leader_epoch || !replication.role.leads() {
+            return;
+        }
+        replication.isr_change_in_flight = false;
+        if let Some(member) = joining {
+            match outcome {
+                Some(IsrChangeOutcome::Committed(index)) => {
+                    replication.joining.insert(member, Some(index));
+                }
+                Some(IsrChangeOutcome::Refused) => {
+                    replication.joining.remove(&member);
+                }
+                None => {}
+            }
+        }
+        replication.settle_joining();
+        drop(replication);
+        self.refresh_leader_high_watermark();
+    }
+
     /// Leader side: the ISR followers that have not caught up for longer
     /// than `replica_lag_max`, with the role to propose their removal in
-    /// (at most one pending change at a time).
+    /// (at most one ISR change in flight).
     pub fn lagging_followers(&self, replica_lag_max: Duration) -> Option<(Role, Vec<u32>)> {
         let mut replication = self.replication();
-        if !replication.role.leads() || replication.isr_change_pending {
+        if !replication.role.leads() || replication.isr_change_in_flight {
             return None;
         }
         let role = replication.role.clone();
@@ -354,7 +470,7 @@ impl Partition {
         if lagging.is_empty() {
             return None;
         }
-        replication.isr_change_pending = true;
+        replication.isr_change_in_flight = true;
         Some((role, lagging))
     }
 
@@ -376,19 +492,16 @@ impl Partition {
     }
 
     /// Follower side: whether this log still needs checking against the
-    /// leader for the current epoch, and the log's latest epoch to ask about.
-    pub fn needs_verification(&self) -> Option<Option<u32>> {
+    /// leader for the current epoch.
+    pub fn needs_verification(&self) -> bool {
         let replication = self.replication();
-        if replication.verified_epoch == Some(replication.role.leader_epoch) {
-            return None;
-        }
-        let latest = self
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .and_then(|log| log.latest_epoch());
-        Some(latest.map(|epoch| epoch.0))
+        replication.verified_epoch != Some(replication.role.leader_epoch)
+    }
+
+    /// The newest leader epoch this log holds records of.
+    pub fn latest_epoch(&self) -> Option<u32> {
+        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.as_ref().and_then(|log| log.latest_epoch()).map(|epoch| epoch.0)
     }
 
     pub fn mark_verified(&self, leader_epoch: u32) {
@@ -465,5 +578,87 @@ impl Partition {
             }
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brook_record::{BatchBuilder, NewRecord};
+
+    use super::*;
+
+    fn batch(records: usize) -> Bytes {
+        let mut builder = BatchBuilder::new(1024);
+        for _ in 0..records {
+            builder.push(&NewRecord { timestamp_ms: 1, key: None, value: Some(b"v"), headers: &[] });
+        }
+        builder.finish()
+    }
+
+    fn leader(epoch: u32, isr: Vec<u32>) -> Role {
+        Role { broker_id: 1, leader: Some(1), leader_epoch: epoch, isr }
+    }
+
+    fn open(dir: &tempfile::TempDir, role: Role) -> Arc<Partition> {
+        let appended = Arc::new(watch::channel(0).0);
+        let partition = Partition::open("t", 0, dir.path().join("t-0"), LogConfig::default(), role, appended);
+        Arc::new(partition.expect("open"))
+    }
+
+    #[tokio::test]
+    async fn an_acks_all_wait_fails_when_leadership_moves_even_if_the_new_leaders_hw_passes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(&dir, leader(1, vec![1, 2]));
+        let (info, epoch) = partition.append(batch(3)).await.expect("append");
+        assert_eq!((info.last_offset, epoch), (Offset(2), 1));
+        let waiting = {
+            let partition = Arc::clone(&partition);
+            tokio::spawn(async move { partition.wait_for_high_watermark(Offset(3), 1, Duration::from_secs(10)).await })
+        };
+        tokio::task::yield_now().await;
+        // Broker 2 takes over at epoch 2 and this replica follows it; the
+        // new leader's HW passes offset 3, but its records there are its own.
+        partition.set_role(Role { broker_id: 1, leader: Some(2), leader_epoch: 2, isr: vec![2] }, 9);
+        partition.set_follower_high_watermark(Offset(10));
+        assert_eq!(partition.high_watermark(), Offset(3));
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("answered").expect("joined");
+        assert!(matches!(answer, Err(BrokerError::LeadershipChanged { leader_epoch: 1, .. })), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_proposed_into_the_isr_holds_the_hw_until_the_metadata_shows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(&dir, leader(0, vec![1]));
+        partition.set_role(leader(0, vec![1]), 1);
+        partition.append(batch(10)).await.expect("append");
+        assert_eq!(partition.high_watermark(), Offset(10), "alone in the ISR");
+        let role = partition.record_follower_fetch(2, Offset(10)).expect("caught up: propose it");
+        assert_eq!(role.isr, vec![1]);
+        assert!(partition.record_follower_fetch(2, Offset(10)).is_none(), "one change in flight");
+        partition.append(batch(5)).await.expect("append");
+        assert_eq!(partition.high_watermark(), Offset(10), "the joining follower counts at once");
+        partition.record_follower_fetch(2, Offset(15));
+        assert_eq!(partition.high_watermark(), Offset(15));
+        // Committed at index 7; this broker's metadata is still at 5.
+        partition.isr_change_settled(0, Some(2), Some(IsrChangeOutcome::Committed(7)));
+        partition.set_role(leader(0, vec![1]), 5);
+        partition.append(batch(5)).await.expect("append");
+        assert_eq!(partition.high_watermark(), Offset(15), "still counted");
+        // Index 7 applied, and broker 2 already left again (it died): now
+        // the ISR alone decides.
+        partition.set_role(leader(0, vec![1]), 8);
+        assert_eq!(partition.high_watermark(), Offset(20));
+    }
+
+    #[tokio::test]
+    async fn a_refused_expansion_stops_counting_the_follower() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(&dir, leader(0, vec![1]));
+        partition.append(batch(4)).await.expect("append");
+        partition.record_follower_fetch(2, Offset(4)).expect("propose");
+        partition.append(batch(4)).await.expect("append");
+        assert_eq!(partition.high_watermark(), Offset(4));
+        partition.isr_change_settled(0, Some(2), Some(IsrChangeOutcome::Refused));
+        assert_eq!(partition.high_watermark(), Offset(8));
     }
 }

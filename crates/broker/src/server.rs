@@ -210,12 +210,15 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     served.map_err(ServeError::from)
 }
 
-/// Applies every new cluster state to the hosted partitions, until shutdown.
+/// Applies every new cluster state to the hosted partitions, and the state
+/// again once the metadata is caught up (which lifts the fence on leading),
+/// until shutdown.
 async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
-    let mut state = metadata.state();
+    let (mut state, mut caught_up) = (metadata.state(), metadata.caught_up());
     loop {
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
+            changed = caught_up.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
         }
         let current = state.borrow_and_update().clone();

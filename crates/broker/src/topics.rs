@@ -440,8 +440,13 @@ impl TopicRegistry {
     }
 
     /// Brings the hosted logs in line with `state` (cluster mode). Blocking.
+    ///
+    /// Until the metadata is caught up (`MetadataNode::caught_up`), this
+    /// broker is fenced: it hosts and follows, but leads nothing, as its
+    /// state may be one from before it stopped.
     pub fn reconcile(&self, state: &ClusterState) {
         let me = self.broker_id;
+        let fenced = self.metadata().is_some_and(|metadata| !*metadata.caught_up().borrow());
         let old = self.read().clone();
         let mut next = BTreeMap::new();
         for (name, topic_state) in &state.topics {
@@ -456,6 +461,10 @@ impl TopicRegistry {
             let mut slots = Vec::with_capacity(topic_state.partitions.len());
             for (index, record) in topic_state.partitions.iter().enumerate() {
                 let partition = index as u32;
+                let mut record = record.clone();
+                if fenced && record.leader == Some(me) {
+                    record.leader = None;
+                }
                 let previous_slot = previous.and_then(|topic| topic.partitions.get(index));
                 let hosted = record.replicas.contains(&me);
                 let log = match (hosted, previous_slot.and_then(|slot| slot.log.clone())) {
@@ -496,12 +505,15 @@ impl TopicRegistry {
                     isr: record.isr.clone(),
                 };
                 if let Some(log) = &log {
-                    log.set_role(Role {
-                        broker_id: me,
-                        leader: record.leader,
-                        leader_epoch: record.leader_epoch,
-                        isr: record.isr.clone(),
-                    });
+                    log.set_role(
+                        Role {
+                            broker_id: me,
+                            leader: record.leader,
+                            leader_epoch: record.leader_epoch,
+                            isr: record.isr.clone(),
+                        },
+                        state.applied_index,
+                    );
                     let was_leading = previous_slot.is_some_and(|slot| slot.assignment.leader == Some(me));
                     let leads = record.leader == Some(me);
                     if leads != was_leading

@@ -54,6 +54,11 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicRecord>,
     /// group -> topic -> partition -> committed offset
     pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, CommittedOffset>>>,
+    /// The Raft log index of the last command applied to this state (set
+    /// by the state machine store, not by `apply`): lets a broker tell
+    /// whether its copy already reflects a command committed at some index.
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 impl ClusterState {
@@ -201,6 +206,7 @@ impl ClusterState {
     }
 
     fn change_isr(&mut self, topic: &str, partition: u32, leader_epoch: u32, isr: &[BrokerId]) -> CommandResult {
+        let alive = self.alive_brokers();
         let record = self.partition_mut(topic, partition)?;
         if leader_epoch != record.leader_epoch {
             return Err(CommandError::StaleLeaderEpoch {
@@ -218,6 +224,9 @@ impl ClusterState {
             if !isr.contains(&leader) {
                 return Err(invalid(format!("the leader {leader} must stay in the ISR")));
             }
+        }
+        if let Some(joining) = isr.iter().find(|member| !record.isr.contains(member) && !alive.contains(member)) {
+            return Err(invalid(format!("broker {joining} is not alive, so it cannot join the ISR")));
         }
         let mut isr = isr.to_vec();
         isr.sort_unstable();
@@ -340,6 +349,22 @@ mod tests {
         assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
         let delete = CommandV1::DeleteTopic { name: "nope".into() };
         assert_eq!(state.apply(&Command::V1(delete)), Err(CommandError::UnknownTopic { topic: "nope".into() }));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_dead_broker_cannot_join_the_isr() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 2, alive: false })).expect("broker 2 dies");
+        assert_eq!(state.topics["t"].partitions[0].isr, vec![1]);
+        let before = state.clone();
+        let dead_joins = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1, 2] };
+        let refused = state.apply(&Command::V1(dead_joins));
+        assert!(
+            matches!(&refused, Err(CommandError::InvalidIsr { reason, .. }) if reason.contains("not alive")),
+            "{refused:?}"
+        );
         assert_eq!(state, before);
     }
 

@@ -108,6 +108,10 @@ struct Inner {
     /// Controller only: when each broker last heartbeated, and since when
     /// this node has been controller (see `liveness.rs`).
     liveness: Mutex<Liveness>,
+    /// Whether this broker has registered since it started and its state
+    /// has applied that registration: until then its state may be an old
+    /// one (from disk), which it must not act on as a leader.
+    caught_up: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -175,7 +179,8 @@ impl MetadataNode {
             }
             Err(error) => return Err(MetadataError::Raft(error.to_string())),
         }
-        Ok(MetadataNode { inner: Arc::new(Inner { config, raft, state, liveness: Mutex::default() }) })
+        let caught_up = watch::channel(false).0;
+        Ok(MetadataNode { inner: Arc::new(Inner { config, raft, state, liveness: Mutex::default(), caught_up }) })
     }
 
     /// The internal gRPC services to serve on the broker's port.
@@ -193,6 +198,12 @@ impl MetadataNode {
     /// The applied state, and every later one.
     pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.inner.state.clone()
+    }
+
+    /// Whether this broker's state is known to be current (see
+    /// `run_broker_duties`), and every change of that.
+    pub fn caught_up(&self) -> watch::Receiver<bool> {
+        self.inner.caught_up.subscribe()
     }
 
     /// The controller (Raft leader), if one is known.
@@ -213,6 +224,12 @@ impl MetadataNode {
     /// riding out elections, for at most `propose_timeout`. The result is
     /// the state machine's: it may be a refusal.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, MetadataError> {
+        Ok(self.propose_indexed(command).await?.0)
+    }
+
+    /// `propose`, also telling the metadata log index the command was
+    /// applied at (see [`MetadataNode::wait_applied`]).
+    pub async fn propose_indexed(&self, command: Command) -> Result<(CommandResult, u64), MetadataError> {
         let timeout = self.inner.config.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let no_quorum = || MetadataError::NoQuorum { voters: self.inner.config.peers.len(), waited: timeout };
@@ -242,10 +259,19 @@ impl MetadataNode {
         }
     }
 
+    /// Waits until this broker's state has applied the metadata log up to
+    /// `index`, at most `timeout`; whether it has.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut state = self.inner.state.clone();
+        tokio::time::timeout(timeout, state.wait_for(|state| state.applied_index >= index))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
+    }
+
     /// Proposes on this node's Raft (it must be the leader).
-    pub(crate) async fn propose_here(&self, command: Command) -> Result<CommandResult, ProposeError> {
+    pub(crate) async fn propose_here(&self, command: Command) -> Result<(CommandResult, u64), ProposeError> {
         match self.inner.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 match (forward.leader_id, forward.leader_node) {
                     (Some(leader), Some(node)) => Err(ProposeError::ForwardTo { leader, address: node.addr }),
@@ -267,21 +293,33 @@ impl MetadataNode {
     }
 
     /// Runs this broker's part in the cluster until `shutdown`: registers
-    /// it (with the address clients and peers reach it on), heartbeats the
+    /// it (with the address clients and peers reach it on), marks its state
+    /// caught up once that registration is applied here, heartbeats the
     /// controller, and, while this node is the controller, declares brokers
     /// dead or alive by their heartbeats.
     pub async fn run_broker_duties(&self, broker_id: BrokerId, address: String, shutdown: CancellationToken) {
         let registration = Command::V1(CommandV1::RegisterBroker { broker_id, address });
-        loop {
-            match self.propose(registration.clone()).await {
-                Ok(_) => break,
+        let registered_at = loop {
+            match self.propose_indexed(registration.clone()).await {
+                Ok((_, index)) => break index,
                 Err(error) => tracing::warn!(%error, "registering with the controller; retrying"),
             }
             if shutdown.is_cancelled() {
                 return;
             }
-        }
+        };
         tracing::info!(broker_id, "registered with the metadata group");
+        // The state read from disk at start may be long outdated (this
+        // broker may think it still leads what others lead now): it only
+        // counts as current once it holds this registration.
+        while !self.wait_applied(registered_at, Duration::from_secs(1)).await {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tracing::info!(broker_id, index = registered_at, "waiting for the metadata to catch up");
+        }
+        self.inner.caught_up.send_replace(true);
+        tracing::info!(broker_id, index = registered_at, "metadata caught up: taking up partition leadership");
         let mut ticks = tokio::time::interval(self.inner.config.broker_heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -347,7 +385,7 @@ impl MetadataNode {
     }
 }
 
-async fn forward(address: &str, command: &Command) -> Result<Result<CommandResult, ProposeError>, String> {
+async fn forward(address: &str, command: &Command) -> Result<Result<(CommandResult, u64), ProposeError>, String> {
     let channel = channel_to(address).map_err(|error| error.to_string())?;
     let json = serde_json::to_vec(command).map_err(|error| error.to_string())?;
     let reply = MetadataForwardingClient::new(channel)

@@ -119,6 +119,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut results = Vec::new();
         for entry in entries {
             self.applied.last_applied = Some(entry.log_id);
+            self.applied.state.applied_index = entry.log_id.index;
             let result = match entry.payload {
                 EntryPayload::Blank => Ok(Outcome::Done),
                 EntryPayload::Normal(command) => {
@@ -161,8 +162,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let applied: Applied =
             serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.applied =
-            Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: applied.state };
+        let mut state = applied.state;
+        state.applied_index = meta.last_log_id.map_or(0, |id| id.index);
+        self.applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let bytes =
             serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;

@@ -23,7 +23,7 @@ mod truncation;
 
 pub use high_watermark::LeaderProgress;
 pub use isr::caught_up;
-pub use truncation::truncation_point;
+pub use truncation::{truncation_point, truncation_step, LeaderEpochEnd, TruncationStep};
 
 /// A broker's id.
 pub type BrokerId = u32;

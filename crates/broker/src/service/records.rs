@@ -58,14 +58,18 @@ impl RecordsService {
             });
         }
         let bytes = request.records.len() as u64;
-        let info = partition.append(request.records).await?;
+        let (info, leader_epoch) = partition.append(request.records).await?;
         if matches!(acks, Acks::All | Acks::Unspecified) {
             let timeout_ms = match request.timeout_ms {
                 0 => self.config.default_produce_timeout_ms,
                 requested => requested,
             };
             partition
-                .wait_for_high_watermark(info.last_offset.plus(1), Duration::from_millis(u64::from(timeout_ms)))
+                .wait_for_high_watermark(
+                    info.last_offset.plus(1),
+                    leader_epoch,
+                    Duration::from_millis(u64::from(timeout_ms)),
+                )
                 .await?;
         }
         tracing::Span::current().record("offset", info.base_offset.0);

@@ -16,6 +16,7 @@ use brook_record::Offset;
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
+use crate::partition::{IsrChangeOutcome, Partition, Role};
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
@@ -39,11 +40,12 @@ impl ReplicationService {
                 PartitionData { topic: wanted.topic.clone(), partition: wanted.partition, ..PartitionData::default() };
             let result = async {
                 let partition = self.registry.partition(&wanted.topic, wanted.partition)?;
+                check_epoch(&partition, wanted.leader_epoch)?;
                 let fetch_offset = u64::try_from(wanted.fetch_offset).map_err(|_| {
                     BrokerError::InvalidRequest(format!("fetch offset {} is negative", wanted.fetch_offset))
                 })?;
                 if let Some(role) = partition.record_follower_fetch(request.follower_id, Offset(fetch_offset)) {
-                    self.propose_rejoin(&wanted.topic, wanted.partition, role, request.follower_id);
+                    self.propose_rejoin(&partition, role, request.follower_id);
                 }
                 let fetched = partition.read_for_follower(wanted.fetch_offset, max_bytes).await?;
                 Ok::<_, BrokerError>((fetched, partition.high_watermark()))
@@ -65,23 +67,58 @@ impl ReplicationService {
         answers
     }
 
-    /// Proposes `follower` back into the ISR (in the background: the fetch
-    /// does not wait for the metadata group).
-    fn propose_rejoin(&self, topic: &str, partition: u32, role: crate::partition::Role, follower: u32) {
+    /// Proposes `follower` back into the ISR, in the background (the fetch
+    /// does not wait for the metadata group). Until it has a definite
+    /// answer (committed at some index, or refused), it proposes again
+    /// while this broker still leads at that epoch: the leader keeps
+    /// counting the follower in its HW meanwhile (see `Partition`).
+    fn propose_rejoin(&self, partition: &Arc<Partition>, role: Role, follower: u32) {
         let Some(metadata) = self.registry.metadata().cloned() else { return };
         let mut isr = role.isr.clone();
         isr.push(follower);
+        let (topic, index) = (partition.topic().to_string(), partition.partition());
         let command =
-            CommandV1::ChangeIsr { topic: topic.to_string(), partition, leader_epoch: role.leader_epoch, isr };
-        let (topic, partition) = (topic.to_string(), partition);
+            CommandV1::ChangeIsr { topic: topic.clone(), partition: index, leader_epoch: role.leader_epoch, isr };
+        let partition = Arc::clone(partition);
         tokio::spawn(async move {
-            match metadata.propose(Command::V1(command)).await {
-                Ok(Ok(_)) => tracing::info!(topic, partition, follower, "follower caught up and rejoined the ISR"),
-                Ok(Err(refused)) => tracing::debug!(topic, partition, follower, %refused, "ISR expansion refused"),
-                Err(error) => tracing::warn!(topic, partition, follower, %error, "could not propose an ISR expansion"),
+            loop {
+                let outcome = match metadata.propose_indexed(Command::V1(command.clone())).await {
+                    Ok((Ok(_), at)) => {
+                        tracing::info!(topic, partition = index, follower, "follower caught up and rejoined the ISR");
+                        Some(IsrChangeOutcome::Committed(at))
+                    }
+                    Ok((Err(refused), _)) => {
+                        tracing::debug!(topic, partition = index, follower, %refused, "ISR expansion refused");
+                        Some(IsrChangeOutcome::Refused)
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic, partition = index, follower, %error, "ISR expansion unanswered; proposing again");
+                        None
+                    }
+                };
+                if outcome.is_some() || !partition.leads_at(role.leader_epoch) {
+                    partition.isr_change_settled(role.leader_epoch, Some(follower), outcome);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
     }
+}
+
+/// Refuses a follower whose idea of the leader epoch is not this leader's:
+/// its progress would be measured against another log.
+fn check_epoch(partition: &Partition, requested: u32) -> Result<(), BrokerError> {
+    let current = partition.role().leader_epoch;
+    if requested == current {
+        return Ok(());
+    }
+    Err(BrokerError::FencedLeaderEpoch {
+        topic: partition.topic().to_string(),
+        partition: partition.partition(),
+        requested,
+        current,
+    })
 }
 
 #[tonic::async_trait]
@@ -113,7 +150,9 @@ impl Replication for ReplicationService {
         request: Request<EpochEndOffsetRequest>,
     ) -> Result<Response<EpochEndOffsetResponse>, Status> {
         let request = request.into_inner();
-        let answer = match self.registry.partition(&request.topic, request.partition) {
+        let led = self.registry.partition(&request.topic, request.partition);
+        let led = led.and_then(|partition| check_epoch(&partition, request.current_leader_epoch).map(|()| partition));
+        let answer = match led {
             Ok(partition) => match partition.end_offset_for_epoch(request.leader_epoch) {
                 Some((epoch, end)) => EpochEndOffsetResponse {
                     leader_epoch: i64::from(epoch),
