@@ -22,7 +22,12 @@
 //! cluster state, at its current epoch) appends or serves fetches, others
 //! answer NOT_LEADER with the leader's id; an acknowledged append is in
 //! the log (page cache, or on disk under the topic's flush policy);
-//! consumers never see records at or above the HW.
+//! consumers never see records at or above the HW; acks=all is answered
+//! only while this broker still leads at the epoch it appended under (else
+//! NOT_LEADER: another leader's HW says nothing about these records); a
+//! follower proposed into the ISR bounds the HW from the proposal on; a
+//! restarted cluster member leads nothing until its metadata has applied
+//! its own registration (its state on disk may be long outdated).
 //!
 //! Never: block an async worker on file I/O (logs are touched only in
 //! `spawn_blocking`); hold a lock across an `.await`; answer a client with

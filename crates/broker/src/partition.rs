@@ -7,10 +7,14 @@
 //! worker and no lock is held across an `.await`. Reads go through the
 //! log's lock-free `LogReader`, also on the blocking pool.
 //!
-//! The HW: on the leader, the lowest LEO over the ISR (`brook-replication`),
-//! moved by its own appends and by followers' fetches; on a follower, the
-//! leader's HW as of its last fetch, capped at its own LEO. Alone in its
-//! ISR (a single node, RF 1), a leader's HW is its LEO. The HW is
+//! The HW: on the leader, the lowest LEO over the ISR and the followers
+//! proposed into it whose addition this broker's metadata does not show
+//! yet (`brook-replication`), moved by its own appends and by followers'
+//! fetches; on a follower, the leader's HW as of its last fetch, capped at
+//! its own LEO. Alone in its ISR (a single node, RF 1), a leader's HW is
+//! its LEO. An acks=all wait counts only while this replica still leads at
+//! the epoch it appended under: after a leader change the HW it holds is
+//! the new leader's, over records that may differ. The HW is
 //! checkpointed beside the log whenever it moved (checked every 500 ms)
 //! and at close; a restarted replica starts from that checkpoint (never
 //! from its log end, which may hold records no other replica has), so a

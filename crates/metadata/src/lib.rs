@@ -11,7 +11,12 @@
 //!
 //! Invariants: `ClusterState::apply` is deterministic; a command is applied
 //! exactly once, in log order, on every member; leader epochs never
-//! decrease; a partition's leader is always in its ISR.
+//! decrease; a partition's leader is always in its ISR; only a live broker
+//! joins an ISR. Each published state carries the log index it was applied
+//! at (`applied_index`), and `propose_indexed` tells the index a command
+//! committed at, so a broker can tell whether its copy already reflects a
+//! change (`wait_applied`), and knows when its state is current after a
+//! restart (`caught_up`).
 //!
 //! Never: apply a command that was not committed; depend on the clock or
 //! on I/O inside `apply`; know about partition logs (brokers react to the

@@ -11,8 +11,10 @@
 //! consumers see only records below it, and acks=all answers once it
 //! passes the batch.
 //!
-//! Invariants: the HW never exceeds the LEO of any ISR member, and never
-//! moves backwards on a leader.
+//! Invariants: the HW never exceeds the LEO of any ISR member (nor of a
+//! member being added: the broker passes those in too), and never moves
+//! backwards on a leader; a follower keeps no record of an epoch the
+//! leader never saw (`truncation_step`).
 //!
 //! Never: do I/O or know about networks and logs; the broker feeds these
 //! functions what its replicas report and applies what they decide.
