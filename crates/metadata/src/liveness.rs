@@ -6,7 +6,11 @@
 //! The timeout is measured only on the controller's own clock, from when
 //! it saw each heartbeat; a newly elected controller gives every broker a
 //! full session from its election before judging it, so an election alone
-//! never kills a broker.
+//! never kills a broker, except its predecessor: that one is judged from
+//! when the new controller last heard from it (as Raft leader), since the
+//! election itself happened because it fell silent, with a quarter session
+//! of grace from the election. A controller kill then costs about one
+//! session, not an election plus a session.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,16 +19,28 @@ use crate::cluster_state::ClusterState;
 use crate::command::{BrokerId, CommandV1};
 
 /// What the controller should propose now, given when it last heard from
-/// each broker (`last_seen`) and since when it has been controller.
+/// each broker (`last_seen`), since when it has been controller, and the
+/// previous controller with when it was last heard from.
 pub fn liveness_changes(
     state: &ClusterState,
     last_seen: &HashMap<BrokerId, Instant>,
     controller_since: Instant,
+    predecessor: Option<(BrokerId, Instant)>,
     now: Instant,
     session_timeout: Duration,
 ) -> Vec<CommandV1> {
-    let judged_from =
-        |broker: BrokerId| last_seen.get(&broker).copied().unwrap_or(controller_since).max(controller_since);
+    // Even the predecessor gets a short grace from the election (a quarter
+    // session: a live one learns of the new controller from its first
+    // append and heartbeats it within a couple of 100 ms ticks), so a
+    // controller that was only cut off briefly is not declared dead at once.
+    let predecessor_floor = (controller_since + session_timeout / 4).checked_sub(session_timeout);
+    let judged_from = |broker: BrokerId| {
+        let floor = match (predecessor, predecessor_floor) {
+            (Some((id, heard)), Some(grace)) if id == broker => heard.max(grace).min(controller_since),
+            _ => controller_since,
+        };
+        last_seen.get(&broker).copied().unwrap_or(floor).max(floor)
+    };
     state
         .brokers
         .values()
@@ -66,7 +82,7 @@ mod tests {
         let session = Duration::from_secs(1);
         let now = start + Duration::from_secs(10);
         let seen = HashMap::from([(1, now - Duration::from_millis(100)), (2, now - Duration::from_secs(3)), (3, now)]);
-        let changes = liveness_changes(&state(&[(1, true), (2, true), (3, false)]), &seen, start, now, session);
+        let changes = liveness_changes(&state(&[(1, true), (2, true), (3, false)]), &seen, start, None, now, session);
         assert_eq!(
             changes,
             vec![
@@ -84,7 +100,36 @@ mod tests {
         // until a session has passed since the election.
         let seen = HashMap::from([(1, elected - Duration::from_secs(60))]);
         let cluster = state(&[(1, true), (2, true)]);
-        assert!(liveness_changes(&cluster, &seen, elected, elected + Duration::from_millis(900), session).is_empty());
-        assert_eq!(liveness_changes(&cluster, &seen, elected, elected + Duration::from_millis(1100), session).len(), 2);
+        assert!(liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(900), session)
+            .is_empty());
+        assert_eq!(
+            liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(1100), session).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_previous_controller_is_judged_from_when_it_was_last_heard() {
+        let elected = Instant::now();
+        let session = Duration::from_secs(1);
+        let cluster = state(&[(1, true), (2, true), (3, true)]);
+        // Broker 1 led until 700 ms before this election.
+        let predecessor = Some((1, elected - Duration::from_millis(700)));
+        let at = |millis| elected + Duration::from_millis(millis);
+        let seen = HashMap::from([(3, at(250))]);
+        assert!(liveness_changes(&cluster, &seen, elected, predecessor, at(250), session).is_empty());
+        // Long silent (this node was cut off itself): still a quarter
+        // session of grace from the election.
+        let long_ago = Some((1, elected - Duration::from_secs(30)));
+        assert!(liveness_changes(&cluster, &seen, elected, long_ago, at(200), session).is_empty());
+        assert_eq!(liveness_changes(&cluster, &seen, elected, long_ago, at(300), session).len(), 1);
+        assert_eq!(
+            liveness_changes(&cluster, &seen, elected, predecessor, at(350), session),
+            vec![CommandV1::SetBrokerAlive { broker_id: 1, alive: false }],
+            "the predecessor's session ran out; broker 2 still has its grace"
+        );
+        // A predecessor that heartbeats the new controller lives on.
+        let seen = HashMap::from([(1, at(300)), (3, at(300))]);
+        assert!(liveness_changes(&cluster, &seen, elected, predecessor, at(350), session).is_empty());
     }
 }

@@ -122,6 +122,13 @@ struct Liveness {
     /// partition) starts a new grace period, so heartbeat times from
     /// before it are never used to judge anyone.
     controller_since: Option<(u64, Instant)>,
+    /// The controller this node last accepted Raft appends from, and when.
+    last_controller_contact: Option<(BrokerId, Instant)>,
+    /// While controller: the previous controller and when this node last
+    /// heard from it. Its silence is measured from then, not from this
+    /// term's start: an election means a majority stopped hearing from it,
+    /// so its grace has mostly run already.
+    predecessor: Option<(BrokerId, Instant)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -186,7 +193,7 @@ impl MetadataNode {
     /// The internal gRPC services to serve on the broker's port.
     pub fn services(&self) -> (RaftTransportServer<RaftTransportService>, MetadataForwardingServer<ForwardingService>) {
         (
-            RaftTransportServer::new(RaftTransportService { raft: self.inner.raft.clone() }),
+            RaftTransportServer::new(RaftTransportService { raft: self.inner.raft.clone(), node: self.clone() }),
             MetadataForwardingServer::new(ForwardingService { node: self.clone() }),
         )
     }
@@ -282,6 +289,13 @@ impl MetadataNode {
         }
     }
 
+    /// Notes that `controller` (the Raft leader) was just heard from.
+    pub(crate) fn controller_heard_from(&self, controller: NodeId) {
+        let Ok(controller) = BrokerId::try_from(controller) else { return };
+        let mut liveness = self.inner.liveness.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        liveness.last_controller_contact = Some((controller, Instant::now()));
+    }
+
     /// Records a broker's heartbeat (meaningful on the controller).
     pub(crate) fn heartbeat_received(&self, broker_id: BrokerId) {
         self.inner
@@ -352,7 +366,9 @@ impl MetadataNode {
         let changes = {
             let mut liveness = self.inner.liveness.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if !self.is_controller() {
-                *liveness = Liveness::default();
+                liveness.last_seen.clear();
+                liveness.controller_since = None;
+                liveness.predecessor = None;
                 return;
             }
             let now = Instant::now();
@@ -363,11 +379,23 @@ impl MetadataNode {
                     // A new term: forget what earlier terms saw.
                     liveness.last_seen.clear();
                     liveness.controller_since = Some((term, now));
+                    let me = self.node_id();
+                    liveness.predecessor = liveness.last_controller_contact.filter(|(id, _)| NodeId::from(*id) != me);
+                    if let Some((predecessor, heard)) = liveness.predecessor {
+                        tracing::info!(predecessor, silent_for = ?now.saturating_duration_since(heard), "became controller; judging the previous controller from when it was last heard from");
+                    }
                     now
                 }
             };
             let state = self.inner.state.borrow().clone();
-            liveness_changes(&state, &liveness.last_seen, since, now, self.inner.config.session_timeout)
+            liveness_changes(
+                &state,
+                &liveness.last_seen,
+                since,
+                liveness.predecessor,
+                now,
+                self.inner.config.session_timeout,
+            )
         };
         for change in changes {
             tracing::info!(?change, "controller: broker liveness changed");

@@ -22,10 +22,13 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
     Ok(Response::new(Payload { json: json.into() }))
 }
 
-/// `brook.internal.v1.RaftTransport`, backed by the local Raft.
+/// `brook.internal.v1.RaftTransport`, backed by the local Raft. Notes
+/// when the controller was last heard from (an accepted append), which a
+/// node that becomes controller uses to judge its dead predecessor.
 #[derive(Clone)]
 pub struct RaftTransportService {
     pub(crate) raft: Raft,
+    pub(crate) node: MetadataNode,
 }
 
 impl std::fmt::Debug for RaftTransportService {
@@ -37,7 +40,15 @@ impl std::fmt::Debug for RaftTransportService {
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        encode(&self.raft.append_entries(decode(request)?).await)
+        let request: openraft::raft::AppendEntriesRequest<crate::raft_types::TypeConfig> = decode(request)?;
+        let leader = request.vote.leader_id().voted_for();
+        let response = self.raft.append_entries(request).await;
+        if let (Ok(answer), Some(leader)) = (&response, leader) {
+            if !matches!(answer, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                self.node.controller_heard_from(leader);
+            }
+        }
+        encode(&response)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
