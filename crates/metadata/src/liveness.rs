@@ -100,8 +100,9 @@ mod tests {
         // until a session has passed since the election.
         let seen = HashMap::from([(1, elected - Duration::from_secs(60))]);
         let cluster = state(&[(1, true), (2, true)]);
-        assert!(liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(900), session)
-            .is_empty());
+        assert!(
+            liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(900), session).is_empty()
+        );
         assert_eq!(
             liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(1100), session).len(),
             2

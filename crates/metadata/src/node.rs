@@ -41,9 +41,11 @@ pub struct MetadataConfig {
     pub data_dir: PathBuf,
     /// Raft leader heartbeats. Default 100 ms.
     pub heartbeat_interval: Duration,
-    /// A follower that hears no leader for a random time in this range
-    /// starts an election. Default 400-800 ms: a new controller within a
-    /// second of the old one's death.
+    /// The election timeout range. openraft (0.9) lets a follower that
+    /// knew a leader start an election only after `election_timeout_max`
+    /// (its lease on that leader) plus a random time in this range, so the
+    /// default 250-500 ms means a new controller 0.75-1 s after the old
+    /// one's last heartbeat (it was 1.2-1.6 s at 400-800 ms).
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// How long `propose` tries (elections, forwarding) before it reports
@@ -65,8 +67,8 @@ impl MetadataConfig {
             peers,
             data_dir,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
-            election_timeout_max: Duration::from_millis(800),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
             propose_timeout: Duration::from_secs(5),
             snapshot_after_entries: 1000,
             broker_heartbeat_interval: Duration::from_millis(100),
