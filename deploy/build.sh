@@ -15,7 +15,7 @@ target=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" -p brook
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
-cp "target/$target/release/brook" "$context/brook"
+cp "${CARGO_TARGET_DIR:-target}/$target/release/brook" "$context/brook"
 strip "$context/brook" 2>/dev/null || true
 docker build -t "$image" -f deploy/Dockerfile "$context"
 docker image ls "$image"
