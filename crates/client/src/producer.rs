@@ -240,6 +240,12 @@ impl Producer {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
+        let size = record.buffered_bytes();
+        let limit = shared.config.max_request_bytes.min(shared.config.buffer_memory);
+        if size + HEADER_BYTES > limit {
+            let setting = if limit == shared.config.buffer_memory { "buffer_memory" } else { "max_request_bytes" };
+            return Err(ClientError::RecordTooLarge { size, limit, setting });
+        }
         let known = shared.lock_accumulator().topics.get(&*record.topic).map(|topic| topic.partitions.len() as u32);
         let partitions = match known {
             Some(partitions) => partitions,
@@ -257,13 +263,15 @@ impl Producer {
                 });
             }
         }
-        let size = record.buffered_bytes();
-        let limit = shared.config.max_request_bytes.min(shared.config.buffer_memory);
-        if size + HEADER_BYTES > limit {
-            let setting = if limit == shared.config.buffer_memory { "buffer_memory" } else { "max_request_bytes" };
-            return Err(ClientError::RecordTooLarge { size, limit, setting });
+        // Backpressure: the record's bytes come out of `buffer_memory`. When
+        // there is room (the common case) no future is built and polled.
+        match shared.memory.try_acquire_many(size as u32) {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                shared.memory.acquire_many(size as u32).await.map_err(|_| ClientError::Closed)?.forget()
+            }
         }
-        shared.memory.acquire_many(size as u32).await.map_err(|_| ClientError::Closed)?.forget();
 
         let headers: Vec<Header<'_>> =
             record.headers.iter().map(|(key, value)| Header { key, value: value.as_deref() }).collect();

@@ -152,6 +152,12 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends handed to the collector at once: one channel message per chunk,
+/// not per record. With a target rate the chunk goes before every wait.
+const CHUNK: usize = 256;
+/// How often the collector publishes what it measured (progress line).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
 async fn run_producer(
     producer: Producer,
     topics: Vec<Arc<str>>,
@@ -161,39 +167,66 @@ async fn run_producer(
     recorder: Arc<Mutex<LatencyRecorder>>,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    // Deliveries are awaited in order by a second task, so sending never
-    // waits for acknowledgements, only for buffer space.
-    let (deliveries, mut pending) = tokio::sync::mpsc::channel::<(DeliveryFuture, Instant)>(1 << 16);
+    type Sent = (DeliveryFuture, std::time::Instant);
+    let (deliveries, mut pending) = tokio::sync::mpsc::channel::<Vec<Sent>>(256);
     let collector = tokio::spawn(async move {
         let mut first_error = None;
-        while let Some((delivery, sent_at)) = pending.recv().await {
-            match delivery.await {
-                Ok(_) => {
-                    recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(sent_at.elapsed());
-                    progress.acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    progress.failed.fetch_add(1, Ordering::Relaxed);
-                    first_error.get_or_insert(error);
+        // Measured here, published to `recorder` and `progress` now and
+        // then, so the shared ones are not touched per record.
+        let mut local = LatencyRecorder::default();
+        let (mut acknowledged, mut published_at) = (0u64, Instant::now());
+        let publish = |local: &mut LatencyRecorder, acknowledged: &mut u64| {
+            recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).merge(local);
+            *local = LatencyRecorder::default();
+            progress.acknowledged.fetch_add(std::mem::take(acknowledged), Ordering::Relaxed);
+        };
+        while let Some(chunk) = pending.recv().await {
+            for (mut delivery, sent_at) in chunk {
+                match (&mut delivery).await {
+                    Ok(_) => {
+                        // The producer stamps each batch's answer as it
+                        // arrives: how late we look does not count.
+                        let acked_at = delivery.completed_at().unwrap_or_else(std::time::Instant::now);
+                        local.record(acked_at.saturating_duration_since(sent_at));
+                        acknowledged += 1;
+                    }
+                    Err(error) => {
+                        progress.failed.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
+            if published_at.elapsed() >= PUBLISH_EVERY {
+                publish(&mut local, &mut acknowledged);
+                published_at = Instant::now();
+            }
         }
+        publish(&mut local, &mut acknowledged);
         first_error
     });
+    let mut chunk = Vec::with_capacity(CHUNK);
     for index in 0..records {
         let sent_at = match pacer.due(index) {
             Some(due) => {
+                if !chunk.is_empty() && deliveries.send(std::mem::take(&mut chunk)).await.is_err() {
+                    break;
+                }
                 tokio::time::sleep_until(due).await;
-                due
+                due.into_std()
             }
-            None => Instant::now(),
+            None => std::time::Instant::now(),
         };
         let topic = &topics[index as usize % topics.len()];
         let record = ProducerRecord::new(Arc::clone(topic), value.clone());
-        let delivery = producer.send(record).await?;
-        if deliveries.send((delivery, sent_at)).await.is_err() {
+        chunk.push((producer.send(record).await?, sent_at));
+        if chunk.len() >= CHUNK
+            && deliveries.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await.is_err()
+        {
             break;
         }
+    }
+    if !chunk.is_empty() {
+        let _ = deliveries.send(chunk).await;
     }
     producer.close().await;
     drop(deliveries);
@@ -203,7 +236,6 @@ async fn run_producer(
     Ok(())
 }
 
-/// One line a second on stderr: rate so far and p99 so far.
 async fn report_progress(progress: Arc<Progress>, record_bytes: usize, start: Instant) {
     let terminal = std::io::stderr().is_terminal();
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
