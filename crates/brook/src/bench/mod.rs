@@ -80,6 +80,8 @@ impl TopicArgs {
 pub struct Setup {
     pub brokers: usize,
     pub topics: usize,
+    /// Each topic with its partition count.
+    pub topic_partitions: Vec<(String, u32)>,
     /// Over all topics.
     pub partitions: usize,
     pub replication_factor: u32,
@@ -106,6 +108,7 @@ impl Setup {
         let admin = Admin::connect(bootstrap).await?;
         let mut partitions = 0;
         let mut description = None;
+        let mut topic_partitions = Vec::new();
         for name in topic.names() {
             if let Err(error) = admin.describe_topic(&name).await {
                 if error.code_name() != Some("UNKNOWN_TOPIC_OR_PARTITION") {
@@ -115,6 +118,7 @@ impl Setup {
             }
             let described = admin.describe_topic(&name).await?;
             partitions += described.partitions.len();
+            topic_partitions.push((name.clone(), described.partitions.len() as u32));
             description = Some(described);
         }
         let description = description.expect("at least one topic");
@@ -122,6 +126,7 @@ impl Setup {
         Ok(Setup {
             brokers: cluster.brokers.len(),
             topics: topic.names().len(),
+            topic_partitions,
             partitions,
             replication_factor: description.replication_factor,
             flush_policy: description.configs.get("flush.policy").cloned().unwrap_or_else(|| "none".into()),
