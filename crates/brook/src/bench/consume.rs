@@ -48,7 +48,9 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
             args.records,
             args.idle_timeout_sec
         );
-        for record in polled {
+        // A poll may carry more than is left to read: N records is N.
+        let wanted = usize::try_from(args.records - records).unwrap_or(usize::MAX);
+        for record in polled.into_iter().take(wanted) {
             records += 1;
             bytes += record.value.map_or(0, |value| value.len() as u64);
         }
