@@ -170,12 +170,12 @@ impl Accumulator {
 
     /// The topic's queues, created with `partitions` partitions on first use.
     fn topic(&mut self, name: &Arc<str>, partitions: u32) -> &mut TopicQueues {
-        if !self.topics.contains_key(&**name) {
-            let sticky = (self.next_random() % u64::from(partitions.max(1))) as u32;
-            let partitions = (0..partitions).map(|_| PartitionQueue::default()).collect();
-            self.topics.insert(Arc::clone(name), TopicQueues { name: Arc::clone(name), partitions, sticky });
-        }
-        self.topics.get_mut(&**name).expect("inserted above")
+        let sticky = (self.next_random() % u64::from(partitions.max(1))) as u32;
+        self.topics.entry(Arc::clone(name)).or_insert_with(|| TopicQueues {
+            name: Arc::clone(name),
+            partitions: (0..partitions.max(1)).map(|_| PartitionQueue::default()).collect(),
+            sticky,
+        })
     }
 }
 
@@ -246,23 +246,6 @@ impl Producer {
             let setting = if limit == shared.config.buffer_memory { "buffer_memory" } else { "max_request_bytes" };
             return Err(ClientError::RecordTooLarge { size, limit, setting });
         }
-        let known = shared.lock_accumulator().topics.get(&*record.topic).map(|topic| topic.partitions.len() as u32);
-        let partitions = match known {
-            Some(partitions) => partitions,
-            None => self.partition_count(&record.topic).await?,
-        };
-        if let Some(partition) = record.partition {
-            if partition >= partitions {
-                return Err(ClientError::Broker {
-                    code: tonic::Code::NotFound,
-                    code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
-                    message: format!(
-                        "topic '{}' has {partitions} partitions; partition {partition} does not exist",
-                        record.topic
-                    ),
-                });
-            }
-        }
         // Backpressure: the record's bytes come out of `buffer_memory`. When
         // there is room (the common case) no future is built and polled.
         match shared.memory.try_acquire_many(size as u32) {
@@ -272,7 +255,6 @@ impl Producer {
                 shared.memory.acquire_many(size as u32).await.map_err(|_| ClientError::Closed)?.forget()
             }
         }
-
         let headers: Vec<Header<'_>> =
             record.headers.iter().map(|(key, value)| Header { key, value: value.as_deref() }).collect();
         let new_record = NewRecord {
@@ -281,50 +263,25 @@ impl Producer {
             value: record.value.as_deref(),
             headers: &headers,
         };
-        let (delivery, wake) = {
-            let mut accumulator = shared.lock_accumulator();
-            let random = accumulator.next_random();
-            let topic = accumulator.topic(&record.topic, partitions);
-            let keyless = record.partition.is_none() && record.key.is_none();
-            let partition = match (record.partition, &record.key) {
-                (Some(partition), _) => partition,
-                (None, Some(key)) => partition_for_key(key, partitions),
-                (None, None) => topic.sticky,
-            };
-            let queue = &mut topic.partitions[partition as usize];
-            let mut sealed = false;
-            if let Some(open) = &queue.open {
-                if open.builder.size_bytes() + open.builder.size_of(&new_record) > shared.config.batch_size {
-                    queue.seal();
-                    sealed = true;
+        // A topic seen before costs one lookup under one lock; a new one
+        // first waits (unlocked) for its partition count.
+        let mut learnt: Option<u32> = None;
+        let (delivery, wake) = loop {
+            let placed = enqueue(shared, &mut shared.lock_accumulator(), &record, &new_record, size, learnt);
+            match placed {
+                Some(Ok(placed)) => break placed,
+                Some(Err(error)) => {
+                    shared.memory.add_permits(size);
+                    return Err(error);
                 }
+                None => match self.partition_count(&record.topic).await {
+                    Ok(partitions) => learnt = Some(partitions),
+                    Err(error) => {
+                        shared.memory.add_permits(size);
+                        return Err(error);
+                    }
+                },
             }
-            let created = queue.open.is_none();
-            if created {
-                let capacity = shared.config.batch_size.max(size + HEADER_BYTES);
-                queue.open = Some(OpenBatch {
-                    builder: BatchBuilder::new(capacity),
-                    created: Instant::now(),
-                    completion: Completer::default(),
-                    permits: 0,
-                });
-                shared.outstanding.send_modify(|count| *count += 1);
-            }
-            let open = queue.open.as_mut().expect("an open batch was just ensured");
-            open.builder.push(&new_record);
-            open.permits += size;
-            let delivery = open.completion.future(partition, open.builder.record_count() as u64 - 1);
-            if open.builder.size_bytes() >= shared.config.batch_size {
-                queue.seal();
-                sealed = true;
-            }
-            // Sticky partitioning: once the sticky partition's batch is
-            // sealed, keyless records move on to another partition.
-            if sealed && keyless && partitions > 1 && topic.sticky == partition {
-                let step = 1 + (random % u64::from(partitions - 1)) as u32;
-                topic.sticky = (partition + step) % partitions;
-            }
-            (delivery, sealed || created)
         };
         if wake {
             shared.wake.notify_one();
@@ -376,6 +333,76 @@ impl Drop for Producer {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
     }
+}
+
+/// Appends `new_record` to its partition's open batch (sealing what is
+/// full) and returns its delivery future and whether the sender should
+/// look now. `None`: the topic is new here and its partition count
+/// (`learnt`) is needed first.
+fn enqueue(
+    shared: &Shared,
+    accumulator: &mut Accumulator,
+    record: &ProducerRecord,
+    new_record: &NewRecord<'_>,
+    size: usize,
+    learnt: Option<u32>,
+) -> Option<Result<(DeliveryFuture, bool), ClientError>> {
+    let random = accumulator.next_random();
+    let topic = match learnt {
+        Some(partitions) => accumulator.topic(&record.topic, partitions),
+        None => accumulator.topics.get_mut(&*record.topic)?,
+    };
+    let partitions = topic.partitions.len() as u32;
+    if let Some(partition) = record.partition.filter(|partition| *partition >= partitions) {
+        return Some(Err(ClientError::Broker {
+            code: tonic::Code::NotFound,
+            code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+            message: format!(
+                "topic '{}' has {partitions} partitions; partition {partition} does not exist",
+                record.topic
+            ),
+        }));
+    }
+    let keyless = record.partition.is_none() && record.key.is_none();
+    let partition = match (record.partition, &record.key) {
+        (Some(partition), _) => partition,
+        (None, Some(key)) => partition_for_key(key, partitions),
+        (None, None) => topic.sticky,
+    };
+    let queue = &mut topic.partitions[partition as usize];
+    let mut sealed = false;
+    if let Some(open) = &queue.open {
+        if open.builder.size_bytes() + open.builder.size_of(new_record) > shared.config.batch_size {
+            queue.seal();
+            sealed = true;
+        }
+    }
+    let created = queue.open.is_none();
+    if created {
+        let capacity = shared.config.batch_size.max(size + HEADER_BYTES);
+        queue.open = Some(OpenBatch {
+            builder: BatchBuilder::new(capacity),
+            created: Instant::now(),
+            completion: Completer::default(),
+            permits: 0,
+        });
+        shared.outstanding.send_modify(|count| *count += 1);
+    }
+    let open = queue.open.as_mut().expect("an open batch was just ensured");
+    open.builder.push(new_record);
+    open.permits += size;
+    let delivery = open.completion.future(partition, open.builder.record_count() as u64 - 1);
+    if open.builder.size_bytes() >= shared.config.batch_size {
+        queue.seal();
+        sealed = true;
+    }
+    // Sticky partitioning: once the sticky partition's batch is
+    // sealed, keyless records move on to another partition.
+    if sealed && keyless && partitions > 1 && topic.sticky == partition {
+        let step = 1 + (random % u64::from(partitions - 1)) as u32;
+        topic.sticky = (partition + step) % partitions;
+    }
+    Some(Ok((delivery, sealed || created)))
 }
 
 /// The sender task: seals lingering batches, dispatches ready ones, sleeps
