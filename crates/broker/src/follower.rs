@@ -47,6 +47,7 @@ fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
         .tcp_nodelay(true)
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
+        .max_frame_size(crate::server::MAX_FRAME_BYTES)
         .connect_lazy())
 }
 

@@ -32,6 +32,9 @@ use brook_proto::internal::replication_server::ReplicationServer;
 /// stall every large produce or fetch on a window update.
 const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// The largest HTTP/2 DATA frame peers may send us (default 16 KiB): a
+/// 1 MiB produce request then travels as 4 frames, not 64.
+pub const MAX_FRAME_BYTES: u32 = 256 << 10;
 
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +183,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .add_optional_service(raft_transport)
         .add_optional_service(forwarding)
         .add_optional_service(replication)

@@ -22,6 +22,13 @@ pub struct DevArgs {
     base_port: u16,
 }
 
+impl DevArgs {
+    /// How many brokers this `dev` cluster runs.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+}
+
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
     let binary = std::env::current_exe().context("finding the brook binary")?;

@@ -45,6 +45,8 @@ fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
                 // Windows sized for 128 KiB+ batches (see the broker's server.rs).
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(16 << 20)
+                // Fetch answers in frames of up to 256 KiB, not 16 KiB.
+                .max_frame_size(256 << 10)
         })
 }
 
