@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use brook_record::{LeaderEpoch, Offset};
 use brook_replication::LeaderProgress;
 use brook_storage::{AppendInfo, LogConfig, LogReader, PartitionLog, StorageError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
@@ -297,11 +297,18 @@ impl Partition {
     /// append), then moves the HW as far as the ISR allows. Returns where
     /// they went and the leader epoch they were stamped with.
     pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<(AppendInfo, u32), BrokerError> {
-        // Stamping needs the bytes mutable: free when the request buffer is
-        // ours alone, one copy of the batch otherwise.
-        let mut buffer = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        // Stamping in place when the request buffer is ours alone; when it is
+        // shared (a slice of the transport's buffer), the stamped headers
+        // are written from small copies beside the untouched batches.
         let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
-        let info = self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?;
+        let info = match records.try_into_mut() {
+            Ok(mut buffer) => {
+                self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?
+            }
+            Err(shared) => {
+                self.blocking(move |partition| partition.with_log(|log| log.append_shared(&shared, epoch))).await?
+            }
+        };
         self.appended.send_modify(|count| *count = count.wrapping_add(1));
         self.refresh_leader_high_watermark();
         Ok((info, epoch.0))

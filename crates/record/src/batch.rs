@@ -187,10 +187,24 @@ fn check_record_framing(area: &[u8], count: usize) -> Result<(), RecordError> {
 /// If `batch` is shorter than a header: callers stamp only validated batches.
 pub fn stamp_batch(batch: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     assert!(batch.len() >= HEADER_BYTES, "stamp_batch is only called on validated batches");
+    stamp_fields(batch, base_offset, leader_epoch);
+}
+
+/// The first bytes of a batch that hold both stamped fields (base offset,
+/// batch length, leader epoch): a copy of them can be stamped on its own and
+/// written before the untouched rest of the batch.
+pub const STAMPED_HEAD_BYTES: usize = LEADER_EPOCH_AT + 4;
+
+/// `stamp_batch` on a copy of a batch's first `STAMPED_HEAD_BYTES`.
+pub fn stamp_batch_head(head: &mut [u8; STAMPED_HEAD_BYTES], base_offset: Offset, leader_epoch: LeaderEpoch) {
+    stamp_fields(head, base_offset, leader_epoch);
+}
+
+fn stamp_fields(bytes: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     let base = i64::try_from(base_offset.0).expect("offsets stay below i64::MAX");
     let epoch = i32::try_from(leader_epoch.0).expect("leader epochs stay below i32::MAX");
-    batch[..8].copy_from_slice(&base.to_be_bytes());
-    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+    bytes[..8].copy_from_slice(&base.to_be_bytes());
+    bytes[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// One batch inside a buffer, with its header parsed. Get them from

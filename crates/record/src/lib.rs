@@ -48,7 +48,10 @@ mod offset;
 mod record;
 mod varint;
 
-pub use batch::{stamp_batch, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC};
+pub use batch::{
+    stamp_batch, stamp_batch_head, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC,
+    STAMPED_HEAD_BYTES,
+};
 pub use builder::{BatchBuilder, NewRecord};
 pub use error::RecordError;
 pub use offset::{LeaderEpoch, Offset};

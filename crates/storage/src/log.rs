@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use brook_record::{stamp_batch, validate_batch, BatchView, LeaderEpoch, Offset};
+use brook_record::{stamp_batch, stamp_batch_head, validate_batch, BatchView, LeaderEpoch, Offset, STAMPED_HEAD_BYTES};
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::StorageError;
@@ -329,6 +329,45 @@ impl PartitionLog {
         self.write(records)
     }
 
+    /// The leader's append from a buffer it may not change (shared with the
+    /// request it came in): as `append`, but each batch's stamped first
+    /// bytes (base offset, length, leader epoch) go from a small copy and
+    /// the rest straight from `records`, in one vectored write. No copy of
+    /// the batches is made. The CRC does not cover the stamped fields.
+    pub fn append_shared(&mut self, records: &[u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, StorageError> {
+        if let Some(latest) = self.latest_epoch() {
+            if leader_epoch < latest {
+                return Err(StorageError::StaleLeaderEpoch { epoch: leader_epoch, latest });
+            }
+        }
+        self.validate(records)?;
+        let mut next = self.log_end_offset();
+        let mut heads = Vec::with_capacity(self.batch_infos.len());
+        let mut position = 0usize;
+        for info in &mut self.batch_infos {
+            let count = info.last_offset.0 - info.base_offset.0;
+            let mut head = [0u8; STAMPED_HEAD_BYTES];
+            head.copy_from_slice(&records[position..position + STAMPED_HEAD_BYTES]);
+            stamp_batch_head(&mut head, next, leader_epoch);
+            heads.push(head);
+            info.base_offset = next;
+            info.last_offset = next.plus(count);
+            next = info.last_offset.plus(1);
+            position += info.size_bytes as usize;
+        }
+        let mut parts = Vec::with_capacity(2 * heads.len());
+        let mut position = 0usize;
+        for (info, head) in self.batch_infos.iter().zip(&heads) {
+            let end = position + info.size_bytes as usize;
+            parts.push(std::io::IoSlice::new(head));
+            parts.push(std::io::IoSlice::new(&records[position + STAMPED_HEAD_BYTES..end]));
+            position = end;
+        }
+        let base_offset = self.log_end_offset();
+        self.epochs.assign(leader_epoch, base_offset)?;
+        self.write_parts(&mut parts, records.len() as u64)
+    }
+
     /// The follower's append: batches fetched from the leader keep the
     /// offsets and epochs the leader stamped; they must start at this log's
     /// end and follow each other.
@@ -383,12 +422,17 @@ impl PartitionLog {
     /// Appends validated, stamped batches to the active segment, rolling
     /// first if they do not belong in it, then publishes the new end.
     fn write(&mut self, records: &[u8]) -> Result<AppendInfo, StorageError> {
+        self.write_parts(&mut [std::io::IoSlice::new(records)], records.len() as u64)
+    }
+
+    /// `write` of batches given in pieces, `total` bytes in all.
+    fn write_parts(&mut self, parts: &mut [std::io::IoSlice<'_>], total: u64) -> Result<AppendInfo, StorageError> {
         let first = *self.batch_infos.first().expect("validate refuses empty appends");
         let last = *self.batch_infos.last().expect("validate refuses empty appends");
         debug_assert_eq!(first.base_offset, self.log_end_offset(), "appends continue the log");
-        self.roll_if_needed(records.len() as u64, last.last_offset)?;
+        self.roll_if_needed(total, last.last_offset)?;
         let active = Arc::clone(self.shared.segments().active());
-        active.append(records, &self.batch_infos, &self.config)?;
+        active.append_vectored(parts, total, &self.batch_infos, &self.config)?;
         let log_end_offset = last.last_offset.plus(1);
         self.shared.log_end_offset.store(log_end_offset.0, Ordering::Release);
 

@@ -203,17 +203,26 @@ impl Segment {
         offset.0.checked_sub(self.base_offset.0).and_then(|delta| u32::try_from(delta).ok())
     }
 
-    /// Appends `bytes`, the batches described by `batches`, at the end of
-    /// the file, indexes them, and publishes them to readers.
-    pub(crate) fn append(&self, bytes: &[u8], batches: &[BatchInfo], config: &LogConfig) -> Result<(), StorageError> {
+    /// Appends the batches described by `batches`, given as `parts`
+    /// (`total` bytes in all, written with `pwritev`), at the end of the
+    /// file, indexes them, and publishes them to readers.
+    pub(crate) fn append_vectored(
+        &self,
+        parts: &mut [std::io::IoSlice<'_>],
+        total: u64,
+        batches: &[BatchInfo],
+        config: &LogConfig,
+    ) -> Result<(), StorageError> {
         let position = self.size_bytes.load(Ordering::Relaxed);
-        self.file.write_all_at(bytes, position).map_err(StorageError::io("appending to segment", &self.path))?;
+        write_all_vectored_at(&self.file, parts, position)
+            .map_err(StorageError::io("appending to segment", &self.path))?;
+
         let mut at = position;
         for batch in batches {
             self.index_batch(batch, at, config);
             at += batch.size_bytes;
         }
-        debug_assert_eq!(at, position + bytes.len() as u64, "batch infos cover the appended bytes");
+        debug_assert_eq!(at, position + total, "batch infos cover the appended bytes");
         if let Some(last) = batches.last() {
             debug_assert!(last.last_offset >= self.next_offset(), "offsets only grow");
             self.size_bytes.store(at, Ordering::Release);
@@ -426,4 +435,24 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Writes every byte of `parts` at `offset`, however many calls it takes.
+fn write_all_vectored_at(
+    file: &std::fs::File,
+    mut parts: &mut [std::io::IoSlice<'_>],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    // The kernel takes at most IOV_MAX (1024) pieces per call.
+    const MAX_PIECES: usize = 1024;
+    while !parts.is_empty() {
+        let take = parts.len().min(MAX_PIECES);
+        let written = rustix::io::pwritev(file, &parts[..take], offset).map_err(std::io::Error::from)?;
+        if written == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the segment file took no bytes"));
+        }
+        offset += written as u64;
+        std::io::IoSlice::advance_slices(&mut parts, written);
+    }
+    Ok(())
 }

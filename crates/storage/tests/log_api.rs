@@ -36,6 +36,44 @@ fn append_stamps_offsets_and_epoch_without_touching_the_records() {
 }
 
 #[test]
+fn append_shared_stores_the_same_bytes_as_append_without_changing_its_input() {
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+    let (mut in_place, mut shared) = (open(&dir_a), open(&dir_b));
+    for round in 0..40u8 {
+        // Several batches per append, enough rounds to roll segments.
+        let mut records = common::batch(&values(3, 1000 + usize::from(round)), common::now_ms());
+        records.extend(common::batch(&values(1, 7), common::now_ms()));
+        records.extend(common::batch(&values(5, 90), common::now_ms()));
+        let untouched = records.clone();
+        let epoch = LeaderEpoch(u32::from(round / 10));
+        let expected = in_place.append(&mut records, epoch).expect("append");
+        let got = shared.append_shared(&untouched, epoch).expect("append_shared");
+        assert_eq!(
+            (got.base_offset, got.last_offset, got.batch_count, got.record_count),
+            (expected.base_offset, expected.last_offset, expected.batch_count, expected.record_count)
+        );
+    }
+    assert!(shared.segment_count() > 1, "the appends rolled segments");
+    let end = in_place.log_end_offset();
+    assert_eq!(shared.log_end_offset(), end);
+    let mut offset = Offset(0);
+    while offset < end {
+        let a = in_place.read(offset, 1 << 20, end).expect("read");
+        let b = shared.read(offset, 1 << 20, end).expect("read");
+        assert_eq!(a.to_bytes().expect("bytes"), b.to_bytes().expect("bytes"), "same bytes from {offset}");
+        offset = a.next_offset;
+    }
+    assert_eq!(shared.latest_epoch(), Some(LeaderEpoch(3)));
+    let stale = common::batch(&values(1, 1), 1);
+    assert!(matches!(shared.append_shared(&stale, LeaderEpoch(1)), Err(StorageError::StaleLeaderEpoch { .. })));
+    let mut corrupt = common::batch(&values(1, 1), 1);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert!(matches!(shared.append_shared(&corrupt, LeaderEpoch(3)), Err(StorageError::InvalidBatch { .. })));
+    assert_eq!(shared.log_end_offset(), end, "nothing written");
+}
+
+#[test]
 fn several_batches_in_one_append_get_consecutive_offsets() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut log = open(&dir);
