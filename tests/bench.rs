@@ -53,7 +53,13 @@ async fn bench_produce_consume_and_e2e_print_their_results_as_json() {
         .expect("run limits");
     assert!(limits.status.success(), "{}", String::from_utf8_lossy(&limits.stderr));
     let limits: serde_json::Value = serde_json::from_slice(&limits.stdout).expect("JSON");
-    for field in ["disk_write_mb_per_sec", "disk_read_mb_per_sec", "loopback_mb_per_sec"] {
+    for field in [
+        "disk_write_mb_per_sec",
+        "disk_read_mb_per_sec",
+        "loopback_mb_per_sec",
+        "file_to_loopback_copy_mb_per_sec",
+        "file_to_loopback_sendfile_mb_per_sec",
+    ] {
         assert!(number(&limits, field) > 0.0, "{field} in {limits}");
     }
 }
