@@ -29,6 +29,8 @@ const FETCH_MAX_WAIT_MS: u32 = 100;
 const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// Pause after a failed fetch (leader unreachable, moving).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause when the leader refused every partition of a fetch.
+const REFUSED_BACKOFF: Duration = Duration::from_millis(20);
 /// How often an idle fetcher (nothing to follow) looks again.
 const IDLE_RECHECK: Duration = Duration::from_millis(200);
 
@@ -69,7 +71,10 @@ async fn fetch_from(registry: Arc<TopicRegistry>, leader: u32, address: String, 
             Some(IDLE_RECHECK)
         } else {
             match fetch_once(&client, me, &followed).await {
-                Ok(()) => None,
+                Ok(FetchOutcome::Progress) => None,
+                // Every partition refused (leadership or epoch moving, one
+                // side's metadata behind): a short pause, not a spin.
+                Ok(FetchOutcome::AllRefused) => Some(REFUSED_BACKOFF),
                 Err(reason) => {
                     tracing::debug!(leader, %reason, "replica fetch failed; retrying");
                     Some(RETRY_BACKOFF)
@@ -85,12 +90,18 @@ async fn fetch_from(registry: Arc<TopicRegistry>, leader: u32, address: String, 
     }
 }
 
+/// How a fetch went, when it got an answer.
+enum FetchOutcome {
+    Progress,
+    AllRefused,
+}
+
 /// Verifies (truncates) what needs it, then one fetch for all partitions.
 async fn fetch_once(
     client: &ReplicationClient<Channel>,
     me: u32,
     followed: &[(Arc<Partition>, u32)],
-) -> Result<(), String> {
+) -> Result<FetchOutcome, String> {
     for (partition, epoch) in followed {
         if partition.needs_verification() {
             verify(client, partition, *epoch).await?;
@@ -114,6 +125,12 @@ async fn fetch_once(
     let mut call = tonic::Request::new(request);
     call.set_timeout(Duration::from_millis(u64::from(FETCH_MAX_WAIT_MS)) + Duration::from_secs(5));
     let response = client.clone().fetch(call).await.map_err(|status| status.message().to_string())?.into_inner();
+    let refused = response.partitions.iter().filter(|data| !data.error.is_empty()).count();
+    let outcome = if refused > 0 && refused == response.partitions.len() {
+        FetchOutcome::AllRefused
+    } else {
+        FetchOutcome::Progress
+    };
     for data in response.partitions {
         let Some((partition, _)) = followed
             .iter()
@@ -137,7 +154,7 @@ async fn fetch_once(
             partition.set_follower_high_watermark(Offset(high_watermark));
         }
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// The most rounds of asking the leader one verification may take: each
