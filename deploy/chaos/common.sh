@@ -24,9 +24,16 @@ container_of() {
   echo "$id"
 }
 
-# The compose network the brokers share.
+# The compose network the brokers share, found by the labels Compose v1 and
+# v2 both put on it (v1 and v2 name networks alike today, but the labels
+# are what both promise).
 network_of() {
-  docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}_brook' "$1"
+  local project network
+  project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$1")"
+  network="$(docker network ls --format "{{.Name}}" --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.network=brook")"
+  [[ -n "$network" ]] || network="${project}_brook"
+  echo "$network"
 }
 
 usage_if_asked() {
