@@ -62,20 +62,42 @@ async fn fetch_from(registry: Arc<TopicRegistry>, leader: u32, address: String, 
         }
     };
     let me = registry.broker_id();
+    let mut changes = registry.watch_changes();
     loop {
         if shutdown.is_cancelled() {
             return;
         }
+        changes.borrow_and_update();
         let followed = registry.followed_from(leader);
         let pause = if followed.is_empty() {
             Some(IDLE_RECHECK)
         } else {
-            match fetch_once(&client, me, &followed).await {
-                Ok(FetchOutcome::Progress) => None,
+            // A long-poll in flight is abandoned when what this broker
+            // follows from `leader` changes (a partition moved here, an
+            // epoch moved on): the new set is fetched at once, not after
+            // the poll's wait.
+            let fetch = fetch_once(&client, me, &followed);
+            tokio::pin!(fetch);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut fetch => break Some(outcome),
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if !same_partitions(&registry.followed_from(leader), &followed) {
+                            break None;
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            };
+            match outcome {
+                None | Some(Ok(FetchOutcome::Progress)) => None,
                 // Every partition refused (leadership or epoch moving, one
                 // side's metadata behind): a short pause, not a spin.
-                Ok(FetchOutcome::AllRefused) => Some(REFUSED_BACKOFF),
-                Err(reason) => {
+                Some(Ok(FetchOutcome::AllRefused)) => Some(REFUSED_BACKOFF),
+                Some(Err(reason)) => {
                     tracing::debug!(leader, %reason, "replica fetch failed; retrying");
                     Some(RETRY_BACKOFF)
                 }
@@ -84,10 +106,19 @@ async fn fetch_from(registry: Arc<TopicRegistry>, leader: u32, address: String, 
         if let Some(pause) = pause {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                // New metadata may be what we were waiting for.
+                _ = changes.changed() => {}
                 () = shutdown.cancelled() => return,
             }
         }
     }
+}
+
+/// Whether two lists of followed partitions are the same partitions at the
+/// same epochs.
+fn same_partitions(now: &[(Arc<Partition>, u32)], before: &[(Arc<Partition>, u32)]) -> bool {
+    now.len() == before.len()
+        && now.iter().zip(before).all(|((a, epoch_a), (b, epoch_b))| Arc::ptr_eq(a, b) && epoch_a == epoch_b)
 }
 
 /// How a fetch went, when it got an answer.

@@ -544,6 +544,12 @@ impl TopicRegistry {
         self.replace(next);
     }
 
+    /// Something to wait on for any change of the topics here (a new
+    /// cluster state applied, a topic created or deleted).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
     /// Something to wait on for appends to any hosted partition.
     pub fn watch_appends(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
