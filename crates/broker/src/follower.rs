@@ -2,7 +2,10 @@
 //! for every partition that broker leads and this one hosts, the batches
 //! past this replica's log end, appends them as they are, and takes the
 //! leader's HW. After a leader change, before fetching, a follower asks the
-//! leader where its own latest epoch ends and cuts what diverged.
+//! leader where its own latest epoch ends and cuts what diverged (over as
+//! many rounds as the leader lacks its epochs). Fetches carry the epoch the
+//! follower believes current, and a poll in flight is dropped when what the
+//! follower follows from that leader changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +21,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::partition::Partition;
 use crate::topics::TopicRegistry;
 
-/// How long the leader may hold a fetch with nothing to send. At 500 ms,
-/// acks=all at 10,000 records/s had p99 400 ms against p50 6 ms (some
-/// follower fetches were not woken by appends and waited the whole time;
-/// not explained yet, see BENCHMARKS.md); 100 ms bounds that stall and
-/// gives p99 10.4 ms, at the cost of ten wake-ups a second per idle
-/// follower-leader pair.
+/// How long the leader may hold a fetch with nothing to send. Session 9
+/// saw acks=all tails that followed this wait (p99 400 ms at 500 ms); the
+/// cause was a poll in flight that did not carry a partition just moved to
+/// its leader, fixed by dropping such polls (see `fetch_from`). 100 ms
+/// costs an idle follower-leader pair ten wake-ups a second.
 const FETCH_MAX_WAIT_MS: u32 = 100;
 /// Bytes per partition per fetch.
 const FETCH_MAX_BYTES: u32 = 4 << 20;
