@@ -342,3 +342,33 @@ async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_created_without_settings_take_the_clusters_defaults() {
+    let mut cluster =
+        TestCluster::start_with(3, &["--default-replication-factor", "3", "--default-min-insync-replicas", "2"]).await;
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    let defaulted = admin.create_topic(NewTopic::new("defaults", 2, 0)).await.expect("create with defaults");
+    assert_eq!(defaulted.replication_factor, 3);
+    assert_eq!(defaulted.configs.get("min.insync.replicas").map(String::as_str), Some("2"));
+    assert!(defaulted.partitions.iter().all(|partition| partition.replicas.len() == 3));
+
+    // A smaller explicit factor caps the default min.insync.replicas, so
+    // acks=all still works; an explicit config is kept as given.
+    let single = admin.create_topic(NewTopic::new("single", 1, 1)).await.expect("create RF 1");
+    assert_eq!(single.configs.get("min.insync.replicas").map(String::as_str), Some("1"));
+    let explicit = NewTopic::new("explicit", 1, 3).config("min.insync.replicas", "3");
+    let explicit = admin.create_topic(explicit).await.expect("create with config");
+    assert_eq!(explicit.configs.get("min.insync.replicas").map(String::as_str), Some("3"));
+
+    // The CLI leaves the factor to the cluster unless told.
+    let created = cluster
+        .broker(2)
+        .command()
+        .args(["topic", "create", "cli-defaults", "--partitions", "2"])
+        .output()
+        .expect("run brook topic create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let printed = String::from_utf8_lossy(&created.stdout);
+    assert!(printed.contains("replication factor 3"), "{printed}");
+}

@@ -163,7 +163,10 @@ async fn a_compose_cluster_survives_a_leader_kill_and_a_partition() {
     .await;
     println!("compose up to a formed cluster: {:?}", started.elapsed());
     let admin = Admin::connect(&bootstrap).await.expect("admin");
-    admin.create_topic(NewTopic::new("orders", 3, 3).config("min.insync.replicas", "2")).await.expect("create");
+    // No settings given: the cluster's defaults (RF 3, min.insync.replicas 2).
+    let orders = admin.create_topic(NewTopic::new("orders", 3, 0)).await.expect("create");
+    assert_eq!(orders.replication_factor, 3);
+    assert_eq!(orders.configs.get("min.insync.replicas").map(String::as_str), Some("2"));
 
     let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
         .await

@@ -159,6 +159,11 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(nodes: u32) -> TestCluster {
+        TestCluster::start_with(nodes, &[]).await
+    }
+
+    /// `start`, with `extra_args` for every `brook serve`.
+    pub async fn start_with(nodes: u32, extra_args: &[&str]) -> TestCluster {
         let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let peers: Vec<String> =
             addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
@@ -166,7 +171,9 @@ impl TestCluster {
         let mut brokers = Vec::new();
         for (index, address) in addresses.into_iter().enumerate() {
             let id = (index + 1).to_string();
-            brokers.push(Broker::start_at(address, &["--id", &id, "--peers", &peers]).await);
+            let mut args = vec!["--id", &id, "--peers", &peers];
+            args.extend_from_slice(extra_args);
+            brokers.push(Broker::start_at(address, &args).await);
         }
         let cluster = TestCluster { brokers };
         cluster.wait_all_alive().await;

@@ -47,6 +47,14 @@ pub struct BrokerConfig {
     /// A follower that has not caught up with its leader for this long is
     /// dropped from the ISR (Kafka's `replica.lag.time.max.ms`). Default 10 s.
     pub replica_lag_max_ms: u64,
+    /// The replication factor of a topic created without one (a request
+    /// with 0; Kafka's `default.replication.factor`). Default 1.
+    pub default_replication_factor: u32,
+    /// `min.insync.replicas` of a topic created without it (Kafka's
+    /// broker-level `min.insync.replicas`), capped at the topic's
+    /// replication factor so a default never makes a topic unwritable with
+    /// acks=all. Default 1.
+    pub default_min_insync_replicas: u32,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +75,8 @@ impl Default for BrokerConfig {
             session_timeout_ms: 800,
             heartbeat_interval_ms: 100,
             replica_lag_max_ms: 10_000,
+            default_replication_factor: 1,
+            default_min_insync_replicas: 1,
         }
     }
 }

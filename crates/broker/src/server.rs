@@ -96,6 +96,8 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         address: advertised.clone(),
         cluster_id,
         metadata: metadata_node.clone(),
+        default_replication_factor: config.default_replication_factor,
+        default_min_insync_replicas: config.default_min_insync_replicas,
     });
 
     let metrics = Arc::new(Metrics::new(config.id));

@@ -29,6 +29,13 @@ pub struct ServeArgs {
     /// (each broker's own --listen address). Without it: a single node.
     #[arg(long, value_parser = parse_peers)]
     peers: Option<std::collections::BTreeMap<u32, String>>,
+    /// Replication factor of topics created without one [default: 1].
+    #[arg(long)]
+    default_replication_factor: Option<u32>,
+    /// min.insync.replicas of topics created without it, capped at their
+    /// replication factor [default: 1].
+    #[arg(long)]
+    default_min_insync_replicas: Option<u32>,
     /// A TOML file with any BrokerConfig fields; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -77,6 +84,14 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(peers) = args.peers {
         config.peers = peers;
     }
+    if let Some(factor) = args.default_replication_factor {
+        config.default_replication_factor = factor;
+    }
+    if let Some(min_insync) = args.default_min_insync_replicas {
+        config.default_min_insync_replicas = min_insync;
+    }
+    anyhow::ensure!(config.default_replication_factor >= 1, "the default replication factor must be at least 1");
+    anyhow::ensure!(config.default_min_insync_replicas >= 1, "the default min.insync.replicas must be at least 1");
     if !config.peers.is_empty() {
         anyhow::ensure!(
             config.peers.contains_key(&config.id),

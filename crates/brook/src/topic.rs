@@ -9,8 +9,9 @@ pub enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        #[arg(long, default_value_t = 1)]
-        replication_factor: u32,
+        /// Default: the cluster's (`brook serve --default-replication-factor`).
+        #[arg(long)]
+        replication_factor: Option<u32>,
         /// A topic config as key=value (retention.ms, segment.bytes,
         /// min.insync.replicas, flush.policy, ...); repeatable.
         #[arg(long = "config", value_parser = parse_key_value)]
@@ -34,10 +35,13 @@ pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
     let admin = Admin::connect(bootstrap).await?;
     match command {
         TopicCommand::Create { name, partitions, replication_factor, configs } => {
-            let mut topic = NewTopic::new(&name, partitions, replication_factor);
+            let mut topic = NewTopic::new(&name, partitions, replication_factor.unwrap_or(0));
             topic.configs.extend(configs);
-            admin.create_topic(topic).await?;
-            println!("created topic {name} with {partitions} partition(s), replication factor {replication_factor}");
+            let created = admin.create_topic(topic).await?;
+            println!(
+                "created topic {name} with {partitions} partition(s), replication factor {}",
+                created.replication_factor
+            );
         }
         TopicCommand::List => {
             for topic in admin.list_topics().await? {

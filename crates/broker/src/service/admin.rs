@@ -19,6 +19,8 @@ pub struct AdminService {
     pub(crate) node: Node,
 }
 
+const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+
 /// Offsets go on the wire as Kafka's int64.
 pub(crate) fn wire_offset(offset: brook_record::Offset) -> i64 {
     i64::try_from(offset.0).unwrap_or(i64::MAX)
@@ -67,10 +69,18 @@ impl Admin for AdminService {
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
         let request = request.into_inner();
-        let topic = self
-            .registry
-            .create(request.name, request.partitions, request.replication_factor, request.configs.into_iter().collect())
-            .await?;
+        // Unset settings take the broker's defaults (Kafka's
+        // default.replication.factor and min.insync.replicas).
+        let replication_factor = match request.replication_factor {
+            0 => self.node.default_replication_factor,
+            given => given,
+        };
+        let mut configs: std::collections::BTreeMap<String, String> = request.configs.into_iter().collect();
+        if !configs.contains_key(MIN_INSYNC_REPLICAS) {
+            let min_insync = self.node.default_min_insync_replicas.min(replication_factor).max(1);
+            configs.insert(MIN_INSYNC_REPLICAS.to_string(), min_insync.to_string());
+        }
+        let topic = self.registry.create(request.name, request.partitions, replication_factor, configs).await?;
         Ok(Response::new(CreateTopicResponse { topic: Some(self.describe(&topic)) }))
     }
 

@@ -20,6 +20,9 @@ pub struct NodeInfo {
     pub cluster_id: String,
     /// In cluster mode, the metadata group (brokers, controller).
     pub metadata: Option<brook_metadata::MetadataNode>,
+    /// What a topic created without them gets (see `BrokerConfig`).
+    pub default_replication_factor: u32,
+    pub default_min_insync_replicas: u32,
 }
 
 impl NodeInfo {
