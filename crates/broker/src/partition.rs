@@ -211,9 +211,9 @@ impl Partition {
         replication.role.leads() && replication.role.leader_epoch == leader_epoch
     }
 
-    /// This replica's role as last set.
-    pub fn role(&self) -> Role {
-        self.replication().role.clone()
+    /// The leader epoch of this replica's role as last set.
+    pub fn role_epoch(&self) -> u32 {
+        self.replication().role.leader_epoch
     }
 
     pub fn topic(&self) -> &str {

@@ -109,7 +109,7 @@ impl ReplicationService {
 /// Refuses a follower whose idea of the leader epoch is not this leader's:
 /// its progress would be measured against another log.
 fn check_epoch(partition: &Partition, requested: u32) -> Result<(), BrokerError> {
-    let current = partition.role().leader_epoch;
+    let current = partition.role_epoch();
     if requested == current {
         return Ok(());
     }
@@ -145,6 +145,7 @@ impl Replication for ReplicationService {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, epoch = request.get_ref().leader_epoch))]
     async fn epoch_end_offset(
         &self,
         request: Request<EpochEndOffsetRequest>,
