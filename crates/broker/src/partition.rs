@@ -186,8 +186,9 @@ impl Partition {
             self.refresh_leader_high_watermark();
             return;
         }
-        let leadership_changed = role.leads() != replication.role.leads();
-        if leadership_changed || replication.role.leader_epoch != role.leader_epoch {
+        let leadership_changed =
+            role.leads() != replication.role.leads() || replication.role.leader_epoch != role.leader_epoch;
+        if leadership_changed {
             replication.progress = LeaderProgress::new(*self.high_watermark.borrow());
             replication.verified_epoch = None;
             // Proposals made at the old epoch are refused by the controller.
@@ -199,7 +200,7 @@ impl Partition {
         drop(replication);
         if leadership_changed {
             // Wake acks=all waits so they see they lost (or cannot use) the
-            // leadership they appended under.
+            // leadership, at the epoch, they appended under.
             self.high_watermark.send_modify(|_| {});
         }
         self.refresh_leader_high_watermark();
