@@ -41,6 +41,7 @@ fn produce(topic: &str, partition: u32, records: Vec<u8>) -> ProduceRequest {
         acks: Acks::All as i32,
         timeout_ms: 0,
         records: Bytes::from(records),
+        batches: Vec::new(),
     }
 }
 
@@ -166,6 +167,14 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
         "CORRUPT_RECORD",
         "batch 1 of the append",
     );
+    // The same as separate pieces: a bad piece refuses the whole request;
+    // and a request may not set both forms.
+    let mut pieces = produce("t", 0, Vec::new());
+    pieces.batches = vec![Bytes::from(batch(&[b"three"])), Bytes::from_static(&[1, 2, 3])];
+    expect_status(records.produce(pieces).await, Code::InvalidArgument, "CORRUPT_RECORD", "batch 1 of the append");
+    let mut both = produce("t", 0, batch(&[b"three"]));
+    both.batches = vec![Bytes::from(batch(&[b"four"]))];
+    expect_status(records.produce(both).await, Code::InvalidArgument, "INVALID_REQUEST", "not both");
     still_serving(&mut records, &mut admin).await;
 
     // Fetch offsets outside the log.

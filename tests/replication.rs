@@ -142,6 +142,7 @@ async fn acks_all_times_out_while_a_follower_stalls_and_is_refused_below_min_isr
         acks: WireAcks::All as i32,
         timeout_ms,
         records: one_batch(),
+        batches: Vec::new(),
     };
     records.produce(produce(5000)).await.expect("acks=all with the whole ISR up");
 
@@ -242,6 +243,7 @@ async fn a_returning_leader_cuts_the_records_no_follower_copied() {
         acks: WireAcks::Leader as i32,
         timeout_ms: 0,
         records: builder.finish(),
+        batches: Vec::new(),
     };
     let orphaned = records.produce(request).await.expect("acks=1 on the old leader").into_inner();
     assert_eq!(orphaned.base_offset, 100);

@@ -302,6 +302,32 @@ impl Partition {
         // shared (a slice of the transport's buffer), the stamped headers
         // are written from small copies beside the untouched batches.
         let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
+        let info = self.append_at(records, epoch).await?;
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.refresh_leader_high_watermark();
+        Ok((info, epoch.0))
+    }
+
+    /// `append` of batches that came as separate pieces, each holding whole
+    /// batches: one append, in order, no copy of the pieces.
+    pub async fn append_pieces(self: &Arc<Self>, pieces: Vec<Bytes>) -> Result<(AppendInfo, u32), BrokerError> {
+        let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
+        let info = match <[Bytes; 1]>::try_from(pieces) {
+            Ok([single]) => self.append_at(single, epoch).await?,
+            Err(pieces) => {
+                self.blocking(move |partition| {
+                    let buffers: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
+                    partition.with_log(|log| log.append_shared_parts(&buffers, epoch))
+                })
+                .await?
+            }
+        };
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.refresh_leader_high_watermark();
+        Ok((info, epoch.0))
+    }
+
+    async fn append_at(self: &Arc<Self>, records: Bytes, epoch: LeaderEpoch) -> Result<AppendInfo, BrokerError> {
         let info = match records.try_into_mut() {
             Ok(mut buffer) => {
                 self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?
@@ -310,9 +336,7 @@ impl Partition {
                 self.blocking(move |partition| partition.with_log(|log| log.append_shared(&shared, epoch))).await?
             }
         };
-        self.appended.send_modify(|count| *count = count.wrapping_add(1));
-        self.refresh_leader_high_watermark();
-        Ok((info, epoch.0))
+        Ok(info)
     }
 
     /// Waits until the HW reaches `target` (acks=all), at most `timeout`,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use brook_proto::v1::records_client::RecordsClient;
 use brook_proto::v1::ProduceRequest;
 use brook_record::{BatchBuilder, Header, NewRecord, Offset, HEADER_BYTES};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::completion::{Completer, DeliveryFuture};
@@ -476,15 +476,8 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
 /// retried, then completes their records and frees their memory.
 async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches: Vec<SealedBatch>) {
     let config = &shared.config;
-    let records = if batches.len() == 1 {
-        batches[0].bytes.clone()
-    } else {
-        let mut joined = BytesMut::with_capacity(batches.iter().map(|batch| batch.bytes.len()).sum());
-        for batch in &batches {
-            joined.extend_from_slice(&batch.bytes);
-        }
-        joined.freeze()
-    };
+    // The batches travel as separate pieces: no joining copy here.
+    let pieces: Vec<Bytes> = batches.iter().map(|batch| batch.bytes.clone()).collect();
     if config.acks == Acks::None {
         // acks=0: the records count as sent once the request leaves.
         for batch in &batches {
@@ -498,7 +491,8 @@ async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches:
         partition,
         acks: config.acks.wire(),
         timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
-        records,
+        records: Bytes::new(),
+        batches: pieces,
     };
     let result = loop {
         let attempt = async {

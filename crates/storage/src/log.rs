@@ -335,37 +335,60 @@ impl PartitionLog {
     /// the rest straight from `records`, in one vectored write. No copy of
     /// the batches is made. The CRC does not cover the stamped fields.
     pub fn append_shared(&mut self, records: &[u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo, StorageError> {
+        self.append_shared_parts(&[records], leader_epoch)
+    }
+
+    /// `append_shared` of batches that arrive in several buffers, each
+    /// holding whole batches (a request that carries its batches as
+    /// separate pieces): they are written as one append, in order.
+    pub fn append_shared_parts(
+        &mut self,
+        buffers: &[&[u8]],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, StorageError> {
         if let Some(latest) = self.latest_epoch() {
             if leader_epoch < latest {
                 return Err(StorageError::StaleLeaderEpoch { epoch: leader_epoch, latest });
             }
         }
-        self.validate(records)?;
+        // Where each batch sits: (buffer, start) beside `batch_infos`.
+        let mut places = Vec::new();
+        self.batch_infos.clear();
+        for (buffer_index, buffer) in buffers.iter().enumerate() {
+            let found = self.batch_infos.len();
+            self.validate_into(buffer)?;
+            let mut start = 0usize;
+            for info in &self.batch_infos[found..] {
+                places.push((buffer_index, start));
+                start += info.size_bytes as usize;
+            }
+        }
+        if self.batch_infos.is_empty() {
+            return Err(StorageError::EmptyAppend);
+        }
         let mut next = self.log_end_offset();
         let mut heads = Vec::with_capacity(self.batch_infos.len());
-        let mut position = 0usize;
-        for info in &mut self.batch_infos {
+        for (info, &(buffer, start)) in self.batch_infos.iter_mut().zip(&places) {
             let count = info.last_offset.0 - info.base_offset.0;
             let mut head = [0u8; STAMPED_HEAD_BYTES];
-            head.copy_from_slice(&records[position..position + STAMPED_HEAD_BYTES]);
+            head.copy_from_slice(&buffers[buffer][start..start + STAMPED_HEAD_BYTES]);
             stamp_batch_head(&mut head, next, leader_epoch);
             heads.push(head);
             info.base_offset = next;
             info.last_offset = next.plus(count);
             next = info.last_offset.plus(1);
-            position += info.size_bytes as usize;
         }
         let mut parts = Vec::with_capacity(2 * heads.len());
-        let mut position = 0usize;
-        for (info, head) in self.batch_infos.iter().zip(&heads) {
-            let end = position + info.size_bytes as usize;
+        let mut total = 0u64;
+        for ((info, &(buffer, start)), head) in self.batch_infos.iter().zip(&places).zip(&heads) {
+            let end = start + info.size_bytes as usize;
             parts.push(std::io::IoSlice::new(head));
-            parts.push(std::io::IoSlice::new(&records[position + STAMPED_HEAD_BYTES..end]));
-            position = end;
+            parts.push(std::io::IoSlice::new(&buffers[buffer][start + STAMPED_HEAD_BYTES..end]));
+            total += info.size_bytes;
         }
         let base_offset = self.log_end_offset();
         self.epochs.assign(leader_epoch, base_offset)?;
-        self.write_parts(&mut parts, records.len() as u64)
+        self.write_parts(&mut parts, total)
     }
 
     /// The follower's append: batches fetched from the leader keep the
@@ -402,6 +425,11 @@ impl PartitionLog {
             return Err(StorageError::EmptyAppend);
         }
         self.batch_infos.clear();
+        self.validate_into(records)
+    }
+
+    /// Checks every batch of `records` and adds them to `batch_infos`.
+    fn validate_into(&mut self, records: &[u8]) -> Result<(), StorageError> {
         let mut position = 0usize;
         while position < records.len() {
             let index = self.batch_infos.len();

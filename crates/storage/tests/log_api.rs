@@ -36,18 +36,25 @@ fn append_stamps_offsets_and_epoch_without_touching_the_records() {
 }
 
 #[test]
-fn append_shared_stores_the_same_bytes_as_append_without_changing_its_input() {
+fn append_shared_stores_the_same_bytes_as_append_from_one_buffer_or_several() {
     let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
     let (mut in_place, mut shared) = (open(&dir_a), open(&dir_b));
     for round in 0..40u8 {
         // Several batches per append, enough rounds to roll segments.
-        let mut records = common::batch(&values(3, 1000 + usize::from(round)), common::now_ms());
-        records.extend(common::batch(&values(1, 7), common::now_ms()));
-        records.extend(common::batch(&values(5, 90), common::now_ms()));
+        let first = common::batch(&values(3, 1000 + usize::from(round)), common::now_ms());
+        let second = common::batch(&values(1, 7), common::now_ms());
+        let third = common::batch(&values(5, 90), common::now_ms());
+        let mut records = [first.clone(), second.clone(), third.clone()].concat();
         let untouched = records.clone();
         let epoch = LeaderEpoch(u32::from(round / 10));
         let expected = in_place.append(&mut records, epoch).expect("append");
-        let got = shared.append_shared(&untouched, epoch).expect("append_shared");
+        // Half the rounds as one buffer, half as separate pieces.
+        let got = if round % 2 == 0 {
+            shared.append_shared(&untouched, epoch).expect("append_shared")
+        } else {
+            let pieces = [&first[..], &second[..], &third[..]];
+            shared.append_shared_parts(&pieces, epoch).expect("append_shared_parts")
+        };
         assert_eq!(
             (got.base_offset, got.last_offset, got.batch_count, got.record_count),
             (expected.base_offset, expected.last_offset, expected.batch_count, expected.record_count)
@@ -70,6 +77,13 @@ fn append_shared_stores_the_same_bytes_as_append_without_changing_its_input() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
     assert!(matches!(shared.append_shared(&corrupt, LeaderEpoch(3)), Err(StorageError::InvalidBatch { .. })));
+    let good = common::batch(&values(1, 1), 1);
+    let mixed = [&good[..], &corrupt[..]];
+    assert!(
+        matches!(shared.append_shared_parts(&mixed, LeaderEpoch(3)), Err(StorageError::InvalidBatch { index: 1, .. })),
+        "a bad piece refuses the whole append"
+    );
+    assert!(matches!(shared.append_shared_parts(&[], LeaderEpoch(3)), Err(StorageError::EmptyAppend)));
     assert_eq!(shared.log_end_offset(), end, "nothing written");
 }
 

@@ -57,8 +57,16 @@ impl RecordsService {
                 min_insync_replicas: topic.config.min_insync_replicas,
             });
         }
-        let bytes = request.records.len() as u64;
-        let (info, leader_epoch) = partition.append(request.records).await?;
+        let bytes = request.records.len() as u64 + request.batches.iter().map(|piece| piece.len() as u64).sum::<u64>();
+        let (info, leader_epoch) = match (request.records.is_empty(), request.batches.is_empty()) {
+            (_, true) => partition.append(request.records).await?,
+            (true, false) => partition.append_pieces(request.batches).await?,
+            (false, false) => {
+                return Err(BrokerError::InvalidRequest(
+                    "a produce request sets `records` or `batches`, not both".to_string(),
+                ))
+            }
+        };
         if matches!(acks, Acks::All | Acks::Unspecified) {
             let timeout_ms = match request.timeout_ms {
                 0 => self.config.default_produce_timeout_ms,
