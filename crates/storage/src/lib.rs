@@ -31,8 +31,10 @@
 //!   written before the LEO that covers them is published.
 //! - Leader epochs never decrease along the log.
 //!
-//! Never: re-encode a batch (the leader stamps base offset and leader epoch
-//! in place, outside the CRC, and writes the bytes as they came); fsync on
+//! Never: re-encode or copy a batch (the leader stamps base offset and
+//! leader epoch, outside the CRC, in place when the buffer is its own, or
+//! in a 16-byte copy of each batch's head written with the untouched rest
+//! in one `pwritev` when it is shared: `append_shared`); fsync on
 //! the append path unless the flush policy asks; panic on any bytes found
 //! on disk.
 //!
