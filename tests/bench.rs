@@ -63,3 +63,55 @@ async fn bench_produce_consume_and_e2e_print_their_results_as_json() {
         assert!(number(&limits, field) > 0.0, "{field} in {limits}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prototype_sendfile_fetch_reads_what_grpc_reads_and_refuses_bad_frames() {
+    use std::io::{Read, Write};
+
+    let sendfile_address = format!("127.0.0.1:{}", harness::free_port());
+    let broker = Broker::start_with(&["--sendfile-listen", &sendfile_address]).await;
+    bench_json(&broker, &["produce", "--topic", "s", "--partitions", "3", "--records", "30000"]);
+    let grpc = bench_json(&broker, &["consume", "--topic", "s", "--records", "30000"]);
+    let sendfile =
+        bench_json(&broker, &["consume", "--topic", "s", "--records", "30000", "--sendfile", &sendfile_address]);
+    assert_eq!(sendfile["transport"], "sendfile");
+    assert_eq!(grpc["transport"], "grpc");
+    assert_eq!(number(&sendfile, "records"), 30000.0);
+    let per_record = |value: &serde_json::Value| number(value, "mb_per_sec") / number(value, "records_per_sec");
+    assert!(
+        (per_record(&sendfile) - per_record(&grpc)).abs() < 1e-9,
+        "the same value bytes per record either way: {sendfile} vs {grpc}"
+    );
+
+    // An oversized frame and an unknown topic: an error answer, and the
+    // broker keeps serving.
+    let mut raw = std::net::TcpStream::connect(&sendfile_address).expect("connect");
+    raw.write_all(&1_000_000u32.to_be_bytes()).expect("write");
+    let mut status = [0u8; 1];
+    raw.read_exact(&mut status).expect("status");
+    assert_eq!(status[0], 1, "an error answer");
+    let mut length = [0u8; 4];
+    raw.read_exact(&mut length).expect("length");
+    let mut message = vec![0u8; u32::from_be_bytes(length) as usize];
+    raw.read_exact(&mut message).expect("message");
+    assert!(String::from_utf8_lossy(&message).contains("at most"), "{}", String::from_utf8_lossy(&message));
+
+    let mut raw = std::net::TcpStream::connect(&sendfile_address).expect("connect");
+    let topic = b"nope";
+    let mut frame = (2 + topic.len() as u32 + 16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    frame.extend_from_slice(topic);
+    frame.extend_from_slice(&0u32.to_be_bytes());
+    frame.extend_from_slice(&0i64.to_be_bytes());
+    frame.extend_from_slice(&1024u32.to_be_bytes());
+    raw.write_all(&frame).expect("write");
+    raw.read_exact(&mut status).expect("status");
+    assert_eq!(status[0], 1);
+    raw.read_exact(&mut length).expect("length");
+    let mut message = vec![0u8; u32::from_be_bytes(length) as usize];
+    raw.read_exact(&mut message).expect("message");
+    assert!(String::from_utf8_lossy(&message).contains("topic 'nope' does not exist"));
+    let again =
+        bench_json(&broker, &["consume", "--topic", "s", "--records", "30000", "--sendfile", &sendfile_address]);
+    assert_eq!(number(&again, "records"), 30000.0, "still serving");
+}

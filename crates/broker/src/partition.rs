@@ -408,20 +408,9 @@ impl Partition {
         max_bytes: u64,
         upto: Offset,
     ) -> Result<FetchedRecords, BrokerError> {
-        let requested = u64::try_from(offset)
-            .map_err(|_| BrokerError::InvalidRequest(format!("fetch offset {offset} is negative")))?;
         let high_watermark = self.high_watermark();
         self.blocking(move |partition| {
-            let read = match partition.reader.read(Offset(requested), max_bytes, upto) {
-                Ok(read) => read,
-                Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) => {
-                    return Err(partition.out_of_range(offset, log_start_offset, upto))
-                }
-                Err(error) => return Err(partition.map_storage_error(error)),
-            };
-            if Offset(requested) > upto {
-                return Err(partition.out_of_range(offset, read.log_start_offset, upto));
-            }
+            let read = partition.read_log(offset, max_bytes, upto)?;
             let records = read.to_bytes().map_err(|error| partition.map_storage_error(error))?;
             Ok(FetchedRecords {
                 records,
@@ -431,6 +420,36 @@ impl Partition {
             })
         })
         .await
+    }
+
+    /// As `read`, but the answer is file ranges of whole batches (for a
+    /// transport that `sendfile`s them), with the HW it was read below.
+    pub async fn read_ranges(
+        self: &Arc<Self>,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<(brook_storage::LogRead, Offset), BrokerError> {
+        let high_watermark = self.high_watermark();
+        self.blocking(move |partition| Ok((partition.read_log(offset, max_bytes, high_watermark)?, high_watermark)))
+            .await
+    }
+
+    /// The log's read of whole batches from `offset` below `upto`. Blocking
+    /// (index lookups).
+    fn read_log(&self, offset: i64, max_bytes: u64, upto: Offset) -> Result<brook_storage::LogRead, BrokerError> {
+        let requested = u64::try_from(offset)
+            .map_err(|_| BrokerError::InvalidRequest(format!("fetch offset {offset} is negative")))?;
+        let read = match self.reader.read(Offset(requested), max_bytes, upto) {
+            Ok(read) => read,
+            Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) => {
+                return Err(self.out_of_range(offset, log_start_offset, upto))
+            }
+            Err(error) => return Err(self.map_storage_error(error)),
+        };
+        if Offset(requested) > upto {
+            return Err(self.out_of_range(offset, read.log_start_offset, upto));
+        }
+        Ok(read)
     }
 
     fn out_of_range(&self, requested: i64, log_start_offset: Offset, high_watermark: Offset) -> BrokerError {

@@ -133,6 +133,12 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             }
         });
     }
+    if let Some(address) = config.sendfile_listen {
+        let listener =
+            tokio::net::TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
+        tracing::info!(%address, "serving the prototype sendfile fetch");
+        tokio::spawn(crate::sendfile::serve(listener, Arc::clone(&registry), shutdown.clone()));
+    }
     if let Some(metadata) = &metadata_node {
         crate::follower::spawn_fetchers(Arc::clone(&registry), &config.peers, shutdown.clone());
         let lag_max = Duration::from_millis(config.replica_lag_max_ms);
