@@ -298,14 +298,7 @@ impl Partition {
     /// append), then moves the HW as far as the ISR allows. Returns where
     /// they went and the leader epoch they were stamped with.
     pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<(AppendInfo, u32), BrokerError> {
-        // Stamping in place when the request buffer is ours alone; when it is
-        // shared (a slice of the transport's buffer), the stamped headers
-        // are written from small copies beside the untouched batches.
-        let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
-        let info = self.append_at(records, epoch).await?;
-        self.appended.send_modify(|count| *count = count.wrapping_add(1));
-        self.refresh_leader_high_watermark();
-        Ok((info, epoch.0))
+        self.append_pieces(vec![records]).await
     }
 
     /// `append` of batches that came as separate pieces, each holding whole
@@ -327,6 +320,10 @@ impl Partition {
         Ok((info, epoch.0))
     }
 
+    /// One buffer of batches: stamped in place when the buffer is ours
+    /// alone; when it is shared (a slice of the transport's buffer), the
+    /// stamped headers are written from small copies beside the untouched
+    /// batches.
     async fn append_at(self: &Arc<Self>, records: Bytes, epoch: LeaderEpoch) -> Result<AppendInfo, BrokerError> {
         let info = match records.try_into_mut() {
             Ok(mut buffer) => {
