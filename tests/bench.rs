@@ -69,7 +69,7 @@ async fn the_prototype_sendfile_fetch_reads_what_grpc_reads_and_refuses_bad_fram
     use std::io::{Read, Write};
 
     let sendfile_address = format!("127.0.0.1:{}", harness::free_port());
-    let broker = Broker::start_with(&["--sendfile-listen", &sendfile_address]).await;
+    let broker = Broker::start_with(&["--raw-listen", &sendfile_address]).await;
     bench_json(&broker, &["produce", "--topic", "s", "--partitions", "3", "--records", "30000"]);
     let grpc = bench_json(&broker, &["consume", "--topic", "s", "--records", "30000"]);
     let sendfile =
@@ -87,6 +87,7 @@ async fn the_prototype_sendfile_fetch_reads_what_grpc_reads_and_refuses_bad_fram
     // broker keeps serving.
     let mut raw = std::net::TcpStream::connect(&sendfile_address).expect("connect");
     raw.write_all(&1_000_000u32.to_be_bytes()).expect("write");
+    raw.write_all(&[0]).expect("write"); // a fetch
     let mut status = [0u8; 1];
     raw.read_exact(&mut status).expect("status");
     assert_eq!(status[0], 1, "an error answer");
@@ -98,7 +99,8 @@ async fn the_prototype_sendfile_fetch_reads_what_grpc_reads_and_refuses_bad_fram
 
     let mut raw = std::net::TcpStream::connect(&sendfile_address).expect("connect");
     let topic = b"nope";
-    let mut frame = (2 + topic.len() as u32 + 16).to_be_bytes().to_vec();
+    let mut frame = (1 + 2 + topic.len() as u32 + 16).to_be_bytes().to_vec();
+    frame.push(0); // fetch
     frame.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     frame.extend_from_slice(topic);
     frame.extend_from_slice(&0u32.to_be_bytes());
@@ -114,4 +116,107 @@ async fn the_prototype_sendfile_fetch_reads_what_grpc_reads_and_refuses_bad_fram
     let again =
         bench_json(&broker, &["consume", "--topic", "s", "--records", "30000", "--sendfile", &sendfile_address]);
     assert_eq!(number(&again, "records"), 30000.0, "still serving");
+}
+
+/// Reads one answer of the prototype plain-TCP transport: `Ok` with the
+/// produce answer's two offsets, or `Err` with the error message.
+fn raw_answer(stream: &mut std::net::TcpStream) -> Result<(i64, i64), String> {
+    use std::io::Read;
+
+    let mut status = [0u8; 1];
+    stream.read_exact(&mut status).expect("status");
+    if status[0] == 0 {
+        let mut offsets = [0u8; 16];
+        stream.read_exact(&mut offsets).expect("offsets");
+        let base = i64::from_be_bytes(offsets[..8].try_into().expect("8 bytes"));
+        let last = i64::from_be_bytes(offsets[8..].try_into().expect("8 bytes"));
+        return Ok((base, last));
+    }
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("length");
+    let mut message = vec![0u8; u32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut message).expect("message");
+    Err(String::from_utf8_lossy(&message).into_owned())
+}
+
+/// A raw produce frame: `batches` for `topic`-`partition`, acks=1.
+fn raw_produce_frame(topic: &str, partition: u32, batches: &[u8]) -> Vec<u8> {
+    let mut frame = ((1 + 2 + topic.len() + 4 + 1 + batches.len()) as u32).to_be_bytes().to_vec();
+    frame.push(1); // produce
+    frame.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    frame.extend_from_slice(topic.as_bytes());
+    frame.extend_from_slice(&partition.to_be_bytes());
+    frame.push(2); // brook.v1.Acks.ACKS_LEADER
+    frame.extend_from_slice(batches);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prototype_raw_produce_stores_what_grpc_reads_and_refuses_bad_input() {
+    use std::io::Write;
+
+    let raw_address = format!("127.0.0.1:{}", harness::free_port());
+    let broker = Broker::start_with(&["--raw-listen", &raw_address]).await;
+    let produced = bench_json(
+        &broker,
+        &["produce", "--topic", "r", "--partitions", "2", "--records", "30000", "--raw", &raw_address],
+    );
+    assert_eq!(produced["transport"], "raw");
+    assert_eq!(number(&produced, "records"), 30000.0);
+    assert!(number(&produced, "latency_ms_p99") > 0.0, "{produced}");
+    // The warm-up's two records (one per partition) and the 30,000.
+    let consumed = bench_json(&broker, &["consume", "--topic", "r", "--records", "30002"]);
+    assert_eq!(number(&consumed, "records"), 30002.0);
+
+    // A well-formed record batch, taken from the log through the sendfile
+    // fetch, is accepted again as a produce on the same connection.
+    let mut stream = std::net::TcpStream::connect(&raw_address).expect("connect");
+    let topic = b"r";
+    let mut fetch = (1 + 2 + topic.len() as u32 + 16).to_be_bytes().to_vec();
+    fetch.push(0);
+    fetch.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    fetch.extend_from_slice(topic);
+    fetch.extend_from_slice(&0u32.to_be_bytes());
+    fetch.extend_from_slice(&0i64.to_be_bytes());
+    fetch.extend_from_slice(&1u32.to_be_bytes()); // at least one whole batch
+    stream.write_all(&fetch).expect("write");
+    let batch = {
+        use std::io::Read;
+        let mut head = [0u8; 25];
+        stream.read_exact(&mut head).expect("fetch answer");
+        assert_eq!(head[0], 0, "the fetch is answered");
+        let mut batch = vec![0u8; u64::from_be_bytes(head[17..25].try_into().expect("8 bytes")) as usize];
+        stream.read_exact(&mut batch).expect("batch");
+        batch
+    };
+    stream.write_all(&raw_produce_frame("r", 0, &batch)).expect("write");
+    let (base, last) = raw_answer(&mut stream).expect("a valid batch is appended");
+    assert!(base > 0 && last >= base, "{base}..{last}");
+
+    // A corrupt batch, an unknown topic, a partition this broker does not
+    // have: each answered with its error, the connection goes on.
+    let mut corrupt = batch.clone();
+    let last_byte = corrupt.len() - 1;
+    corrupt[last_byte] ^= 0xff;
+    stream.write_all(&raw_produce_frame("r", 0, &corrupt)).expect("write");
+    let refused = raw_answer(&mut stream).expect_err("a corrupt batch is refused");
+    assert!(refused.starts_with("CORRUPT_RECORD"), "{refused}");
+    stream.write_all(&raw_produce_frame("nope", 0, &batch)).expect("write");
+    let refused = raw_answer(&mut stream).expect_err("an unknown topic is refused");
+    assert!(refused.contains("topic 'nope' does not exist"), "{refused}");
+    stream.write_all(&raw_produce_frame("r", 7, &batch)).expect("write");
+    assert!(raw_answer(&mut stream).expect_err("no partition 7").starts_with("UNKNOWN_TOPIC_OR_PARTITION"));
+
+    // An unknown kind and an empty produce: answered, then the connection
+    // ends; the broker serves on.
+    stream.write_all(&[0, 0, 0, 1, 9]).expect("write");
+    assert!(raw_answer(&mut stream).expect_err("unknown kind").contains("unknown request kind 9"));
+    let mut stream = std::net::TcpStream::connect(&raw_address).expect("connect");
+    stream.write_all(&raw_produce_frame("r", 0, &[])).expect("write");
+    assert!(raw_answer(&mut stream).expect_err("no batch").contains("at least one batch"));
+
+    // Nothing stored was damaged: everything before, plus the one batch
+    // appended again, reads back through gRPC.
+    let again = bench_json(&broker, &["consume", "--topic", "r", "--records", "30002"]);
+    assert_eq!(number(&again, "records"), 30002.0, "still serving, nothing lost");
 }

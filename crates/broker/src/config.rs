@@ -35,9 +35,10 @@ pub struct BrokerConfig {
     pub log_maintenance_interval_ms: u64,
     /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where to serve the prototype `sendfile` fetch (`sendfile.rs`); off
-    /// by default. For measurements, not a supported API.
-    pub sendfile_listen: Option<SocketAddr>,
+    /// Where to serve the prototype plain-TCP transport (`raw.rs`: a fetch
+    /// answered by `sendfile`, a produce without gRPC); off by default. For
+    /// measurements, not a supported API.
+    pub raw_listen: Option<SocketAddr>,
     /// Every broker of the cluster, this one included: id -> address of its
     /// port. Empty (the default): a single node with a local catalog.
     pub peers: BTreeMap<u32, String>,
@@ -74,7 +75,7 @@ impl Default for BrokerConfig {
             default_produce_timeout_ms: 30_000,
             log_maintenance_interval_ms: 10_000,
             metrics_listen: None,
-            sendfile_listen: None,
+            raw_listen: None,
             peers: BTreeMap::new(),
             session_timeout_ms: 800,
             heartbeat_interval_ms: 100,

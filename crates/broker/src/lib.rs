@@ -39,7 +39,7 @@ pub mod error;
 pub mod follower;
 pub mod metrics;
 pub mod partition;
-pub mod sendfile;
+pub mod raw;
 pub mod server;
 pub mod service;
 pub mod topic_config;

@@ -104,14 +104,15 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let limit = config.max_request_bytes;
     let admin = AdminServer::new(AdminService { registry: Arc::clone(&registry), node: Arc::clone(&node) })
         .max_decoding_message_size(limit);
-    let records = RecordsServer::new(RecordsService {
+    let records_service = Arc::new(RecordsService {
         registry: Arc::clone(&registry),
         config: Arc::clone(&config),
         shutdown: shutdown.clone(),
         metrics: Arc::clone(&metrics),
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    });
+    let records = RecordsServer::from_arc(Arc::clone(&records_service))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let groups = GroupsServer::new(GroupsService { registry: Arc::clone(&registry) }).max_decoding_message_size(limit);
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(&registry), node: Arc::clone(&node) });
 
@@ -133,11 +134,11 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             }
         });
     }
-    if let Some(address) = config.sendfile_listen {
+    if let Some(address) = config.raw_listen {
         let listener =
             tokio::net::TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
-        tracing::info!(%address, "serving the prototype sendfile fetch");
-        tokio::spawn(crate::sendfile::serve(listener, Arc::clone(&registry), shutdown.clone()));
+        tracing::info!(%address, "serving the prototype plain-TCP transport");
+        tokio::spawn(crate::raw::serve(listener, records_service, shutdown.clone()));
     }
     if let Some(metadata) = &metadata_node {
         crate::follower::spawn_fetchers(Arc::clone(&registry), &config.peers, shutdown.clone());

@@ -43,7 +43,7 @@ impl RecordsService {
         self.metrics.observe(api, outcome, started.elapsed());
     }
 
-    async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
+    pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let acks = Acks::try_from(request.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("acks value {} is not 0, 1 or all", request.acks)))?;
         let topic = self.registry.topic(&request.topic)?;

@@ -23,7 +23,7 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 10)]
     idle_timeout_sec: u64,
     /// Read through the broker's prototype sendfile fetch at this address
-    /// (`brook serve --sendfile-listen`) instead of gRPC: one broker only,
+    /// (`brook serve --raw-listen`) instead of gRPC: one broker only,
     /// records decoded but not turned into client records.
     #[arg(long)]
     sendfile: Option<std::net::SocketAddr>,
@@ -92,7 +92,7 @@ fn report(args: &ConsumeArgs, setup: &Setup, records: u64, bytes: u64, elapsed: 
 }
 
 /// Reads `args.records` records from the start of every partition through
-/// the prototype sendfile fetch (protocol in `brook_broker::sendfile`),
+/// the prototype sendfile fetch (protocol in `brook_broker::raw`),
 /// round-robin over the partitions. Returns records and value bytes read.
 async fn consume_sendfile(
     address: std::net::SocketAddr,
@@ -114,7 +114,8 @@ async fn consume_sendfile(
         let mut got_any = false;
         for (topic, partition, offset) in &mut positions {
             let mut frame = Vec::with_capacity(32 + topic.len());
-            frame.extend_from_slice(&(2 + topic.len() as u32 + 16).to_be_bytes());
+            frame.extend_from_slice(&(1 + 2 + topic.len() as u32 + 16).to_be_bytes());
+            frame.push(0); // fetch
             frame.extend_from_slice(&u16::try_from(topic.len())?.to_be_bytes());
             frame.extend_from_slice(topic.as_bytes());
             frame.extend_from_slice(&partition.to_be_bytes());
