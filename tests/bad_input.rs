@@ -6,7 +6,9 @@ mod harness;
 
 use brook_client::proto::admin_client::AdminClient;
 use brook_client::proto::records_client::RecordsClient;
-use brook_client::proto::{Acks, CreateTopicRequest, FetchRequest, ListTopicsRequest, ProduceRequest};
+use brook_client::proto::{
+    Acks, CreateTopicRequest, FetchRequest, ListTopicsRequest, PartitionBatches, ProduceManyRequest, ProduceRequest,
+};
 use brook_record::{BatchBuilder, NewRecord};
 use bytes::Bytes;
 use harness::Broker;
@@ -175,6 +177,62 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     let mut both = produce("t", 0, batch(&[b"three"]));
     both.batches = vec![Bytes::from(batch(&[b"four"]))];
     expect_status(records.produce(both).await, Code::InvalidArgument, "INVALID_REQUEST", "not both");
+    still_serving(&mut records, &mut admin).await;
+
+    // Several partitions in one request: each answered on its own, a bad
+    // one refuses only itself.
+    let part = |topic: &str, partition: u32, batch: Vec<u8>| PartitionBatches {
+        topic: topic.into(),
+        partition,
+        batches: vec![Bytes::from(batch)],
+    };
+    let many = |partitions| ProduceManyRequest { acks: Acks::All as i32, timeout_ms: 0, partitions };
+    let mut wrong_crc = batch(&[b"three"]);
+    let last = wrong_crc.len() - 1;
+    wrong_crc[last] ^= 0x40;
+    let answer = records
+        .produce_many(many(vec![
+            part("t", 1, batch(&[b"m1", b"m2"])),
+            part("t", 0, wrong_crc),
+            part("nope", 0, batch(&[b"x"])),
+            part("t", 9, batch(&[b"x"])),
+        ]))
+        .await
+        .expect("answered partition by partition")
+        .into_inner();
+    let outcomes: Vec<(&str, u32, &str)> = answer
+        .partitions
+        .iter()
+        .map(|result| (result.topic.as_str(), result.partition, result.error_name.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("t", 1, ""),
+            ("t", 0, "CORRUPT_RECORD"),
+            ("nope", 0, "UNKNOWN_TOPIC_OR_PARTITION"),
+            ("t", 9, "UNKNOWN_TOPIC_OR_PARTITION")
+        ]
+    );
+    assert_eq!((answer.partitions[0].base_offset, answer.partitions[0].last_offset), (0, 1));
+    assert_eq!(answer.partitions[1].status_code, Code::InvalidArgument as i32);
+    assert!(answer.partitions[1].error_message.contains("CRC mismatch"), "{:?}", answer.partitions[1]);
+    assert!(answer.partitions[2].error_message.contains("topic 'nope' does not exist"));
+    // The request's own faults refuse all of it.
+    expect_status(
+        records.produce_many(many(Vec::new())).await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+        "at least one partition",
+    );
+    expect_status(
+        records.produce_many(many(vec![part("t", 1, batch(&[b"m3"])), part("t", 1, batch(&[b"m4"]))])).await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+        "partition t-1 appears twice",
+    );
+    let other = records.fetch(fetch("t", 1, 0)).await.expect("fetch t-1").into_inner();
+    assert_eq!(other.high_watermark, 2, "only the good partition of the first request was appended");
     still_serving(&mut records, &mut admin).await;
 
     // Fetch offsets outside the log.

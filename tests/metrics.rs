@@ -27,7 +27,11 @@ async fn metrics_count_requests_bytes_and_partition_offsets() {
     let metrics_address = format!("127.0.0.1:{}", free_port());
     let broker = Broker::start_with(&["--metrics-listen", &metrics_address]).await;
     Admin::connect(&broker.address).await.expect("admin").create_topic(NewTopic::new("m", 2, 1)).await.expect("create");
-    let producer = Producer::connect(&broker.address, ProducerConfig::default()).await.expect("producer");
+    // A long linger: both partitions' batches are sealed together by
+    // `close`, and go in one request (ProduceMany), counted once as such
+    // and once per partition as `produce`.
+    let config = ProducerConfig { linger: std::time::Duration::from_secs(30), ..ProducerConfig::default() };
+    let producer = Producer::connect(&broker.address, config).await.expect("producer");
     for index in 0..1000u32 {
         producer.send(ProducerRecord::new("m", index.to_string()).partition(index % 2)).await.expect("send");
     }
@@ -40,7 +44,8 @@ async fn metrics_count_requests_bytes_and_partition_offsets() {
     .await
     .expect("task");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    assert!(value_of(&response, "brook_requests_total{api=\"produce\",outcome=\"ok\",broker=\"1\"}") >= 1.0);
+    assert_eq!(value_of(&response, "brook_requests_total{api=\"produce\",outcome=\"ok\",broker=\"1\"}"), 2.0);
+    assert_eq!(value_of(&response, "brook_requests_total{api=\"produce_many\",outcome=\"ok\",broker=\"1\"}"), 1.0);
     assert_eq!(value_of(&response, "brook_records_in_total{topic=\"m\",broker=\"1\"}"), 1000.0);
     assert!(value_of(&response, "brook_bytes_in_total{topic=\"m\",broker=\"1\"}") > 1000.0);
     assert_eq!(value_of(&response, "brook_log_end_offset{partition=\"0\",topic=\"m\",broker=\"1\"}"), 500.0);

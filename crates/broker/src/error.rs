@@ -101,7 +101,7 @@ impl BrokerError {
         }
     }
 
-    fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             BrokerError::UnknownTopic { .. } | BrokerError::PartitionNotFound { .. } => Code::NotFound,
             BrokerError::TopicAlreadyExists { .. } => Code::AlreadyExists,

@@ -176,6 +176,23 @@ impl Cluster {
 
     /// The channel to the broker leading `topic`-`partition`.
     pub async fn leader(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
+        self.channel(&self.leader_address(topic, partition).await?)
+    }
+
+    /// The leader of `topic`-`partition` as cached, without asking any
+    /// broker: `None` when unknown or possibly out of date.
+    pub(crate) fn cached_leader_address(&self, topic: &str, partition: u32) -> Option<String> {
+        let cache = self.lock_metadata();
+        if cache.stale.contains(topic) {
+            return None;
+        }
+        let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
+        leader.and_then(|id| cache.brokers.get(&id).cloned())
+    }
+
+    /// The address of the broker leading `topic`-`partition` (the first
+    /// bootstrap address while no leader is known).
+    async fn leader_address(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
         let stale = self.lock_metadata().stale.contains(topic);
         if stale {
             // Leaders may have moved; if no broker answers, the cached
@@ -199,10 +216,7 @@ impl Cluster {
             let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
             leader.and_then(|id| cache.brokers.get(&id).cloned())
         };
-        match address {
-            Some(address) => self.channel(&address),
-            None => self.channel(&self.bootstrap[0]),
-        }
+        Ok(address.unwrap_or_else(|| self.bootstrap[0].clone()))
     }
 
     /// Marks what is cached about `topic` as possibly out of date (after a

@@ -6,9 +6,12 @@
 //! batch when it reaches `batch_size` or its `linger` expires, and sends
 //! each partition's sealed batches, several batches per request, one
 //! request in flight per partition (so order within a partition holds),
-//! many partitions at once (up to `max_in_flight` requests). Retriable
-//! errors (leader moved, not enough replicas, broker unreachable) are
-//! retried with backoff until `delivery_timeout`.
+//! many partitions at once (up to `max_in_flight` requests). Partitions
+//! ready at the same moment and led by the same broker share one
+//! `ProduceMany` request (up to `max_request_bytes` in all), so writing to
+//! many partitions costs few requests, as in Kafka. Retriable errors
+//! (leader moved, not enough replicas, broker unreachable) are retried
+//! with backoff until `delivery_timeout`, each partition on its own.
 //!
 //! Memory is bounded: each record takes permits worth its size from a
 //! `buffer_memory` semaphore until its batch completes, so a producer that
@@ -23,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_proto::v1::records_client::RecordsClient;
-use brook_proto::v1::ProduceRequest;
+use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceRequest};
 use brook_record::{BatchBuilder, Header, NewRecord, Offset, HEADER_BYTES};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -411,11 +414,16 @@ async fn run_sender(shared: Arc<Shared>) {
     loop {
         let closing = shared.closed.load(Ordering::Acquire);
         let (requests, next_deadline) = collect_ready(&shared, closing);
-        for (topic, partition, batches) in requests {
+        for group in group_by_leader(&shared, requests) {
             let Ok(permit) = Arc::clone(&shared.in_flight).acquire_owned().await else { return };
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                send_batches(&shared, topic, partition, batches).await;
+                match group {
+                    Send::One((topic, partition, batches)) => {
+                        send_batches(&shared, topic, partition, batches, None).await;
+                    }
+                    Send::Many(address, requests) => send_many(&shared, &address, requests).await,
+                }
                 drop(permit);
             });
         }
@@ -435,6 +443,59 @@ async fn run_sender(shared: Arc<Shared>) {
 }
 
 type Request = (Arc<str>, u32, Vec<SealedBatch>);
+
+/// What one request carries: one partition's batches (`Produce`), or
+/// several partitions' led by the broker at this address (`ProduceMany`).
+enum Send {
+    One(Request),
+    Many(String, Vec<Request>),
+}
+
+fn request_bytes((_, _, batches): &Request) -> usize {
+    batches.iter().map(|batch| batch.bytes.len()).sum()
+}
+
+/// Groups the partitions ready now by their cached leader, in requests of
+/// at most `max_request_bytes` (a partition whose leader is unknown or
+/// possibly stale goes alone: its own send asks the brokers, so this
+/// never waits on the network). acks=0 keeps one request per partition.
+fn group_by_leader(shared: &Shared, requests: Vec<Request>) -> Vec<Send> {
+    if requests.len() < 2 || shared.config.acks == Acks::None {
+        return requests.into_iter().map(Send::One).collect();
+    }
+    let mut sends = Vec::new();
+    let mut by_leader: std::collections::BTreeMap<String, Vec<Request>> = std::collections::BTreeMap::new();
+    for request in requests {
+        match shared.cluster.cached_leader_address(&request.0, request.1) {
+            Some(address) => by_leader.entry(address).or_default().push(request),
+            None => sends.push(Send::One(request)),
+        }
+    }
+    for (address, requests) in by_leader {
+        let mut chunk: Vec<Request> = Vec::new();
+        let mut bytes = 0;
+        for request in requests {
+            let size = request_bytes(&request);
+            if !chunk.is_empty() && bytes + size > shared.config.max_request_bytes {
+                sends.push(chunk_send(&address, std::mem::take(&mut chunk)));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(request);
+        }
+        if !chunk.is_empty() {
+            sends.push(chunk_send(&address, chunk));
+        }
+    }
+    sends
+}
+
+fn chunk_send(address: &str, mut chunk: Vec<Request>) -> Send {
+    match chunk.len() {
+        1 => Send::One(chunk.remove(0)),
+        _ => Send::Many(address.to_string(), chunk),
+    }
+}
 
 fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instant>) {
     let now = Instant::now();
@@ -472,9 +533,104 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
     (requests, next_deadline)
 }
 
+/// Sends several partitions' batches in one `ProduceMany` request to the
+/// broker at `address`; completes the partitions it appended and hands
+/// each refused or unanswered one to `send_batches`, which retries it on
+/// its own (each partition still has one request in flight at a time).
+async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
+    let config = &shared.config;
+    let request = ProduceManyRequest {
+        acks: config.acks.wire(),
+        timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+        partitions: requests
+            .iter()
+            .map(|(topic, partition, batches)| PartitionBatches {
+                topic: topic.to_string(),
+                partition: *partition,
+                batches: batches.iter().map(|batch| batch.bytes.clone()).collect(),
+            })
+            .collect(),
+    };
+    let attempt = async {
+        let mut client = RecordsClient::new(shared.cluster.channel(address)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        client.produce_many(request).await.map(tonic::Response::into_inner).map_err(ClientError::from_status)
+    };
+    let answered = match tokio::time::timeout(config.request_timeout, attempt).await {
+        Ok(Ok(response)) => {
+            let matches =
+                response.partitions.len() == requests.len()
+                    && response.partitions.iter().zip(&requests).all(|(result, (topic, partition, _))| {
+                        result.topic == **topic && result.partition == *partition
+                    });
+            if matches {
+                Ok(response.partitions)
+            } else {
+                Err(None)
+            }
+        }
+        // A broker without `ProduceMany`: each partition on its own, now.
+        Ok(Err(error)) if matches!(&error, ClientError::Broker { code: tonic::Code::Unimplemented, .. }) => Err(None),
+        Ok(Err(error)) => Err(Some(error)),
+        Err(_) => Err(Some(timed_out(address, config.request_timeout))),
+    };
+    let mut retries = Vec::new();
+    match answered {
+        Ok(results) => {
+            for (result, (topic, partition, batches)) in results.into_iter().zip(requests) {
+                if result.error_name.is_empty() {
+                    complete_partition(shared, &topic, partition, &batches, Ok(result.base_offset));
+                    continue;
+                }
+                let error = ClientError::Broker {
+                    code: tonic::Code::from_i32(result.status_code),
+                    code_name: Some(result.error_name),
+                    message: result.error_message,
+                };
+                if retriable_produce_error(&error) {
+                    retries.push(send_batches(shared, topic, partition, batches, Some(error)));
+                } else {
+                    tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
+                    complete_partition(shared, &topic, partition, &batches, Err(error));
+                }
+            }
+        }
+        Err(error) => {
+            for (topic, partition, batches) in requests {
+                retries.push(send_batches(shared, topic, partition, batches, error.clone()));
+            }
+        }
+    }
+    futures::future::join_all(retries).await;
+}
+
+fn timed_out(to: &str, after: Duration) -> ClientError {
+    ClientError::Broker {
+        code: tonic::Code::DeadlineExceeded,
+        code_name: Some("REQUEST_TIMED_OUT".into()),
+        message: format!("produce to {to} got no answer within {after:?}"),
+    }
+}
+
+/// A leader that has not applied a new topic yet answers "unknown topic"
+/// for a moment (metadata propagates per broker): retried, within the
+/// delivery timeout, as Kafka does.
+fn retriable_produce_error(error: &ClientError) -> bool {
+    error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION")
+}
+
 /// Sends one partition's batches in one request, retrying what can be
-/// retried, then completes their records and frees their memory.
-async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches: Vec<SealedBatch>) {
+/// retried, then completes their records and frees their memory. With
+/// `failed`, the first attempt was made elsewhere (in a `ProduceMany`)
+/// and failed so: it is judged and backed off from before trying again.
+async fn send_batches(
+    shared: &Shared,
+    topic: Arc<str>,
+    partition: u32,
+    batches: Vec<SealedBatch>,
+    failed: Option<ClientError>,
+) {
     let config = &shared.config;
     // The batches travel as separate pieces: no joining copy here.
     let pieces: Vec<Bytes> = batches.iter().map(|batch| batch.bytes.clone()).collect();
@@ -494,7 +650,22 @@ async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches:
         records: Bytes::new(),
         batches: pieces,
     };
+    let mut failed = failed;
     let result = loop {
+        if let Some(error) = failed.take() {
+            if !retriable_produce_error(&error) {
+                break Err(error);
+            }
+            if Instant::now() + config.retry_backoff >= give_up_at {
+                break Err(ClientError::Timeout {
+                    after_ms: oldest.elapsed().as_millis(),
+                    last_error: Arc::new(error),
+                });
+            }
+            tracing::debug!(topic = &*topic, partition, %error, "produce failed; retrying");
+            shared.cluster.invalidate(&topic);
+            tokio::time::sleep(config.retry_backoff).await;
+        }
         let attempt = async {
             let channel = shared.cluster.leader(&topic, partition).await?;
             let mut client = RecordsClient::new(channel)
@@ -502,34 +673,32 @@ async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches:
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             client.produce(request.clone()).await.map(tonic::Response::into_inner).map_err(ClientError::from_status)
         };
-        let error = match tokio::time::timeout(config.request_timeout, attempt).await {
+        failed = Some(match tokio::time::timeout(config.request_timeout, attempt).await {
             Ok(Ok(response)) => break Ok(response.base_offset),
             Ok(Err(error)) => error,
-            Err(_) => ClientError::Broker {
-                code: tonic::Code::DeadlineExceeded,
-                code_name: Some("REQUEST_TIMED_OUT".into()),
-                message: format!("produce to {topic}-{partition} got no answer within {:?}", config.request_timeout),
-            },
-        };
-        // A leader that has not applied a new topic yet answers "unknown
-        // topic" for a moment (metadata propagates per broker): retried,
-        // within the delivery timeout, as Kafka does.
-        if !(error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION")) {
-            break Err(error);
-        }
-        if Instant::now() + config.retry_backoff >= give_up_at {
-            break Err(ClientError::Timeout { after_ms: oldest.elapsed().as_millis(), last_error: Arc::new(error) });
-        }
-        tracing::debug!(topic = &*topic, partition, %error, "produce failed; retrying");
-        shared.cluster.invalidate(&topic);
-        tokio::time::sleep(config.retry_backoff).await;
+            Err(_) => timed_out(&format!("{topic}-{partition}"), config.request_timeout),
+        });
     };
     if let Err(error) = &result {
         tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
     }
+    complete_partition(shared, &topic, partition, &batches, result);
+}
+
+/// Completes a partition's batches with the request's outcome (offsets
+/// counted on from `base`), frees their memory, and lets the partition
+/// send again.
+fn complete_partition(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    batches: &[SealedBatch],
+    result: Result<i64, ClientError>,
+) {
+    let config = &shared.config;
     let mut base = result.as_ref().ok().and_then(|&base| u64::try_from(base).ok());
     let mut permits = 0;
-    for batch in &batches {
+    for batch in batches {
         permits += batch.permits;
         if config.acks != Acks::None {
             let outcome = match (&result, base) {
@@ -542,7 +711,7 @@ async fn send_batches(shared: &Shared, topic: Arc<str>, partition: u32, batches:
         base = base.map(|offset| offset + batch.records);
     }
     shared.memory.add_permits(permits);
-    if let Some(topic) = shared.lock_accumulator().topics.get_mut(&*topic) {
+    if let Some(topic) = shared.lock_accumulator().topics.get_mut(topic) {
         if let Some(queue) = topic.partitions.get_mut(partition as usize) {
             queue.in_flight = false;
         }

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::{
-    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, ProduceRequest,
-    ProduceResponse,
+    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, PartitionProduceResult,
+    ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -91,6 +92,67 @@ impl RecordsService {
         })
     }
 
+    /// Each partition through `produce`, all at once; each answered on its
+    /// own (counted in the metrics as one produce per partition).
+    async fn produce_many(&self, request: ProduceManyRequest) -> Result<ProduceManyResponse, BrokerError> {
+        if request.partitions.is_empty() {
+            return Err(BrokerError::InvalidRequest("a produce request names at least one partition".to_string()));
+        }
+        let mut named = std::collections::HashSet::new();
+        for part in &request.partitions {
+            if !named.insert((part.topic.as_str(), part.partition)) {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "partition {}-{} appears twice in one produce request",
+                    part.topic, part.partition
+                )));
+            }
+        }
+        let (acks, timeout_ms) = (request.acks, request.timeout_ms);
+        let appends = request.partitions.into_iter().map(|part| {
+            let span = tracing::info_span!(
+                "partition",
+                topic = %part.topic,
+                partition = part.partition,
+                bytes = part.batches.iter().map(|piece| piece.len()).sum::<usize>(),
+                offset = tracing::field::Empty,
+            );
+            let (topic, partition) = (part.topic.clone(), part.partition);
+            let single = ProduceRequest {
+                topic: part.topic,
+                partition: part.partition,
+                acks,
+                timeout_ms,
+                records: bytes::Bytes::new(),
+                batches: part.batches,
+            };
+            async move {
+                let started = Instant::now();
+                let result = self.produce(single).await;
+                self.observe("produce", started, &result);
+                match result {
+                    Ok(answer) => PartitionProduceResult {
+                        topic,
+                        partition,
+                        base_offset: answer.base_offset,
+                        last_offset: answer.last_offset,
+                        ..PartitionProduceResult::default()
+                    },
+                    Err(error) => PartitionProduceResult {
+                        topic,
+                        partition,
+                        base_offset: -1,
+                        last_offset: -1,
+                        status_code: error.code() as i32,
+                        error_name: error.code_name().to_string(),
+                        error_message: error.to_string(),
+                    },
+                }
+            }
+            .instrument(span)
+        });
+        Ok(ProduceManyResponse { partitions: futures::future::join_all(appends).await })
+    }
+
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes {
@@ -148,11 +210,25 @@ fn now_ms() -> i64 {
 /// Each RPC: time it, run it, count its outcome, map its error.
 #[tonic::async_trait]
 impl Records for RecordsService {
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, bytes = request.get_ref().records.len(), offset))]
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, bytes = request.get_ref().records.len() + request.get_ref().batches.iter().map(|piece| piece.len()).sum::<usize>(), offset))]
     async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let started = Instant::now();
         let result = RecordsService::produce(self, request.into_inner()).await;
         self.observe("produce", started, &result);
+        Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(partitions = request.get_ref().partitions.len()))]
+    async fn produce_many(
+        &self,
+        request: Request<ProduceManyRequest>,
+    ) -> Result<Response<ProduceManyResponse>, Status> {
+        // Refusals of single partitions are in the answer (and counted as
+        // `produce`); an error here is the request's own (no partition,
+        // one named twice).
+        let started = Instant::now();
+        let result = RecordsService::produce_many(self, request.into_inner()).await;
+        self.observe("produce_many", started, &result);
         Ok(Response::new(result?))
     }
 
