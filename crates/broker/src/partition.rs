@@ -304,36 +304,29 @@ impl Partition {
     /// `append` of batches that came as separate pieces, each holding whole
     /// batches: one append, in order, no copy of the pieces.
     pub async fn append_pieces(self: &Arc<Self>, pieces: Vec<Bytes>) -> Result<(AppendInfo, u32), BrokerError> {
+        self.blocking(move |partition| partition.append_pieces_blocking(pieces)).await
+    }
+
+    /// `append_pieces` for a caller already on the blocking pool (one task
+    /// appending to several partitions). One buffer is stamped in place
+    /// when it is ours alone; a shared one (a slice of the transport's
+    /// buffer) and several pieces are written beside small stamped copies
+    /// of their batch headers.
+    pub fn append_pieces_blocking(&self, pieces: Vec<Bytes>) -> Result<(AppendInfo, u32), BrokerError> {
         let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
         let info = match <[Bytes; 1]>::try_from(pieces) {
-            Ok([single]) => self.append_at(single, epoch).await?,
+            Ok([single]) => match single.try_into_mut() {
+                Ok(mut buffer) => self.with_log(|log| log.append(&mut buffer, epoch))?,
+                Err(shared) => self.with_log(|log| log.append_shared(&shared, epoch))?,
+            },
             Err(pieces) => {
-                self.blocking(move |partition| {
-                    let buffers: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
-                    partition.with_log(|log| log.append_shared_parts(&buffers, epoch))
-                })
-                .await?
+                let buffers: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
+                self.with_log(|log| log.append_shared_parts(&buffers, epoch))?
             }
         };
         self.appended.send_modify(|count| *count = count.wrapping_add(1));
         self.refresh_leader_high_watermark();
         Ok((info, epoch.0))
-    }
-
-    /// One buffer of batches: stamped in place when the buffer is ours
-    /// alone; when it is shared (a slice of the transport's buffer), the
-    /// stamped headers are written from small copies beside the untouched
-    /// batches.
-    async fn append_at(self: &Arc<Self>, records: Bytes, epoch: LeaderEpoch) -> Result<AppendInfo, BrokerError> {
-        let info = match records.try_into_mut() {
-            Ok(mut buffer) => {
-                self.blocking(move |partition| partition.with_log(|log| log.append(&mut buffer, epoch))).await?
-            }
-            Err(shared) => {
-                self.blocking(move |partition| partition.with_log(|log| log.append_shared(&shared, epoch))).await?
-            }
-        };
-        Ok(info)
     }
 
     /// Waits until the HW reaches `target` (acks=all), at most `timeout`,

@@ -12,6 +12,14 @@ mod topic;
 
 use std::process::ExitCode;
 
+/// jemalloc instead of the system allocator: glibc's gives freed memory
+/// back to the kernel (trimming, dynamic mmap threshold) and takes it again
+/// request after request, so the broker spent ~15% of its time in page
+/// faults and page clearing when its produce requests vary in size (many
+/// partitions); jemalloc keeps freed pages for reuse (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

@@ -1,8 +1,12 @@
-//! `brook.v1.Records`: produce, fetch (long poll) and list offsets.
+//! `brook.v1.Records`: produce, produce to many partitions, fetch (long
+//! poll) and list offsets.
 //!
-//! Produce walks straight down: handler -> partition `append` -> log
-//! `append` -> answer (acks=all waits on nothing extra while the ISR is
-//! this broker alone). Fetch: handler -> partition `read` up to the high
+//! Produce walks straight down: handler -> checks (`admit`) -> partition
+//! `append` -> log `append` -> acks=all wait and answer (`conclude`; the
+//! wait is for nothing extra while the ISR is this broker alone).
+//! ProduceMany admits each partition on its own, appends all admitted ones
+//! in one blocking task, then concludes them concurrently, answering each
+//! partition on its own. Fetch: handler -> partition `read` up to the high
 //! watermark -> bytes; if fewer than `min_bytes`, wait on the HW watch
 //! until more arrive or `max_wait_ms` passes.
 
@@ -14,6 +18,8 @@ use brook_proto::v1::{
     Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, PartitionProduceResult,
     ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
 };
+use brook_storage::AppendInfo;
+use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -23,7 +29,19 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
+use crate::partition::Partition;
 use crate::topics::TopicRegistry;
+
+/// A produce request that passed the checks before an append.
+struct Admitted {
+    topic: String,
+    acks: Acks,
+    timeout_ms: u32,
+    partition: Arc<Partition>,
+    /// The batches, taken out for the append.
+    pieces: Vec<Bytes>,
+    bytes: u64,
+}
 
 #[derive(Debug)]
 pub struct RecordsService {
@@ -44,7 +62,9 @@ impl RecordsService {
         self.metrics.observe(api, outcome, started.elapsed());
     }
 
-    pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
+    /// What comes before an append: the acks value, leadership, the ISR
+    /// against min.insync.replicas, the request's form.
+    fn admit(&self, request: ProduceRequest) -> Result<Admitted, BrokerError> {
         let acks = Acks::try_from(request.acks)
             .map_err(|_| BrokerError::InvalidRequest(format!("acks value {} is not 0, 1 or all", request.acks)))?;
         let topic = self.registry.topic(&request.topic)?;
@@ -58,22 +78,33 @@ impl RecordsService {
                 min_insync_replicas: topic.config.min_insync_replicas,
             });
         }
-        let bytes = request.records.len() as u64 + request.batches.iter().map(|piece| piece.len() as u64).sum::<u64>();
-        let (info, leader_epoch) = match (request.records.is_empty(), request.batches.is_empty()) {
-            (_, true) => partition.append(request.records).await?,
-            (true, false) => partition.append_pieces(request.batches).await?,
+        let pieces = match (request.records.is_empty(), request.batches.is_empty()) {
+            (_, true) => vec![request.records],
+            (true, false) => request.batches,
             (false, false) => {
                 return Err(BrokerError::InvalidRequest(
                     "a produce request sets `records` or `batches`, not both".to_string(),
                 ))
             }
         };
-        if matches!(acks, Acks::All | Acks::Unspecified) {
-            let timeout_ms = match request.timeout_ms {
+        let bytes = pieces.iter().map(|piece| piece.len() as u64).sum();
+        Ok(Admitted { topic: request.topic, acks, timeout_ms: request.timeout_ms, partition, pieces, bytes })
+    }
+
+    /// What comes after the append: the acks=all wait, the counters, the
+    /// answer.
+    async fn conclude(
+        &self,
+        admitted: Admitted,
+        (info, leader_epoch): (AppendInfo, u32),
+    ) -> Result<ProduceResponse, BrokerError> {
+        if matches!(admitted.acks, Acks::All | Acks::Unspecified) {
+            let timeout_ms = match admitted.timeout_ms {
                 0 => self.config.default_produce_timeout_ms,
                 requested => requested,
             };
-            partition
+            admitted
+                .partition
                 .wait_for_high_watermark(
                     info.last_offset.plus(1),
                     leader_epoch,
@@ -82,18 +113,27 @@ impl RecordsService {
                 .await?;
         }
         tracing::Span::current().record("offset", info.base_offset.0);
-        self.metrics.bytes_in.with_label_values(&[request.topic.as_str()]).inc_by(bytes);
-        self.metrics.records_in.with_label_values(&[request.topic.as_str()]).inc_by(info.record_count);
+        self.metrics.bytes_in.with_label_values(&[admitted.topic.as_str()]).inc_by(admitted.bytes);
+        self.metrics.records_in.with_label_values(&[admitted.topic.as_str()]).inc_by(info.record_count);
         Ok(ProduceResponse {
             base_offset: wire_offset(info.base_offset),
             last_offset: wire_offset(info.last_offset),
             log_append_time_ms: now_ms(),
-            log_start_offset: wire_offset(partition.log_start_offset()),
+            log_start_offset: wire_offset(admitted.partition.log_start_offset()),
         })
     }
 
-    /// Each partition through `produce`, all at once; each answered on its
-    /// own (counted in the metrics as one produce per partition).
+    pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
+        let mut admitted = self.admit(request)?;
+        let appended = admitted.partition.append_pieces(std::mem::take(&mut admitted.pieces)).await?;
+        self.conclude(admitted, appended).await
+    }
+
+    /// Each partition admitted on its own, the admitted ones appended by
+    /// one task on the blocking pool (one hand-off for the request, not
+    /// one per partition), then concluded (acks=all waits) all at once.
+    /// Answered per partition; counted in the metrics as one produce per
+    /// partition.
     async fn produce_many(&self, request: ProduceManyRequest) -> Result<ProduceManyResponse, BrokerError> {
         if request.partitions.is_empty() {
             return Err(BrokerError::InvalidRequest("a produce request names at least one partition".to_string()));
@@ -107,27 +147,44 @@ impl RecordsService {
                 )));
             }
         }
+        let started = Instant::now();
         let (acks, timeout_ms) = (request.acks, request.timeout_ms);
-        let appends = request.partitions.into_iter().map(|part| {
-            let span = tracing::info_span!(
-                "partition",
-                topic = %part.topic,
-                partition = part.partition,
-                bytes = part.batches.iter().map(|piece| piece.len()).sum::<usize>(),
-                offset = tracing::field::Empty,
-            );
-            let (topic, partition) = (part.topic.clone(), part.partition);
+        let mut names = Vec::with_capacity(request.partitions.len());
+        let mut admitted = Vec::with_capacity(request.partitions.len());
+        for part in request.partitions {
+            names.push((part.topic.clone(), part.partition));
             let single = ProduceRequest {
                 topic: part.topic,
                 partition: part.partition,
                 acks,
                 timeout_ms,
-                records: bytes::Bytes::new(),
+                records: Bytes::new(),
                 batches: part.batches,
             };
+            admitted.push(self.admit(single));
+        }
+        let work: Vec<(Arc<Partition>, Vec<Bytes>)> = admitted
+            .iter_mut()
+            .filter_map(|admitted| admitted.as_mut().ok())
+            .map(|admitted| (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces)))
+            .collect();
+        let span = tracing::Span::current();
+        let mut appended = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            work.into_iter().map(|(partition, pieces)| partition.append_pieces_blocking(pieces)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)?
+        .into_iter();
+        let concluded = admitted.into_iter().zip(names).map(|(admitted, (topic, partition))| {
+            let appended = admitted.is_ok().then(|| appended.next()).flatten();
+            let span = tracing::info_span!("partition", topic = %topic, partition, offset = tracing::field::Empty);
             async move {
-                let started = Instant::now();
-                let result = self.produce(single).await;
+                let result = match (admitted, appended) {
+                    (Ok(admitted), Some(Ok(appended))) => self.conclude(admitted, appended).await,
+                    (Err(error), _) | (Ok(_), Some(Err(error))) => Err(error),
+                    (Ok(_), None) => Err(BrokerError::ShuttingDown),
+                };
                 self.observe("produce", started, &result);
                 match result {
                     Ok(answer) => PartitionProduceResult {
@@ -150,7 +207,7 @@ impl RecordsService {
             }
             .instrument(span)
         });
-        Ok(ProduceManyResponse { partitions: futures::future::join_all(appends).await })
+        Ok(ProduceManyResponse { partitions: futures::future::join_all(concluded).await })
     }
 
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
