@@ -374,3 +374,33 @@ fn the_high_watermark_checkpoint_survives_a_crash_and_never_passes_the_log_end()
     log.truncate_to(Offset(0)).expect("truncate");
     assert_eq!(log.checkpointed_high_watermark(), Some(Offset(0)));
 }
+
+#[test]
+fn reads_copy_their_batches_into_a_fresh_or_reused_buffer_and_nothing_more() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = PartitionLog::open(dir.path(), LogConfig { segment_bytes: 4096, ..config() }).expect("open");
+    let mut appended = Vec::new();
+    for round in 0..30u8 {
+        let mut batch = common::batch(&values(2, 300 + usize::from(round)), common::now_ms());
+        log.append(&mut batch, LeaderEpoch(1)).expect("append");
+        appended.extend_from_slice(&batch);
+    }
+    // Read it all back, read after read (segment after segment), once into
+    // fresh buffers and once into one reused buffer that starts larger
+    // than any read and full of old bytes.
+    let (mut fresh, mut reused) = (Vec::new(), Vec::new());
+    let mut buffer = vec![0xee; 1 << 20];
+    let mut offset = Offset(0);
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, log.log_end_offset()).expect("read");
+        let bytes = read.to_bytes().expect("bytes");
+        assert_eq!(bytes.len() as u64, read.total_bytes(), "just the read's batches");
+        fresh.extend_from_slice(&bytes);
+        read.read_into(&mut buffer).expect("read_into");
+        assert_eq!(&buffer[..], &bytes[..], "the reused buffer holds the same, nothing more");
+        reused.extend_from_slice(&buffer);
+        offset = read.next_offset;
+    }
+    assert_eq!(fresh, appended);
+    assert_eq!(reused, appended);
+}

@@ -28,8 +28,8 @@ use tracing::Instrument;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
-use crate::service::admin::wire_offset;
 use crate::partition::Partition;
+use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
 /// A produce request that passed the checks before an append.
