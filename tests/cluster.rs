@@ -272,12 +272,12 @@ impl Drop for DevGuard {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
+/// Starts `brook dev` on free ports; returns it once it printed how to
+/// reach the cluster, with its first port and what it printed.
+async fn start_dev(dir: &tempfile::TempDir) -> (DevGuard, u16, String) {
     use std::io::BufRead;
 
     let base = consecutive_free_ports();
-    let dir = tempfile::tempdir().expect("temp dir");
     let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
     let child = std::process::Command::new(harness::BROOK)
         .args(["dev", "--base-port", &base.to_string(), "--data"])
@@ -301,6 +301,40 @@ async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
     });
     let printed =
         tokio::time::timeout(Duration::from_secs(60), printed).await.expect("brook dev got ready").expect("reader");
+    (dev, base, printed)
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to `brook dev`; it must exit cleanly
+/// and take its brokers down with it.
+async fn stop_dev(dev: DevGuard, signal: &str, base: u16) {
+    let pid = dev.0.id().to_string();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().expect("kill").success());
+    let status = tokio::task::spawn_blocking(move || {
+        let mut dev = dev;
+        let status = dev.0.wait();
+        std::mem::forget(dev);
+        status
+    })
+    .await
+    .expect("wait task")
+    .expect("brook dev exits");
+    assert!(status.success(), "brook dev exits cleanly on {signal}: {status}");
+    eventually("the brokers to stop", Duration::from_secs(20), || async {
+        let listening =
+            (0..3).filter(|offset| std::net::TcpStream::connect(("127.0.0.1", base + offset)).is_ok()).count();
+        if listening == 0 {
+            Ok(())
+        } else {
+            Err(format!("{listening} still listening"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (dev, base, printed) = start_dev(&dir).await;
     let bootstrap = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
     assert!(printed.contains(&format!("export BROOK_BOOTSTRAP={bootstrap}")), "{printed}");
 
@@ -319,28 +353,16 @@ async fn brook_dev_runs_a_cluster_that_cluster_info_shows_and_ctrl_c_stops() {
         assert!(info.contains(expected), "{expected:?} missing from:\n{info}");
     }
     assert_eq!(info.matches("\talive").count(), 3, "{info}");
+    stop_dev(dev, "-INT", base).await;
+}
 
-    let pid = dev.0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
-    let status = tokio::task::spawn_blocking(move || {
-        let status = dev.0.wait();
-        std::mem::forget(dev);
-        status
-    })
-    .await
-    .expect("wait task")
-    .expect("brook dev exits");
-    assert!(status.success(), "brook dev exits cleanly on Ctrl-C: {status}");
-    eventually("the brokers to stop", Duration::from_secs(20), || async {
-        let listening =
-            (0..3).filter(|offset| std::net::TcpStream::connect(("127.0.0.1", base + offset)).is_ok()).count();
-        if listening == 0 {
-            Ok(())
-        } else {
-            Err(format!("{listening} still listening"))
-        }
-    })
-    .await;
+/// `kill`, a service manager or a script stop `brook dev` with SIGTERM: its
+/// brokers must not outlive it (they did, listening on, until this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brook_dev_stops_its_brokers_on_sigterm_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (dev, base, _) = start_dev(&dir).await;
+    stop_dev(dev, "-TERM", base).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,11 @@
 //!
 //! The data path: a produce handler looks the partition up in the
 //! [`topics::TopicRegistry`] and calls [`partition::Partition::append`],
-//! which hands the request's bytes to the log on the blocking pool; a fetch
-//! reads whole batches below the high watermark (HW) and long-polls on the
-//! HW's `watch` when there are fewer than `min_bytes`.
+//! which hands the request's bytes to the log on the blocking pool (a
+//! ProduceMany hands all its partitions' bytes to one blocking task); a
+//! fetch reads whole batches below the high watermark (HW) and long-polls
+//! on the HW's `watch` when there are fewer than `min_bytes`. `raw.rs` is
+//! a measurement prototype outside gRPC (off unless `raw_listen`).
 //!
 //! Invariants: a batch is stored exactly as the producer built it, but for
 //! its base offset and leader epoch; only a partition's leader (per the

@@ -1,7 +1,8 @@
 //! `brook dev`: a local cluster in one command, for trying Brook out. It
 //! starts N `brook serve` processes (this same binary) on consecutive
 //! loopback ports with their own data directories, prints how to reach
-//! them, and on Ctrl-C stops them (SIGTERM, so they close their logs).
+//! them, and on Ctrl-C or SIGTERM stops them (SIGTERM, so they close
+//! their logs).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,7 +63,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("       seq 1 10 | brook produce demo && brook consume demo --from-beginning --max-messages 10");
     println!("       brook cluster info");
     println!("Ctrl-C stops the cluster.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    // Ctrl-C, or SIGTERM (`kill`, a service manager): either way the
+    // brokers go down with this process instead of outliving it.
+    crate::serve::wait_for_signal().await;
     // stdout may be gone by now (a closed pipe): that must not stop the
     // shutdown, so this line's write error is ignored.
     let _ = writeln!(std::io::stdout(), "stopping {} broker(s)...", children.len());

@@ -125,7 +125,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     brook_broker::serve(config, shutdown).await.context("broker failed")
 }
 
-async fn wait_for_signal() {
+/// Until Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(error) => {

@@ -7,8 +7,9 @@
 //! keeps one HTTP/2 channel per broker.
 //!
 //! Invariants: records of one partition are sent in `send` order, one
-//! request in flight per partition, so a partition's log holds them in that
-//! order (retries after an ambiguous failure may duplicate, not reorder,
+//! request in flight per partition (a `ProduceMany` carrying several
+//! partitions counts as the one request of each), so a partition's log
+//! holds them in that order (retries after an ambiguous failure may duplicate, not reorder,
 //! until an idempotent producer exists); a producer never buffers more than
 //! `buffer_memory` bytes of records; the consumer returns each partition's
 //! records in offset order.
