@@ -518,19 +518,26 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
         if queue.in_flight || queue.ready.is_empty() {
             continue;
         }
-        let mut bytes = 0;
-        let mut batches = Vec::new();
-        while let Some(batch) = queue.ready.front() {
-            if !batches.is_empty() && bytes + batch.bytes.len() > shared.config.max_request_bytes {
-                break;
-            }
-            bytes += batch.bytes.len();
-            batches.extend(queue.ready.pop_front());
-        }
-        queue.in_flight = true;
+        let batches = take_ready(queue, shared.config.max_request_bytes);
         requests.push((Arc::clone(topic), partition, batches));
     }
     (requests, next_deadline)
+}
+
+/// The partition's oldest ready batches, up to `max_bytes` (at least one),
+/// for its next request; marks the partition in flight.
+fn take_ready(queue: &mut PartitionQueue, max_bytes: usize) -> Vec<SealedBatch> {
+    let mut bytes = 0;
+    let mut batches = Vec::new();
+    while let Some(batch) = queue.ready.front() {
+        if !batches.is_empty() && bytes + batch.bytes.len() > max_bytes {
+            break;
+        }
+        bytes += batch.bytes.len();
+        batches.extend(queue.ready.pop_front());
+    }
+    queue.in_flight = true;
+    batches
 }
 
 /// Sends several partitions' batches in one `ProduceMany` request to the
@@ -580,7 +587,7 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
         Ok(results) => {
             for (result, (topic, partition, batches)) in results.into_iter().zip(requests) {
                 if result.error_name.is_empty() {
-                    complete_partition(shared, &topic, partition, &batches, Ok(result.base_offset));
+                    complete_partition(shared, &topic, partition, &batches, Ok(result.base_offset), false);
                     continue;
                 }
                 let error = ClientError::Broker {
@@ -592,7 +599,7 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
                     retries.push(send_batches(shared, topic, partition, batches, Some(error)));
                 } else {
                     tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
-                    complete_partition(shared, &topic, partition, &batches, Err(error));
+                    complete_partition(shared, &topic, partition, &batches, Err(error), false);
                 }
             }
         }
@@ -621,9 +628,12 @@ fn retriable_produce_error(error: &ClientError) -> bool {
 }
 
 /// Sends one partition's batches in one request, retrying what can be
-/// retried, then completes their records and frees their memory. With
-/// `failed`, the first attempt was made elsewhere (in a `ProduceMany`)
-/// and failed so: it is judged and backed off from before trying again.
+/// retried, then completes their records and frees their memory; while
+/// the partition has half a request's worth of sealed batches by then,
+/// sends them next, from this same task (no hand-off through the sender
+/// for a partition that keeps it busy). With `failed`, the first attempt was made elsewhere (in
+/// a `ProduceMany`) and failed so: it is judged and backed off from before
+/// trying again.
 async fn send_batches(
     shared: &Shared,
     topic: Arc<str>,
@@ -631,12 +641,31 @@ async fn send_batches(
     batches: Vec<SealedBatch>,
     failed: Option<ClientError>,
 ) {
+    let (mut batches, mut failed) = (batches, failed);
+    loop {
+        let result = attempt_batches(shared, &topic, partition, &batches, failed.take()).await;
+        match complete_partition(shared, &topic, partition, &batches, result, true) {
+            Some(next) => batches = next,
+            None => return,
+        }
+    }
+}
+
+/// One partition's request, with its retries: the offset of its first
+/// record, or why it failed for good.
+async fn attempt_batches(
+    shared: &Shared,
+    topic: &Arc<str>,
+    partition: u32,
+    batches: &[SealedBatch],
+    failed: Option<ClientError>,
+) -> Result<i64, ClientError> {
     let config = &shared.config;
     // The batches travel as separate pieces: no joining copy here.
     let pieces: Vec<Bytes> = batches.iter().map(|batch| batch.bytes.clone()).collect();
     if config.acks == Acks::None {
         // acks=0: the records count as sent once the request leaves.
-        for batch in &batches {
+        for batch in batches {
             batch.completion.complete(Ok(None));
         }
     }
@@ -662,12 +691,12 @@ async fn send_batches(
                     last_error: Arc::new(error),
                 });
             }
-            tracing::debug!(topic = &*topic, partition, %error, "produce failed; retrying");
-            shared.cluster.invalidate(&topic);
+            tracing::debug!(topic = &**topic, partition, %error, "produce failed; retrying");
+            shared.cluster.invalidate(topic);
             tokio::time::sleep(config.retry_backoff).await;
         }
         let attempt = async {
-            let channel = shared.cluster.leader(&topic, partition).await?;
+            let channel = shared.cluster.leader(topic, partition).await?;
             let mut client = RecordsClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -680,21 +709,24 @@ async fn send_batches(
         });
     };
     if let Err(error) = &result {
-        tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
+        tracing::warn!(topic = &**topic, partition, %error, batches = batches.len(), "produce failed");
     }
-    complete_partition(shared, &topic, partition, &batches, result);
+    result
 }
 
 /// Completes a partition's batches with the request's outcome (offsets
-/// counted on from `base`), frees their memory, and lets the partition
-/// send again.
+/// counted on from `base`) and frees their memory. With `chain`, returns
+/// the partition's next ready batches if they fill at least half a
+/// request (it stays in flight, for the caller to send them); otherwise
+/// lets the partition send again through the sender.
 fn complete_partition(
     shared: &Shared,
     topic: &str,
     partition: u32,
     batches: &[SealedBatch],
     result: Result<i64, ClientError>,
-) {
+    chain: bool,
+) -> Option<Vec<SealedBatch>> {
     let config = &shared.config;
     let mut base = result.as_ref().ok().and_then(|&base| u64::try_from(base).ok());
     let mut permits = 0;
@@ -711,11 +743,21 @@ fn complete_partition(
         base = base.map(|offset| offset + batch.records);
     }
     shared.memory.add_permits(permits);
+    let mut next = None;
     if let Some(topic) = shared.lock_accumulator().topics.get_mut(topic) {
         if let Some(queue) = topic.partitions.get_mut(partition as usize) {
             queue.in_flight = false;
+            // Only a request's worth: smaller leftovers go back through the
+            // sender, which may group them with other partitions'.
+            let ready: usize = queue.ready.iter().map(|batch| batch.bytes.len()).sum();
+            if chain && ready >= config.max_request_bytes / 2 {
+                next = Some(take_ready(queue, config.max_request_bytes));
+            }
         }
     }
     shared.outstanding.send_modify(|count| *count -= batches.len() as u64);
-    shared.wake.notify_one();
+    if next.is_none() {
+        shared.wake.notify_one();
+    }
+    next
 }
