@@ -9,7 +9,9 @@
 //! many partitions at once (up to `max_in_flight` requests). Partitions
 //! ready at the same moment and led by the same broker share one
 //! `ProduceMany` request (up to `max_request_bytes` in all), so writing to
-//! many partitions costs few requests, as in Kafka. Retriable errors
+//! many partitions costs few requests, as in Kafka; a partition that
+//! already has half a request's worth sealed when its request completes
+//! sends it at once from the same task. Retriable errors
 //! (leader moved, not enough replicas, broker unreachable) are retried
 //! with backoff until `delivery_timeout`, each partition on its own.
 //!
