@@ -365,6 +365,47 @@ async fn brook_dev_stops_its_brokers_on_sigterm_too() {
     stop_dev(dev, "-TERM", base).await;
 }
 
+/// `brook bench ... --json` against the cluster `brook dev` runs, as the
+/// benchmarks in BENCHMARKS.md are taken: RF 3, acks=all, then a consume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brook_bench_runs_against_brook_dev_with_json_results() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (dev, base, _) = start_dev(&dir).await;
+    let bootstrap = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let output = std::process::Command::new(harness::BROOK)
+            .args(["--bootstrap", &bootstrap, "bench"])
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("run brook bench");
+        assert!(output.status.success(), "brook bench {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout")
+    };
+    let produced = bench(&[
+        "produce",
+        "--topic",
+        "d",
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "3",
+        "--acks",
+        "all",
+        "--records",
+        "20000",
+    ]);
+    assert_eq!(produced["records"], 20000, "{produced}");
+    assert_eq!(produced["setup"]["brokers"], 3, "{produced}");
+    assert_eq!(produced["setup"]["replication_factor"], 3, "{produced}");
+    assert_eq!(produced["setup"]["acks"], "all", "{produced}");
+    assert!(produced["latency_ms_p99"].as_f64().is_some_and(|p99| p99 > 0.0), "{produced}");
+    let consumed = bench(&["consume", "--topic", "d", "--records", "20000"]);
+    assert_eq!(consumed["records"], 20000, "{consumed}");
+    assert!(consumed["records_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{consumed}");
+    stop_dev(dev, "-TERM", base).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_created_without_settings_take_the_clusters_defaults() {
     let mut cluster =
