@@ -72,7 +72,9 @@ impl LogRead {
     /// Copies the batches into `buffer`, replacing its contents; a buffer
     /// reused across reads costs no allocation once it is large enough.
     pub fn read_into(&self, buffer: &mut Vec<u8>) -> Result<(), StorageError> {
-        // Zero-fills only what the buffer grows by.
+        // Zero-fills only what the buffer grows by. Not `append_to`: a
+        // reused buffer's spare room can be far larger than the read, and
+        // a `pread` into it would read (and then drop) that much more.
         buffer.resize(self.byte_count(), 0);
         let mut at = 0usize;
         for range in &self.ranges {
