@@ -137,7 +137,7 @@ async fn serve_reads_a_config_file_and_flags_override_it() {
     .await;
     let cluster = admin.describe_cluster().await.expect("describe");
     assert_eq!(cluster.brokers[0].id, 7, "the id comes from the file");
-    assert!(dir.path().join("data").join("catalog").exists(), "the data dir comes from the file");
+    assert!(dir.path().join("data").join("metadata").exists(), "the data dir comes from the file");
     drop(child);
 
     std::fs::write(&config, "colour = \"blue\"\n").expect("write config");
@@ -146,4 +146,22 @@ async fn serve_reads_a_config_file_and_flags_override_it() {
     assert!(!refused.status.success());
     let message = text(&refused.stderr);
     assert!(message.contains("invalid config file") && message.contains("colour"), "{message}");
+}
+
+#[test]
+fn serve_refuses_a_data_dir_in_the_old_single_node_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(data_dir.join("catalog")).expect("an old catalog");
+    let port = harness::free_port();
+    let refused = std::process::Command::new(harness::BROOK)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("run brook serve");
+    assert!(!refused.status.success(), "an old data dir is refused");
+    let message = text(&refused.stderr);
+    assert!(message.contains("old single-node format") && message.contains("empty data directory"), "{message}");
+    assert!(data_dir.join("catalog").is_dir(), "nothing in it is touched");
+    assert!(!data_dir.join("metadata").exists(), "nothing is added to it");
 }

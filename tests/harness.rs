@@ -137,6 +137,17 @@ impl Broker {
         &self.data_dir
     }
 
+    /// The directory of this broker's replica of `topic`-`partition`
+    /// (`<topic>-<partition>-<topic id>`), if it has one.
+    pub fn partition_dir(&self, topic: &str, partition: u32) -> Option<PathBuf> {
+        let prefix = format!("{topic}-{partition}-");
+        std::fs::read_dir(self.data_dir.join("topics"))
+            .ok()?
+            .flatten()
+            .find(|entry| entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)))
+            .map(|entry| entry.path())
+    }
+
     /// A `brook` client command aimed at this broker.
     pub fn command(&self) -> Command {
         let mut command = Command::new(BROOK);

@@ -348,7 +348,8 @@ async fn the_high_watermark_never_moves_backwards_across_restarts() {
 
     // Every replica checkpoints the HW it has reached.
     for id in 1..=3 {
-        let checkpoint = cluster.broker(id).dir().join("topics").join("hw-0").join("high-watermark-checkpoint");
+        let dir = cluster.broker(id).partition_dir("hw", 0).expect("a replica of hw-0");
+        let checkpoint = dir.join("high-watermark-checkpoint");
         eventually("every replica's HW checkpoint at 500", Duration::from_secs(20), || {
             let checkpoint = checkpoint.clone();
             async move {

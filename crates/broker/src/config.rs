@@ -17,7 +17,7 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The address clients are told to use; default: `listen`.
     pub advertised_address: Option<String>,
-    /// Topics, partition logs and the catalog live here. Default `./data`.
+    /// Partition logs and the metadata group's state live here. Default `./data`.
     pub data_dir: PathBuf,
     /// The largest gRPC request the broker decodes, in bytes (a produce
     /// request carries whole batches). Default 64 MiB.
@@ -33,14 +33,13 @@ pub struct BrokerConfig {
     pub default_produce_timeout_ms: u32,
     /// How often retention and time-based flushes run, in ms. Default 10 s.
     pub log_maintenance_interval_ms: u64,
+    /// The most client and peer connections open at once; past it the
+    /// broker stops accepting until one closes. Default 1,000.
+    pub max_connections: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where to serve the prototype plain-TCP transport (`raw.rs`: a fetch
-    /// answered by `sendfile`, a produce without gRPC); off by default. For
-    /// measurements, not a supported API.
-    pub raw_listen: Option<SocketAddr>,
     /// Every broker of the cluster, this one included: id -> address of its
-    /// port. Empty (the default): a single node with a local catalog.
+    /// port. Empty (the default): a single node, a metadata group of one.
     pub peers: BTreeMap<u32, String>,
     /// A broker not heard from for this long is declared dead and loses its
     /// leaderships. Default 800 ms (8 heartbeats: load alone does not
@@ -74,8 +73,8 @@ impl Default for BrokerConfig {
             max_fetch_wait_ms: 30_000,
             default_produce_timeout_ms: 30_000,
             log_maintenance_interval_ms: 10_000,
+            max_connections: 1000,
             metrics_listen: None,
-            raw_listen: None,
             peers: BTreeMap::new(),
             session_timeout_ms: 800,
             heartbeat_interval_ms: 100,

@@ -70,8 +70,10 @@ pub enum BrokerError {
     FencedLeaderEpoch { topic: String, partition: u32, requested: u32, current: u32 },
     #[error("no metadata controller available: {0}")]
     NoController(String),
-    #[error("catalog error: {0}")]
-    Catalog(String),
+    #[error("data directory {}: {reason}", path.display())]
+    DataDir { path: std::path::PathBuf, reason: String },
+    #[error("{topic}-{partition}: topic id {requested} is not this broker's topic of that name (id {current}); the topic was deleted and created again")]
+    UnknownTopicId { topic: String, partition: u32, requested: brook_record::TopicId, current: brook_record::TopicId },
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -96,14 +98,17 @@ impl BrokerError {
             BrokerError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
             BrokerError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
             BrokerError::NoController(_) => "BROKER_NOT_AVAILABLE",
-            BrokerError::Catalog(_) => "UNKNOWN_SERVER_ERROR",
+            BrokerError::DataDir { .. } => "KAFKA_STORAGE_ERROR",
+            BrokerError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
             BrokerError::ShuttingDown => "BROKER_NOT_AVAILABLE",
         }
     }
 
     pub(crate) fn code(&self) -> Code {
         match self {
-            BrokerError::UnknownTopic { .. } | BrokerError::PartitionNotFound { .. } => Code::NotFound,
+            BrokerError::UnknownTopic { .. }
+            | BrokerError::PartitionNotFound { .. }
+            | BrokerError::UnknownTopicId { .. } => Code::NotFound,
             BrokerError::TopicAlreadyExists { .. } => Code::AlreadyExists,
             BrokerError::InvalidTopicName { .. }
             | BrokerError::InvalidConfig { .. }
@@ -120,7 +125,7 @@ impl BrokerError {
             | BrokerError::LeadershipChanged { .. }
             | BrokerError::FencedLeaderEpoch { .. }
             | BrokerError::NoController(_) => Code::Unavailable,
-            BrokerError::Storage { .. } | BrokerError::Catalog(_) => Code::Internal,
+            BrokerError::Storage { .. } | BrokerError::DataDir { .. } => Code::Internal,
         }
     }
 }
@@ -132,11 +137,5 @@ impl From<BrokerError> for Status {
             .metadata_mut()
             .insert(brook_proto::ERROR_CODE_KEY, tonic::metadata::MetadataValue::from_static(error.code_name()));
         status
-    }
-}
-
-impl From<sled::Error> for BrokerError {
-    fn from(error: sled::Error) -> BrokerError {
-        BrokerError::Catalog(error.to_string())
     }
 }

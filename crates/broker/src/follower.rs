@@ -16,6 +16,7 @@ use brook_proto::internal::{EpochEndOffsetRequest, PartitionFetch, ReplicaFetchR
 use brook_record::Offset;
 use brook_replication::{truncation_step, LeaderEpochEnd, TruncationStep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::partition::Partition;
@@ -37,11 +38,16 @@ const REFUSED_BACKOFF: Duration = Duration::from_millis(20);
 const IDLE_RECHECK: Duration = Duration::from_millis(200);
 
 /// Starts a fetcher for every other broker of `peers`.
-pub fn spawn_fetchers(registry: Arc<TopicRegistry>, peers: &BTreeMap<u32, String>, shutdown: CancellationToken) {
+pub fn spawn_fetchers(
+    tasks: &TaskTracker,
+    registry: Arc<TopicRegistry>,
+    peers: &BTreeMap<u32, String>,
+    shutdown: CancellationToken,
+) {
     let me = registry.broker_id();
     for (&leader, address) in peers.iter().filter(|(id, _)| **id != me) {
         let (registry, address, shutdown) = (Arc::clone(&registry), address.clone(), shutdown.clone());
-        tokio::spawn(async move { fetch_from(registry, leader, address, shutdown).await });
+        tasks.spawn(async move { fetch_from(registry, leader, address, shutdown).await });
     }
 }
 
@@ -152,6 +158,7 @@ async fn fetch_once(
                 partition: partition.partition(),
                 fetch_offset: i64::try_from(partition.log_end_offset().0).unwrap_or(i64::MAX),
                 leader_epoch: *epoch,
+                topic_id: partition.topic_id().as_bytes().to_vec().into(),
             })
             .collect(),
     };
@@ -211,6 +218,7 @@ async fn verify(
             partition: partition.partition(),
             leader_epoch: latest,
             current_leader_epoch: current_epoch,
+            topic_id: partition.topic_id().as_bytes().to_vec().into(),
         };
         let answer =
             client.clone().epoch_end_offset(request).await.map_err(|status| status.message().to_string())?.into_inner();

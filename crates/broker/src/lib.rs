@@ -35,13 +35,11 @@
 //! `spawn_blocking`); hold a lock across an `.await`; answer a client with
 //! an internal error's debug text (errors map to statuses in `error.rs`).
 
-pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod follower;
 pub mod metrics;
 pub mod partition;
-pub mod raw;
 pub mod server;
 pub mod service;
 pub mod topic_config;

@@ -128,7 +128,7 @@ impl Metrics {
     }
 
     /// The text exposition, with partition gauges read from `registry` now.
-    pub fn render(&self, topics: &TopicRegistry, controller_id: u32) -> Vec<u8> {
+    pub fn render(&self, topics: &TopicRegistry) -> Vec<u8> {
         for gauge in
             [&self.log_end_offset, &self.high_watermark, &self.log_start_offset, &self.isr_size, &self.log_size_bytes]
         {
@@ -142,7 +142,7 @@ impl Metrics {
                 {
                     under_replicated += 1;
                 }
-                let labels = [topic.record.name.clone(), partition.partition().to_string()];
+                let labels = [topic.name.clone(), partition.partition().to_string()];
                 let labels = [labels[0].as_str(), labels[1].as_str()];
                 let as_gauge = |offset: brook_record::Offset| i64::try_from(offset.0).unwrap_or(i64::MAX);
                 self.log_end_offset.with_label_values(&labels).set(as_gauge(partition.log_end_offset()));
@@ -157,10 +157,8 @@ impl Metrics {
         }
         self.partitions.set(partitions);
         self.under_replicated.set(under_replicated);
-        let (term, controller) = match topics.metadata() {
-            Some(metadata) => (metadata.term(), metadata.controller().unwrap_or(0)),
-            None => (0, u64::from(controller_id)),
-        };
+        let metadata = topics.metadata();
+        let (term, controller) = (metadata.term(), metadata.controller().unwrap_or(0));
         self.raft_term.set(i64::try_from(term).unwrap_or(i64::MAX));
         self.controller_id.set(i64::try_from(controller).unwrap_or(i64::MAX));
         let mut text = Vec::new();
@@ -176,7 +174,7 @@ pub async fn serve_metrics(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     topics: Arc<TopicRegistry>,
-    controller_id: u32,
+    tasks: tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -187,7 +185,7 @@ pub async fn serve_metrics(
             () = shutdown.cancelled() => return Ok(()),
         };
         let (metrics, topics) = (Arc::clone(&metrics), Arc::clone(&topics));
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut chunk = [0u8; 1024];
             let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, async {
@@ -206,9 +204,7 @@ pub async fn serve_metrics(
             }
             let request_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
             let (status, content_type, body) = if request_line.starts_with(b"GET /metrics ") {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&topics, controller_id))
-                    .await
-                    .unwrap_or_default();
+                let body = tokio::task::spawn_blocking(move || metrics.render(&topics)).await.unwrap_or_default();
                 ("200 OK", "text/plain; version=0.0.4", body)
             } else {
                 ("404 Not Found", "text/plain", b"only GET /metrics is served here\n".to_vec())

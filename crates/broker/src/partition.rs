@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use brook_record::{LeaderEpoch, Offset};
+use brook_record::{LeaderEpoch, Offset, TopicId};
 use brook_replication::LeaderProgress;
 use brook_storage::{AppendInfo, LogConfig, LogReader, PartitionLog, StorageError};
 use bytes::Bytes;
@@ -46,11 +46,6 @@ pub struct Role {
 impl Role {
     pub fn leads(&self) -> bool {
         self.leader == Some(self.broker_id)
-    }
-
-    /// A single node's role: leader, alone in the ISR.
-    pub fn sole_leader(broker_id: u32) -> Role {
-        Role { broker_id, leader: Some(broker_id), leader_epoch: 0, isr: vec![broker_id] }
     }
 }
 
@@ -103,7 +98,10 @@ pub enum IsrChangeOutcome {
 #[derive(Debug)]
 pub struct Partition {
     topic: String,
+    topic_id: TopicId,
     partition: u32,
+    /// The log's directory.
+    dir: std::path::PathBuf,
     /// `None` once closed (shutdown or topic deletion).
     log: Mutex<Option<PartitionLog>>,
     reader: LogReader,
@@ -130,6 +128,7 @@ impl Partition {
     /// Opens (recovering if needed) the log in `dir`. Blocking.
     pub fn open(
         topic: &str,
+        topic_id: TopicId,
         partition: u32,
         dir: std::path::PathBuf,
         config: LogConfig,
@@ -137,7 +136,7 @@ impl Partition {
         appended: Arc<watch::Sender<u64>>,
     ) -> Result<Partition, BrokerError> {
         let storage_error = |source| BrokerError::Storage { topic: topic.to_string(), partition, source };
-        let log = PartitionLog::open(dir, config).map_err(storage_error)?;
+        let log = PartitionLog::open(dir.clone(), config).map_err(storage_error)?;
         for truncation in log.truncations_on_open() {
             tracing::warn!(topic, partition, ?truncation, "recovery cut a damaged log tail");
         }
@@ -149,7 +148,9 @@ impl Partition {
         let (high_watermark, _) = watch::channel(start_high_watermark);
         let partition = Partition {
             topic: topic.to_string(),
+            topic_id,
             partition,
+            dir,
             log: Mutex::new(Some(log)),
             reader,
             high_watermark,
@@ -223,6 +224,15 @@ impl Partition {
 
     pub fn partition(&self) -> u32 {
         self.partition
+    }
+
+    pub fn topic_id(&self) -> TopicId {
+        self.topic_id
+    }
+
+    /// Where the log's files are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -410,18 +420,6 @@ impl Partition {
             })
         })
         .await
-    }
-
-    /// As `read`, but the answer is file ranges of whole batches (for a
-    /// transport that `sendfile`s them), with the HW it was read below.
-    pub async fn read_ranges(
-        self: &Arc<Self>,
-        offset: i64,
-        max_bytes: u64,
-    ) -> Result<(brook_storage::LogRead, Offset), BrokerError> {
-        let high_watermark = self.high_watermark();
-        self.blocking(move |partition| Ok((partition.read_log(offset, max_bytes, high_watermark)?, high_watermark)))
-            .await
     }
 
     /// The log's read of whole batches from `offset` below `upto`. Blocking
@@ -646,7 +644,8 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir, role: Role) -> Arc<Partition> {
         let appended = Arc::new(watch::channel(0).0);
-        let partition = Partition::open("t", 0, dir.path().join("t-0"), LogConfig::default(), role, appended);
+        let partition =
+            Partition::open("t", TopicId::random(), 0, dir.path().join("t-0"), LogConfig::default(), role, appended);
         Arc::new(partition.expect("open"))
     }
 

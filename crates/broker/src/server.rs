@@ -1,21 +1,32 @@
-//! Wiring the broker together and serving it: open the catalog and the
-//! logs, bind the port, serve the four Brook services plus gRPC health and
-//! reflection, run log maintenance, and on shutdown close every log
-//! cleanly.
+//! Wiring the broker together and serving it, in the shape of mini-redis's
+//! `server.rs`: [`serve`] reads as its steps (check the data directory,
+//! bind, join the metadata group, open the replicas, start the background
+//! duties, serve until shutdown, stop every task, close every log).
+//!
+//! Ownership: every task the node starts, background duties and the ones
+//! handlers start (an ISR proposal, a metrics connection), is spawned on
+//! one [`TaskTracker`] and awaited at shutdown; each stops when the shared
+//! `CancellationToken` is cancelled. Client connections are bounded by
+//! `max_connections` ([`LimitedIncoming`]): past it the listener stops
+//! accepting until one closes (backpressure, not unbounded memory).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use brook_metadata::{MetadataConfig, MetadataNode};
+use brook_proto::internal::replication_server::ReplicationServer;
 use brook_proto::v1::admin_server::AdminServer;
 use brook_proto::v1::groups_server::GroupsServer;
 use brook_proto::v1::metadata_server::MetadataServer;
 use brook_proto::v1::records_server::RecordsServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tokio_util::task::TaskTracker;
 
-use brook_metadata::{MetadataConfig, MetadataNode};
-
-use crate::catalog::Catalog;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::{serve_metrics, Metrics};
@@ -26,7 +37,6 @@ use crate::service::records::RecordsService;
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topics::TopicRegistry;
-use brook_proto::internal::replication_server::ReplicationServer;
 
 /// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
 /// stall every large produce or fetch on a window update.
@@ -35,6 +45,13 @@ const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// The largest HTTP/2 DATA frame peers may send us (default 16 KiB): a
 /// 1 MiB produce request then travels as 4 frames, not 64.
 pub const MAX_FRAME_BYTES: u32 = 256 << 10;
+/// The largest replica fetch answer encoded (many partitions of 8 MiB).
+const MAX_REPLICA_FETCH_RESPONSE_BYTES: usize = 256 << 20;
+/// How often moved high watermarks are checkpointed.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// What the single-node catalog of earlier versions left in a data
+/// directory: its presence means the directory is in the old format.
+const OLD_CATALOG_DIR: &str = "catalog";
 
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,68 +70,194 @@ pub enum ServeError {
     Reflection(String),
 }
 
-/// Runs a broker until `shutdown` is cancelled, then closes its logs.
+/// Runs a broker until `shutdown` is cancelled, then stops its tasks and
+/// closes its logs.
 pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|error| BrokerError::Catalog(format!("creating data dir {}: {error}", config.data_dir.display())))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    prepare_data_dir(&config.data_dir)?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let advertised = config.advertised_address.clone().unwrap_or_else(|| local_address.to_string());
 
-    let metadata_node = if config.peers.is_empty() {
-        None
-    } else {
-        let peers = config.peers.iter().map(|(id, address)| (u64::from(*id), address.clone())).collect();
-        let mut metadata_config = MetadataConfig::new(u64::from(config.id), peers, config.data_dir.join("metadata"));
-        metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
-        metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
-        Some(MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))?)
-    };
-    let opening = Arc::clone(&config);
-    let opening_metadata = metadata_node.clone();
-    let (registry, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
-        match opening_metadata {
-            Some(metadata) => {
-                let registry = TopicRegistry::open_cluster(&opening.data_dir, metadata, opening.id)?;
-                Ok((Arc::new(registry), "brook-cluster".to_string()))
-            }
-            None => {
-                let catalog = Catalog::open(&opening.data_dir.join("catalog"))?;
-                let cluster_id = catalog.cluster_id()?;
-                Ok((Arc::new(TopicRegistry::open_local(&opening.data_dir, catalog, opening.id)?), cluster_id))
-            }
-        }
-    })
-    .await
-    .map_err(|_| BrokerError::ShuttingDown)??;
-
+    let metadata = start_metadata(&config, &advertised).await?;
+    let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
         broker_id: config.id,
         address: advertised.clone(),
-        cluster_id,
-        metadata: metadata_node.clone(),
+        cluster_id: "brook-cluster".to_string(),
+        metadata: metadata.clone(),
         default_replication_factor: config.default_replication_factor,
         default_min_insync_replicas: config.default_min_insync_replicas,
     });
-
     let metrics = Arc::new(Metrics::new(config.id));
+    let tasks = TaskTracker::new();
+    start_duties(&tasks, &config, &metadata, &registry, &metrics, &advertised, &shutdown);
+    if config.peers.is_empty() {
+        // The only voter needs nothing from the network to catch up, so
+        // clients first meet it registered and current (as a Kafka broker
+        // opens its listeners once it has caught up). A cluster member
+        // serves Raft on the same port, so it cannot wait like this.
+        wait_caught_up(&metadata, &shutdown).await;
+    }
+
+    tracing::info!(
+        broker_id = config.id,
+        address = %local_address,
+        data_dir = %config.data_dir.display(),
+        topics = registry.list().len(),
+        "brook broker {} ready on {local_address}",
+        config.id
+    );
+    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &tasks, &shutdown).await;
+
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    metadata.shutdown().await;
+    let closing = Arc::clone(&registry);
+    tokio::task::spawn_blocking(move || closing.close()).await.map_err(|_| BrokerError::ShuttingDown)?;
+    tracing::info!(broker_id = config.id, "broker stopped; logs closed cleanly");
+    served
+}
+
+/// Creates the data directory, and refuses one in the old single-node
+/// format (topics in a local sled catalog): this version keeps every
+/// broker's topics in the metadata group, and nothing migrates them.
+fn prepare_data_dir(data_dir: &std::path::Path) -> Result<(), BrokerError> {
+    if data_dir.join(OLD_CATALOG_DIR).is_dir() {
+        return Err(BrokerError::DataDir {
+            path: data_dir.to_path_buf(),
+            reason: format!(
+                "it is in the old single-node format (it has a '{OLD_CATALOG_DIR}' directory); this version keeps \
+                 topics in the metadata group even on a single broker and cannot read it: start with an empty \
+                 data directory"
+            ),
+        });
+    }
+    std::fs::create_dir_all(data_dir).map_err(|error| BrokerError::DataDir {
+        path: data_dir.to_path_buf(),
+        reason: format!("cannot create it: {error}"),
+    })
+}
+
+/// Starts this broker's member of the metadata group: with `--peers`, the
+/// cluster's voters; without, a group of one voter (this broker), on the
+/// very same code path (as Kafka's single-node KRaft).
+async fn start_metadata(config: &BrokerConfig, advertised: &str) -> Result<MetadataNode, BrokerError> {
+    let peers = if config.peers.is_empty() {
+        std::collections::BTreeMap::from([(u64::from(config.id), advertised.to_string())])
+    } else {
+        config.peers.iter().map(|(id, address)| (u64::from(*id), address.clone())).collect()
+    };
+    let mut metadata_config = MetadataConfig::new(u64::from(config.id), peers, config.data_dir.join("metadata"));
+    metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
+    metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
+    MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))
+}
+
+/// Waits until this broker's metadata has caught up (its registration
+/// applied), or shutdown.
+async fn wait_caught_up(metadata: &MetadataNode, shutdown: &CancellationToken) {
+    let mut caught_up = metadata.caught_up();
+    tokio::select! {
+        _ = caught_up.wait_for(|current| *current) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// Opens the replicas the metadata on disk assigns here (recovering their
+/// logs) on the blocking pool.
+async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result<Arc<TopicRegistry>, BrokerError> {
+    let (data_dir, metadata, broker_id) = (config.data_dir.clone(), metadata.clone(), config.id);
+    let registry = tokio::task::spawn_blocking(move || TopicRegistry::open(&data_dir, metadata, broker_id))
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)??;
+    Ok(Arc::new(registry))
+}
+
+/// The node's background duties, each an owned task that stops on
+/// `shutdown`: following the cluster state, the broker's part in the
+/// metadata group (registration, heartbeats, the controller's liveness
+/// duty), one replica fetcher per other broker, the ISR shrink check, HW
+/// checkpoints, log maintenance and the metrics endpoint.
+fn start_duties(
+    tasks: &TaskTracker,
+    config: &Arc<BrokerConfig>,
+    metadata: &MetadataNode,
+    registry: &Arc<TopicRegistry>,
+    metrics: &Arc<Metrics>,
+    advertised: &str,
+    shutdown: &CancellationToken,
+) {
+    tasks.spawn(follow_cluster_state(metadata.clone(), Arc::clone(registry), shutdown.clone()));
+    let (duties, broker_id, address, stop) = (metadata.clone(), config.id, advertised.to_string(), shutdown.clone());
+    tasks.spawn(async move { duties.run_broker_duties(broker_id, address, stop).await });
+    crate::follower::spawn_fetchers(tasks, Arc::clone(registry), &config.peers, shutdown.clone());
+    tasks.spawn(crate::follower::shrink_lagging_isrs(
+        Arc::clone(registry),
+        metadata.clone(),
+        Duration::from_millis(config.replica_lag_max_ms),
+        shutdown.clone(),
+    ));
+    tasks.spawn(every(
+        HIGH_WATERMARK_CHECKPOINT_INTERVAL,
+        "HW checkpoint",
+        Arc::clone(registry),
+        shutdown.clone(),
+        TopicRegistry::checkpoint_high_watermarks,
+    ));
+    tasks.spawn(every(
+        config.log_maintenance_interval(),
+        "log maintenance",
+        Arc::clone(registry),
+        shutdown.clone(),
+        maintain_logs,
+    ));
+    if let Some(address) = config.metrics_listen {
+        let (metrics, registry, tracker, stop) =
+            (Arc::clone(metrics), Arc::clone(registry), tasks.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) = serve_metrics(address, metrics, registry, tracker, stop).await {
+                tracing::error!(%address, %error, "metrics endpoint failed");
+            }
+        });
+    }
+}
+
+/// Serves the client services, gRPC health and reflection, and the
+/// internal ones (Raft, forwarding, replica fetch) on `listener` until
+/// `shutdown`.
+async fn serve_grpc(
+    listener: TcpListener,
+    config: &Arc<BrokerConfig>,
+    registry: &Arc<TopicRegistry>,
+    node: &Arc<NodeInfo>,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
     let limit = config.max_request_bytes;
-    let admin = AdminServer::new(AdminService { registry: Arc::clone(&registry), node: Arc::clone(&node) })
+    let admin = AdminServer::new(AdminService { registry: Arc::clone(registry), node: Arc::clone(node) })
         .max_decoding_message_size(limit);
-    let records_service = Arc::new(RecordsService {
-        registry: Arc::clone(&registry),
-        config: Arc::clone(&config),
+    let records = RecordsServer::new(RecordsService {
+        registry: Arc::clone(registry),
+        config: Arc::clone(config),
         shutdown: shutdown.clone(),
-        metrics: Arc::clone(&metrics),
-    });
-    let records = RecordsServer::from_arc(Arc::clone(&records_service))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let groups = GroupsServer::new(GroupsService { registry: Arc::clone(&registry) }).max_decoding_message_size(limit);
-    let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(&registry), node: Arc::clone(&node) });
+        metrics: Arc::clone(metrics),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let groups = GroupsServer::new(GroupsService { registry: Arc::clone(registry) }).max_decoding_message_size(limit);
+    let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
+    let replication = ReplicationServer::new(ReplicationService {
+        registry: Arc::clone(registry),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
+    .max_decoding_message_size(limit);
+    let (raft_transport, forwarding) = node.metadata.services();
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<RecordsServer<RecordsService>>().await;
@@ -125,102 +268,25 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         .build_v1()
         .map_err(|error| ServeError::Reflection(error.to_string()))?;
 
-    if let Some(address) = config.metrics_listen {
-        let (metrics, registry, shutdown) = (Arc::clone(&metrics), Arc::clone(&registry), shutdown.clone());
-        let controller_id = config.id;
-        tokio::spawn(async move {
-            if let Err(error) = serve_metrics(address, metrics, registry, controller_id, shutdown).await {
-                tracing::error!(%address, %error, "metrics endpoint failed");
-            }
-        });
-    }
-    if let Some(address) = config.raw_listen {
-        let listener =
-            tokio::net::TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
-        tracing::info!(%address, "serving the prototype plain-TCP transport");
-        tokio::spawn(crate::raw::serve(listener, records_service, shutdown.clone()));
-    }
-    if let Some(metadata) = &metadata_node {
-        crate::follower::spawn_fetchers(Arc::clone(&registry), &config.peers, shutdown.clone());
-        let lag_max = Duration::from_millis(config.replica_lag_max_ms);
-        tokio::spawn(crate::follower::shrink_lagging_isrs(
-            Arc::clone(&registry),
-            metadata.clone(),
-            lag_max,
-            shutdown.clone(),
-        ));
-    }
-    if let Some(metadata) = &metadata_node {
-        tokio::spawn(follow_cluster_state(metadata.clone(), Arc::clone(&registry), shutdown.clone()));
-        let (metadata, shutdown) = (metadata.clone(), shutdown.clone());
-        let (broker_id, address) = (config.id, advertised.clone());
-        tokio::spawn(async move { metadata.run_broker_duties(broker_id, address, shutdown).await });
-    }
-    tokio::spawn(every(
-        HIGH_WATERMARK_CHECKPOINT_INTERVAL,
-        "HW checkpoint",
-        Arc::clone(&registry),
-        shutdown.clone(),
-        TopicRegistry::checkpoint_high_watermarks,
-    ));
-    let maintenance = tokio::spawn(every(
-        config.log_maintenance_interval(),
-        "log maintenance",
-        Arc::clone(&registry),
-        shutdown.clone(),
-        maintain_logs,
-    ));
-
-    tracing::info!(
-        broker_id = config.id,
-        address = %local_address,
-        data_dir = %config.data_dir.display(),
-        topics = registry.list().len(),
-        "brook broker {} ready on {local_address}",
-        config.id
-    );
-    let internal = metadata_node.as_ref().map(MetadataNode::services);
-    let (raft_transport, forwarding) = match internal {
-        Some((raft, forwarding)) => (Some(raft), Some(forwarding)),
-        None => (None, None),
-    };
-    let replication = metadata_node.as_ref().map(|_| {
-        ReplicationServer::new(ReplicationService { registry: Arc::clone(&registry) })
-            .max_encoding_message_size(256 << 20)
-            .max_decoding_message_size(limit)
-    });
-    let served = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .add_optional_service(raft_transport)
-        .add_optional_service(forwarding)
-        .add_optional_service(replication)
+        .add_service(raft_transport)
+        .add_service(forwarding)
+        .add_service(replication)
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
         .add_service(records)
         .add_service(groups)
         .add_service(metadata)
-        // Nagle off on every accepted connection: without it a small fetch
-        // or produce answer waits for the peer's delayed ACK (~40 ms). The
-        // builder's own tcp_nodelay does not reach a listener we bound.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            LimitedIncoming::new(listener, config.max_connections).into_stream(),
             shutdown.clone().cancelled_owned(),
         )
-        .await;
-    shutdown.cancel();
-    if let Err(error) = maintenance.await {
-        tracing::error!(%error, "log maintenance task failed");
-    }
-    if let Some(metadata) = &metadata_node {
-        metadata.shutdown().await;
-    }
-    let closing = Arc::clone(&registry);
-    tokio::task::spawn_blocking(move || closing.close()).await.map_err(|_| BrokerError::ShuttingDown)?;
-    tracing::info!(broker_id = config.id, "broker stopped; logs closed cleanly");
-    served.map_err(ServeError::from)
+        .await
+        .map_err(ServeError::from)
 }
 
 /// Applies every new cluster state to the hosted partitions, and the state
@@ -241,9 +307,6 @@ async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistr
         }
     }
 }
-
-/// How often moved high watermarks are checkpointed.
-const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Runs blocking `work` on the registry every `interval` (on the blocking
 /// pool, one run at a time), until shutdown. `what` names it in logs.
@@ -273,4 +336,83 @@ fn maintain_logs(registry: &TopicRegistry) {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64);
     registry.maintain(now_ms);
+}
+
+/// The listener's accepted connections, at most `max_connections` open at
+/// once (mini-redis's `MAX_CONNECTIONS`): a connection holds a permit until
+/// it closes, and the next accept waits for a free one.
+struct LimitedIncoming {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl LimitedIncoming {
+    fn new(listener: TcpListener, max_connections: usize) -> LimitedIncoming {
+        LimitedIncoming { listener, permits: Arc::new(Semaphore::new(max_connections.max(1))) }
+    }
+
+    fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<LimitedConnection>> {
+        futures::stream::unfold(self, |incoming| async move {
+            let permit = Arc::clone(&incoming.permits).acquire_owned().await.ok()?;
+            let accepted = incoming.listener.accept().await.and_then(|(stream, _)| {
+                // Nagle off: without it a small fetch or produce answer
+                // waits for the peer's delayed ACK (~40 ms).
+                stream.set_nodelay(true)?;
+                Ok(LimitedConnection { stream, _permit: permit })
+            });
+            Some((accepted, incoming))
+        })
+    }
+}
+
+/// An accepted connection and the permit it holds while open.
+struct LimitedConnection {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for LimitedConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedConnection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl std::fmt::Debug for LimitedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedConnection").field("peer", &self.stream.peer_addr().ok()).finish()
+    }
 }

@@ -1,26 +1,33 @@
-//! The topics this broker knows and the partition logs it hosts. Handlers
-//! look partitions up here; nothing else holds them.
+//! The topics this broker knows and the partition replicas it hosts.
+//! Handlers look partitions up here; nothing else holds them.
 //!
-//! Where topics come from:
-//! - single node (no `--peers`): a local sled catalog; every partition is
-//!   hosted and led here;
-//! - cluster: the metadata group's replicated state. A reconciler applies
-//!   every new state here: it opens the logs of partitions assigned to this
-//!   broker, closes and deletes those no longer assigned, and records each
-//!   partition's leader and epoch. Admin changes are proposed to the group
-//!   and take effect here when the reconciler sees them.
+//! Topics come from one place: the metadata group's replicated state (a
+//! single broker is a group of one voter, on the same path). A reconciler
+//! applies every new state here ([`TopicRegistry::reconcile`]): it opens the
+//! replicas of partitions assigned to this broker, closes and deletes those
+//! no longer assigned, records each partition's leader and epoch, and, once
+//! this broker's metadata has caught up, removes partition directories of
+//! topic ids the metadata no longer holds. Admin changes are proposed to
+//! the group and take effect here when the reconciler sees them.
 //!
-//! Each hosted partition's log lives in `data_dir/topics/<topic>-<partition>/`.
+//! Each hosted partition lives in `data_dir/topics/<name>-<partition>-<topic
+//! id>/`. The topic id decides (a topic deleted and created again under the
+//! same name gets a new id, so a new directory, and never meets the old
+//! one's records); the name is there for people, cut to
+//! [`DIR_NAME_PREFIX_CHARS`] so the directory name fits any filesystem.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use brook_metadata::{assign_replicas, ClusterState, Command, CommandError, CommandV1, MetadataError, MetadataNode};
+use brook_metadata::{
+    assign_replicas, ClusterState, Command, CommandError, CommandV1, CommittedOffset, MetadataError, MetadataNode,
+    PartitionRecord, TopicRecord,
+};
+use brook_record::TopicId;
 use tokio::sync::watch;
 
-use crate::catalog::{Catalog, CommittedOffset, TopicRecord};
 use crate::error::BrokerError;
 use crate::partition::{Partition, Role};
 use crate::topic_config::{validate_topic_name, TopicConfig};
@@ -29,6 +36,8 @@ use crate::topic_config::{validate_topic_name, TopicConfig};
 pub const MAX_PARTITIONS: u32 = 1000;
 /// How long an admin call waits to see its own change applied here.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// The most characters of a topic's name a partition directory carries.
+pub const DIR_NAME_PREFIX_CHARS: usize = 200;
 
 /// Who hosts and leads a partition, as the cluster decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,38 +49,57 @@ pub struct Assignment {
     pub isr: Vec<u32>,
 }
 
+impl From<&PartitionRecord> for Assignment {
+    fn from(record: &PartitionRecord) -> Assignment {
+        Assignment {
+            replicas: record.replicas.clone(),
+            leader: record.leader,
+            leader_epoch: record.leader_epoch,
+            isr: record.isr.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct PartitionSlot {
     pub id: u32,
     pub assignment: Assignment,
-    /// The log, when this broker is one of the replicas.
+    /// The replica, when this broker is one of the replicas.
     pub log: Option<Arc<Partition>>,
 }
 
 #[derive(Debug)]
 pub struct Topic {
-    pub record: TopicRecord,
+    pub name: String,
+    pub id: TopicId,
+    pub replication_factor: u32,
+    /// Effective configs, Kafka names.
+    pub configs: BTreeMap<String, String>,
     pub config: TopicConfig,
     pub partitions: Vec<PartitionSlot>,
 }
 
 impl Topic {
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
     pub fn slot(&self, partition: u32) -> Result<&PartitionSlot, BrokerError> {
         self.partitions.get(partition as usize).ok_or_else(|| BrokerError::PartitionNotFound {
-            topic: self.record.name.clone(),
+            topic: self.name.clone(),
             partition,
-            partitions: self.record.partitions,
+            partitions: self.partition_count(),
         })
     }
 
-    /// The partition's log, if `broker_id` leads it; otherwise NOT_LEADER
-    /// naming the leader, so the client re-routes.
+    /// The partition's replica, if `broker_id` leads it; otherwise
+    /// NOT_LEADER naming the leader, so the client re-routes.
     pub fn led_partition(&self, partition: u32, broker_id: u32) -> Result<Arc<Partition>, BrokerError> {
         let slot = self.slot(partition)?;
         match (&slot.log, slot.assignment.leader) {
             (Some(log), Some(leader)) if leader == broker_id => Ok(Arc::clone(log)),
             (_, leader) => Err(BrokerError::NotLeader {
-                topic: self.record.name.clone(),
+                topic: self.name.clone(),
                 partition,
                 broker_id,
                 leader,
@@ -86,66 +114,56 @@ impl Topic {
 }
 
 #[derive(Debug)]
-enum Source {
-    Local(Catalog),
-    Cluster(MetadataNode),
-}
-
-#[derive(Debug)]
 pub struct TopicRegistry {
     topics_dir: PathBuf,
     broker_id: u32,
-    source: Source,
+    metadata: MetadataNode,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Bumped after every change to `topics`, so admin calls can wait to
     /// see their own change.
     version: watch::Sender<u64>,
     /// Bumped on every append to a hosted partition: replica fetches wait on it.
     appended: Arc<watch::Sender<u64>>,
+    /// The partitions assigned here when the directory was last swept for
+    /// left-overs (`None`: not swept since start): sweeping again is only
+    /// needed when that set changes.
+    swept_for: Mutex<Option<BTreeSet<(TopicId, u32)>>>,
 }
 
-fn partition_dir(topics_dir: &Path, topic: &str, partition: u32) -> PathBuf {
-    topics_dir.join(format!("{topic}-{partition}"))
+/// A partition's directory: `<name prefix>-<partition>-<topic id>`.
+pub fn partition_dir(topics_dir: &Path, name: &str, topic_id: TopicId, partition: u32) -> PathBuf {
+    let prefix: String = name.chars().take(DIR_NAME_PREFIX_CHARS).collect();
+    topics_dir.join(format!("{prefix}-{partition}-{topic_id}"))
+}
+
+/// The topic id and partition a directory name says it holds; `None` for
+/// anything else (the name part is not needed: the id decides).
+fn parse_partition_dir(file_name: &str) -> Option<(TopicId, u32)> {
+    let mut parts = file_name.rsplitn(3, '-');
+    let topic_id = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    parts.next().filter(|name| !name.is_empty())?;
+    Some((topic_id, partition))
 }
 
 fn create_topics_dir(data_dir: &Path) -> Result<PathBuf, BrokerError> {
     let topics_dir = data_dir.join("topics");
-    std::fs::create_dir_all(&topics_dir)
-        .map_err(|error| BrokerError::Catalog(format!("creating {}: {error}", topics_dir.display())))?;
+    std::fs::create_dir_all(&topics_dir).map_err(|error| BrokerError::DataDir {
+        path: topics_dir.clone(),
+        reason: format!("cannot create it: {error}"),
+    })?;
     Ok(topics_dir)
 }
 
-/// Opens every partition of a single-node topic. Blocking.
-fn open_local_topic(
-    topics_dir: &Path,
-    broker_id: u32,
-    record: TopicRecord,
-    appended: &Arc<watch::Sender<u64>>,
-) -> Result<Topic, BrokerError> {
-    let config = TopicConfig::from_map(&record.configs)?;
-    let partitions = (0..record.partitions)
-        .map(|partition| {
-            let dir = partition_dir(topics_dir, &record.name, partition);
-            let role = Role::sole_leader(broker_id);
-            let log = Partition::open(&record.name, partition, dir, config.log_config(), role, Arc::clone(appended))?;
-            let assignment = Assignment {
-                replicas: vec![broker_id],
-                leader: Some(broker_id),
-                leader_epoch: 0,
-                isr: vec![broker_id],
-            };
-            Ok(PartitionSlot { id: partition, assignment, log: Some(Arc::new(log)) })
-        })
-        .collect::<Result<Vec<_>, BrokerError>>()?;
-    Ok(Topic { record, config, partitions })
-}
-
-fn close_and_remove(topics_dir: &Path, log: &Partition) {
+fn close_and_remove(log: &Partition) {
     if let Err(error) = log.close() {
         tracing::warn!(topic = log.topic(), partition = log.partition(), %error, "closing a removed partition failed");
     }
-    let dir = partition_dir(topics_dir, log.topic(), log.partition());
-    if let Err(error) = std::fs::remove_dir_all(&dir) {
+    remove_dir(log.dir());
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
         tracing::warn!(dir = %dir.display(), %error, "could not remove a partition's files");
     }
 }
@@ -173,36 +191,17 @@ impl From<CommandError> for BrokerError {
 }
 
 impl TopicRegistry {
-    /// Single node: opens the catalog's topics (recovering their logs). Blocking.
-    pub fn open_local(data_dir: &Path, catalog: Catalog, broker_id: u32) -> Result<TopicRegistry, BrokerError> {
-        let topics_dir = create_topics_dir(data_dir)?;
-        let appended = Arc::new(watch::channel(0).0);
-        let mut topics = BTreeMap::new();
-        for record in catalog.topics()? {
-            let topic = open_local_topic(&topics_dir, broker_id, record, &appended)?;
-            tracing::info!(topic = %topic.record.name, partitions = topic.record.partitions, "opened topic");
-            topics.insert(topic.record.name.clone(), Arc::new(topic));
-        }
-        Ok(TopicRegistry {
-            topics_dir,
-            broker_id,
-            source: Source::Local(catalog),
-            topics: RwLock::new(topics),
-            version: watch::channel(0).0,
-            appended,
-        })
-    }
-
-    /// Cluster: topics follow the metadata group; call `reconcile` with
-    /// each new state. Blocking.
-    pub fn open_cluster(data_dir: &Path, metadata: MetadataNode, broker_id: u32) -> Result<TopicRegistry, BrokerError> {
+    /// Topics follow the metadata group; call `reconcile` with each new
+    /// state. Blocking (opens the logs the current state assigns here).
+    pub fn open(data_dir: &Path, metadata: MetadataNode, broker_id: u32) -> Result<TopicRegistry, BrokerError> {
         let registry = TopicRegistry {
             topics_dir: create_topics_dir(data_dir)?,
             broker_id,
-            source: Source::Cluster(metadata.clone()),
+            metadata: metadata.clone(),
             topics: RwLock::new(BTreeMap::new()),
             version: watch::channel(0).0,
             appended: Arc::new(watch::channel(0).0),
+            swept_for: Mutex::new(None),
         };
         let state = metadata.state().borrow().clone();
         registry.reconcile(&state);
@@ -213,12 +212,8 @@ impl TopicRegistry {
         self.broker_id
     }
 
-    /// The metadata node, in cluster mode.
-    pub fn metadata(&self) -> Option<&MetadataNode> {
-        match &self.source {
-            Source::Cluster(metadata) => Some(metadata),
-            Source::Local(_) => None,
-        }
+    pub fn metadata(&self) -> &MetadataNode {
+        &self.metadata
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -260,7 +255,21 @@ impl TopicRegistry {
         })
     }
 
-    /// Validates and creates a topic.
+    /// Waits (bounded) until this broker's metadata is current: decisions
+    /// made on an older state (which brokers are alive, which topics
+    /// exist) would be made on a past cluster.
+    async fn wait_caught_up(&self) -> Result<(), BrokerError> {
+        let mut caught_up = self.metadata.caught_up();
+        let waited = tokio::time::timeout(APPLY_WAIT, caught_up.wait_for(|current| *current)).await;
+        if matches!(waited, Ok(Ok(_))) {
+            return Ok(());
+        }
+        Err(BrokerError::NoController(format!(
+            "this broker's metadata did not catch up with the group within {APPLY_WAIT:?}"
+        )))
+    }
+
+    /// Validates and creates a topic, with a fresh topic id.
     pub async fn create(
         self: &Arc<Self>,
         name: String,
@@ -273,275 +282,263 @@ impl TopicRegistry {
             return Err(BrokerError::InvalidPartitions { partitions, max: MAX_PARTITIONS });
         }
         let config = TopicConfig::from_map(&configs)?;
+        self.wait_caught_up().await?;
         if self.read().contains_key(&name) {
             return Err(BrokerError::TopicAlreadyExists { topic: name });
         }
-        match &self.source {
-            Source::Local(_) => self.create_local(name, partitions, replication_factor, config).await,
-            Source::Cluster(metadata) => {
-                let state = metadata.state().borrow().clone();
-                let alive = state.alive_brokers();
-                // Spread leaders of different topics over the brokers too.
-                let start = name.bytes().fold(0usize, |hash, byte| hash.wrapping_mul(31).wrapping_add(byte as usize));
-                let assignments = assign_replicas(&alive, partitions, replication_factor, start)?;
-                let command = CommandV1::CreateTopic {
-                    name: name.clone(),
-                    replication_factor,
-                    configs: config.to_map(),
-                    assignments,
-                };
-                metadata.propose(Command::V1(command)).await??;
-                self.wait_applied(|topics| topics.contains_key(&name)).await?;
-                tracing::info!(topic = %name, partitions, replication_factor, "created topic");
-                self.topic(&name)
-            }
-        }
+        let alive = self.metadata.state().borrow().alive_brokers();
+        // Spread leaders of different topics over the brokers too.
+        let start = name.bytes().fold(0usize, |hash, byte| hash.wrapping_mul(31).wrapping_add(byte as usize));
+        let assignments = assign_replicas(&alive, partitions, replication_factor, start)?;
+        let topic_id = TopicId::random();
+        let command = CommandV1::CreateTopic {
+            name: name.clone(),
+            topic_id,
+            replication_factor,
+            configs: config.to_map(),
+            assignments,
+        };
+        self.metadata.propose(Command::V1(command)).await??;
+        self.wait_applied(|topics| topics.get(&name).is_some_and(|topic| topic.id == topic_id)).await?;
+        tracing::info!(topic = %name, %topic_id, partitions, replication_factor, "created topic");
+        self.topic(&name)
     }
 
-    async fn create_local(
-        self: &Arc<Self>,
-        name: String,
-        partitions: u32,
-        replication_factor: u32,
-        config: TopicConfig,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        if replication_factor != 1 {
-            return Err(BrokerError::InvalidReplicationFactor { requested: replication_factor, brokers: 1 });
-        }
-        let Source::Local(catalog) = &self.source else { unreachable!("create_local is only called in local mode") };
-        let catalog = catalog.clone();
-        let record = TopicRecord { name: name.clone(), partitions, replication_factor, configs: config.to_map() };
-        let registry = Arc::clone(self);
-        let topic = tokio::task::spawn_blocking(move || {
-            catalog.create_topic(&record)?;
-            // Left-overs of an earlier topic of this name (a crash during
-            // its deletion) are not this topic's data.
-            for partition in 0..partitions {
-                let dir = partition_dir(&registry.topics_dir, &name, partition);
-                if dir.exists() {
-                    tracing::warn!(dir = %dir.display(), "removing stale data of an earlier topic");
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-            }
-            open_local_topic(&registry.topics_dir, registry.broker_id, record, &registry.appended).inspect_err(|_| {
-                let _ = catalog.delete_topic(&name);
-            })
-        })
-        .await
-        .map_err(|_| BrokerError::ShuttingDown)??;
-        let topic = Arc::new(topic);
-        let mut topics = self.read().clone();
-        topics.insert(topic.record.name.clone(), Arc::clone(&topic));
-        self.replace(topics);
-        tracing::info!(topic = %topic.record.name, partitions, "created topic");
-        Ok(topic)
-    }
-
-    /// Deletes a topic: its logs are closed and their files removed.
+    /// Deletes a topic: every replica closes its log and removes its files.
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
         validate_topic_name(name)?;
-        match &self.source {
-            Source::Cluster(metadata) => {
-                metadata.propose(Command::V1(CommandV1::DeleteTopic { name: name.to_string() })).await??;
-                self.wait_applied(|topics| !topics.contains_key(name)).await
-            }
-            Source::Local(catalog) => {
-                let mut topics = self.read().clone();
-                let topic = topics.remove(name).ok_or_else(|| BrokerError::UnknownTopic { topic: name.to_string() })?;
-                self.replace(topics);
-                let (catalog, topics_dir) = (catalog.clone(), self.topics_dir.clone());
-                tokio::task::spawn_blocking(move || {
-                    catalog.delete_topic(&topic.record.name)?;
-                    for (_, log) in topic.hosted() {
-                        close_and_remove(&topics_dir, log);
-                    }
-                    tracing::info!(topic = %topic.record.name, "deleted topic");
-                    Ok(())
-                })
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)?
-            }
-        }
+        self.metadata.propose(Command::V1(CommandV1::DeleteTopic { name: name.to_string() })).await??;
+        self.wait_applied(|topics| !topics.contains_key(name)).await
     }
 
+    /// Commits a group's offsets (through the metadata group, so every
+    /// broker answers for them and they survive any one broker).
     pub async fn commit_offsets(
         &self,
         group: String,
-        commits: Vec<(String, u32, CommittedOffset)>,
+        offsets: Vec<brook_metadata::OffsetCommit>,
     ) -> Result<(), BrokerError> {
-        for (topic, partition, _) in &commits {
-            self.topic(topic)?.slot(*partition)?;
+        for commit in &offsets {
+            self.topic(&commit.topic)?.slot(commit.partition)?;
         }
-        match &self.source {
-            Source::Local(catalog) => {
-                let catalog = catalog.clone();
-                tokio::task::spawn_blocking(move || catalog.commit_offsets(&group, &commits))
-                    .await
-                    .map_err(|_| BrokerError::ShuttingDown)?
-            }
-            Source::Cluster(metadata) => {
-                let offsets = commits
-                    .into_iter()
-                    .map(|(topic, partition, committed)| brook_metadata::OffsetCommit {
-                        topic,
-                        partition,
-                        offset: committed.offset,
-                        metadata: committed.metadata,
-                    })
-                    .collect();
-                metadata.propose(Command::V1(CommandV1::CommitOffsets { group, offsets })).await??;
-                Ok(())
-            }
-        }
+        self.metadata.propose(Command::V1(CommandV1::CommitOffsets { group, offsets })).await??;
+        Ok(())
     }
 
     /// The group's committed offsets: of `wanted` (absent ones as none), or
     /// all it has when `wanted` is empty.
-    pub async fn committed_offsets(
+    pub fn committed_offsets(
         &self,
-        group: String,
+        group: &str,
         wanted: Vec<(String, u32)>,
-    ) -> Result<Vec<(String, u32, Option<CommittedOffset>)>, BrokerError> {
-        let all: Vec<(String, u32, CommittedOffset)> = match &self.source {
-            Source::Local(catalog) => {
-                let (catalog, group) = (catalog.clone(), group.clone());
-                tokio::task::spawn_blocking(move || catalog.group_offsets(&group))
-                    .await
-                    .map_err(|_| BrokerError::ShuttingDown)??
-            }
-            Source::Cluster(metadata) => {
-                let state = metadata.state().borrow().clone();
-                state
-                    .offsets
-                    .get(&group)
-                    .into_iter()
-                    .flat_map(|topics| topics.iter())
-                    .flat_map(|(topic, partitions)| {
-                        partitions.iter().map(move |(partition, committed)| {
-                            let offset =
-                                CommittedOffset { offset: committed.offset, metadata: committed.metadata.clone() };
-                            (topic.clone(), *partition, offset)
-                        })
-                    })
-                    .collect()
-            }
-        };
+    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
+        let state = self.metadata.state().borrow().clone();
+        let committed = state.offsets.get(group);
         if wanted.is_empty() {
-            return Ok(all.into_iter().map(|(topic, partition, offset)| (topic, partition, Some(offset))).collect());
+            return committed
+                .into_iter()
+                .flat_map(|topics| topics.iter())
+                .flat_map(|(topic, partitions)| {
+                    partitions.iter().map(move |(partition, offset)| (topic.clone(), *partition, Some(offset.clone())))
+                })
+                .collect();
         }
-        Ok(wanted
+        wanted
             .into_iter()
             .map(|(topic, partition)| {
-                let found =
-                    all.iter().find(|(t, p, _)| *t == topic && *p == partition).map(|(_, _, offset)| offset.clone());
+                let found = committed.and_then(|topics| topics.get(&topic)?.get(&partition)).cloned();
                 (topic, partition, found)
             })
-            .collect())
+            .collect()
     }
 
-    /// Brings the hosted logs in line with `state` (cluster mode). Blocking.
+    /// Brings the hosted replicas in line with `state`. Blocking.
     ///
     /// Until the metadata is caught up (`MetadataNode::caught_up`), this
     /// broker is fenced: it hosts and follows, but leads nothing, as its
-    /// state may be one from before it stopped.
+    /// state may be one from before it stopped; and it removes no
+    /// directory, as a topic it does not know yet may own it.
     pub fn reconcile(&self, state: &ClusterState) {
-        let me = self.broker_id;
-        let fenced = self.metadata().is_some_and(|metadata| !*metadata.caught_up().borrow());
+        let fenced = !*self.metadata.caught_up().borrow();
         let old = self.read().clone();
-        let mut next = BTreeMap::new();
-        for (name, topic_state) in &state.topics {
-            let config = match TopicConfig::from_map(&topic_state.configs) {
-                Ok(config) => config,
-                Err(error) => {
-                    tracing::error!(topic = %name, %error, "topic has configs this broker cannot use; skipping it");
-                    continue;
-                }
-            };
-            let previous = old.get(name);
-            let mut slots = Vec::with_capacity(topic_state.partitions.len());
-            for (index, record) in topic_state.partitions.iter().enumerate() {
-                let partition = index as u32;
-                let mut record = record.clone();
-                if fenced && record.leader == Some(me) {
-                    record.leader = None;
+        let next: BTreeMap<String, Arc<Topic>> = state
+            .topics
+            .values()
+            .filter_map(|record| self.reconcile_topic(record, old.get(&record.name), fenced, state.applied_index))
+            .map(|topic| (topic.name.clone(), Arc::new(topic)))
+            .collect();
+        self.close_deleted(&old, &next);
+        self.replace(next);
+        if !fenced {
+            self.sweep_left_overs(state);
+        }
+    }
+
+    /// One topic of the new state: its slots, with the replicas hosted here
+    /// opened (or kept) and told their role. `None` if its configs cannot
+    /// be used here.
+    fn reconcile_topic(
+        &self,
+        record: &TopicRecord,
+        previous: Option<&Arc<Topic>>,
+        fenced: bool,
+        applied_index: u64,
+    ) -> Option<Topic> {
+        let config = match TopicConfig::from_map(&record.configs) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(topic = %record.name, %error, "topic has configs this broker cannot use; skipping it");
+                return None;
+            }
+        };
+        // A previous topic of the same name but another id is another
+        // topic: none of its replicas carry over.
+        let previous = previous.filter(|topic| topic.id == record.id);
+        let partitions = record
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| {
+                let mut assignment = Assignment::from(partition);
+                if fenced && assignment.leader == Some(self.broker_id) {
+                    assignment.leader = None;
                 }
                 let previous_slot = previous.and_then(|topic| topic.partitions.get(index));
-                let hosted = record.replicas.contains(&me);
-                let log = match (hosted, previous_slot.and_then(|slot| slot.log.clone())) {
-                    (true, Some(log)) => Some(log),
-                    (true, None) => {
-                        let dir = partition_dir(&self.topics_dir, name, partition);
-                        let role = Role {
-                            broker_id: me,
-                            leader: record.leader,
-                            leader_epoch: record.leader_epoch,
-                            isr: record.isr.clone(),
-                        };
-                        match Partition::open(
-                            name,
-                            partition,
-                            dir,
-                            config.log_config(),
-                            role,
-                            Arc::clone(&self.appended),
-                        ) {
-                            Ok(log) => Some(Arc::new(log)),
-                            Err(error) => {
-                                tracing::error!(topic = %name, partition, %error, "cannot open an assigned partition");
-                                None
-                            }
-                        }
-                    }
-                    (false, Some(log)) => {
-                        close_and_remove(&self.topics_dir, &log);
-                        None
-                    }
-                    (false, None) => None,
-                };
-                let assignment = Assignment {
-                    replicas: record.replicas.clone(),
-                    leader: record.leader,
-                    leader_epoch: record.leader_epoch,
-                    isr: record.isr.clone(),
-                };
-                if let Some(log) = &log {
-                    log.set_role(
-                        Role {
-                            broker_id: me,
-                            leader: record.leader,
-                            leader_epoch: record.leader_epoch,
-                            isr: record.isr.clone(),
-                        },
-                        state.applied_index,
-                    );
-                    let was_leading = previous_slot.is_some_and(|slot| slot.assignment.leader == Some(me));
-                    let leads = record.leader == Some(me);
-                    if leads != was_leading
-                        || previous_slot.is_some_and(|slot| slot.assignment.leader_epoch != record.leader_epoch)
-                    {
-                        let role = if leads { "leads" } else { "follows" };
-                        tracing::info!(broker_id = me, topic = %name, partition, epoch = record.leader_epoch, leader = ?record.leader, "broker {me} now {role} {name}-{partition} at epoch {}", record.leader_epoch);
-                    }
-                }
-                slots.push(PartitionSlot { id: partition, assignment, log });
+                self.reconcile_slot(record, &config, index as u32, assignment, previous_slot, applied_index)
+            })
+            .collect();
+        Some(Topic {
+            name: record.name.clone(),
+            id: record.id,
+            replication_factor: record.replication_factor,
+            configs: record.configs.clone(),
+            config,
+            partitions,
+        })
+    }
+
+    /// One partition: open, keep or drop this broker's replica, and set
+    /// its role.
+    fn reconcile_slot(
+        &self,
+        record: &TopicRecord,
+        config: &TopicConfig,
+        partition: u32,
+        assignment: Assignment,
+        previous: Option<&PartitionSlot>,
+        applied_index: u64,
+    ) -> PartitionSlot {
+        let me = self.broker_id;
+        let role = Role {
+            broker_id: me,
+            leader: assignment.leader,
+            leader_epoch: assignment.leader_epoch,
+            isr: assignment.isr.clone(),
+        };
+        let hosted = assignment.replicas.contains(&me);
+        let log = match (hosted, previous.and_then(|slot| slot.log.clone())) {
+            (true, Some(log)) => Some(log),
+            (true, None) => self.open_replica(record, config, partition, role.clone()),
+            (false, Some(log)) => {
+                close_and_remove(&log);
+                None
             }
-            let topic_record = TopicRecord {
-                name: name.clone(),
-                partitions: topic_state.partitions.len() as u32,
-                replication_factor: topic_state.replication_factor,
-                configs: topic_state.configs.clone(),
-            };
-            next.insert(name.clone(), Arc::new(Topic { record: topic_record, config, partitions: slots }));
-        }
-        for (name, topic) in &old {
-            if !state.topics.contains_key(name) {
-                for (_, log) in topic.hosted() {
-                    close_and_remove(&self.topics_dir, log);
-                }
-                tracing::info!(topic = %name, "deleted topic");
+            (false, None) => None,
+        };
+        if let Some(log) = &log {
+            log.set_role(role, applied_index);
+            let was = previous.map(|slot| (slot.assignment.leader == Some(me), slot.assignment.leader_epoch));
+            let leads = assignment.leader == Some(me);
+            if was != Some((leads, assignment.leader_epoch)) {
+                let (name, epoch) = (&record.name, assignment.leader_epoch);
+                let doing = if leads { "leads" } else { "follows" };
+                tracing::info!(broker_id = me, topic = %name, partition, epoch, leader = ?assignment.leader, "broker {me} now {doing} {name}-{partition} at epoch {epoch}");
             }
         }
-        self.replace(next);
+        PartitionSlot { id: partition, assignment, log }
+    }
+
+    fn open_replica(
+        &self,
+        record: &TopicRecord,
+        config: &TopicConfig,
+        partition: u32,
+        role: Role,
+    ) -> Option<Arc<Partition>> {
+        let dir = partition_dir(&self.topics_dir, &record.name, record.id, partition);
+        let opened = Partition::open(
+            &record.name,
+            record.id,
+            partition,
+            dir,
+            config.log_config(),
+            role,
+            Arc::clone(&self.appended),
+        );
+        match opened {
+            Ok(log) => Some(Arc::new(log)),
+            Err(error) => {
+                tracing::error!(topic = %record.name, partition, %error, "cannot open an assigned partition");
+                None
+            }
+        }
+    }
+
+    /// Closes and removes the replicas of topics that are gone (deleted,
+    /// or replaced by a topic of the same name with another id).
+    fn close_deleted(&self, old: &BTreeMap<String, Arc<Topic>>, next: &BTreeMap<String, Arc<Topic>>) {
+        for (name, topic) in old {
+            if next.get(name).is_some_and(|current| current.id == topic.id) {
+                continue;
+            }
+            for (_, log) in topic.hosted() {
+                close_and_remove(log);
+            }
+            tracing::info!(topic = %name, topic_id = %topic.id, "deleted topic");
+        }
+    }
+
+    /// Removes partition directories this broker's (current) metadata does
+    /// not assign here: what a topic deleted while this broker was down,
+    /// or a crash during a removal, left behind. Runs when the set of
+    /// partitions assigned here changed. Blocking.
+    fn sweep_left_overs(&self, state: &ClusterState) {
+        let assigned: BTreeSet<(TopicId, u32)> = state
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, partition)| partition.replicas.contains(&self.broker_id))
+                    .map(|(index, _)| (topic.id, index as u32))
+            })
+            .collect();
+        let mut swept_for = self.swept_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if swept_for.as_ref() == Some(&assigned) {
+            return;
+        }
+        let entries = match std::fs::read_dir(&self.topics_dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(dir = %self.topics_dir.display(), %error, "cannot list partition directories");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else { continue };
+            match parse_partition_dir(name) {
+                Some(partition) if assigned.contains(&partition) => {}
+                Some((topic_id, partition)) => {
+                    tracing::info!(dir = name, %topic_id, partition, "removing the files of a partition the metadata does not assign here");
+                    remove_dir(&entry.path());
+                }
+                None => tracing::warn!(dir = name, "not a partition directory; leaving it alone"),
+            }
+        }
+        *swept_for = Some(assigned);
     }
 
     /// Something to wait on for any change of the topics here (a new
@@ -570,36 +567,59 @@ impl TopicRegistry {
             .collect()
     }
 
+    /// Every hosted replica.
+    fn hosted(&self) -> Vec<Arc<Partition>> {
+        self.list()
+            .iter()
+            .flat_map(|topic| topic.hosted().map(|(_, log)| Arc::clone(log)).collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Retention and time-based flushes on every hosted partition. Blocking.
     pub fn maintain(&self, now_ms: i64) {
-        for topic in self.list() {
-            for (_, partition) in topic.hosted() {
-                if let Err(error) = partition.maintain(now_ms) {
-                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
-                }
+        for partition in self.hosted() {
+            if let Err(error) = partition.maintain(now_ms) {
+                tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
             }
         }
     }
 
     /// Checkpoints every hosted partition's HW that moved. Blocking.
     pub fn checkpoint_high_watermarks(&self) {
-        for topic in self.list() {
-            for (_, partition) in topic.hosted() {
-                if let Err(error) = partition.checkpoint_high_watermark() {
-                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
-                }
+        for partition in self.hosted() {
+            if let Err(error) = partition.checkpoint_high_watermark() {
+                tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
             }
         }
     }
 
     /// Closes every log cleanly. Blocking.
     pub fn close(&self) {
-        for topic in self.list() {
-            for (_, partition) in topic.hosted() {
-                if let Err(error) = partition.close() {
-                    tracing::error!(topic = partition.topic(), partition = partition.partition(), %error, "closing log failed");
-                }
+        for partition in self.hosted() {
+            if let Err(error) = partition.close() {
+                tracing::error!(topic = partition.topic(), partition = partition.partition(), %error, "closing log failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_directory_names_its_topic_id_and_partition() {
+        let id = TopicId::random();
+        let dir = partition_dir(Path::new("/data/topics"), "orders-eu.v2", id, 17);
+        let name = dir.file_name().and_then(|name| name.to_str()).expect("a name");
+        assert_eq!(name, format!("orders-eu.v2-17-{id}"));
+        assert_eq!(parse_partition_dir(name), Some((id, 17)));
+        assert_eq!(parse_partition_dir("orders-0"), None, "no id: not one of ours");
+        assert_eq!(parse_partition_dir(&format!("-3-{id}")), None);
+        let long = "x".repeat(249);
+        let dir = partition_dir(Path::new("/d"), &long, id, 999);
+        let name = dir.file_name().and_then(|name| name.to_str()).expect("a name");
+        assert!(name.len() <= 255, "fits a filesystem's name limit: {}", name.len());
+        assert_eq!(parse_partition_dir(name), Some((id, 999)));
     }
 }

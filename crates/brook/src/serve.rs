@@ -25,12 +25,6 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// Serve the prototype plain-TCP transport on ADDR: a fetch answered
-    /// by sendfile(2) and a produce without gRPC (off by default; for
-    /// `brook bench consume --sendfile` and `brook bench produce --raw`,
-    /// not a supported API).
-    #[arg(long, alias = "sendfile-listen")]
-    raw_listen: Option<SocketAddr>,
     /// The cluster's brokers, this one included: `1=host:port,2=host:port,...`
     /// (each broker's own --listen address). Without it: a single node.
     #[arg(long, value_parser = parse_peers)]
@@ -83,9 +77,6 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(address) = args.metrics_listen {
         config.metrics_listen = Some(address);
-    }
-    if let Some(address) = args.raw_listen {
-        config.raw_listen = Some(address);
     }
     if let Some(address) = args.advertised_address {
         config.advertised_address = Some(address);

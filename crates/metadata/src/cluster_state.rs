@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use brook_record::TopicId;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
@@ -37,6 +38,8 @@ pub struct PartitionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRecord {
     pub name: String,
+    /// Given at creation; never reused (KIP-516).
+    pub id: TopicId,
     pub replication_factor: u32,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionRecord>,
@@ -78,8 +81,8 @@ impl ClusterState {
                 self.set_broker_alive(*broker_id, true)
             }
             CommandV1::SetBrokerAlive { broker_id, alive } => self.set_broker_alive(*broker_id, *alive),
-            CommandV1::CreateTopic { name, replication_factor, configs, assignments } => {
-                self.create_topic(name, *replication_factor, configs, assignments)
+            CommandV1::CreateTopic { name, topic_id, replication_factor, configs, assignments } => {
+                self.create_topic(name, *topic_id, *replication_factor, configs, assignments)
             }
             CommandV1::DeleteTopic { name } => {
                 if self.topics.remove(name).is_none() {
@@ -112,12 +115,16 @@ impl ClusterState {
     fn create_topic(
         &mut self,
         name: &str,
+        topic_id: TopicId,
         replication_factor: u32,
         configs: &BTreeMap<String, String>,
         assignments: &[Vec<BrokerId>],
     ) -> CommandResult {
         if self.topics.contains_key(name) {
             return Err(CommandError::TopicAlreadyExists { topic: name.into() });
+        }
+        if topic_id == TopicId::ZERO || self.topics.values().any(|topic| topic.id == topic_id) {
+            return Err(CommandError::TopicIdInUse { topic_id });
         }
         if assignments.is_empty() {
             return Err(CommandError::InvalidAssignment { reason: "a topic needs at least one partition".into() });
@@ -148,7 +155,7 @@ impl ClusterState {
             .collect();
         self.topics.insert(
             name.into(),
-            TopicRecord { name: name.into(), replication_factor, configs: configs.clone(), partitions },
+            TopicRecord { name: name.into(), id: topic_id, replication_factor, configs: configs.clone(), partitions },
         );
         Ok(Outcome::Done)
     }
@@ -280,6 +287,7 @@ mod tests {
         let replication_factor = assignments[0].len() as u32;
         state.apply(&Command::V1(CommandV1::CreateTopic {
             name: name.into(),
+            topic_id: TopicId::random(),
             replication_factor,
             configs: BTreeMap::new(),
             assignments,
@@ -322,8 +330,13 @@ mod tests {
     fn a_topic_that_allows_unclean_election_takes_any_live_replica() {
         let mut state = state_with_brokers(&[1, 2]);
         let configs = BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]);
-        let create =
-            CommandV1::CreateTopic { name: "t".into(), replication_factor: 2, configs, assignments: vec![vec![1, 2]] };
+        let create = CommandV1::CreateTopic {
+            name: "t".into(),
+            topic_id: TopicId::random(),
+            replication_factor: 2,
+            configs,
+            assignments: vec![vec![1, 2]],
+        };
         state.apply(&Command::V1(create)).expect("create");
         let isr = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1] };
         state.apply(&Command::V1(isr)).expect("shrink ISR");

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use brook_record::TopicId;
 use serde::{Deserialize, Serialize};
 
 /// A broker's id (the same number as its Raft node id).
@@ -36,6 +37,8 @@ pub enum CommandV1 {
     /// first replica of each partition leads, at epoch 0, ISR = replicas.
     CreateTopic {
         name: String,
+        /// Chosen by the proposer (random), so `apply` stays deterministic.
+        topic_id: TopicId,
         replication_factor: u32,
         configs: BTreeMap<String, String>,
         assignments: Vec<Vec<BrokerId>>,
@@ -77,6 +80,8 @@ pub enum Outcome {
 /// history: every broker refuses the same command the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CommandError {
+    #[error("topic id {topic_id} is already in use")]
+    TopicIdInUse { topic_id: TopicId },
     #[error("topic '{topic}' already exists")]
     TopicAlreadyExists { topic: String },
     #[error("topic '{topic}' does not exist")]

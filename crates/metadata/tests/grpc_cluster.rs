@@ -111,6 +111,7 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
     }
     let create = CommandV1::CreateTopic {
         name: "orders".into(),
+        topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
         assignments: assign_replicas(&[1, 2, 3], 3, 3, 0).expect("assign"),
@@ -172,6 +173,7 @@ async fn a_silent_broker_is_declared_dead_and_loses_its_leaderships_then_comes_b
     }
     let create = CommandV1::CreateTopic {
         name: "orders".into(),
+        topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
         assignments: assign_replicas(&[1, 2, 3], 6, 3, 0).expect("assign"),

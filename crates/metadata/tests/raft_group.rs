@@ -140,6 +140,7 @@ async fn wait_for_state(node: &mut Node, what: &str, condition: impl Fn(&Cluster
 fn create_topic(name: &str, brokers: &[u32]) -> CommandV1 {
     CommandV1::CreateTopic {
         name: name.into(),
+        topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
         assignments: assign_replicas(brokers, 6, 3, 0).expect("assignment"),

@@ -46,6 +46,7 @@ mod builder;
 mod error;
 mod offset;
 mod record;
+mod topic_id;
 mod varint;
 
 pub use batch::{
@@ -56,3 +57,4 @@ pub use builder::{BatchBuilder, NewRecord};
 pub use error::RecordError;
 pub use offset::{LeaderEpoch, Offset};
 pub use record::{Header, Headers, Record, Records};
+pub use topic_id::TopicId;

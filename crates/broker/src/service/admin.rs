@@ -29,9 +29,9 @@ pub(crate) fn wire_offset(offset: brook_record::Offset) -> i64 {
 impl AdminService {
     fn describe(&self, topic: &Topic) -> TopicDescription {
         TopicDescription {
-            name: topic.record.name.clone(),
-            replication_factor: topic.record.replication_factor,
-            configs: topic.record.configs.clone().into_iter().collect(),
+            name: topic.name.clone(),
+            replication_factor: topic.replication_factor,
+            configs: topic.configs.clone().into_iter().collect(),
             partitions: topic
                 .partitions
                 .iter()
@@ -100,9 +100,9 @@ impl Admin for AdminService {
             .list()
             .iter()
             .map(|topic| TopicSummary {
-                name: topic.record.name.clone(),
-                partitions: topic.record.partitions,
-                replication_factor: topic.record.replication_factor,
+                name: topic.name.clone(),
+                partitions: topic.partition_count(),
+                replication_factor: topic.replication_factor,
             })
             .collect();
         Ok(Response::new(ListTopicsResponse { topics }))

@@ -9,7 +9,6 @@ use brook_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::catalog::CommittedOffset;
 use crate::error::BrokerError;
 use crate::topics::TopicRegistry;
 
@@ -56,11 +55,12 @@ impl Groups for GroupsService {
                 ))
                 .into());
             }
-            commits.push((
-                commit.topic,
-                commit.partition,
-                CommittedOffset { offset: commit.offset, metadata: commit.metadata },
-            ));
+            commits.push(brook_metadata::OffsetCommit {
+                topic: commit.topic,
+                partition: commit.partition,
+                offset: commit.offset,
+                metadata: commit.metadata,
+            });
         }
         self.registry.commit_offsets(request.group_id, commits).await?;
         Ok(Response::new(CommitOffsetsResponse {}))
@@ -76,8 +76,7 @@ impl Groups for GroupsService {
         let wanted = request.partitions.into_iter().map(|tp| (tp.topic, tp.partition)).collect();
         let offsets = self
             .registry
-            .committed_offsets(request.group_id, wanted)
-            .await?
+            .committed_offsets(&request.group_id, wanted)
             .into_iter()
             .map(|(topic, partition, committed)| {
                 let (offset, metadata) = committed.map_or((-1, String::new()), |c| (c.offset, c.metadata));

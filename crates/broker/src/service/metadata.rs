@@ -18,7 +18,7 @@ pub struct MetadataService {
 impl MetadataService {
     fn topic_metadata(&self, topic: &Topic) -> TopicMetadata {
         TopicMetadata {
-            name: topic.record.name.clone(),
+            name: topic.name.clone(),
             partitions: topic
                 .partitions
                 .iter()

@@ -18,34 +18,28 @@ pub struct NodeInfo {
     pub broker_id: u32,
     pub address: String,
     pub cluster_id: String,
-    /// In cluster mode, the metadata group (brokers, controller).
-    pub metadata: Option<brook_metadata::MetadataNode>,
+    /// The metadata group (brokers, controller).
+    pub metadata: brook_metadata::MetadataNode,
     /// What a topic created without them gets (see `BrokerConfig`).
     pub default_replication_factor: u32,
     pub default_min_insync_replicas: u32,
 }
 
 impl NodeInfo {
-    /// The brokers: the registered ones in a cluster, else this one.
+    /// The registered brokers.
     pub fn brokers(&self) -> Vec<BrokerInfo> {
-        match &self.metadata {
-            Some(metadata) => metadata
-                .state()
-                .borrow()
-                .brokers
-                .values()
-                .map(|broker| BrokerInfo { id: broker.id, address: broker.address.clone(), alive: broker.alive })
-                .collect(),
-            None => vec![BrokerInfo { id: self.broker_id, address: self.address.clone(), alive: true }],
-        }
+        self.metadata
+            .state()
+            .borrow()
+            .brokers
+            .values()
+            .map(|broker| BrokerInfo { id: broker.id, address: broker.address.clone(), alive: broker.alive })
+            .collect()
     }
 
     /// The controller's broker id; 0 while none is elected.
     pub fn controller_id(&self) -> u32 {
-        match &self.metadata {
-            Some(metadata) => metadata.controller().and_then(|id| u32::try_from(id).ok()).unwrap_or(0),
-            None => self.broker_id,
-        }
+        self.metadata.controller().and_then(|id| u32::try_from(id).ok()).unwrap_or(0)
     }
 }
 

@@ -12,7 +12,7 @@ use brook_proto::internal::replication_server::Replication;
 use brook_proto::internal::{
     EpochEndOffsetRequest, EpochEndOffsetResponse, PartitionData, ReplicaFetchRequest, ReplicaFetchResponse,
 };
-use brook_record::Offset;
+use brook_record::{Offset, TopicId};
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
@@ -28,6 +28,9 @@ const MAX_REPLICA_FETCH_BYTES: u32 = 8 << 20;
 #[derive(Debug)]
 pub struct ReplicationService {
     pub(crate) registry: Arc<TopicRegistry>,
+    /// Where ISR proposals run, owned by the node.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ReplicationService {
@@ -40,6 +43,7 @@ impl ReplicationService {
                 PartitionData { topic: wanted.topic.clone(), partition: wanted.partition, ..PartitionData::default() };
             let result = async {
                 let partition = self.registry.partition(&wanted.topic, wanted.partition)?;
+                check_topic_id(&partition, &wanted.topic_id)?;
                 check_epoch(&partition, wanted.leader_epoch)?;
                 let fetch_offset = u64::try_from(wanted.fetch_offset).map_err(|_| {
                     BrokerError::InvalidRequest(format!("fetch offset {} is negative", wanted.fetch_offset))
@@ -73,14 +77,15 @@ impl ReplicationService {
     /// while this broker still leads at that epoch: the leader keeps
     /// counting the follower in its HW meanwhile (see `Partition`).
     fn propose_rejoin(&self, partition: &Arc<Partition>, role: Role, follower: u32) {
-        let Some(metadata) = self.registry.metadata().cloned() else { return };
+        let metadata = self.registry.metadata().clone();
+        let shutdown = self.shutdown.clone();
         let mut isr = role.isr.clone();
         isr.push(follower);
         let (topic, index) = (partition.topic().to_string(), partition.partition());
         let command =
             CommandV1::ChangeIsr { topic: topic.clone(), partition: index, leader_epoch: role.leader_epoch, isr };
         let partition = Arc::clone(partition);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let outcome = match metadata.propose_indexed(Command::V1(command.clone())).await {
                     Ok((Ok(_), at)) => {
@@ -96,7 +101,7 @@ impl ReplicationService {
                         None
                     }
                 };
-                if outcome.is_some() || !partition.leads_at(role.leader_epoch) {
+                if outcome.is_some() || !partition.leads_at(role.leader_epoch) || shutdown.is_cancelled() {
                     partition.isr_change_settled(role.leader_epoch, Some(follower), outcome);
                     return;
                 }
@@ -104,6 +109,23 @@ impl ReplicationService {
             }
         });
     }
+}
+
+/// Refuses a follower whose partition belongs to another topic of the same
+/// name (one deleted and created again): its log is not this one's.
+fn check_topic_id(partition: &Partition, requested: &[u8]) -> Result<(), BrokerError> {
+    let current = partition.topic_id();
+    let requested = TopicId::from_slice(requested)
+        .ok_or_else(|| BrokerError::InvalidRequest(format!("a topic id has 16 bytes, not {}", requested.len())))?;
+    if requested == current {
+        return Ok(());
+    }
+    Err(BrokerError::UnknownTopicId {
+        topic: partition.topic().to_string(),
+        partition: partition.partition(),
+        requested,
+        current,
+    })
 }
 
 /// Refuses a follower whose idea of the leader epoch is not this leader's:
@@ -152,7 +174,11 @@ impl Replication for ReplicationService {
     ) -> Result<Response<EpochEndOffsetResponse>, Status> {
         let request = request.into_inner();
         let led = self.registry.partition(&request.topic, request.partition);
-        let led = led.and_then(|partition| check_epoch(&partition, request.current_leader_epoch).map(|()| partition));
+        let led = led.and_then(|partition| {
+            check_topic_id(&partition, &request.topic_id)?;
+            check_epoch(&partition, request.current_leader_epoch)?;
+            Ok(partition)
+        });
         let answer = match led {
             Ok(partition) => match partition.end_offset_for_epoch(request.leader_epoch) {
                 Some((epoch, end)) => EpochEndOffsetResponse {

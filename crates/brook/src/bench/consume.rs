@@ -22,11 +22,6 @@ pub struct ConsumeArgs {
     /// Give up after this many seconds without a record.
     #[arg(long, default_value_t = 10)]
     idle_timeout_sec: u64,
-    /// Read through the broker's prototype sendfile fetch at this address
-    /// (`brook serve --raw-listen`) instead of gRPC: one broker only,
-    /// records decoded but not turned into client records.
-    #[arg(long)]
-    sendfile: Option<std::net::SocketAddr>,
     #[arg(long)]
     json: bool,
 }
@@ -40,11 +35,6 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
         max_buffered_records: 1_000_000,
         ..ConsumerConfig::default()
     };
-    if let Some(address) = args.sendfile {
-        let start = Instant::now();
-        let (records, bytes) = consume_sendfile(address, &setup.topic_partitions, &args).await?;
-        return report(&args, &setup, records, bytes, start.elapsed());
-    }
     let mut consumer = Consumer::connect(bootstrap, config).await?;
     let names = args.topic.names();
     consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
@@ -77,7 +67,7 @@ fn report(args: &ConsumeArgs, setup: &Setup, records: u64, bytes: u64, elapsed: 
             "elapsed_sec": elapsed.as_secs_f64(),
             "records_per_sec": records_per_sec,
             "mb_per_sec": mb_per_sec,
-            "transport": if args.sendfile.is_some() { "sendfile" } else { "grpc" },
+            "transport": "grpc",
             "setup": setup.to_json(),
         });
         println!("{result}");
@@ -89,73 +79,4 @@ fn report(args: &ConsumeArgs, setup: &Setup, records: u64, bytes: u64, elapsed: 
         );
     }
     Ok(())
-}
-
-/// Reads `args.records` records from the start of every partition through
-/// the prototype sendfile fetch (protocol in `brook_broker::raw`),
-/// round-robin over the partitions. Returns records and value bytes read.
-async fn consume_sendfile(
-    address: std::net::SocketAddr,
-    partitions: &[(String, u32)],
-    args: &ConsumeArgs,
-) -> anyhow::Result<(u64, u64)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let mut positions: Vec<(&str, u32, i64)> = partitions
-        .iter()
-        .flat_map(|(topic, count)| (0..*count).map(move |partition| (topic.as_str(), partition, 0i64)))
-        .collect();
-    let (mut records, mut bytes) = (0u64, 0u64);
-    let mut buffer = Vec::new();
-    let mut last_data = Instant::now();
-    while records < args.records {
-        let mut got_any = false;
-        for (topic, partition, offset) in &mut positions {
-            let mut frame = Vec::with_capacity(32 + topic.len());
-            frame.extend_from_slice(&(1 + 2 + topic.len() as u32 + 16).to_be_bytes());
-            frame.push(0); // fetch
-            frame.extend_from_slice(&u16::try_from(topic.len())?.to_be_bytes());
-            frame.extend_from_slice(topic.as_bytes());
-            frame.extend_from_slice(&partition.to_be_bytes());
-            frame.extend_from_slice(&offset.to_be_bytes());
-            frame.extend_from_slice(&args.fetch_max_bytes.to_be_bytes());
-            stream.write_all(&frame).await?;
-            if stream.read_u8().await? != 0 {
-                let length = stream.read_u32().await?;
-                let mut message = vec![0u8; length.min(64 * 1024) as usize];
-                stream.read_exact(&mut message).await?;
-                anyhow::bail!("sendfile fetch refused: {}", String::from_utf8_lossy(&message));
-            }
-            let next_offset = stream.read_i64().await?;
-            let _high_watermark = stream.read_i64().await?;
-            let length = usize::try_from(stream.read_u64().await?)?;
-            buffer.resize(length, 0);
-            stream.read_exact(&mut buffer).await?;
-            for batch in brook_record::Batches::new(&buffer) {
-                for record in batch?.records() {
-                    if records == args.records {
-                        break;
-                    }
-                    records += 1;
-                    bytes += record?.value.map_or(0, |value| value.len() as u64);
-                }
-            }
-            got_any |= length > 0;
-            *offset = next_offset;
-        }
-        if got_any {
-            last_data = Instant::now();
-        } else {
-            anyhow::ensure!(
-                last_data.elapsed() < Duration::from_secs(args.idle_timeout_sec),
-                "only {records} of {} records arrived (no record for {} s)",
-                args.records,
-                args.idle_timeout_sec
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    Ok((records, bytes))
 }

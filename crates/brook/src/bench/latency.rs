@@ -25,12 +25,6 @@ impl LatencyRecorder {
         self.histogram.saturating_record(micros);
     }
 
-    /// `count` observations of the same latency.
-    pub fn record_n(&mut self, latency: Duration, count: u64) {
-        let micros = (latency.as_micros() as u64).clamp(1, self.histogram.high());
-        self.histogram.saturating_record_n(micros, count);
-    }
-
     pub fn merge(&mut self, other: &LatencyRecorder) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.histogram.add(&other.histogram);

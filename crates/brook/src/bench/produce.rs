@@ -43,15 +43,6 @@ pub struct ProduceArgs {
     /// Milliseconds a batch waits to fill.
     #[arg(long, default_value_t = 5)]
     linger: u64,
-    /// Send through the broker's prototype plain-TCP produce at this
-    /// address (`brook serve --raw-listen`) instead of gRPC: one broker
-    /// (every partition must be led by it), `--producers 1`, no target
-    /// rate; batches built as the producer builds them, but by a plain
-    /// loop (no delivery futures), requests of up to 1 MiB, up to
-    /// RAW_IN_FLIGHT of them unanswered. Latency is per request: from
-    /// building its first record to its answer.
-    #[arg(long)]
-    raw: Option<std::net::SocketAddr>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -112,12 +103,6 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     });
 
     warm_up(bootstrap, &config, &setup.topic_partitions, &value).await?;
-    if let Some(address) = args.raw {
-        anyhow::ensure!(args.producers == 1 && args.throughput < 0, "--raw takes one producer and no target rate");
-        let start = Instant::now();
-        let (acknowledged, latencies) = produce_raw(address, &setup.topic_partitions, &args, &value).await?;
-        return report(&args, &setup, acknowledged, 0, start.elapsed(), &latencies, "raw");
-    }
     let start = Instant::now();
     let per_producer_rate = (args.throughput > 0).then(|| args.throughput as f64 / args.producers as f64);
     let mut tasks = Vec::new();
@@ -145,7 +130,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     let latencies = progress.merged();
     let acknowledged = progress.acknowledged.load(Ordering::Relaxed);
     let failed = progress.failed.load(Ordering::Relaxed);
-    report(&args, &setup, acknowledged, failed, elapsed, &latencies, "grpc")
+    report(&args, &setup, acknowledged, failed, elapsed, &latencies)
 }
 
 fn report(
@@ -155,7 +140,6 @@ fn report(
     failed: u64,
     elapsed: Duration,
     latencies: &LatencyRecorder,
-    transport: &str,
 ) -> anyhow::Result<()> {
     let (records_per_sec, mb_per_sec) = rates(acknowledged, acknowledged * args.record_size as u64, elapsed);
     if args.json {
@@ -167,12 +151,12 @@ fn report(
             "records_per_sec": records_per_sec,
             "mb_per_sec": mb_per_sec,
             "target_records_per_sec": (args.throughput > 0).then_some(args.throughput),
-            "transport": transport,
+            "transport": "grpc",
             "setup": setup.to_json(),
         });
         print_json_with_latency(result, latencies);
     } else {
-        println!("setup: {}, transport={transport}", setup.describe());
+        println!("setup: {}", setup.describe());
         println!(
             "{acknowledged} records sent in {:.2} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s{}",
             elapsed.as_secs_f64(),
@@ -289,110 +273,6 @@ async fn run_producer(
     drop(deliveries);
     if let Some(error) = collector.await? {
         tracing::warn!(%error, "some records failed");
-    }
-    Ok(())
-}
-
-/// Unanswered requests the raw produce keeps on its connection.
-const RAW_IN_FLIGHT: usize = 4;
-/// The most batch bytes in one raw produce request (the producer's
-/// default `max_request_bytes`).
-const RAW_REQUEST_BYTES: usize = 1 << 20;
-
-/// Sends `args.records` records through the prototype plain-TCP produce
-/// (protocol in `brook_broker::raw`): each request fills up to 1 MiB of
-/// `--batch-size` batches for the next partition in turn. Returns the
-/// records acknowledged and per-request latencies (counted per record).
-async fn produce_raw(
-    address: std::net::SocketAddr,
-    partitions: &[(String, u32)],
-    args: &ProduceArgs,
-    value: &Bytes,
-) -> anyhow::Result<(u64, LatencyRecorder)> {
-    use brook_record::{BatchBuilder, NewRecord};
-    use tokio::io::AsyncReadExt;
-
-    let stream = tokio::net::TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
-    let window = Arc::new(tokio::sync::Semaphore::new(RAW_IN_FLIGHT));
-    type Sent = (std::time::Instant, u64, tokio::sync::OwnedSemaphorePermit);
-    let (sent, mut unanswered) = tokio::sync::mpsc::unbounded_channel::<Sent>();
-    let answers = tokio::spawn(async move {
-        let (mut acknowledged, mut latencies) = (0u64, LatencyRecorder::default());
-        while let Some((started, records, permit)) = unanswered.recv().await {
-            if reader.read_u8().await? != 0 {
-                let length = reader.read_u32().await?;
-                let mut message = vec![0u8; length.min(64 * 1024) as usize];
-                reader.read_exact(&mut message).await?;
-                anyhow::bail!("raw produce refused: {}", String::from_utf8_lossy(&message));
-            }
-            let (_base_offset, _last_offset) = (reader.read_i64().await?, reader.read_i64().await?);
-            latencies.record_n(started.elapsed(), records);
-            acknowledged += records;
-            drop(permit);
-        }
-        Ok((acknowledged, latencies))
-    });
-    // The `brook.v1.Acks` numbers.
-    let acks = match args.acks {
-        Acks::None => 1u8,
-        Acks::Leader => 2,
-        Acks::All => 3,
-    };
-    let targets: Vec<(&str, u32)> = partitions
-        .iter()
-        .flat_map(|(topic, count)| (0..*count).map(move |partition| (topic.as_str(), partition)))
-        .collect();
-    let (mut built, mut turn) = (0u64, 0usize);
-    while built < args.records {
-        let permit = Arc::clone(&window).acquire_owned().await?;
-        let started = std::time::Instant::now();
-        let (topic, partition) = targets[turn % targets.len()];
-        turn += 1;
-        let (mut pieces, mut bytes, first) = (vec![Bytes::new()], 0usize, built);
-        while built < args.records && (bytes == 0 || bytes + args.batch_size <= RAW_REQUEST_BYTES) {
-            let timestamp_ms = now_ms();
-            let mut builder = BatchBuilder::new(args.batch_size);
-            while built < args.records && builder.size_bytes() < args.batch_size {
-                builder.push(&NewRecord { timestamp_ms, key: None, value: Some(value), headers: &[] });
-                built += 1;
-            }
-            let batch = builder.finish();
-            bytes += batch.len();
-            pieces.push(batch);
-        }
-        let mut header = Vec::with_capacity(16 + topic.len());
-        header.extend_from_slice(&u32::try_from(1 + 2 + topic.len() + 4 + 1 + bytes)?.to_be_bytes());
-        header.push(1);
-        header.extend_from_slice(&u16::try_from(topic.len())?.to_be_bytes());
-        header.extend_from_slice(topic.as_bytes());
-        header.extend_from_slice(&partition.to_be_bytes());
-        header.push(acks);
-        pieces[0] = Bytes::from(header);
-        sent.send((started, built - first, permit))?;
-        write_all_pieces(&mut writer, &pieces).await?;
-    }
-    drop(sent);
-    answers.await?
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
-/// Writes `pieces` in order with vectored writes (no joining copy).
-async fn write_all_pieces(writer: &mut tokio::net::tcp::OwnedWriteHalf, pieces: &[Bytes]) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-
-    let mut slices: Vec<std::io::IoSlice<'_>> = pieces.iter().map(|piece| std::io::IoSlice::new(piece)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let written = writer.write_vectored(slices).await?;
-        if written == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the connection took nothing"));
-        }
-        std::io::IoSlice::advance_slices(&mut slices, written);
     }
     Ok(())
 }
