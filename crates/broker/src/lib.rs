@@ -37,9 +37,8 @@
 
 pub mod config;
 pub mod error;
-pub mod follower;
 pub mod metrics;
-pub mod partition;
+pub mod replica_network;
 pub mod server;
 pub mod service;
 pub mod topic_config;

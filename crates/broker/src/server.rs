@@ -21,6 +21,8 @@ use brook_proto::v1::admin_server::AdminServer;
 use brook_proto::v1::groups_server::GroupsServer;
 use brook_proto::v1::metadata_server::MetadataServer;
 use brook_proto::v1::records_server::RecordsServer;
+use brook_record::BrokerId;
+use brook_replication::{run_fetcher, shrink_lagging_isrs};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::{serve_metrics, Metrics};
+use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
@@ -169,7 +172,7 @@ async fn wait_caught_up(metadata: &MetadataNode, shutdown: &CancellationToken) {
 /// Opens the replicas the metadata on disk assigns here (recovering their
 /// logs) on the blocking pool.
 async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result<Arc<TopicRegistry>, BrokerError> {
-    let (data_dir, metadata, broker_id) = (config.data_dir.clone(), metadata.clone(), config.id);
+    let (data_dir, metadata, broker_id) = (config.data_dir.clone(), metadata.clone(), BrokerId(config.id));
     let registry = tokio::task::spawn_blocking(move || TopicRegistry::open(&data_dir, metadata, broker_id))
         .await
         .map_err(|_| BrokerError::ShuttingDown)??;
@@ -193,10 +196,10 @@ fn start_duties(
     tasks.spawn(follow_cluster_state(metadata.clone(), Arc::clone(registry), shutdown.clone()));
     let (duties, broker_id, address, stop) = (metadata.clone(), config.id, advertised.to_string(), shutdown.clone());
     tasks.spawn(async move { duties.run_broker_duties(broker_id, address, stop).await });
-    crate::follower::spawn_fetchers(tasks, Arc::clone(registry), &config.peers, shutdown.clone());
-    tasks.spawn(crate::follower::shrink_lagging_isrs(
+    start_fetchers(tasks, config, registry, shutdown);
+    tasks.spawn(shrink_lagging_isrs(
         Arc::clone(registry),
-        metadata.clone(),
+        Arc::new(MetadataIsrProposer::new(metadata.clone())),
         Duration::from_millis(config.replica_lag_max_ms),
         shutdown.clone(),
     ));
@@ -222,6 +225,26 @@ fn start_duties(
                 tracing::error!(%address, %error, "metrics endpoint failed");
             }
         });
+    }
+}
+
+/// One replica fetcher per other broker of the cluster: it follows every
+/// partition that broker leads and this one hosts.
+fn start_fetchers(
+    tasks: &TaskTracker,
+    config: &BrokerConfig,
+    registry: &Arc<TopicRegistry>,
+    shutdown: &CancellationToken,
+) {
+    let me = registry.broker_id();
+    for (&leader, address) in config.peers.iter().filter(|(id, _)| BrokerId(**id) != me) {
+        match GrpcLeaderClient::connect_lazy(address) {
+            Ok(client) => {
+                let fetcher = run_fetcher(me, BrokerId(leader), client, Arc::clone(registry), shutdown.clone());
+                tasks.spawn(fetcher);
+            }
+            Err(error) => tracing::error!(leader, %address, %error, "cannot reach a peer for replication"),
+        }
     }
 }
 
@@ -252,6 +275,7 @@ async fn serve_grpc(
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
     let replication = ReplicationServer::new(ReplicationService {
         registry: Arc::clone(registry),
+        proposer: Arc::new(MetadataIsrProposer::new(node.metadata.clone())),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     })

@@ -25,11 +25,11 @@ use brook_metadata::{
     assign_replicas, ClusterState, Command, CommandError, CommandV1, CommittedOffset, MetadataError, MetadataNode,
     PartitionRecord, TopicRecord,
 };
-use brook_record::TopicId;
+use brook_record::{BrokerId, LeaderEpoch, TopicId, TopicPartition};
+use brook_replication::{HostedReplicas, Replica, Role};
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
-use crate::partition::{Partition, Role};
 use crate::topic_config::{validate_topic_name, TopicConfig};
 
 /// The most partitions one topic may have.
@@ -42,20 +42,21 @@ pub const DIR_NAME_PREFIX_CHARS: usize = 200;
 /// Who hosts and leads a partition, as the cluster decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
-    pub replicas: Vec<u32>,
+    pub replicas: Vec<BrokerId>,
     /// `None` while no in-sync replica is alive.
-    pub leader: Option<u32>,
-    pub leader_epoch: u32,
-    pub isr: Vec<u32>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    pub isr: Vec<BrokerId>,
 }
 
 impl From<&PartitionRecord> for Assignment {
     fn from(record: &PartitionRecord) -> Assignment {
+        let ids = |raw: &[u32]| raw.iter().copied().map(BrokerId).collect();
         Assignment {
-            replicas: record.replicas.clone(),
-            leader: record.leader,
-            leader_epoch: record.leader_epoch,
-            isr: record.isr.clone(),
+            replicas: ids(&record.replicas),
+            leader: record.leader.map(BrokerId),
+            leader_epoch: LeaderEpoch(record.leader_epoch),
+            isr: ids(&record.isr),
         }
     }
 }
@@ -65,7 +66,7 @@ pub struct PartitionSlot {
     pub id: u32,
     pub assignment: Assignment,
     /// The replica, when this broker is one of the replicas.
-    pub log: Option<Arc<Partition>>,
+    pub log: Option<Arc<Replica>>,
 }
 
 #[derive(Debug)]
@@ -94,7 +95,7 @@ impl Topic {
 
     /// The partition's replica, if `broker_id` leads it; otherwise
     /// NOT_LEADER naming the leader, so the client re-routes.
-    pub fn led_partition(&self, partition: u32, broker_id: u32) -> Result<Arc<Partition>, BrokerError> {
+    pub fn led_partition(&self, partition: u32, broker_id: BrokerId) -> Result<Arc<Replica>, BrokerError> {
         let slot = self.slot(partition)?;
         match (&slot.log, slot.assignment.leader) {
             (Some(log), Some(leader)) if leader == broker_id => Ok(Arc::clone(log)),
@@ -108,7 +109,7 @@ impl Topic {
         }
     }
 
-    pub fn hosted(&self) -> impl Iterator<Item = (&PartitionSlot, &Arc<Partition>)> {
+    pub fn hosted(&self) -> impl Iterator<Item = (&PartitionSlot, &Arc<Replica>)> {
         self.partitions.iter().filter_map(|slot| slot.log.as_ref().map(|log| (slot, log)))
     }
 }
@@ -116,7 +117,7 @@ impl Topic {
 #[derive(Debug)]
 pub struct TopicRegistry {
     topics_dir: PathBuf,
-    broker_id: u32,
+    broker_id: BrokerId,
     metadata: MetadataNode,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Bumped after every change to `topics`, so admin calls can wait to
@@ -155,7 +156,7 @@ fn create_topics_dir(data_dir: &Path) -> Result<PathBuf, BrokerError> {
     Ok(topics_dir)
 }
 
-fn close_and_remove(log: &Partition) {
+fn close_and_remove(log: &Replica) {
     if let Err(error) = log.close() {
         tracing::warn!(topic = log.topic(), partition = log.partition(), %error, "closing a removed partition failed");
     }
@@ -193,7 +194,7 @@ impl From<CommandError> for BrokerError {
 impl TopicRegistry {
     /// Topics follow the metadata group; call `reconcile` with each new
     /// state. Blocking (opens the logs the current state assigns here).
-    pub fn open(data_dir: &Path, metadata: MetadataNode, broker_id: u32) -> Result<TopicRegistry, BrokerError> {
+    pub fn open(data_dir: &Path, metadata: MetadataNode, broker_id: BrokerId) -> Result<TopicRegistry, BrokerError> {
         let registry = TopicRegistry {
             topics_dir: create_topics_dir(data_dir)?,
             broker_id,
@@ -208,7 +209,7 @@ impl TopicRegistry {
         Ok(registry)
     }
 
-    pub fn broker_id(&self) -> u32 {
+    pub fn broker_id(&self) -> BrokerId {
         self.broker_id
     }
 
@@ -235,7 +236,7 @@ impl TopicRegistry {
 
     /// The shared first step of every data request: the partition, if this
     /// broker leads it.
-    pub fn partition(&self, name: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+    pub fn partition(&self, name: &str, partition: u32) -> Result<Arc<Replica>, BrokerError> {
         self.topic(name)?.led_partition(partition, self.broker_id)
     }
 
@@ -452,7 +453,7 @@ impl TopicRegistry {
             if was != Some((leads, assignment.leader_epoch)) {
                 let (name, epoch) = (&record.name, assignment.leader_epoch);
                 let doing = if leads { "leads" } else { "follows" };
-                tracing::info!(broker_id = me, topic = %name, partition, epoch, leader = ?assignment.leader, "broker {me} now {doing} {name}-{partition} at epoch {epoch}");
+                tracing::info!(broker_id = %me, topic = %name, partition, %epoch, leader = ?assignment.leader, "broker {me} now {doing} {name}-{partition} at epoch {epoch}");
             }
         }
         PartitionSlot { id: partition, assignment, log }
@@ -464,17 +465,11 @@ impl TopicRegistry {
         config: &TopicConfig,
         partition: u32,
         role: Role,
-    ) -> Option<Arc<Partition>> {
+    ) -> Option<Arc<Replica>> {
         let dir = partition_dir(&self.topics_dir, &record.name, record.id, partition);
-        let opened = Partition::open(
-            &record.name,
-            record.id,
-            partition,
-            dir,
-            config.log_config(),
-            role,
-            Arc::clone(&self.appended),
-        );
+        let topic_partition = TopicPartition::new(record.name.as_str(), partition);
+        let opened =
+            Replica::open(topic_partition, record.id, dir, config.log_config(), role, Arc::clone(&self.appended));
         match opened {
             Ok(log) => Some(Arc::new(log)),
             Err(error) => {
@@ -511,7 +506,7 @@ impl TopicRegistry {
                     .partitions
                     .iter()
                     .enumerate()
-                    .filter(|(_, partition)| partition.replicas.contains(&self.broker_id))
+                    .filter(|(_, partition)| partition.replicas.contains(&self.broker_id.0))
                     .map(|(index, _)| (topic.id, index as u32))
             })
             .collect();
@@ -541,43 +536,14 @@ impl TopicRegistry {
         *swept_for = Some(assigned);
     }
 
-    /// Something to wait on for any change of the topics here (a new
-    /// cluster state applied, a topic created or deleted).
-    pub fn watch_changes(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
-    }
-
     /// Something to wait on for appends to any hosted partition.
     pub fn watch_appends(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
     }
 
-    /// The hosted partitions that `leader` leads and this broker follows.
-    pub fn followed_from(&self, leader: u32) -> Vec<(Arc<Partition>, u32)> {
-        if leader == self.broker_id {
-            return Vec::new();
-        }
-        self.list()
-            .iter()
-            .flat_map(|topic| {
-                topic.hosted().map(|(slot, log)| (slot.assignment.clone(), Arc::clone(log))).collect::<Vec<_>>()
-            })
-            .filter(|(assignment, _)| assignment.leader == Some(leader))
-            .map(|(assignment, log)| (log, assignment.leader_epoch))
-            .collect()
-    }
-
-    /// Every hosted replica.
-    fn hosted(&self) -> Vec<Arc<Partition>> {
-        self.list()
-            .iter()
-            .flat_map(|topic| topic.hosted().map(|(_, log)| Arc::clone(log)).collect::<Vec<_>>())
-            .collect()
-    }
-
     /// Retention and time-based flushes on every hosted partition. Blocking.
     pub fn maintain(&self, now_ms: i64) {
-        for partition in self.hosted() {
+        for partition in HostedReplicas::hosted(self) {
             if let Err(error) = partition.maintain(now_ms) {
                 tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "log maintenance failed");
             }
@@ -586,7 +552,7 @@ impl TopicRegistry {
 
     /// Checkpoints every hosted partition's HW that moved. Blocking.
     pub fn checkpoint_high_watermarks(&self) {
-        for partition in self.hosted() {
+        for partition in HostedReplicas::hosted(self) {
             if let Err(error) = partition.checkpoint_high_watermark() {
                 tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
             }
@@ -595,11 +561,42 @@ impl TopicRegistry {
 
     /// Closes every log cleanly. Blocking.
     pub fn close(&self) {
-        for partition in self.hosted() {
+        for partition in HostedReplicas::hosted(self) {
             if let Err(error) = partition.close() {
                 tracing::error!(topic = partition.topic(), partition = partition.partition(), %error, "closing log failed");
             }
         }
+    }
+}
+
+/// What the replica fetchers and the ISR duty of `brook-replication` need
+/// of this broker.
+impl HostedReplicas for TopicRegistry {
+    fn followed_from(&self, leader: BrokerId) -> Vec<(Arc<Replica>, LeaderEpoch)> {
+        if leader == self.broker_id {
+            return Vec::new();
+        }
+        self.list()
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .hosted()
+                    .filter(|(slot, _)| slot.assignment.leader == Some(leader))
+                    .map(|(slot, replica)| (Arc::clone(replica), slot.assignment.leader_epoch))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn hosted(&self) -> Vec<Arc<Replica>> {
+        self.list()
+            .iter()
+            .flat_map(|topic| topic.hosted().map(|(_, log)| Arc::clone(log)).collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }
 

@@ -93,8 +93,8 @@ impl ClusterState {
                 }
                 Ok(Outcome::Done)
             }
-            CommandV1::ChangeIsr { topic, partition, leader_epoch, isr } => {
-                self.change_isr(topic, *partition, *leader_epoch, isr)
+            CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, isr } => {
+                self.change_isr(topic, *topic_id, *partition, *leader_epoch, isr)
             }
             CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
         };
@@ -212,7 +212,17 @@ impl ClusterState {
         Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
     }
 
-    fn change_isr(&mut self, topic: &str, partition: u32, leader_epoch: u32, isr: &[BrokerId]) -> CommandResult {
+    fn change_isr(
+        &mut self,
+        topic: &str,
+        topic_id: TopicId,
+        partition: u32,
+        leader_epoch: u32,
+        isr: &[BrokerId],
+    ) -> CommandResult {
+        if self.topics.get(topic).is_some_and(|record| record.id != topic_id) {
+            return Err(CommandError::TopicIdMismatch { topic: topic.into(), topic_id });
+        }
         let alive = self.alive_brokers();
         let record = self.partition_mut(topic, partition)?;
         if leader_epoch != record.leader_epoch {
@@ -315,7 +325,13 @@ mod tests {
     fn with_no_live_isr_member_a_partition_waits_for_one() {
         let mut state = state_with_brokers(&[1, 2]);
         create(&mut state, "t", vec![vec![1, 2]]).expect("create");
-        let isr = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1] };
+        let isr = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: 0,
+            isr: vec![1],
+        };
         state.apply(&Command::V1(isr)).expect("shrink ISR");
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
@@ -338,7 +354,13 @@ mod tests {
             assignments: vec![vec![1, 2]],
         };
         state.apply(&Command::V1(create)).expect("create");
-        let isr = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1] };
+        let isr = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: 0,
+            isr: vec![1],
+        };
         state.apply(&Command::V1(isr)).expect("shrink ISR");
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
@@ -356,10 +378,30 @@ mod tests {
         );
         assert!(matches!(create(&mut state, "u", vec![vec![1, 1]]), Err(CommandError::InvalidAssignment { .. })));
         assert_eq!(create(&mut state, "u", vec![vec![1, 7]]), Err(CommandError::UnknownBroker { broker_id: 7 }));
-        let stale = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 3, isr: vec![1] };
+        let stale = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: 3,
+            isr: vec![1],
+        };
         assert!(matches!(state.apply(&Command::V1(stale)), Err(CommandError::StaleLeaderEpoch { current: 0, .. })));
-        let without_leader = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![2] };
+        let without_leader = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: 0,
+            isr: vec![2],
+        };
         assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
+        let other_topic = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: TopicId::random(),
+            partition: 0,
+            leader_epoch: 0,
+            isr: vec![1],
+        };
+        assert!(matches!(state.apply(&Command::V1(other_topic)), Err(CommandError::TopicIdMismatch { .. })));
         let delete = CommandV1::DeleteTopic { name: "nope".into() };
         assert_eq!(state.apply(&Command::V1(delete)), Err(CommandError::UnknownTopic { topic: "nope".into() }));
         assert_eq!(state, before);
@@ -372,7 +414,13 @@ mod tests {
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 2, alive: false })).expect("broker 2 dies");
         assert_eq!(state.topics["t"].partitions[0].isr, vec![1]);
         let before = state.clone();
-        let dead_joins = CommandV1::ChangeIsr { topic: "t".into(), partition: 0, leader_epoch: 0, isr: vec![1, 2] };
+        let dead_joins = CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: 0,
+            isr: vec![1, 2],
+        };
         let refused = state.apply(&Command::V1(dead_joins));
         assert!(
             matches!(&refused, Err(CommandError::InvalidIsr { reason, .. }) if reason.contains("not alive")),

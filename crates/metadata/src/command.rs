@@ -50,6 +50,9 @@ pub enum CommandV1 {
     /// epoch it leads in.
     ChangeIsr {
         topic: String,
+        /// The topic the leader's replica belongs to: a proposal for a
+        /// topic deleted and created again under the name is refused.
+        topic_id: TopicId,
         partition: u32,
         leader_epoch: u32,
         isr: Vec<BrokerId>,
@@ -80,6 +83,8 @@ pub enum Outcome {
 /// history: every broker refuses the same command the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CommandError {
+    #[error("topic '{topic}' is not the topic with id {topic_id} (it was deleted and created again)")]
+    TopicIdMismatch { topic: String, topic_id: TopicId },
     #[error("topic id {topic_id} is already in use")]
     TopicIdInUse { topic_id: TopicId },
     #[error("topic '{topic}' already exists")]

@@ -36,6 +36,10 @@
 //! - Stamping touches only `base_offset` and `partition_leader_epoch`, which
 //!   lie outside the CRC, so a stamped batch stays valid.
 //!
+//! Beside the batch, the crate holds the identities every crate shares, as
+//! newtypes: [`Offset`], [`LeaderEpoch`], [`BrokerId`], [`TopicId`] and
+//! [`TopicPartition`].
+//!
 //! Never: re-encode a batch to store or forward it; allocate per record in
 //! the encoder or the decoder (keys, values and headers are borrowed slices).
 //! Compression is refused with a clear error for now; the attribute bits are
@@ -44,6 +48,7 @@
 mod batch;
 mod builder;
 mod error;
+mod ids;
 mod offset;
 mod record;
 mod topic_id;
@@ -55,6 +60,7 @@ pub use batch::{
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use error::RecordError;
+pub use ids::{BrokerId, TopicPartition};
 pub use offset::{LeaderEpoch, Offset};
 pub use record::{Header, Headers, Record, Records};
 pub use topic_id::TopicId;

@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use brook_record::Offset;
-
-use crate::BrokerId;
+use brook_record::{BrokerId, Offset};
 
 /// What a partition leader knows of its followers' progress.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +33,7 @@ impl LeaderProgress {
     /// with the leader's log end at `now`.
     pub fn record_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, leader_log_end: Offset, now: Instant) {
         self.follower_log_end.insert(follower, fetch_offset);
-        if crate::caught_up(fetch_offset, leader_log_end) {
+        if crate::isr::caught_up(fetch_offset, leader_log_end) {
             self.caught_up_at.insert(follower, now);
         }
     }
@@ -81,27 +79,35 @@ impl LeaderProgress {
 mod tests {
     use super::*;
 
+    fn ids(raw: &[u32]) -> Vec<BrokerId> {
+        raw.iter().copied().map(BrokerId).collect()
+    }
+
     #[test]
     fn the_hw_is_the_lowest_leo_in_the_isr_and_never_goes_back() {
         let now = Instant::now();
         let mut progress = LeaderProgress::new(Offset(0));
-        assert_eq!(progress.update(1, Offset(10), &[1]), Offset(10), "alone in the ISR, the HW is the LEO");
-        progress.record_fetch(2, Offset(4), Offset(12), now);
-        progress.record_fetch(3, Offset(7), Offset(12), now);
-        assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(10), "never backwards");
-        progress.record_fetch(2, Offset(11), Offset(12), now);
-        assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(10));
-        progress.record_fetch(3, Offset(12), Offset(12), now);
-        assert_eq!(progress.update(1, Offset(12), &[1, 2, 3]), Offset(11));
+        assert_eq!(
+            progress.update(BrokerId(1), Offset(10), &ids(&[1])),
+            Offset(10),
+            "alone in the ISR, the HW is the LEO"
+        );
+        progress.record_fetch(BrokerId(2), Offset(4), Offset(12), now);
+        progress.record_fetch(BrokerId(3), Offset(7), Offset(12), now);
+        assert_eq!(progress.update(BrokerId(1), Offset(12), &ids(&[1, 2, 3])), Offset(10), "never backwards");
+        progress.record_fetch(BrokerId(2), Offset(11), Offset(12), now);
+        assert_eq!(progress.update(BrokerId(1), Offset(12), &ids(&[1, 2, 3])), Offset(10));
+        progress.record_fetch(BrokerId(3), Offset(12), Offset(12), now);
+        assert_eq!(progress.update(BrokerId(1), Offset(12), &ids(&[1, 2, 3])), Offset(11));
         // Broker 2 leaves the ISR: only 1 and 3 count.
-        assert_eq!(progress.update(1, Offset(12), &[1, 3]), Offset(12));
+        assert_eq!(progress.update(BrokerId(1), Offset(12), &ids(&[1, 3])), Offset(12));
     }
 
     #[test]
     fn an_isr_member_that_never_fetched_holds_the_hw() {
         let mut progress = LeaderProgress::new(Offset(5));
-        progress.record_fetch(2, Offset(9), Offset(9), Instant::now());
-        assert_eq!(progress.update(1, Offset(9), &[1, 2, 3]), Offset(5));
+        progress.record_fetch(BrokerId(2), Offset(9), Offset(9), Instant::now());
+        assert_eq!(progress.update(BrokerId(1), Offset(9), &ids(&[1, 2, 3])), Offset(5));
     }
 
     #[test]
@@ -110,13 +116,13 @@ mod tests {
         let lag_max = Duration::from_secs(10);
         let mut progress = LeaderProgress::new(Offset(0));
         // Judged from when this leader started tracking.
-        assert!(progress.lagging(1, &[1, 2, 3], start, lag_max).is_empty());
-        progress.record_fetch(2, Offset(100), Offset(100), start + Duration::from_secs(5));
-        progress.record_fetch(3, Offset(40), Offset(100), start + Duration::from_secs(5));
+        assert!(progress.lagging(BrokerId(1), &ids(&[1, 2, 3]), start, lag_max).is_empty());
+        progress.record_fetch(BrokerId(2), Offset(100), Offset(100), start + Duration::from_secs(5));
+        progress.record_fetch(BrokerId(3), Offset(40), Offset(100), start + Duration::from_secs(5));
         // Broker 3 fetches, but never reaches the log end: it lags.
         let later = start + Duration::from_secs(11);
-        assert_eq!(progress.lagging(1, &[1, 2, 3], later, lag_max), vec![3]);
+        assert_eq!(progress.lagging(BrokerId(1), &ids(&[1, 2, 3]), later, lag_max), ids(&[3]));
         let much_later = start + Duration::from_secs(16);
-        assert_eq!(progress.lagging(1, &[1, 2, 3], much_later, lag_max), vec![2, 3]);
+        assert_eq!(progress.lagging(BrokerId(1), &ids(&[1, 2, 3]), much_later, lag_max), ids(&[2, 3]));
     }
 }

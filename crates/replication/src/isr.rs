@@ -1,7 +1,19 @@
-//! ISR membership: a follower outside the ISR rejoins once it has caught
-//! up with the leader.
+//! The in-sync replicas (ISR) as a leader must count them, and the rule
+//! for a follower to rejoin.
+//!
+//! Only the controller changes the ISR; a leader asks it to (an
+//! expansion when a follower caught up, a shrink when one lags) and learns
+//! the outcome later. Until the outcome shows in its own metadata, the
+//! leader counts the *maximal* ISR for the high watermark (Kafka's
+//! `PendingExpandIsr` / `PendingShrinkIsr` and `maximalIsr`): a follower
+//! being added counts from the moment it is proposed (the controller may
+//! list it, so elect it, as soon as the proposal commits, so it must never
+//! lack an acknowledged record), and a follower being removed counts until
+//! the removal is seen.
 
-use brook_record::Offset;
+use std::collections::BTreeMap;
+
+use brook_record::{BrokerId, Offset};
 
 /// Whether a follower fetching from `fetch_offset` has caught up with a
 /// leader whose LEO is `leader_log_end` (it has every record the leader
@@ -11,13 +23,175 @@ pub fn caught_up(fetch_offset: Offset, leader_log_end: Offset) -> bool {
     fetch_offset >= leader_log_end
 }
 
+/// An ISR change a leader proposed and has no answer for yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingIsrChange {
+    /// Kafka's `PendingExpandIsr`: `adding` counts from now on.
+    Expand { adding: BrokerId },
+    /// Kafka's `PendingShrinkIsr`: `removing` still counts until the
+    /// metadata no longer lists it.
+    Shrink { removing: Vec<BrokerId> },
+}
+
+/// How a proposed ISR change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrChangeOutcome {
+    /// Committed at this metadata log index.
+    Committed(u64),
+    /// The controller refused it: it never takes effect.
+    Refused,
+}
+
+/// A leader's ISR: the committed one its metadata shows, the change in
+/// flight (at most one), and the followers added by committed expansions
+/// that its metadata does not show yet.
+#[derive(Debug, Clone, Default)]
+pub struct IsrState {
+    committed: Vec<BrokerId>,
+    /// The metadata log index `committed` was read at.
+    applied_index: u64,
+    pending: Option<PendingIsrChange>,
+    /// Added followers and the index their expansion committed at
+    /// (`None`: unknown, no definite answer came): counted until the
+    /// metadata applied that index, when `committed` tells the truth.
+    added_unseen: BTreeMap<BrokerId, Option<u64>>,
+}
+
+impl IsrState {
+    pub fn new(committed: Vec<BrokerId>) -> IsrState {
+        IsrState { committed, ..IsrState::default() }
+    }
+
+    /// The ISR as the metadata last showed it.
+    pub fn committed(&self) -> &[BrokerId] {
+        &self.committed
+    }
+
+    pub fn pending(&self) -> Option<&PendingIsrChange> {
+        self.pending.as_ref()
+    }
+
+    /// The replicas whose progress bounds the HW now: the committed ISR,
+    /// the follower being added, and the added ones not yet seen.
+    pub fn maximal(&self) -> Vec<BrokerId> {
+        let mut members = self.committed.clone();
+        let adding = match &self.pending {
+            Some(PendingIsrChange::Expand { adding }) => Some(*adding),
+            _ => None,
+        };
+        for member in adding.into_iter().chain(self.added_unseen.keys().copied()) {
+            if !members.contains(&member) {
+                members.push(member);
+            }
+        }
+        members
+    }
+
+    /// The metadata's ISR as read at `applied_index`: forgets the added
+    /// followers whose expansion that index covers.
+    pub fn update_committed(&mut self, committed: Vec<BrokerId>, applied_index: u64) {
+        self.committed = committed;
+        self.applied_index = self.applied_index.max(applied_index);
+        let applied = self.applied_index;
+        self.added_unseen.retain(|_, committed_at| committed_at.is_none_or(|index| index > applied));
+    }
+
+    /// Starts an expansion adding `follower`; the ISR to propose. `None`
+    /// while another change is in flight, when it is already a member, or
+    /// when its addition committed and only waits to be seen.
+    pub fn start_expand(&mut self, follower: BrokerId) -> Option<Vec<BrokerId>> {
+        if self.pending.is_some() || self.committed.contains(&follower) || self.added_unseen.contains_key(&follower) {
+            return None;
+        }
+        self.pending = Some(PendingIsrChange::Expand { adding: follower });
+        let mut isr = self.committed.clone();
+        isr.push(follower);
+        Some(isr)
+    }
+
+    /// Starts a shrink removing `lagging`; the ISR to propose. `None` while
+    /// another change is in flight or when nothing would change.
+    pub fn start_shrink(&mut self, lagging: Vec<BrokerId>) -> Option<Vec<BrokerId>> {
+        if self.pending.is_some() || lagging.is_empty() {
+            return None;
+        }
+        let isr = self.committed.iter().copied().filter(|member| !lagging.contains(member)).collect();
+        self.pending = Some(PendingIsrChange::Shrink { removing: lagging });
+        Some(isr)
+    }
+
+    /// The answer to the change in flight (`None`: no definite answer; an
+    /// added follower then counts until this leadership ends).
+    pub fn settle(&mut self, outcome: Option<IsrChangeOutcome>) {
+        let Some(PendingIsrChange::Expand { adding }) = self.pending.take() else { return };
+        match outcome {
+            Some(IsrChangeOutcome::Committed(index)) => {
+                self.added_unseen.insert(adding, Some(index));
+            }
+            Some(IsrChangeOutcome::Refused) => {}
+            None => {
+                self.added_unseen.insert(adding, None);
+            }
+        }
+        let (committed, applied) = (std::mem::take(&mut self.committed), self.applied_index);
+        self.update_committed(committed, applied);
+    }
+
+    /// A new leadership: what the old one proposed is the old one's (the
+    /// controller refuses proposals of another epoch).
+    pub fn reset(&mut self, committed: Vec<BrokerId>, applied_index: u64) {
+        *self = IsrState { committed, applied_index: self.applied_index.max(applied_index), ..IsrState::default() };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(raw: &[u32]) -> Vec<BrokerId> {
+        raw.iter().copied().map(BrokerId).collect()
+    }
 
     #[test]
     fn caught_up_means_reaching_the_leaders_log_end() {
         assert!(caught_up(Offset(10), Offset(10)));
         assert!(!caught_up(Offset(9), Offset(10)));
+    }
+
+    #[test]
+    fn an_added_follower_counts_from_its_proposal_until_the_metadata_shows_the_outcome() {
+        let mut isr = IsrState::new(ids(&[1]));
+        assert_eq!(isr.start_expand(BrokerId(2)), Some(ids(&[1, 2])));
+        assert_eq!(isr.start_expand(BrokerId(3)), None, "one change in flight");
+        assert_eq!(isr.maximal(), ids(&[1, 2]));
+        isr.settle(Some(IsrChangeOutcome::Committed(7)));
+        assert_eq!(isr.start_expand(BrokerId(2)), None, "committed: nothing to propose again");
+        isr.update_committed(ids(&[1]), 5);
+        assert_eq!(isr.maximal(), ids(&[1, 2]), "index 7 not applied yet");
+        isr.update_committed(ids(&[1]), 8);
+        assert_eq!(isr.maximal(), ids(&[1]), "applied: the metadata tells the truth (it left again)");
+    }
+
+    #[test]
+    fn a_refused_expansion_stops_counting_and_a_shrink_counts_until_seen() {
+        let mut isr = IsrState::new(ids(&[1, 3]));
+        isr.start_expand(BrokerId(2));
+        isr.settle(Some(IsrChangeOutcome::Refused));
+        assert_eq!(isr.maximal(), ids(&[1, 3]));
+        assert_eq!(isr.start_shrink(ids(&[3])), Some(ids(&[1])));
+        assert_eq!(isr.maximal(), ids(&[1, 3]), "still counted while the removal is in flight");
+        isr.settle(Some(IsrChangeOutcome::Committed(9)));
+        assert_eq!(isr.maximal(), ids(&[1, 3]), "and until the metadata shows it");
+        isr.update_committed(ids(&[1]), 9);
+        assert_eq!(isr.maximal(), ids(&[1]));
+    }
+
+    #[test]
+    fn a_new_leadership_forgets_the_old_ones_proposals() {
+        let mut isr = IsrState::new(ids(&[1]));
+        isr.start_expand(BrokerId(2));
+        isr.reset(ids(&[1, 3]), 4);
+        assert_eq!(isr.pending(), None);
+        assert_eq!(isr.maximal(), ids(&[1, 3]));
     }
 }

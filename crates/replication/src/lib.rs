@@ -1,31 +1,66 @@
-//! # brook-replication: the rules of partition replication
+//! # brook-replication: the partition replica
 //!
-//! Owns the decisions a partition's replicas make, as plain functions and
-//! small state types the broker drives: how far the high watermark (HW)
-//! may move given what each in-sync replica (ISR member) has, when a
-//! follower has caught up enough to rejoin the ISR, and where a follower
-//! must cut its log after a leader change.
+//! Owns the one concept that decides whether an acknowledged record
+//! survives: a partition replica ([`Replica`]) on a broker. It holds the
+//! replica's log (a `brook-storage` `PartitionLog`), its [`Role`] (leader
+//! or follower, at which [`LeaderEpoch`]), the high watermark, the leader's
+//! view of its followers' progress, the ISR with its in-flight change as a
+//! type ([`IsrState`], Kafka's `PendingExpandIsr` / `PendingShrinkIsr` and
+//! maximal ISR), acks=all waits, and the follower fetch loop
+//! ([`run_fetcher`]) with its epoch-based truncation.
 //!
 //! Terms: LEO (log end offset) is the next offset a replica will write;
-//! the HW is the offset below which every ISR member has the records;
-//! consumers see only records below it, and acks=all answers once it
-//! passes the batch.
+//! the HW (high watermark) is the offset below which every ISR (in-sync
+//! replica) member has the records; consumers see only records below it,
+//! and acks=all answers once it passes the batch.
 //!
-//! Invariants: the HW never exceeds the LEO of any ISR member (nor of a
-//! member being added: the broker passes those in too), and never moves
-//! backwards on a leader; a follower keeps no record of an epoch the
-//! leader never saw (`truncation_step`).
+//! The outside is reached through small traits the broker implements
+//! (`network.rs`): [`LeaderClient`] (the leader a follower fetches from),
+//! [`IsrProposer`] (the controller a leader asks for ISR changes) and
+//! [`HostedReplicas`] (which replicas this broker hosts and whom each
+//! follows). The crate depends on `brook-record` and `brook-storage` and
+//! on no transport: its tests drive leaders and followers with in-memory
+//! implementations of those traits.
 //!
-//! Never: do I/O or know about networks and logs; the broker feeds these
-//! functions what its replicas report and applies what they decide.
+//! Threads: file I/O of a replica runs on tokio's blocking pool
+//! (`spawn_blocking`), never on an async worker; no lock is held across an
+//! `.await`.
+//!
+//! Invariants: the HW never exceeds the leader's LEO, never moves
+//! backwards on a leader, and never passes the LEO of a member of the
+//! maximal ISR (a follower being added counts from its proposal, one being
+//! removed until its removal is seen); a replica's epoch never decreases;
+//! acks=all is answered only while the replica still leads at the epoch it
+//! appended under; a follower keeps no record of an epoch the leader never
+//! saw (`truncation_step`); a leader serves a follower only at its own
+//! epoch and topic id.
+//!
+//! Never: know about gRPC, openraft or the metadata group; re-encode a
+//! batch (followers append the leader's bytes as they are).
 
+mod error;
+mod follower;
 mod high_watermark;
+#[cfg(test)]
+mod in_memory_tests;
 mod isr;
+mod isr_changes;
+mod network;
+mod replica;
+mod role;
 mod truncation;
 
+pub use error::ReplicaError;
+pub use follower::{run_fetcher, FETCH_MAX_WAIT};
 pub use high_watermark::LeaderProgress;
-pub use isr::caught_up;
+pub use isr::{caught_up, IsrChangeOutcome, IsrState, PendingIsrChange};
+pub use isr_changes::{propose_expansion, shrink_lagging_isrs};
+pub use network::{
+    EpochEndQuery, FetchedPartition, HostedReplicas, IsrProposal, IsrProposer, LeaderClient, LeaderRefusal,
+    NetworkError, PartitionFetch, ReplicaFetchRequest, ReplicatedData,
+};
+pub use replica::{FetchedRecords, Replica};
+pub use role::Role;
 pub use truncation::{truncation_point, truncation_step, LeaderEpochEnd, TruncationStep};
 
-/// A broker's id.
-pub type BrokerId = u32;
+pub use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};

@@ -12,7 +12,7 @@
 //! leader's end of the answered epoch and its own, and asks again about
 //! what is then its latest epoch (Kafka's KIP-279 rule).
 
-use brook_record::Offset;
+use brook_record::{LeaderEpoch, Offset};
 
 /// The offset to truncate to, if any: the leader's end offset for the
 /// follower's latest epoch, when the follower's log goes past it.
@@ -24,7 +24,7 @@ pub fn truncation_point(follower_log_end: Offset, leader_end_offset_for_epoch: O
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderEpochEnd {
     /// The largest epoch at or below E the leader knows; `None`: none.
-    pub epoch: Option<u32>,
+    pub epoch: Option<LeaderEpoch>,
     /// Where that epoch ends on the leader (its log start when `None`).
     pub end_offset: Offset,
 }
@@ -44,7 +44,7 @@ pub enum TruncationStep {
 /// epoch), or the follower's log start if it knows no epoch at or below
 /// it; it is only used when the leader answered with an older epoch.
 pub fn truncation_step(
-    follower_latest_epoch: u32,
+    follower_latest_epoch: LeaderEpoch,
     follower_log_end: Offset,
     leader: LeaderEpochEnd,
     follower_end_of_answered_epoch: Offset,
@@ -71,9 +71,12 @@ mod tests {
 
     #[test]
     fn the_same_epoch_on_both_sides_cuts_at_the_leaders_end() {
-        let leader = LeaderEpochEnd { epoch: Some(3), end_offset: Offset(12) };
-        assert_eq!(truncation_step(3, Offset(15), leader, Offset(0)), TruncationStep::Done(Some(Offset(12))));
-        assert_eq!(truncation_step(3, Offset(10), leader, Offset(0)), TruncationStep::Done(None));
+        let leader = LeaderEpochEnd { epoch: Some(LeaderEpoch(3)), end_offset: Offset(12) };
+        assert_eq!(
+            truncation_step(LeaderEpoch(3), Offset(15), leader, Offset(0)),
+            TruncationStep::Done(Some(Offset(12)))
+        );
+        assert_eq!(truncation_step(LeaderEpoch(3), Offset(10), leader, Offset(0)), TruncationStep::Done(None));
     }
 
     #[test]
@@ -81,16 +84,25 @@ mod tests {
         // Follower: epoch 1 at 0..700, epoch 2 (a leader no one followed) at
         // 700..710. Leader: epoch 1 up to 720, then epoch 3. The follower's
         // 700..710 are epoch-2 records, not the leader's epoch-1 ones.
-        let leader = LeaderEpochEnd { epoch: Some(1), end_offset: Offset(720) };
-        assert_eq!(truncation_step(2, Offset(710), leader, Offset(700)), TruncationStep::CutAndAskAgain(Offset(700)));
+        let leader = LeaderEpochEnd { epoch: Some(LeaderEpoch(1)), end_offset: Offset(720) };
+        assert_eq!(
+            truncation_step(LeaderEpoch(2), Offset(710), leader, Offset(700)),
+            TruncationStep::CutAndAskAgain(Offset(700))
+        );
         // The follower's epoch 1 ran longer than the leader's.
-        let leader = LeaderEpochEnd { epoch: Some(1), end_offset: Offset(650) };
-        assert_eq!(truncation_step(2, Offset(710), leader, Offset(700)), TruncationStep::CutAndAskAgain(Offset(650)));
+        let leader = LeaderEpochEnd { epoch: Some(LeaderEpoch(1)), end_offset: Offset(650) };
+        assert_eq!(
+            truncation_step(LeaderEpoch(2), Offset(710), leader, Offset(700)),
+            TruncationStep::CutAndAskAgain(Offset(650))
+        );
     }
 
     #[test]
     fn a_leader_that_knows_no_older_epoch_leaves_nothing_past_its_log_start() {
         let leader = LeaderEpochEnd { epoch: None, end_offset: Offset(0) };
-        assert_eq!(truncation_step(2, Offset(10), leader, Offset(0)), TruncationStep::Done(Some(Offset(0))));
+        assert_eq!(
+            truncation_step(LeaderEpoch(2), Offset(10), leader, Offset(0)),
+            TruncationStep::Done(Some(Offset(0)))
+        );
     }
 }

@@ -10,7 +10,7 @@ use brook_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::service::Node;
+use crate::service::{wire_broker, wire_brokers, Node};
 use crate::topics::{Topic, TopicRegistry};
 
 #[derive(Debug)]
@@ -47,10 +47,10 @@ impl AdminService {
                     let (log_start_offset, high_watermark, log_end_offset) = offsets.unwrap_or((-1, -1, -1));
                     PartitionDescription {
                         partition: slot.id,
-                        leader: slot.assignment.leader.unwrap_or(0),
-                        leader_epoch: slot.assignment.leader_epoch,
-                        replicas: slot.assignment.replicas.clone(),
-                        isr: slot.assignment.isr.clone(),
+                        leader: wire_broker(slot.assignment.leader),
+                        leader_epoch: slot.assignment.leader_epoch.0,
+                        replicas: wire_brokers(&slot.assignment.replicas),
+                        isr: wire_brokers(&slot.assignment.isr),
                         log_start_offset,
                         high_watermark,
                         log_end_offset,

@@ -6,7 +6,7 @@ use brook_proto::v1::metadata_server::Metadata;
 use brook_proto::v1::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
 use tonic::{Request, Response, Status};
 
-use crate::service::Node;
+use crate::service::{wire_broker, wire_brokers, Node};
 use crate::topics::{Topic, TopicRegistry};
 
 #[derive(Debug)]
@@ -24,10 +24,10 @@ impl MetadataService {
                 .iter()
                 .map(|slot| PartitionMetadata {
                     partition: slot.id,
-                    leader: slot.assignment.leader.unwrap_or(0),
-                    leader_epoch: slot.assignment.leader_epoch,
-                    replicas: slot.assignment.replicas.clone(),
-                    isr: slot.assignment.isr.clone(),
+                    leader: wire_broker(slot.assignment.leader),
+                    leader_epoch: slot.assignment.leader_epoch.0,
+                    replicas: wire_brokers(&slot.assignment.replicas),
+                    isr: wire_brokers(&slot.assignment.isr),
                 })
                 .collect(),
         }

@@ -44,3 +44,13 @@ impl NodeInfo {
 }
 
 pub type Node = Arc<NodeInfo>;
+
+/// A broker id on the wire; 0 for none (no leader).
+pub(crate) fn wire_broker(id: Option<brook_record::BrokerId>) -> u32 {
+    id.map_or(0, |id| id.0)
+}
+
+/// Broker ids on the wire.
+pub(crate) fn wire_brokers(ids: &[brook_record::BrokerId]) -> Vec<u32> {
+    ids.iter().map(|id| id.0).collect()
+}

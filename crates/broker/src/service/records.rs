@@ -28,16 +28,17 @@ use tracing::Instrument;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
-use crate::partition::Partition;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
+use brook_record::LeaderEpoch;
+use brook_replication::Replica;
 
 /// A produce request that passed the checks before an append.
 struct Admitted {
     topic: String,
     acks: Acks,
     timeout_ms: u32,
-    partition: Arc<Partition>,
+    partition: Arc<Replica>,
     /// The batches, taken out for the append.
     pieces: Vec<Bytes>,
     bytes: u64,
@@ -96,7 +97,7 @@ impl RecordsService {
     async fn conclude(
         &self,
         admitted: Admitted,
-        (info, leader_epoch): (AppendInfo, u32),
+        (info, leader_epoch): (AppendInfo, LeaderEpoch),
     ) -> Result<ProduceResponse, BrokerError> {
         if matches!(admitted.acks, Acks::All | Acks::Unspecified) {
             let timeout_ms = match admitted.timeout_ms {
@@ -163,7 +164,7 @@ impl RecordsService {
             };
             admitted.push(self.admit(single));
         }
-        let work: Vec<(Arc<Partition>, Vec<Bytes>)> = admitted
+        let work: Vec<(Arc<Replica>, Vec<Bytes>)> = admitted
             .iter_mut()
             .filter_map(|admitted| admitted.as_mut().ok())
             .map(|admitted| (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces)))
@@ -182,7 +183,8 @@ impl RecordsService {
             async move {
                 let result = match (admitted, appended) {
                     (Ok(admitted), Some(Ok(appended))) => self.conclude(admitted, appended).await,
-                    (Err(error), _) | (Ok(_), Some(Err(error))) => Err(error),
+                    (Err(error), _) => Err(error),
+                    (Ok(_), Some(Err(error))) => Err(error.into()),
                     (Ok(_), None) => Err(BrokerError::ShuttingDown),
                 };
                 self.observe("produce", started, &result);

@@ -1,22 +1,27 @@
-//! `brook.internal.v1.Replication`, the leader's side of replication:
-//! followers fetch batches past their log end (which tells the leader how
-//! far they are, and so moves the HW), and ask where an epoch ends before
-//! they fetch after a leader change. A follower that has caught up while
-//! outside the ISR is proposed back into it.
+//! `brook.internal.v1.Replication`, the leader's side of replication over
+//! gRPC: followers fetch batches past their log end (which tells the
+//! leader how far they are, and so moves the HW), and ask where an epoch
+//! ends before they fetch after a leader change. The decisions are the
+//! replica's (`Replica::serve_follower_fetch`); this service converts the
+//! wire's fields, long-polls across partitions, and runs the ISR expansion
+//! a fetch may start on the node's task tracker.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook_metadata::{Command, CommandV1};
 use brook_proto::internal::replication_server::Replication;
 use brook_proto::internal::{
     EpochEndOffsetRequest, EpochEndOffsetResponse, PartitionData, ReplicaFetchRequest, ReplicaFetchResponse,
 };
-use brook_record::{Offset, TopicId};
+use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_replication::{propose_expansion, PartitionFetch, Replica};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
-use crate::partition::{IsrChangeOutcome, Partition, Role};
+use crate::replica_network::MetadataIsrProposer;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
@@ -28,34 +33,55 @@ const MAX_REPLICA_FETCH_BYTES: u32 = 8 << 20;
 #[derive(Debug)]
 pub struct ReplicationService {
     pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) proposer: Arc<MetadataIsrProposer>,
     /// Where ISR proposals run, owned by the node.
-    pub(crate) tasks: tokio_util::task::TaskTracker,
-    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A topic id from the wire.
+fn topic_id_from_wire(bytes: &[u8]) -> Result<TopicId, BrokerError> {
+    TopicId::from_slice(bytes)
+        .ok_or_else(|| BrokerError::InvalidRequest(format!("a topic id has 16 bytes, not {}", bytes.len())))
 }
 
 impl ReplicationService {
+    /// One partition of a fetch: the leader replica's answer, and the
+    /// expansion it started (run in the background: the fetch does not
+    /// wait for the metadata group).
+    async fn read_one(
+        &self,
+        follower: BrokerId,
+        wanted: &brook_proto::internal::PartitionFetch,
+        max_bytes: u64,
+    ) -> Result<(brook_replication::FetchedRecords, Offset), BrokerError> {
+        let replica = self.registry.partition(&wanted.topic, wanted.partition)?;
+        let fetch = PartitionFetch {
+            partition: replica.topic_partition().clone(),
+            topic_id: topic_id_from_wire(&wanted.topic_id)?,
+            fetch_offset: Offset(u64::try_from(wanted.fetch_offset).map_err(|_| {
+                BrokerError::InvalidRequest(format!("fetch offset {} is negative", wanted.fetch_offset))
+            })?),
+            leader_epoch: LeaderEpoch(wanted.leader_epoch),
+        };
+        let (fetched, proposal) = replica.serve_follower_fetch(follower, &fetch, max_bytes).await?;
+        if let Some(proposal) = proposal {
+            let expansion =
+                propose_expansion(Arc::clone(&replica), Arc::clone(&self.proposer), proposal, self.shutdown.clone());
+            self.tasks.spawn(expansion);
+        }
+        Ok((fetched, replica.high_watermark()))
+    }
+
     /// One pass over the requested partitions.
     async fn read_all(&self, request: &ReplicaFetchRequest) -> Vec<PartitionData> {
         let max_bytes = u64::from(request.max_bytes.clamp(1, MAX_REPLICA_FETCH_BYTES));
+        let follower = BrokerId(request.follower_id);
         let mut answers = Vec::with_capacity(request.partitions.len());
         for wanted in &request.partitions {
             let mut data =
                 PartitionData { topic: wanted.topic.clone(), partition: wanted.partition, ..PartitionData::default() };
-            let result = async {
-                let partition = self.registry.partition(&wanted.topic, wanted.partition)?;
-                check_topic_id(&partition, &wanted.topic_id)?;
-                check_epoch(&partition, wanted.leader_epoch)?;
-                let fetch_offset = u64::try_from(wanted.fetch_offset).map_err(|_| {
-                    BrokerError::InvalidRequest(format!("fetch offset {} is negative", wanted.fetch_offset))
-                })?;
-                if let Some(role) = partition.record_follower_fetch(request.follower_id, Offset(fetch_offset)) {
-                    self.propose_rejoin(&partition, role, request.follower_id);
-                }
-                let fetched = partition.read_for_follower(wanted.fetch_offset, max_bytes).await?;
-                Ok::<_, BrokerError>((fetched, partition.high_watermark()))
-            }
-            .await;
-            match result {
+            match self.read_one(follower, wanted, max_bytes).await {
                 Ok((fetched, high_watermark)) => {
                     data.records = fetched.records;
                     data.high_watermark = wire_offset(high_watermark);
@@ -71,76 +97,33 @@ impl ReplicationService {
         answers
     }
 
-    /// Proposes `follower` back into the ISR, in the background (the fetch
-    /// does not wait for the metadata group). Until it has a definite
-    /// answer (committed at some index, or refused), it proposes again
-    /// while this broker still leads at that epoch: the leader keeps
-    /// counting the follower in its HW meanwhile (see `Partition`).
-    fn propose_rejoin(&self, partition: &Arc<Partition>, role: Role, follower: u32) {
-        let metadata = self.registry.metadata().clone();
-        let shutdown = self.shutdown.clone();
-        let mut isr = role.isr.clone();
-        isr.push(follower);
-        let (topic, index) = (partition.topic().to_string(), partition.partition());
-        let command =
-            CommandV1::ChangeIsr { topic: topic.clone(), partition: index, leader_epoch: role.leader_epoch, isr };
-        let partition = Arc::clone(partition);
-        self.tasks.spawn(async move {
-            loop {
-                let outcome = match metadata.propose_indexed(Command::V1(command.clone())).await {
-                    Ok((Ok(_), at)) => {
-                        tracing::info!(topic, partition = index, follower, "follower caught up and rejoined the ISR");
-                        Some(IsrChangeOutcome::Committed(at))
-                    }
-                    Ok((Err(refused), _)) => {
-                        tracing::debug!(topic, partition = index, follower, %refused, "ISR expansion refused");
-                        Some(IsrChangeOutcome::Refused)
-                    }
-                    Err(error) => {
-                        tracing::warn!(topic, partition = index, follower, %error, "ISR expansion unanswered; proposing again");
-                        None
-                    }
-                };
-                if outcome.is_some() || !partition.leads_at(role.leader_epoch) || shutdown.is_cancelled() {
-                    partition.isr_change_settled(role.leader_epoch, Some(follower), outcome);
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
+    /// Where an epoch ends on the leader's log, for a follower at the
+    /// leader's epoch and topic id.
+    fn epoch_end(&self, request: &EpochEndOffsetRequest) -> Result<EpochEndOffsetResponse, BrokerError> {
+        let replica: Arc<Replica> = self.registry.partition(&request.topic, request.partition)?;
+        replica.check_follower(topic_id_from_wire(&request.topic_id)?, LeaderEpoch(request.current_leader_epoch))?;
+        let end = replica.epoch_end(LeaderEpoch(request.leader_epoch));
+        Ok(EpochEndOffsetResponse {
+            leader_epoch: end.epoch.map_or(-1, |epoch| i64::from(epoch.0)),
+            end_offset: wire_offset(end.end_offset),
+            error: String::new(),
+        })
     }
 }
 
-/// Refuses a follower whose partition belongs to another topic of the same
-/// name (one deleted and created again): its log is not this one's.
-fn check_topic_id(partition: &Partition, requested: &[u8]) -> Result<(), BrokerError> {
-    let current = partition.topic_id();
-    let requested = TopicId::from_slice(requested)
-        .ok_or_else(|| BrokerError::InvalidRequest(format!("a topic id has 16 bytes, not {}", requested.len())))?;
-    if requested == current {
-        return Ok(());
+/// Refuses a fetch naming a partition twice: its answer would be built
+/// twice (a request of a few KB could ask for gigabytes).
+fn check_distinct(request: &ReplicaFetchRequest) -> Result<(), BrokerError> {
+    let mut named = HashSet::with_capacity(request.partitions.len());
+    for wanted in &request.partitions {
+        if !named.insert(TopicPartition::new(wanted.topic.as_str(), wanted.partition)) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "partition {}-{} appears twice in one replica fetch",
+                wanted.topic, wanted.partition
+            )));
+        }
     }
-    Err(BrokerError::UnknownTopicId {
-        topic: partition.topic().to_string(),
-        partition: partition.partition(),
-        requested,
-        current,
-    })
-}
-
-/// Refuses a follower whose idea of the leader epoch is not this leader's:
-/// its progress would be measured against another log.
-fn check_epoch(partition: &Partition, requested: u32) -> Result<(), BrokerError> {
-    let current = partition.role_epoch();
-    if requested == current {
-        return Ok(());
-    }
-    Err(BrokerError::FencedLeaderEpoch {
-        topic: partition.topic().to_string(),
-        partition: partition.partition(),
-        requested,
-        current,
-    })
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -148,6 +131,7 @@ impl Replication for ReplicationService {
     #[tracing::instrument(skip_all, fields(follower = request.get_ref().follower_id, partitions = request.get_ref().partitions.len()))]
     async fn fetch(&self, request: Request<ReplicaFetchRequest>) -> Result<Response<ReplicaFetchResponse>, Status> {
         let request = request.into_inner();
+        check_distinct(&request)?;
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_REPLICA_WAIT);
         // Subscribe before reading, so an append in between still wakes us.
@@ -172,30 +156,11 @@ impl Replication for ReplicationService {
         &self,
         request: Request<EpochEndOffsetRequest>,
     ) -> Result<Response<EpochEndOffsetResponse>, Status> {
-        let request = request.into_inner();
-        let led = self.registry.partition(&request.topic, request.partition);
-        let led = led.and_then(|partition| {
-            check_topic_id(&partition, &request.topic_id)?;
-            check_epoch(&partition, request.current_leader_epoch)?;
-            Ok(partition)
+        let answer = self.epoch_end(request.get_ref()).unwrap_or_else(|error| EpochEndOffsetResponse {
+            leader_epoch: -1,
+            end_offset: -1,
+            error: error.code_name().to_string(),
         });
-        let answer = match led {
-            Ok(partition) => match partition.end_offset_for_epoch(request.leader_epoch) {
-                Some((epoch, end)) => EpochEndOffsetResponse {
-                    leader_epoch: i64::from(epoch),
-                    end_offset: wire_offset(end),
-                    error: String::new(),
-                },
-                None => EpochEndOffsetResponse {
-                    leader_epoch: -1,
-                    end_offset: wire_offset(partition.log_start_offset()),
-                    error: String::new(),
-                },
-            },
-            Err(error) => {
-                EpochEndOffsetResponse { leader_epoch: -1, end_offset: -1, error: error.code_name().to_string() }
-            }
-        };
         Ok(Response::new(answer))
     }
 }

@@ -1,0 +1,39 @@
+//! The identities every Brook crate shares beside [`crate::Offset`],
+//! [`crate::LeaderEpoch`] and [`crate::TopicId`]: which broker, which
+//! partition. Newtypes, so that a broker id is never taken for an epoch or
+//! a partition number; Kafka's signed wire fields are converted at the
+//! gRPC edge only.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A broker's id in its cluster (also its metadata group node id). Ids
+/// start at 1: Brook's wire uses 0 for "no broker" (no leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct BrokerId(pub u32);
+
+impl fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A partition of a topic, by name (what clients and logs say). Cheap to
+/// clone: the name is shared.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<Arc<str>>, partition: u32) -> TopicPartition {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}

@@ -1,0 +1,89 @@
+//! What can go wrong on a replica, with the facts in it. The broker maps
+//! each to a gRPC status and a Kafka error name ([`ReplicaError::code_name`]).
+
+use std::time::Duration;
+
+use brook_record::{LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_storage::StorageError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ReplicaError {
+    #[error("invalid record batch for {partition}: {source}")]
+    InvalidBatch {
+        partition: TopicPartition,
+        #[source]
+        source: StorageError,
+    },
+    #[error("record batch for {partition} is too large: {source}")]
+    BatchTooLarge {
+        partition: TopicPartition,
+        #[source]
+        source: StorageError,
+    },
+    #[error(
+        "offset {requested} is out of range for {partition}: valid offsets are {log_start_offset}..={high_watermark}"
+    )]
+    OffsetOutOfRange { partition: TopicPartition, requested: i64, log_start_offset: Offset, high_watermark: Offset },
+    #[error("invalid request: fetch offset {requested} is negative for {partition}")]
+    NegativeOffset { partition: TopicPartition, requested: i64 },
+    #[error("storage error on {partition}: {source}")]
+    Storage {
+        partition: TopicPartition,
+        #[source]
+        source: StorageError,
+    },
+    #[error("{partition}: the in-sync replicas did not reach offset {target} within {waited:?} (high watermark {high_watermark})")]
+    RequestTimedOut { partition: TopicPartition, waited: Duration, high_watermark: Offset, target: Offset },
+    #[error("{partition}: this broker stopped leading it at epoch {leader_epoch} before the in-sync replicas confirmed offset {target}; the records may or may not be kept, send them again")]
+    LeadershipChanged { partition: TopicPartition, leader_epoch: LeaderEpoch, target: Offset },
+    #[error("{partition}: the follower's leader epoch {requested} is not the leader's {current}")]
+    FencedLeaderEpoch { partition: TopicPartition, requested: LeaderEpoch, current: LeaderEpoch },
+    #[error("{partition}: topic id {requested} is not this broker's topic of that name (id {current}); the topic was deleted and created again")]
+    UnknownTopicId { partition: TopicPartition, requested: TopicId, current: TopicId },
+    #[error("{partition} is closed (the broker is shutting down or the partition moved away)")]
+    Closed { partition: TopicPartition },
+}
+
+impl ReplicaError {
+    /// The Kafka error name a client or follower can act on.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            ReplicaError::InvalidBatch { .. } => "CORRUPT_RECORD",
+            ReplicaError::BatchTooLarge { .. } => "RECORD_TOO_LARGE",
+            ReplicaError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
+            ReplicaError::NegativeOffset { .. } => "INVALID_REQUEST",
+            ReplicaError::Storage { .. } => "KAFKA_STORAGE_ERROR",
+            ReplicaError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
+            ReplicaError::LeadershipChanged { .. } => "NOT_LEADER",
+            ReplicaError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
+            ReplicaError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
+            ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
+        }
+    }
+
+    /// Whether sending the same request again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            ReplicaError::RequestTimedOut { .. }
+                | ReplicaError::LeadershipChanged { .. }
+                | ReplicaError::FencedLeaderEpoch { .. }
+                | ReplicaError::Closed { .. }
+        )
+    }
+
+    /// A storage error of `partition`, sorted by what the client did wrong.
+    pub(crate) fn from_storage(partition: &TopicPartition, source: StorageError) -> ReplicaError {
+        let partition = partition.clone();
+        match source {
+            StorageError::InvalidBatch { source: brook_record::RecordError::TooLarge { .. }, .. } => {
+                ReplicaError::BatchTooLarge { partition, source }
+            }
+            StorageError::InvalidBatch { .. } | StorageError::EmptyAppend => {
+                ReplicaError::InvalidBatch { partition, source }
+            }
+            source => ReplicaError::Storage { partition, source },
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The follower side of replication: one fetcher per leader broker pulls,
+//! for every partition that broker leads and this one hosts, the batches
+//! past this replica's log end, appends them as they are, and takes the
+//! leader's HW. After a leader change, before fetching, a follower asks the
+//! leader where its own latest epoch ends and cuts what diverged (over as
+//! many rounds as the leader lacks its epochs). Fetches carry the epoch the
+//! follower believes current, and a poll in flight is dropped when what the
+//! follower follows from that leader changes.
+//!
+//! The leader is reached through [`LeaderClient`]; what to follow comes
+//! from [`HostedReplicas`]. Neither knows the other: the broker implements
+//! both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_record::{BrokerId, LeaderEpoch};
+use tokio_util::sync::CancellationToken;
+
+use crate::network::{EpochEndQuery, HostedReplicas, LeaderClient, PartitionFetch, ReplicaFetchRequest};
+use crate::replica::Replica;
+use crate::truncation::{truncation_step, TruncationStep};
+
+/// How long the leader may hold a fetch with nothing to send: short, so a
+/// poll that misses a partition just moved to its leader (dropped on the
+/// change anyway, below) costs little; 100 ms costs an idle
+/// follower-leader pair ten wake-ups a second.
+pub const FETCH_MAX_WAIT: Duration = Duration::from_millis(100);
+/// Bytes per partition per fetch.
+const FETCH_MAX_BYTES: u32 = 4 << 20;
+/// Pause after a failed fetch (leader unreachable, moving).
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause when the leader refused every partition of a fetch.
+const REFUSED_BACKOFF: Duration = Duration::from_millis(20);
+/// How often an idle fetcher (nothing to follow) looks again.
+const IDLE_RECHECK: Duration = Duration::from_millis(200);
+/// The most rounds of asking the leader one verification may take: each
+/// round cuts at least one epoch off this log, and logs hold few epochs.
+const MAX_VERIFY_ROUNDS: usize = 64;
+
+/// The replicas followed from one leader, each at the epoch it follows.
+type Followed = Vec<(Arc<Replica>, LeaderEpoch)>;
+
+/// Follows every partition `leader` leads and this broker (`me`) hosts,
+/// until `shutdown`.
+pub async fn run_fetcher(
+    me: BrokerId,
+    leader: BrokerId,
+    client: impl LeaderClient,
+    replicas: Arc<impl HostedReplicas>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = replicas.watch_changes();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        changes.borrow_and_update();
+        let followed = replicas.followed_from(leader);
+        let pause = if followed.is_empty() {
+            Some(IDLE_RECHECK)
+        } else {
+            // A long-poll in flight is abandoned when what this broker
+            // follows from `leader` changes (a partition moved here, an
+            // epoch moved on): the new set is fetched at once, not after
+            // the poll's wait.
+            let fetch = fetch_once(&client, me, &followed);
+            tokio::pin!(fetch);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut fetch => break Some(outcome),
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if !same_partitions(&replicas.followed_from(leader), &followed) {
+                            break None;
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            };
+            match outcome {
+                None | Some(Ok(FetchOutcome::Progress)) => None,
+                // Every partition refused (leadership or epoch moving, one
+                // side's metadata behind): a short pause, not a spin.
+                Some(Ok(FetchOutcome::AllRefused)) => Some(REFUSED_BACKOFF),
+                Some(Err(reason)) => {
+                    tracing::debug!(%leader, %reason, "replica fetch failed; retrying");
+                    Some(RETRY_BACKOFF)
+                }
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                // New metadata may be what we were waiting for.
+                _ = changes.changed() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Whether two lists of followed partitions are the same replicas at the
+/// same epochs.
+fn same_partitions(now: &Followed, before: &Followed) -> bool {
+    now.len() == before.len()
+        && now.iter().zip(before).all(|((a, epoch_a), (b, epoch_b))| Arc::ptr_eq(a, b) && epoch_a == epoch_b)
+}
+
+/// How a fetch went, when it got an answer.
+enum FetchOutcome {
+    Progress,
+    AllRefused,
+}
+
+/// Verifies (truncates) what needs it, then one fetch for all partitions.
+async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followed) -> Result<FetchOutcome, String> {
+    for (replica, epoch) in followed {
+        if replica.needs_verification() {
+            verify(client, replica, *epoch).await?;
+            replica.mark_verified(*epoch);
+        }
+    }
+    let request = ReplicaFetchRequest {
+        follower: me,
+        max_wait: FETCH_MAX_WAIT,
+        max_bytes_per_partition: FETCH_MAX_BYTES,
+        partitions: followed
+            .iter()
+            .map(|(replica, epoch)| PartitionFetch {
+                partition: replica.topic_partition().clone(),
+                topic_id: replica.topic_id(),
+                fetch_offset: replica.log_end_offset(),
+                leader_epoch: *epoch,
+            })
+            .collect(),
+    };
+    let answers = client.fetch(request).await.map_err(|error| error.to_string())?;
+    let refused = answers.iter().filter(|answer| answer.outcome.is_err()).count();
+    let outcome =
+        if refused > 0 && refused == answers.len() { FetchOutcome::AllRefused } else { FetchOutcome::Progress };
+    for answer in answers {
+        let Some((replica, _)) = followed.iter().find(|(replica, _)| *replica.topic_partition() == answer.partition)
+        else {
+            continue;
+        };
+        let data = match answer.outcome {
+            Ok(data) => data,
+            Err(refusal) => {
+                // NOT_LEADER and the like: the metadata will catch up.
+                tracing::debug!(partition = %answer.partition, error = %refusal.code_name, "replica fetch refused");
+                continue;
+            }
+        };
+        if !data.records.is_empty() {
+            if let Err(error) = replica.append_replicated(data.records).await {
+                tracing::warn!(partition = %answer.partition, %error, "replicated batches refused; checking the log against the leader again");
+                replica.mark_unverified();
+                continue;
+            }
+        }
+        replica.set_follower_high_watermark(data.high_watermark);
+    }
+    Ok(outcome)
+}
+
+/// Brings this log in line with the leader at `current_epoch` before it
+/// fetches: asks where this log's latest epoch ends on the leader and cuts
+/// what the leader does not have (see [`truncation_step`]).
+async fn verify(client: &impl LeaderClient, replica: &Arc<Replica>, current_epoch: LeaderEpoch) -> Result<(), String> {
+    for _ in 0..MAX_VERIFY_ROUNDS {
+        let Some(latest) = replica.latest_epoch() else {
+            return Ok(());
+        };
+        let query = EpochEndQuery {
+            partition: replica.topic_partition().clone(),
+            topic_id: replica.topic_id(),
+            epoch: latest,
+            current_leader_epoch: current_epoch,
+        };
+        let leader = client.epoch_end_offset(query).await.map_err(|error| format!("epoch end offset: {error}"))?;
+        let own_end = match leader.epoch {
+            Some(epoch) => replica.end_offset_for_epoch(epoch).map_or(replica.log_start_offset(), |(_, end)| end),
+            None => replica.log_start_offset(),
+        };
+        match truncation_step(latest, replica.log_end_offset(), leader, own_end) {
+            TruncationStep::Done(cut) => {
+                if let Some(cut) = cut {
+                    replica.truncate_to(cut).await.map_err(|error| error.to_string())?;
+                }
+                return Ok(());
+            }
+            TruncationStep::CutAndAskAgain(cut) => {
+                tracing::info!(partition = %replica.topic_partition(), %latest, leader_epoch = ?leader.epoch, %cut, "the leader never saw this log's latest epoch; cutting it");
+                replica.truncate_to(cut).await.map_err(|error| error.to_string())?;
+            }
+        }
+    }
+    Err(format!("the log still disagrees with the leader after {MAX_VERIFY_ROUNDS} rounds"))
+}

@@ -1,0 +1,723 @@
+//! One partition replica on this broker: its log, its role (leader or
+//! follower, at which epoch), its ISR as a leader counts it, the high
+//! watermark (HW) and the watch that wakes waiting fetches and acks=all
+//! produces.
+//!
+//! Threads: the log's writer sits behind a `std::sync::Mutex` that is only
+//! ever locked on the blocking pool (`spawn_blocking`) or for an in-memory
+//! lookup, so file I/O never runs on an async worker and no lock is held
+//! across an `.await`. Reads go through the log's lock-free `LogReader`,
+//! also on the blocking pool.
+//!
+//! The HW: on the leader, the lowest LEO over the maximal ISR
+//! ([`crate::IsrState::maximal`]), moved by its own appends and by
+//! followers' fetches; on a follower, the leader's HW as of its last fetch,
+//! capped at its own LEO. Alone in its ISR (a single node, RF 1), a
+//! leader's HW is its LEO. An acks=all wait counts only while this replica
+//! still leads at the epoch it appended under: after a leader change the
+//! HW it holds is the new leader's, over records that may differ. The HW is
+//! checkpointed beside the log whenever it moved (the broker asks every
+//! 500 ms) and at close; a restarted replica starts from that checkpoint
+//! (never from its log end, which may hold records no other replica has),
+//! so a restart never exposes records above the HW.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_storage::{AppendInfo, LogConfig, LogReader, PartitionLog, StorageError};
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::error::ReplicaError;
+use crate::high_watermark::LeaderProgress;
+use crate::isr::{caught_up, IsrChangeOutcome, IsrState};
+use crate::network::{IsrProposal, PartitionFetch};
+use crate::role::Role;
+use crate::truncation::LeaderEpochEnd;
+
+/// The replica's replication state, changed under one lock.
+#[derive(Debug)]
+struct ReplicaState {
+    role: Role,
+    /// Leader side: the ISR with its change in flight.
+    isr: IsrState,
+    /// Leader side: followers' progress.
+    progress: LeaderProgress,
+    /// Follower side: the leader epoch up to which this log was checked
+    /// against the leader (truncated where it diverged); `None`: not yet.
+    verified_epoch: Option<LeaderEpoch>,
+}
+
+/// Records read for a consumer or a follower.
+#[derive(Debug)]
+pub struct FetchedRecords {
+    pub records: Bytes,
+    pub next_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// A partition replica hosted on this broker.
+#[derive(Debug)]
+pub struct Replica {
+    partition: TopicPartition,
+    topic_id: TopicId,
+    dir: PathBuf,
+    /// `None` once closed (shutdown, topic deletion, moved away).
+    log: Mutex<Option<PartitionLog>>,
+    reader: LogReader,
+    high_watermark: watch::Sender<Offset>,
+    /// The epoch this broker stamps into batches while it leads.
+    leader_epoch: AtomicU32,
+    state: Mutex<ReplicaState>,
+    /// Bumped on every append on this broker: replica fetches wait on it.
+    appended: Arc<watch::Sender<u64>>,
+    /// The HW last written to the checkpoint file.
+    checkpointed: Mutex<Option<Offset>>,
+}
+
+impl Replica {
+    /// Opens (recovering if needed) the log in `dir`. Blocking.
+    pub fn open(
+        partition: TopicPartition,
+        topic_id: TopicId,
+        dir: PathBuf,
+        config: LogConfig,
+        role: Role,
+        appended: Arc<watch::Sender<u64>>,
+    ) -> Result<Replica, ReplicaError> {
+        let log =
+            PartitionLog::open(dir.clone(), config).map_err(|error| ReplicaError::from_storage(&partition, error))?;
+        for truncation in log.truncations_on_open() {
+            tracing::warn!(%partition, ?truncation, "recovery cut a damaged log tail");
+        }
+        let reader = log.reader();
+        // Without a checkpoint, nothing is known to be committed: the HW
+        // starts at the log start and rises as the ISR reports (a leader
+        // alone in its ISR, below, commits everything at once).
+        let start_high_watermark = log.checkpointed_high_watermark().unwrap_or_else(|| log.log_start_offset());
+        let replica = Replica {
+            partition,
+            topic_id,
+            dir,
+            log: Mutex::new(Some(log)),
+            reader,
+            high_watermark: watch::channel(start_high_watermark).0,
+            leader_epoch: AtomicU32::new(role.leader_epoch.0),
+            state: Mutex::new(ReplicaState {
+                isr: IsrState::new(role.isr.clone()),
+                role,
+                progress: LeaderProgress::new(start_high_watermark),
+                verified_epoch: None,
+            }),
+            appended,
+            checkpointed: Mutex::new(None),
+        };
+        replica.refresh_leader_high_watermark();
+        Ok(replica)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Follows the cluster's decision for this partition, as read from the
+    /// metadata at log index `applied_index`.
+    pub fn set_role(&self, role: Role, applied_index: u64) {
+        let previous_epoch = self.leader_epoch.fetch_max(role.leader_epoch.0, Ordering::AcqRel);
+        debug_assert!(role.leader_epoch.0 >= previous_epoch, "a replica's epoch never goes back");
+        let mut state = self.state();
+        let leadership_changed = state.role.leadership_differs(&role);
+        if leadership_changed {
+            state.progress = LeaderProgress::new(*self.high_watermark.borrow());
+            state.verified_epoch = None;
+            // Proposals made at the old epoch are refused by the controller.
+            state.isr.reset(role.isr.clone(), applied_index);
+        } else {
+            state.isr.update_committed(role.isr.clone(), applied_index);
+        }
+        state.role = role;
+        drop(state);
+        if leadership_changed {
+            // Wake acks=all waits so they see they lost (or cannot use) the
+            // leadership, at the epoch, they appended under.
+            self.high_watermark.send_modify(|_| {});
+        }
+        self.refresh_leader_high_watermark();
+    }
+
+    /// Whether this replica leads at `leader_epoch` right now.
+    pub fn leads_at(&self, leader_epoch: LeaderEpoch) -> bool {
+        let state = self.state();
+        state.role.leads() && state.role.leader_epoch == leader_epoch
+    }
+
+    /// The leader epoch of this replica's role as last set.
+    pub fn role_epoch(&self) -> LeaderEpoch {
+        self.state().role.leader_epoch
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.partition.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition.partition
+    }
+
+    pub fn topic_id(&self) -> TopicId {
+        self.topic_id
+    }
+
+    /// Where the log's files are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.reader.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.reader.log_end_offset()
+    }
+
+    /// Bytes of the partition's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.reader.size_bytes()
+    }
+
+    /// A receiver that wakes when the HW moves: what long-poll fetches wait on.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
+        self.high_watermark.subscribe()
+    }
+
+    fn storage_error(&self, error: StorageError) -> ReplicaError {
+        ReplicaError::from_storage(&self.partition, error)
+    }
+
+    fn with_log<T>(&self, work: impl FnOnce(&mut PartitionLog) -> Result<T, StorageError>) -> Result<T, ReplicaError> {
+        // A poisoned lock means an append panicked; the log itself is only
+        // changed through its own methods, which keep it consistent.
+        let mut guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log = guard.as_mut().ok_or_else(|| ReplicaError::Closed { partition: self.partition.clone() })?;
+        work(log).map_err(|error| self.storage_error(error))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Replica) -> Result<T, ReplicaError> + Send + 'static,
+    ) -> Result<T, ReplicaError> {
+        let replica = Arc::clone(self);
+        let closed = ReplicaError::Closed { partition: self.partition.clone() };
+        tokio::task::spawn_blocking(move || work(&replica)).await.map_err(|_| closed)?
+    }
+
+    /// On the leader: the HW from the maximal ISR's progress.
+    fn refresh_leader_high_watermark(&self) {
+        let mut state = self.state();
+        if !state.role.leads() {
+            return;
+        }
+        let (me, members) = (state.role.broker_id, state.isr.maximal());
+        let log_end = self.log_end_offset();
+        let high_watermark = state.progress.update(me, log_end, &members);
+        drop(state);
+        debug_assert!(high_watermark <= log_end, "the HW never passes the leader's LEO");
+        self.high_watermark.send_if_modified(|current| {
+            let moved = high_watermark > *current;
+            if moved {
+                *current = high_watermark;
+            }
+            moved
+        });
+    }
+
+    /// Validates, stamps and appends the batches in `records` (the leader's
+    /// append), then moves the HW as far as the ISR allows. Returns where
+    /// they went and the leader epoch they were stamped with.
+    pub async fn append(self: &Arc<Self>, records: Bytes) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
+        self.append_pieces(vec![records]).await
+    }
+
+    /// `append` of batches that came as separate pieces, each holding whole
+    /// batches: one append, in order, no copy of the pieces.
+    pub async fn append_pieces(
+        self: &Arc<Self>,
+        pieces: Vec<Bytes>,
+    ) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
+        self.blocking(move |replica| replica.append_pieces_blocking(pieces)).await
+    }
+
+    /// `append_pieces` for a caller already on the blocking pool (one task
+    /// appending to several partitions). One buffer is stamped in place
+    /// when it is ours alone; a shared one (a slice of the transport's
+    /// buffer) and several pieces are written beside small stamped copies
+    /// of their batch headers.
+    pub fn append_pieces_blocking(&self, pieces: Vec<Bytes>) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
+        let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
+        let info = match <[Bytes; 1]>::try_from(pieces) {
+            Ok([single]) => match single.try_into_mut() {
+                Ok(mut buffer) => self.with_log(|log| log.append(&mut buffer, epoch))?,
+                Err(shared) => self.with_log(|log| log.append_shared(&shared, epoch))?,
+            },
+            Err(pieces) => {
+                let buffers: Vec<&[u8]> = pieces.iter().map(|piece| &piece[..]).collect();
+                self.with_log(|log| log.append_shared_parts(&buffers, epoch))?
+            }
+        };
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.refresh_leader_high_watermark();
+        Ok((info, epoch))
+    }
+
+    /// Waits until the HW reaches `target` (acks=all), at most `timeout`,
+    /// for records appended while leading at `leader_epoch`. Answers
+    /// LeadershipChanged if this replica stops leading at that epoch first:
+    /// the HW it then holds is another leader's, whose log may hold other
+    /// records at those offsets, so reaching it proves nothing about ours.
+    pub async fn wait_for_high_watermark(
+        &self,
+        target: Offset,
+        leader_epoch: LeaderEpoch,
+        timeout: Duration,
+    ) -> Result<(), ReplicaError> {
+        let mut high_watermark = self.high_watermark.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                // The HW first, then the role: the HW seen was reached while
+                // (at least) leading at this epoch, as roles never come back.
+                let reached = *high_watermark.borrow_and_update() >= target;
+                if !self.leads_at(leader_epoch) {
+                    return Err(ReplicaError::LeadershipChanged {
+                        partition: self.partition.clone(),
+                        leader_epoch,
+                        target,
+                    });
+                }
+                if reached {
+                    return Ok(());
+                }
+                if high_watermark.changed().await.is_err() {
+                    return Err(ReplicaError::Closed { partition: self.partition.clone() });
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(ReplicaError::RequestTimedOut {
+                partition: self.partition.clone(),
+                waited: timeout,
+                high_watermark: self.high_watermark(),
+                target,
+            })
+        })
+    }
+
+    /// Reads whole batches from `offset`, up to about `max_bytes`, below
+    /// the HW (what consumers see).
+    pub async fn read(self: &Arc<Self>, offset: i64, max_bytes: u64) -> Result<FetchedRecords, ReplicaError> {
+        let high_watermark = self.high_watermark();
+        self.read_below(offset, max_bytes, high_watermark).await
+    }
+
+    /// Reads whole batches from `offset` up to the log end (what followers
+    /// copy).
+    pub(crate) async fn read_for_follower(
+        self: &Arc<Self>,
+        offset: Offset,
+        max_bytes: u64,
+    ) -> Result<FetchedRecords, ReplicaError> {
+        let log_end = self.log_end_offset();
+        self.read_below(i64::try_from(offset.0).unwrap_or(i64::MAX), max_bytes, log_end).await
+    }
+
+    async fn read_below(
+        self: &Arc<Self>,
+        offset: i64,
+        max_bytes: u64,
+        upto: Offset,
+    ) -> Result<FetchedRecords, ReplicaError> {
+        let high_watermark = self.high_watermark();
+        self.blocking(move |replica| {
+            let read = replica.read_log(offset, max_bytes, upto)?;
+            let records = read.to_bytes().map_err(|error| replica.storage_error(error))?;
+            Ok(FetchedRecords {
+                records,
+                next_offset: read.next_offset,
+                high_watermark,
+                log_start_offset: read.log_start_offset,
+            })
+        })
+        .await
+    }
+
+    /// The log's read of whole batches from `offset` below `upto`. Blocking
+    /// (index lookups).
+    fn read_log(&self, offset: i64, max_bytes: u64, upto: Offset) -> Result<brook_storage::LogRead, ReplicaError> {
+        let requested = u64::try_from(offset)
+            .map_err(|_| ReplicaError::NegativeOffset { partition: self.partition.clone(), requested: offset })?;
+        let read = match self.reader.read(Offset(requested), max_bytes, upto) {
+            Ok(read) => read,
+            Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) => {
+                return Err(self.out_of_range(offset, log_start_offset, upto))
+            }
+            Err(error) => return Err(self.storage_error(error)),
+        };
+        if Offset(requested) > upto {
+            return Err(self.out_of_range(offset, read.log_start_offset, upto));
+        }
+        Ok(read)
+    }
+
+    fn out_of_range(&self, requested: i64, log_start_offset: Offset, high_watermark: Offset) -> ReplicaError {
+        ReplicaError::OffsetOutOfRange {
+            partition: self.partition.clone(),
+            requested,
+            log_start_offset,
+            high_watermark,
+        }
+    }
+
+    /// Refuses a follower whose partition is another topic of the same name
+    /// (deleted and created again), or whose idea of the leader epoch is
+    /// not this leader's: its progress would be measured against another
+    /// log.
+    pub fn check_follower(&self, topic_id: TopicId, leader_epoch: LeaderEpoch) -> Result<(), ReplicaError> {
+        if topic_id != self.topic_id {
+            return Err(ReplicaError::UnknownTopicId {
+                partition: self.partition.clone(),
+                requested: topic_id,
+                current: self.topic_id,
+            });
+        }
+        let current = self.role_epoch();
+        if leader_epoch != current {
+            return Err(ReplicaError::FencedLeaderEpoch {
+                partition: self.partition.clone(),
+                requested: leader_epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Leader side: serves one partition of a replica fetch from
+    /// `follower`. Its fetch offset tells how far it is (which moves the
+    /// HW); the answer is every batch from there up to the log end. When
+    /// the follower is out of the ISR but has caught up, also the
+    /// expansion to propose (at most one ISR change in flight).
+    pub async fn serve_follower_fetch(
+        self: &Arc<Self>,
+        follower: BrokerId,
+        fetch: &PartitionFetch,
+        max_bytes: u64,
+    ) -> Result<(FetchedRecords, Option<IsrProposal>), ReplicaError> {
+        self.check_follower(fetch.topic_id, fetch.leader_epoch)?;
+        let proposal = self.record_follower_fetch(follower, fetch.fetch_offset);
+        let fetched = self.read_for_follower(fetch.fetch_offset, max_bytes).await?;
+        Ok((fetched, proposal))
+    }
+
+    /// Leader side: a follower fetched from `fetch_offset`. Updates the HW;
+    /// when the follower is out of the ISR but has caught up, starts its
+    /// expansion (counted by the HW from now on) and returns the proposal.
+    fn record_follower_fetch(&self, follower: BrokerId, fetch_offset: Offset) -> Option<IsrProposal> {
+        let proposal = {
+            let mut state = self.state();
+            let log_end = self.log_end_offset();
+            state.progress.record_fetch(follower, fetch_offset, log_end, Instant::now());
+            if state.role.leads() && caught_up(fetch_offset, log_end) {
+                state.isr.start_expand(follower).map(|isr| self.proposal(&state.role, isr))
+            } else {
+                None
+            }
+        };
+        self.refresh_leader_high_watermark();
+        proposal
+    }
+
+    fn proposal(&self, role: &Role, isr: Vec<BrokerId>) -> IsrProposal {
+        IsrProposal { partition: self.partition.clone(), topic_id: self.topic_id, leader_epoch: role.leader_epoch, isr }
+    }
+
+    /// Leader side: the answer to the ISR change proposed at `leader_epoch`
+    /// (`None`: no definite answer). Ignored when this replica no longer
+    /// leads at that epoch.
+    pub fn isr_change_settled(&self, leader_epoch: LeaderEpoch, outcome: Option<IsrChangeOutcome>) {
+        let mut state = self.state();
+        if state.role.leader_epoch != leader_epoch || !state.role.leads() {
+            return;
+        }
+        state.isr.settle(outcome);
+        drop(state);
+        self.refresh_leader_high_watermark();
+    }
+
+    /// Leader side: when ISR followers have not caught up for longer than
+    /// `replica_lag_max`, the shrink to propose (at most one ISR change in
+    /// flight).
+    pub fn lagging_followers(&self, replica_lag_max: Duration) -> Option<IsrProposal> {
+        let mut state = self.state();
+        if !state.role.leads() || state.isr.pending().is_some() {
+            return None;
+        }
+        let (me, committed) = (state.role.broker_id, state.isr.committed().to_vec());
+        let lagging = state.progress.lagging(me, &committed, Instant::now(), replica_lag_max);
+        let isr = state.isr.start_shrink(lagging)?;
+        Some(self.proposal(&state.role, isr))
+    }
+
+    /// Follower side: appends batches fetched from the leader, as they are.
+    pub async fn append_replicated(self: &Arc<Self>, records: Bytes) -> Result<AppendInfo, ReplicaError> {
+        let info = self.blocking(move |replica| replica.with_log(|log| log.append_replicated(&records))).await?;
+        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        Ok(info)
+    }
+
+    /// Follower side: the leader's HW, capped at what this replica has.
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: Offset) {
+        let high_watermark = leader_high_watermark.min(self.log_end_offset());
+        self.high_watermark.send_if_modified(|current| {
+            let changed = *current != high_watermark;
+            *current = high_watermark;
+            changed
+        });
+    }
+
+    /// Follower side: whether this log still needs checking against the
+    /// leader for the current epoch.
+    pub fn needs_verification(&self) -> bool {
+        let state = self.state();
+        state.verified_epoch != Some(state.role.leader_epoch)
+    }
+
+    pub fn mark_verified(&self, leader_epoch: LeaderEpoch) {
+        self.state().verified_epoch = Some(leader_epoch);
+    }
+
+    /// Forces a new check against the leader before the next fetch.
+    pub fn mark_unverified(&self) {
+        self.state().verified_epoch = None;
+    }
+
+    /// The newest leader epoch this log holds records of.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.as_ref().and_then(PartitionLog::latest_epoch)
+    }
+
+    /// Where `epoch` ends on this log, with the epoch found (the largest at
+    /// or below it).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.as_ref()?.end_offset_for_epoch(epoch)
+    }
+
+    /// Leader side: the answer to a follower's "where does `epoch` end on
+    /// your log?" (the log start when this log knows no epoch at or below it).
+    pub fn epoch_end(&self, epoch: LeaderEpoch) -> LeaderEpochEnd {
+        match self.end_offset_for_epoch(epoch) {
+            Some((found, end_offset)) => LeaderEpochEnd { epoch: Some(found), end_offset },
+            None => LeaderEpochEnd { epoch: None, end_offset: self.log_start_offset() },
+        }
+    }
+
+    /// Follower side: cuts what diverged from the leader. Blocking I/O on
+    /// the blocking pool.
+    pub async fn truncate_to(self: &Arc<Self>, offset: Offset) -> Result<Offset, ReplicaError> {
+        let new_end = self.blocking(move |replica| replica.with_log(|log| log.truncate_to(offset))).await?;
+        tracing::warn!(partition = %self.partition, log_end_offset = %new_end, "truncated a diverged log tail after a leader change");
+        self.set_follower_high_watermark(self.high_watermark());
+        Ok(new_end)
+    }
+
+    /// The first offset at or after `timestamp_ms` below the HW, with its
+    /// timestamp.
+    pub async fn offset_for_timestamp(
+        self: &Arc<Self>,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, ReplicaError> {
+        let high_watermark = self.high_watermark();
+        self.blocking(move |replica| {
+            let found = replica.reader.offset_for_timestamp(timestamp_ms).map_err(|e| replica.storage_error(e))?;
+            Ok(found.filter(|(offset, _)| *offset < high_watermark))
+        })
+        .await
+    }
+
+    /// Retention and time-based flushes. Blocking.
+    pub fn maintain(&self, now_ms: i64) -> Result<(), ReplicaError> {
+        self.with_log(|log| {
+            log.apply_retention(now_ms)?;
+            log.flush_if_due()?;
+            Ok(())
+        })
+    }
+
+    /// Writes the HW to its checkpoint if it moved since the last one.
+    /// Blocking (a small file write, no fsync).
+    pub fn checkpoint_high_watermark(&self) -> Result<(), ReplicaError> {
+        let high_watermark = self.high_watermark();
+        let mut checkpointed = self.checkpointed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *checkpointed == Some(high_watermark) {
+            return Ok(());
+        }
+        self.with_log(|log| log.checkpoint_high_watermark(high_watermark))?;
+        *checkpointed = Some(high_watermark);
+        Ok(())
+    }
+
+    /// Closes the log cleanly (HW checkpoint, flush, clean-shutdown
+    /// marker). Blocking.
+    pub fn close(&self) -> Result<(), ReplicaError> {
+        let high_watermark = self.high_watermark();
+        let log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        match log {
+            Some(log) => {
+                log.checkpoint_high_watermark(high_watermark).map_err(|error| self.storage_error(error))?;
+                log.close().map_err(|error| self.storage_error(error))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brook_record::{BatchBuilder, NewRecord};
+
+    use super::*;
+
+    fn batch(records: usize) -> Bytes {
+        let mut builder = BatchBuilder::new(1024);
+        for _ in 0..records {
+            builder.push(&NewRecord { timestamp_ms: 1, key: None, value: Some(b"v"), headers: &[] });
+        }
+        builder.finish()
+    }
+
+    fn ids(raw: &[u32]) -> Vec<BrokerId> {
+        raw.iter().copied().map(BrokerId).collect()
+    }
+
+    fn leader(epoch: u32, isr: &[u32]) -> Role {
+        Role { broker_id: BrokerId(1), leader: Some(BrokerId(1)), leader_epoch: LeaderEpoch(epoch), isr: ids(isr) }
+    }
+
+    fn open(dir: &tempfile::TempDir, role: Role) -> Arc<Replica> {
+        let appended = Arc::new(watch::channel(0).0);
+        let partition = TopicPartition::new("t", 0);
+        let replica =
+            Replica::open(partition, TopicId::random(), dir.path().join("t-0"), LogConfig::default(), role, appended);
+        Arc::new(replica.expect("open"))
+    }
+
+    fn fetch(replica: &Replica, offset: u64) -> PartitionFetch {
+        PartitionFetch {
+            partition: replica.topic_partition().clone(),
+            topic_id: replica.topic_id(),
+            fetch_offset: Offset(offset),
+            leader_epoch: replica.role_epoch(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_acks_all_wait_fails_when_leadership_moves_even_if_the_new_leaders_hw_passes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(1, &[1, 2]));
+        let (info, epoch) = replica.append(batch(3)).await.expect("append");
+        assert_eq!((info.last_offset, epoch), (Offset(2), LeaderEpoch(1)));
+        let waiting = {
+            let replica = Arc::clone(&replica);
+            tokio::spawn(async move {
+                replica.wait_for_high_watermark(Offset(3), LeaderEpoch(1), Duration::from_secs(10)).await
+            })
+        };
+        tokio::task::yield_now().await;
+        // Broker 2 takes over at epoch 2 and this replica follows it; the
+        // new leader's HW passes offset 3, but its records there are its own.
+        let follower =
+            Role { broker_id: BrokerId(1), leader: Some(BrokerId(2)), leader_epoch: LeaderEpoch(2), isr: ids(&[2]) };
+        replica.set_role(follower, 9);
+        replica.set_follower_high_watermark(Offset(10));
+        assert_eq!(replica.high_watermark(), Offset(3));
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("answered").expect("joined");
+        assert!(
+            matches!(answer, Err(ReplicaError::LeadershipChanged { leader_epoch: LeaderEpoch(1), .. })),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_proposed_into_the_isr_holds_the_hw_until_the_metadata_shows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(0, &[1]));
+        replica.set_role(leader(0, &[1]), 1);
+        replica.append(batch(10)).await.expect("append");
+        assert_eq!(replica.high_watermark(), Offset(10), "alone in the ISR");
+        let (_, proposal) =
+            replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 10), 1 << 20).await.expect("fetch");
+        assert_eq!(proposal.expect("caught up: propose it").isr, ids(&[1, 2]));
+        let (_, again) = replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 10), 1 << 20).await.expect("fetch");
+        assert!(again.is_none(), "one change in flight");
+        replica.append(batch(5)).await.expect("append");
+        assert_eq!(replica.high_watermark(), Offset(10), "the joining follower counts at once");
+        replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 15), 1 << 20).await.expect("fetch");
+        assert_eq!(replica.high_watermark(), Offset(15));
+        // Committed at index 7; this broker's metadata is still at 5.
+        replica.isr_change_settled(LeaderEpoch(0), Some(IsrChangeOutcome::Committed(7)));
+        replica.set_role(leader(0, &[1]), 5);
+        replica.append(batch(5)).await.expect("append");
+        assert_eq!(replica.high_watermark(), Offset(15), "still counted");
+        // Index 7 applied, and broker 2 already left again (it died): now
+        // the ISR alone decides.
+        replica.set_role(leader(0, &[1]), 8);
+        assert_eq!(replica.high_watermark(), Offset(20));
+    }
+
+    #[tokio::test]
+    async fn a_refused_expansion_stops_counting_the_follower() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(0, &[1]));
+        replica.append(batch(4)).await.expect("append");
+        let (_, proposal) =
+            replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 4), 1 << 20).await.expect("fetch");
+        assert!(proposal.is_some(), "propose");
+        replica.append(batch(4)).await.expect("append");
+        assert_eq!(replica.high_watermark(), Offset(4));
+        replica.isr_change_settled(LeaderEpoch(0), Some(IsrChangeOutcome::Refused));
+        assert_eq!(replica.high_watermark(), Offset(8));
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_another_topic_id_or_epoch_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(3, &[1, 2]));
+        let mut other_topic = fetch(&replica, 0);
+        other_topic.topic_id = TopicId::random();
+        let refused = replica.serve_follower_fetch(BrokerId(2), &other_topic, 1024).await;
+        assert!(matches!(refused, Err(ReplicaError::UnknownTopicId { .. })), "{refused:?}");
+        let mut old_epoch = fetch(&replica, 0);
+        old_epoch.leader_epoch = LeaderEpoch(2);
+        let refused = replica.serve_follower_fetch(BrokerId(2), &old_epoch, 1024).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ReplicaError::FencedLeaderEpoch { requested: LeaderEpoch(2), current: LeaderEpoch(3), .. })
+            ),
+            "{refused:?}"
+        );
+    }
+}
