@@ -137,8 +137,8 @@ impl IsrProposer for MetadataIsrProposer {
             topic: proposal.partition.topic.to_string(),
             topic_id: proposal.topic_id,
             partition: proposal.partition.partition,
-            leader_epoch: proposal.leader_epoch.0,
-            isr: proposal.isr.iter().map(|member| member.0).collect(),
+            leader_epoch: proposal.leader_epoch,
+            isr: proposal.isr.clone(),
         };
         match self.metadata.propose_indexed(Command::V1(command)).await {
             Ok((Ok(_), index)) => Some(IsrChangeOutcome::Committed(index)),

@@ -86,7 +86,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let metadata = start_metadata(&config, &advertised).await?;
     let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
-        broker_id: config.id,
+        broker_id: BrokerId(config.id),
         address: advertised.clone(),
         cluster_id: "brook-cluster".to_string(),
         metadata: metadata.clone(),
@@ -194,7 +194,8 @@ fn start_duties(
     shutdown: &CancellationToken,
 ) {
     tasks.spawn(follow_cluster_state(metadata.clone(), Arc::clone(registry), shutdown.clone()));
-    let (duties, broker_id, address, stop) = (metadata.clone(), config.id, advertised.to_string(), shutdown.clone());
+    let (duties, broker_id, address, stop) =
+        (metadata.clone(), BrokerId(config.id), advertised.to_string(), shutdown.clone());
     tasks.spawn(async move { duties.run_broker_duties(broker_id, address, stop).await });
     start_fetchers(tasks, config, registry, shutdown);
     tasks.spawn(shrink_lagging_isrs(

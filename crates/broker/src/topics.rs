@@ -51,12 +51,11 @@ pub struct Assignment {
 
 impl From<&PartitionRecord> for Assignment {
     fn from(record: &PartitionRecord) -> Assignment {
-        let ids = |raw: &[u32]| raw.iter().copied().map(BrokerId).collect();
         Assignment {
-            replicas: ids(&record.replicas),
-            leader: record.leader.map(BrokerId),
-            leader_epoch: LeaderEpoch(record.leader_epoch),
-            isr: ids(&record.isr),
+            replicas: record.replicas.clone(),
+            leader: record.leader,
+            leader_epoch: record.leader_epoch,
+            isr: record.isr.clone(),
         }
     }
 }
@@ -331,8 +330,8 @@ impl TopicRegistry {
     pub fn committed_offsets(
         &self,
         group: &str,
-        wanted: Vec<(String, u32)>,
-    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
+        wanted: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
         let state = self.metadata.state().borrow().clone();
         let committed = state.offsets.get(group);
         if wanted.is_empty() {
@@ -340,15 +339,17 @@ impl TopicRegistry {
                 .into_iter()
                 .flat_map(|topics| topics.iter())
                 .flat_map(|(topic, partitions)| {
-                    partitions.iter().map(move |(partition, offset)| (topic.clone(), *partition, Some(offset.clone())))
+                    partitions.iter().map(move |(partition, offset)| {
+                        (TopicPartition::new(topic.as_str(), *partition), Some(offset.clone()))
+                    })
                 })
                 .collect();
         }
         wanted
             .into_iter()
-            .map(|(topic, partition)| {
-                let found = committed.and_then(|topics| topics.get(&topic)?.get(&partition)).cloned();
-                (topic, partition, found)
+            .map(|wanted| {
+                let found = committed.and_then(|topics| topics.get(&*wanted.topic)?.get(&wanted.partition)).cloned();
+                (wanted, found)
             })
             .collect()
     }
@@ -506,7 +507,7 @@ impl TopicRegistry {
                     .partitions
                     .iter()
                     .enumerate()
-                    .filter(|(_, partition)| partition.replicas.contains(&self.broker_id.0))
+                    .filter(|(_, partition)| partition.replicas.contains(&self.broker_id))
                     .map(|(index, _)| (topic.id, index as u32))
             })
             .collect();

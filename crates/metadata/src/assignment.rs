@@ -33,14 +33,14 @@ mod tests {
 
     #[test]
     fn replicas_are_distinct_and_leaders_even() {
-        let assignments = assign_replicas(&[3, 1, 2], 6, 3, 0).expect("valid");
+        let assignments = assign_replicas(&[BrokerId(3), BrokerId(1), BrokerId(2)], 6, 3, 0).expect("valid");
         let mut leaders = [0; 4];
         for replicas in &assignments {
             let mut sorted = replicas.clone();
             sorted.sort_unstable();
             sorted.dedup();
             assert_eq!(sorted.len(), 3, "distinct replicas: {replicas:?}");
-            leaders[replicas[0] as usize] += 1;
+            leaders[replicas[0].0 as usize] += 1;
         }
         assert_eq!(&leaders[1..], &[2, 2, 2]);
     }
@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn a_replication_factor_above_the_brokers_is_refused() {
         assert_eq!(
-            assign_replicas(&[1, 2], 3, 3, 0),
+            assign_replicas(&[BrokerId(1), BrokerId(2)], 3, 3, 0),
             Err(CommandError::InvalidReplicationFactor { requested: 3, alive: 2 })
         );
     }

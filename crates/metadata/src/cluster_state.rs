@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use brook_record::TopicId;
+use brook_record::{LeaderEpoch, TopicId};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
+use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
 
 /// The topic config that allows electing an out-of-sync replica (Kafka's
 /// name); off unless set to `true`.
@@ -31,7 +31,7 @@ pub struct PartitionRecord {
     pub replicas: Vec<BrokerId>,
     /// `None` when no ISR member is alive (unclean election is off).
     pub leader: Option<BrokerId>,
-    pub leader_epoch: u32,
+    pub leader_epoch: LeaderEpoch,
     pub isr: Vec<BrokerId>,
 }
 
@@ -149,7 +149,7 @@ impl ClusterState {
             .map(|replicas| PartitionRecord {
                 replicas: replicas.clone(),
                 leader: replicas.first().copied(),
-                leader_epoch: 0,
+                leader_epoch: LeaderEpoch(0),
                 isr: replicas.clone(),
             })
             .collect();
@@ -198,14 +198,24 @@ impl ClusterState {
                             }
                         }
                         partition.leader = successor;
-                        partition.leader_epoch += 1;
-                        moved.push((topic.name.clone(), index as u32, successor, partition.leader_epoch));
+                        partition.leader_epoch = partition.leader_epoch.next();
+                        moved.push(LeaderChange {
+                            topic: topic.name.clone(),
+                            partition: index as u32,
+                            leader: successor,
+                            leader_epoch: partition.leader_epoch,
+                        });
                     }
                 } else if partition.leader.is_none() && partition.isr.contains(&broker_id) {
                     // A partition with no leader gets the returning ISR member.
                     partition.leader = Some(broker_id);
-                    partition.leader_epoch += 1;
-                    moved.push((topic.name.clone(), index as u32, Some(broker_id), partition.leader_epoch));
+                    partition.leader_epoch = partition.leader_epoch.next();
+                    moved.push(LeaderChange {
+                        topic: topic.name.clone(),
+                        partition: index as u32,
+                        leader: Some(broker_id),
+                        leader_epoch: partition.leader_epoch,
+                    });
                 }
             }
         }
@@ -217,7 +227,7 @@ impl ClusterState {
         topic: &str,
         topic_id: TopicId,
         partition: u32,
-        leader_epoch: u32,
+        leader_epoch: LeaderEpoch,
         isr: &[BrokerId],
     ) -> CommandResult {
         if self.topics.get(topic).is_some_and(|record| record.id != topic_id) {
@@ -284,10 +294,14 @@ impl ClusterState {
 mod tests {
     use super::*;
 
-    fn state_with_brokers(ids: &[BrokerId]) -> ClusterState {
+    fn ids(raw: &[u32]) -> Vec<BrokerId> {
+        raw.iter().copied().map(BrokerId).collect()
+    }
+
+    fn state_with_brokers(raw: &[u32]) -> ClusterState {
         let mut state = ClusterState::default();
-        for id in ids {
-            let command = CommandV1::RegisterBroker { broker_id: *id, address: format!("127.0.0.1:{}", 9091 + id) };
+        for id in ids(raw) {
+            let command = CommandV1::RegisterBroker { broker_id: id, address: format!("127.0.0.1:{}", 9091 + id.0) };
             state.apply(&Command::V1(command)).expect("register");
         }
         state
@@ -307,39 +321,48 @@ mod tests {
     #[test]
     fn a_dead_leader_hands_its_partitions_to_the_isr_at_the_next_epoch() {
         let mut state = state_with_brokers(&[1, 2, 3]);
-        create(&mut state, "orders", vec![vec![1, 2, 3], vec![2, 3, 1]]).expect("create");
-        let outcome = state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
-        assert_eq!(outcome, Outcome::LeadersChanged(vec![("orders".into(), 0, Some(2), 1)]));
+        create(&mut state, "orders", vec![ids(&[1, 2, 3]), ids(&[2, 3, 1])]).expect("create");
+        let outcome =
+            state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false })).expect("ok");
+        assert_eq!(
+            outcome,
+            Outcome::LeadersChanged(vec![LeaderChange {
+                topic: "orders".into(),
+                partition: 0,
+                leader: Some(BrokerId(2)),
+                leader_epoch: LeaderEpoch(1)
+            }])
+        );
         let partitions = &state.topics["orders"].partitions;
-        assert_eq!((partitions[0].leader, partitions[0].leader_epoch), (Some(2), 1));
-        assert_eq!(partitions[0].isr, vec![2, 3]);
+        assert_eq!((partitions[0].leader, partitions[0].leader_epoch), (Some(BrokerId(2)), LeaderEpoch(1)));
+        assert_eq!(partitions[0].isr, ids(&[2, 3]));
         assert_eq!(
             (partitions[1].leader, partitions[1].leader_epoch),
-            (Some(2), 0),
+            (Some(BrokerId(2)), LeaderEpoch(0)),
             "untouched leader keeps its epoch"
         );
-        assert_eq!(partitions[1].isr, vec![2, 3]);
+        assert_eq!(partitions[1].isr, ids(&[2, 3]));
     }
 
     #[test]
     fn with_no_live_isr_member_a_partition_waits_for_one() {
         let mut state = state_with_brokers(&[1, 2]);
-        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
         let isr = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
-            leader_epoch: 0,
-            isr: vec![1],
+            leader_epoch: LeaderEpoch(0),
+            isr: ids(&[1]),
         };
         state.apply(&Command::V1(isr)).expect("shrink ISR");
-        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
         assert_eq!(partition.leader, None, "broker 2 is out of sync: no unclean election");
-        assert_eq!(partition.isr, vec![1]);
-        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: true })).expect("ok");
+        assert_eq!(partition.isr, ids(&[1]));
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: true })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
-        assert_eq!((partition.leader, partition.leader_epoch), (Some(1), 2));
+        assert_eq!((partition.leader, partition.leader_epoch), (Some(BrokerId(1)), LeaderEpoch(2)));
     }
 
     #[test]
@@ -351,55 +374,64 @@ mod tests {
             topic_id: TopicId::random(),
             replication_factor: 2,
             configs,
-            assignments: vec![vec![1, 2]],
+            assignments: vec![ids(&[1, 2])],
         };
         state.apply(&Command::V1(create)).expect("create");
         let isr = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
-            leader_epoch: 0,
-            isr: vec![1],
+            leader_epoch: LeaderEpoch(0),
+            isr: ids(&[1]),
         };
         state.apply(&Command::V1(isr)).expect("shrink ISR");
-        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 1, alive: false })).expect("ok");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
-        assert_eq!((partition.leader, partition.leader_epoch, partition.isr.clone()), (Some(2), 1, vec![2]));
+        assert_eq!(
+            (partition.leader, partition.leader_epoch, partition.isr.clone()),
+            (Some(BrokerId(2)), LeaderEpoch(1), ids(&[2]))
+        );
     }
 
     #[test]
     fn refusals_name_the_problem_and_change_nothing() {
         let mut state = state_with_brokers(&[1, 2]);
-        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
         let before = state.clone();
         assert_eq!(
-            create(&mut state, "t", vec![vec![1, 2]]),
+            create(&mut state, "t", vec![ids(&[1, 2])]),
             Err(CommandError::TopicAlreadyExists { topic: "t".into() })
         );
-        assert!(matches!(create(&mut state, "u", vec![vec![1, 1]]), Err(CommandError::InvalidAssignment { .. })));
-        assert_eq!(create(&mut state, "u", vec![vec![1, 7]]), Err(CommandError::UnknownBroker { broker_id: 7 }));
+        assert!(matches!(create(&mut state, "u", vec![ids(&[1, 1])]), Err(CommandError::InvalidAssignment { .. })));
+        assert_eq!(
+            create(&mut state, "u", vec![ids(&[1, 7])]),
+            Err(CommandError::UnknownBroker { broker_id: BrokerId(7) })
+        );
         let stale = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
-            leader_epoch: 3,
-            isr: vec![1],
+            leader_epoch: LeaderEpoch(3),
+            isr: ids(&[1]),
         };
-        assert!(matches!(state.apply(&Command::V1(stale)), Err(CommandError::StaleLeaderEpoch { current: 0, .. })));
+        assert!(matches!(
+            state.apply(&Command::V1(stale)),
+            Err(CommandError::StaleLeaderEpoch { current: LeaderEpoch(0), .. })
+        ));
         let without_leader = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
-            leader_epoch: 0,
-            isr: vec![2],
+            leader_epoch: LeaderEpoch(0),
+            isr: ids(&[2]),
         };
         assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
         let other_topic = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: TopicId::random(),
             partition: 0,
-            leader_epoch: 0,
-            isr: vec![1],
+            leader_epoch: LeaderEpoch(0),
+            isr: ids(&[1]),
         };
         assert!(matches!(state.apply(&Command::V1(other_topic)), Err(CommandError::TopicIdMismatch { .. })));
         let delete = CommandV1::DeleteTopic { name: "nope".into() };
@@ -410,16 +442,18 @@ mod tests {
     #[test]
     fn a_dead_broker_cannot_join_the_isr() {
         let mut state = state_with_brokers(&[1, 2]);
-        create(&mut state, "t", vec![vec![1, 2]]).expect("create");
-        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: 2, alive: false })).expect("broker 2 dies");
-        assert_eq!(state.topics["t"].partitions[0].isr, vec![1]);
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
+        state
+            .apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(2), alive: false }))
+            .expect("broker 2 dies");
+        assert_eq!(state.topics["t"].partitions[0].isr, ids(&[1]));
         let before = state.clone();
         let dead_joins = CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
-            leader_epoch: 0,
-            isr: vec![1, 2],
+            leader_epoch: LeaderEpoch(0),
+            isr: ids(&[1, 2]),
         };
         let refused = state.apply(&Command::V1(dead_joins));
         assert!(
@@ -432,7 +466,7 @@ mod tests {
     #[test]
     fn offsets_are_committed_per_group_and_go_with_their_topic() {
         let mut state = state_with_brokers(&[1]);
-        create(&mut state, "t", vec![vec![1], vec![1]]).expect("create");
+        create(&mut state, "t", vec![ids(&[1]), ids(&[1])]).expect("create");
         let commit = OffsetCommit { topic: "t".into(), partition: 1, offset: 42, metadata: "m".into() };
         state
             .apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![commit] }))

@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use brook_record::TopicId;
+use brook_record::{LeaderEpoch, TopicId};
 use serde::{Deserialize, Serialize};
 
-/// A broker's id (the same number as its Raft node id).
-pub type BrokerId = u32;
+pub use brook_record::BrokerId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -54,7 +53,7 @@ pub enum CommandV1 {
         /// topic deleted and created again under the name is refused.
         topic_id: TopicId,
         partition: u32,
-        leader_epoch: u32,
+        leader_epoch: LeaderEpoch,
         isr: Vec<BrokerId>,
     },
     CommitOffsets {
@@ -75,8 +74,18 @@ pub struct OffsetCommit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
-    /// Leadership moved: (topic, partition, new leader or none, epoch).
-    LeadersChanged(Vec<(String, u32, Option<BrokerId>, u32)>),
+    /// Leadership moved.
+    LeadersChanged(Vec<LeaderChange>),
+}
+
+/// One partition whose leadership a command moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderChange {
+    pub topic: String,
+    pub partition: u32,
+    /// The new leader; `None` while no in-sync replica is alive.
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
 }
 
 /// Why a command was refused. Refusals are part of the replicated
@@ -100,7 +109,7 @@ pub enum CommandError {
     #[error("invalid assignment: {reason}")]
     InvalidAssignment { reason: String },
     #[error("stale leader epoch {epoch} for {topic}-{partition}: the current epoch is {current}")]
-    StaleLeaderEpoch { topic: String, partition: u32, epoch: u32, current: u32 },
+    StaleLeaderEpoch { topic: String, partition: u32, epoch: LeaderEpoch, current: LeaderEpoch },
     #[error("invalid ISR for {topic}-{partition}: {reason}")]
     InvalidIsr { topic: String, partition: u32, reason: String },
 }

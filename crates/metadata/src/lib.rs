@@ -35,7 +35,7 @@ mod state_machine;
 
 pub use assignment::assign_replicas;
 pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord, UNCLEAN_ELECTION};
-pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, OffsetCommit, Outcome};
+pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;
 pub use network::GrpcNetwork;

@@ -64,9 +64,10 @@ mod tests {
     use super::*;
     use crate::command::Command;
 
-    fn state(alive: &[(BrokerId, bool)]) -> ClusterState {
+    fn state(alive: &[(u32, bool)]) -> ClusterState {
         let mut state = ClusterState::default();
         for &(id, is_alive) in alive {
+            let id = BrokerId(id);
             let register = CommandV1::RegisterBroker { broker_id: id, address: format!("b{id}") };
             state.apply(&Command::V1(register)).expect("register");
             if !is_alive {
@@ -81,13 +82,17 @@ mod tests {
         let start = Instant::now();
         let session = Duration::from_secs(1);
         let now = start + Duration::from_secs(10);
-        let seen = HashMap::from([(1, now - Duration::from_millis(100)), (2, now - Duration::from_secs(3)), (3, now)]);
+        let seen = HashMap::from([
+            (BrokerId(1), now - Duration::from_millis(100)),
+            (BrokerId(2), now - Duration::from_secs(3)),
+            (BrokerId(3), now),
+        ]);
         let changes = liveness_changes(&state(&[(1, true), (2, true), (3, false)]), &seen, start, None, now, session);
         assert_eq!(
             changes,
             vec![
-                CommandV1::SetBrokerAlive { broker_id: 2, alive: false },
-                CommandV1::SetBrokerAlive { broker_id: 3, alive: true },
+                CommandV1::SetBrokerAlive { broker_id: BrokerId(2), alive: false },
+                CommandV1::SetBrokerAlive { broker_id: BrokerId(3), alive: true },
             ]
         );
     }
@@ -98,7 +103,7 @@ mod tests {
         let session = Duration::from_secs(1);
         // Heartbeats seen long ago (by an earlier term) or never: no verdict
         // until a session has passed since the election.
-        let seen = HashMap::from([(1, elected - Duration::from_secs(60))]);
+        let seen = HashMap::from([(BrokerId(1), elected - Duration::from_secs(60))]);
         let cluster = state(&[(1, true), (2, true)]);
         assert!(
             liveness_changes(&cluster, &seen, elected, None, elected + Duration::from_millis(900), session).is_empty()
@@ -115,22 +120,22 @@ mod tests {
         let session = Duration::from_secs(1);
         let cluster = state(&[(1, true), (2, true), (3, true)]);
         // Broker 1 led until 700 ms before this election.
-        let predecessor = Some((1, elected - Duration::from_millis(700)));
+        let predecessor = Some((BrokerId(1), elected - Duration::from_millis(700)));
         let at = |millis| elected + Duration::from_millis(millis);
-        let seen = HashMap::from([(3, at(250))]);
+        let seen = HashMap::from([(BrokerId(3), at(250))]);
         assert!(liveness_changes(&cluster, &seen, elected, predecessor, at(250), session).is_empty());
         // Long silent (this node was cut off itself): still a quarter
         // session of grace from the election.
-        let long_ago = Some((1, elected - Duration::from_secs(30)));
+        let long_ago = Some((BrokerId(1), elected - Duration::from_secs(30)));
         assert!(liveness_changes(&cluster, &seen, elected, long_ago, at(200), session).is_empty());
         assert_eq!(liveness_changes(&cluster, &seen, elected, long_ago, at(300), session).len(), 1);
         assert_eq!(
             liveness_changes(&cluster, &seen, elected, predecessor, at(350), session),
-            vec![CommandV1::SetBrokerAlive { broker_id: 1, alive: false }],
+            vec![CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false }],
             "the predecessor's session ran out; broker 2 still has its grace"
         );
         // A predecessor that heartbeats the new controller lives on.
-        let seen = HashMap::from([(1, at(300)), (3, at(300))]);
+        let seen = HashMap::from([(BrokerId(1), at(300)), (BrokerId(3), at(300))]);
         assert!(liveness_changes(&cluster, &seen, elected, predecessor, at(350), session).is_empty());
     }
 }

@@ -293,7 +293,7 @@ impl MetadataNode {
 
     /// Notes that `controller` (the Raft leader) was just heard from.
     pub(crate) fn controller_heard_from(&self, controller: NodeId) {
-        let Ok(controller) = BrokerId::try_from(controller) else { return };
+        let Ok(controller) = u32::try_from(controller).map(BrokerId) else { return };
         let mut liveness = self.inner.liveness.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         liveness.last_controller_contact = Some((controller, Instant::now()));
     }
@@ -324,7 +324,7 @@ impl MetadataNode {
                 return;
             }
         };
-        tracing::info!(broker_id, "registered with the metadata group");
+        tracing::info!(%broker_id, "registered with the metadata group");
         // The state read from disk at start may be long outdated (this
         // broker may think it still leads what others lead now): it only
         // counts as current once it holds this registration.
@@ -332,10 +332,10 @@ impl MetadataNode {
             if shutdown.is_cancelled() {
                 return;
             }
-            tracing::info!(broker_id, index = registered_at, "waiting for the metadata to catch up");
+            tracing::info!(%broker_id, index = registered_at, "waiting for the metadata to catch up");
         }
         self.inner.caught_up.send_replace(true);
-        tracing::info!(broker_id, index = registered_at, "metadata caught up: taking up partition leadership");
+        tracing::info!(%broker_id, index = registered_at, "metadata caught up: taking up partition leadership");
         let mut ticks = tokio::time::interval(self.inner.config.broker_heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -382,9 +382,9 @@ impl MetadataNode {
                     liveness.last_seen.clear();
                     liveness.controller_since = Some((term, now));
                     let me = self.node_id();
-                    liveness.predecessor = liveness.last_controller_contact.filter(|(id, _)| NodeId::from(*id) != me);
+                    liveness.predecessor = liveness.last_controller_contact.filter(|(id, _)| NodeId::from(id.0) != me);
                     if let Some((predecessor, heard)) = liveness.predecessor {
-                        tracing::info!(predecessor, silent_for = ?now.saturating_duration_since(heard), "became controller; judging the previous controller from when it was last heard from");
+                        tracing::info!(%predecessor, silent_for = ?now.saturating_duration_since(heard), "became controller; judging the previous controller from when it was last heard from");
                     }
                     now
                 }

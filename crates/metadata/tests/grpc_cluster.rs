@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook_metadata::{
-    assign_replicas, ClusterState, Command, CommandV1, MetadataConfig, MetadataError, MetadataNode, NodeId,
+    assign_replicas, BrokerId, ClusterState, Command, CommandV1, MetadataConfig, MetadataError, MetadataNode, NodeId,
 };
 use tokio::sync::oneshot;
 
@@ -49,7 +49,7 @@ async fn start_with_duties(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &s
     let mut running = start(id, peers, dir).await;
     let token = tokio_util::sync::CancellationToken::new();
     let (node, address, duties) = (running.node.clone(), peers[&id].clone(), token.clone());
-    tokio::spawn(async move { node.run_broker_duties(id as u32, address, duties).await });
+    tokio::spawn(async move { node.run_broker_duties(BrokerId(id as u32), address, duties).await });
     running.duties = Some(token);
     running
 }
@@ -106,7 +106,7 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
 
     // Proposed on a follower: forwarded to the controller.
     for id in 1..=3u32 {
-        let register = CommandV1::RegisterBroker { broker_id: id, address: peers[&u64::from(id)].clone() };
+        let register = CommandV1::RegisterBroker { broker_id: BrokerId(id), address: peers[&u64::from(id)].clone() };
         nodes[&follower].node.propose(Command::V1(register)).await.expect("proposed").expect("applied");
     }
     let create = CommandV1::CreateTopic {
@@ -114,7 +114,7 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
         topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
-        assignments: assign_replicas(&[1, 2, 3], 3, 3, 0).expect("assign"),
+        assignments: assign_replicas(&[BrokerId(1), BrokerId(2), BrokerId(3)], 3, 3, 0).expect("assign"),
     };
     nodes[&follower].node.propose(Command::V1(create.clone())).await.expect("proposed").expect("applied");
     for running in nodes.values() {
@@ -176,13 +176,13 @@ async fn a_silent_broker_is_declared_dead_and_loses_its_leaderships_then_comes_b
         topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
-        assignments: assign_replicas(&[1, 2, 3], 6, 3, 0).expect("assign"),
+        assignments: assign_replicas(&[BrokerId(1), BrokerId(2), BrokerId(3)], 6, 3, 0).expect("assign"),
     };
     nodes[&controller].node.propose(Command::V1(create)).await.expect("proposed").expect("applied");
 
     // Kill a broker that is not the controller; it leads two partitions.
     let victim = *nodes.keys().find(|id| **id != controller).expect("a broker");
-    let victim_id = victim as u32;
+    let victim_id = BrokerId(victim as u32);
     kill(nodes.remove(&victim).expect("victim")).await;
     let survivor = nodes[&controller].node.clone();
     wait_for(&survivor, "the victim to be declared dead and its partitions led elsewhere", |state| {
@@ -193,7 +193,11 @@ async fn a_silent_broker_is_declared_dead_and_loses_its_leaderships_then_comes_b
     })
     .await;
     let state = survivor.state().borrow().clone();
-    let moved = state.topics["orders"].partitions.iter().filter(|partition| partition.leader_epoch == 1).count();
+    let moved = state.topics["orders"]
+        .partitions
+        .iter()
+        .filter(|partition| partition.leader_epoch == brook_record::LeaderEpoch(1))
+        .count();
     assert_eq!(moved, 2, "exactly the victim's two partitions changed leader, at epoch 1");
     // The other broker stays alive: heartbeats, not load, decide.
     assert_eq!(state.alive_brokers().len(), 2);

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_metadata::{
-    assign_replicas, ClusterState, Command, CommandError, CommandV1, LogStore, NodeId, Raft, StateMachineStore,
-    TypeConfig,
+    assign_replicas, BrokerId, ClusterState, Command, CommandError, CommandV1, LogStore, NodeId, Raft,
+    StateMachineStore, TypeConfig,
 };
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -143,7 +143,8 @@ fn create_topic(name: &str, brokers: &[u32]) -> CommandV1 {
         topic_id: brook_record::TopicId::random(),
         replication_factor: 3,
         configs: BTreeMap::new(),
-        assignments: assign_replicas(brokers, 6, 3, 0).expect("assignment"),
+        assignments: assign_replicas(&brokers.iter().copied().map(BrokerId).collect::<Vec<_>>(), 6, 3, 0)
+            .expect("assignment"),
     }
 }
 
@@ -162,9 +163,12 @@ async fn three_nodes_agree_fail_over_and_remember() {
     assert!(nodes[&1].raft.initialize(members).await.is_err());
 
     for id in 1..=3u32 {
-        propose(&nodes, CommandV1::RegisterBroker { broker_id: id, address: format!("127.0.0.1:{}", 9091 + id) })
-            .await
-            .expect("register");
+        propose(
+            &nodes,
+            CommandV1::RegisterBroker { broker_id: BrokerId(id), address: format!("127.0.0.1:{}", 9091 + id) },
+        )
+        .await
+        .expect("register");
     }
     propose(&nodes, create_topic("orders", &[1, 2, 3])).await.expect("create");
     for node in nodes.values_mut() {
@@ -186,7 +190,9 @@ async fn three_nodes_agree_fail_over_and_remember() {
     stop(old_leader, killed, &router).await;
     let new_leader = leader_of(&nodes).await;
     assert_ne!(new_leader, old_leader);
-    propose(&nodes, CommandV1::SetBrokerAlive { broker_id: old_leader as u32, alive: false }).await.expect("expire");
+    propose(&nodes, CommandV1::SetBrokerAlive { broker_id: BrokerId(old_leader as u32), alive: false })
+        .await
+        .expect("expire");
     propose(&nodes, create_topic("payments", &[1, 2, 3])).await.expect("create through the survivors");
     // Enough commands for a snapshot and a purge, so the restarted node
     // catches up from a snapshot plus log.

@@ -37,3 +37,16 @@ impl fmt::Display for TopicPartition {
         write!(f, "{}-{}", self.topic, self.partition)
     }
 }
+
+/// Broker ids travel as plain numbers (the metadata group stores them so).
+impl serde::Serialize for BrokerId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BrokerId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<BrokerId, D::Error> {
+        u32::deserialize(deserializer).map(BrokerId)
+    }
+}

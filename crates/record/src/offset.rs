@@ -32,8 +32,28 @@ impl fmt::Display for Offset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LeaderEpoch(pub u32);
 
+impl LeaderEpoch {
+    /// The epoch after this one: a new leadership.
+    pub fn next(self) -> LeaderEpoch {
+        LeaderEpoch(self.0 + 1)
+    }
+}
+
 impl fmt::Display for LeaderEpoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Leader epochs travel as plain numbers (the metadata group stores them so).
+impl serde::Serialize for LeaderEpoch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LeaderEpoch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LeaderEpoch, D::Error> {
+        u32::deserialize(deserializer).map(LeaderEpoch)
     }
 }

@@ -7,6 +7,7 @@ use brook_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset as WireCommittedOffset, FetchOffsetsRequest,
     FetchOffsetsResponse,
 };
+use brook_record::TopicPartition;
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
@@ -73,14 +74,20 @@ impl Groups for GroupsService {
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
         let request = request.into_inner();
         validate_group_id(&request.group_id)?;
-        let wanted = request.partitions.into_iter().map(|tp| (tp.topic, tp.partition)).collect();
+        let wanted =
+            request.partitions.into_iter().map(|wanted| TopicPartition::new(wanted.topic, wanted.partition)).collect();
         let offsets = self
             .registry
             .committed_offsets(&request.group_id, wanted)
             .into_iter()
-            .map(|(topic, partition, committed)| {
+            .map(|(partition, committed)| {
                 let (offset, metadata) = committed.map_or((-1, String::new()), |c| (c.offset, c.metadata));
-                WireCommittedOffset { topic, partition, offset, metadata }
+                WireCommittedOffset {
+                    topic: partition.topic.to_string(),
+                    partition: partition.partition,
+                    offset,
+                    metadata,
+                }
             })
             .collect();
         Ok(Response::new(FetchOffsetsResponse { offsets }))

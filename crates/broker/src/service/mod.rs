@@ -15,7 +15,7 @@ use brook_proto::v1::BrokerInfo;
 /// Who this broker is, as clients see it, and how it sees the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    pub broker_id: u32,
+    pub broker_id: brook_record::BrokerId,
     pub address: String,
     pub cluster_id: String,
     /// The metadata group (brokers, controller).
@@ -33,7 +33,7 @@ impl NodeInfo {
             .borrow()
             .brokers
             .values()
-            .map(|broker| BrokerInfo { id: broker.id, address: broker.address.clone(), alive: broker.alive })
+            .map(|broker| BrokerInfo { id: broker.id.0, address: broker.address.clone(), alive: broker.alive })
             .collect()
     }
 
