@@ -1,23 +1,30 @@
 //! # brook-broker: the broker node
 //!
-//! Owns a broker's topics and partition replicas and serves them over
-//! gRPC: `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, the standard
-//! health and reflection services, and in a cluster the internal metadata
-//! services. Two modes: a single node keeps topics and committed offsets in
-//! a local sled catalog; a cluster member (`peers` set) follows the
-//! metadata group (`brook-metadata`) and hosts the partitions assigned to
-//! it. Each hosted partition's log is under
-//! `data_dir/topics/<topic>-<partition>/`. In a cluster, followers pull
-//! from leaders (`follower.rs`, served by `service/replication.rs`), and the
-//! high watermark follows the ISR (`partition.rs`, `brook-replication`).
+//! Owns a broker's front end and wires the crates below it together. It
+//! serves `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, the standard
+//! health and reflection services, and the internal services (Raft,
+//! proposal forwarding, replica fetch) over gRPC, on one port.
 //!
-//! The data path: a produce handler looks the partition up in the
-//! [`topics::TopicRegistry`] and calls [`partition::Partition::append`],
-//! which hands the request's bytes to the log on the blocking pool (a
+//! Where things come from: topics, their ids and assignments from the
+//! metadata group (`brook-metadata`; a broker without peers is a group of
+//! one voter, on the same path); the [`topics::TopicRegistry`] opens a
+//! `brook_replication::Replica` for each partition assigned here, under
+//! `data_dir/topics/<topic>-<partition>-<topic id>/`. Replication itself
+//! is `brook-replication`'s: this crate implements its traits
+//! (`replica_network.rs`: the leader over gRPC, ISR changes through the
+//! metadata group; the registry as `HostedReplicas`) and serves the
+//! leader's side of replica fetches (`service/replication.rs`).
+//!
+//! The data path: a produce handler (`service/records.rs`) looks the
+//! partition up in the registry and calls `Replica::append_pieces`, which
+//! hands the request's bytes to the log on the blocking pool (a
 //! ProduceMany hands all its partitions' bytes to one blocking task); a
 //! fetch reads whole batches below the high watermark (HW) and long-polls
-//! on the HW's `watch` when there are fewer than `min_bytes`. `raw.rs` is
-//! a measurement prototype outside gRPC (off unless `raw_listen`).
+//! on the HW's `watch` when there are fewer than `min_bytes`.
+//!
+//! Tasks: every task the node starts runs on one `TaskTracker` and is
+//! awaited at shutdown (`server.rs`); client connections are bounded
+//! (`max_connections`).
 //!
 //! Invariants: a batch is stored exactly as the producer built it, but for
 //! its base offset and leader epoch; only a partition's leader (per the

@@ -27,7 +27,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 /// A topic's settings. Parsed from Kafka's config names; stored in the
-/// catalog as the same name/value map.
+/// metadata group as the same name/value map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
     pub retention_ms: Option<u64>,

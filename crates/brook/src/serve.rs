@@ -15,7 +15,7 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:9092].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Where topics and the catalog are kept [default: ./data].
+    /// Where partition logs and the metadata group's state are kept [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The address clients are told to reach this broker on (default: the
@@ -26,7 +26,8 @@ pub struct ServeArgs {
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// The cluster's brokers, this one included: `1=host:port,2=host:port,...`
-    /// (each broker's own --listen address). Without it: a single node.
+    /// (each broker's own --listen address). Without it: a single node (a
+    /// metadata group of one).
     #[arg(long, value_parser = parse_peers)]
     peers: Option<std::collections::BTreeMap<u32, String>>,
     /// Replication factor of topics created without one [default: 1].
@@ -99,8 +100,8 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
             config.id,
             config.peers.keys().collect::<Vec<_>>()
         );
-        anyhow::ensure!(config.id >= 1, "broker ids start at 1 (0 means \"no leader\" on the wire)");
     }
+    anyhow::ensure!(config.id >= 1, "broker ids start at 1 (0 means \"no leader\" on the wire)");
     Ok(config)
 }
 

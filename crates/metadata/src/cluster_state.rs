@@ -307,6 +307,17 @@ mod tests {
         state
     }
 
+    /// A leader's ISR change of partition 0 of topic "t".
+    fn change_isr(state: &ClusterState, leader_epoch: u32, isr: &[u32]) -> CommandV1 {
+        CommandV1::ChangeIsr {
+            topic: "t".into(),
+            topic_id: state.topics["t"].id,
+            partition: 0,
+            leader_epoch: LeaderEpoch(leader_epoch),
+            isr: ids(isr),
+        }
+    }
+
     fn create(state: &mut ClusterState, name: &str, assignments: Vec<Vec<BrokerId>>) -> CommandResult {
         let replication_factor = assignments[0].len() as u32;
         state.apply(&Command::V1(CommandV1::CreateTopic {
@@ -348,13 +359,7 @@ mod tests {
     fn with_no_live_isr_member_a_partition_waits_for_one() {
         let mut state = state_with_brokers(&[1, 2]);
         create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
-        let isr = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: state.topics["t"].id,
-            partition: 0,
-            leader_epoch: LeaderEpoch(0),
-            isr: ids(&[1]),
-        };
+        let isr = change_isr(&state, 0, &[1]);
         state.apply(&Command::V1(isr)).expect("shrink ISR");
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
@@ -377,13 +382,7 @@ mod tests {
             assignments: vec![ids(&[1, 2])],
         };
         state.apply(&Command::V1(create)).expect("create");
-        let isr = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: state.topics["t"].id,
-            partition: 0,
-            leader_epoch: LeaderEpoch(0),
-            isr: ids(&[1]),
-        };
+        let isr = change_isr(&state, 0, &[1]);
         state.apply(&Command::V1(isr)).expect("shrink ISR");
         state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(1), alive: false })).expect("ok");
         let partition = &state.topics["t"].partitions[0];
@@ -407,24 +406,12 @@ mod tests {
             create(&mut state, "u", vec![ids(&[1, 7])]),
             Err(CommandError::UnknownBroker { broker_id: BrokerId(7) })
         );
-        let stale = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: state.topics["t"].id,
-            partition: 0,
-            leader_epoch: LeaderEpoch(3),
-            isr: ids(&[1]),
-        };
+        let stale = change_isr(&state, 3, &[1]);
         assert!(matches!(
             state.apply(&Command::V1(stale)),
             Err(CommandError::StaleLeaderEpoch { current: LeaderEpoch(0), .. })
         ));
-        let without_leader = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: state.topics["t"].id,
-            partition: 0,
-            leader_epoch: LeaderEpoch(0),
-            isr: ids(&[2]),
-        };
+        let without_leader = change_isr(&state, 0, &[2]);
         assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
         let other_topic = CommandV1::ChangeIsr {
             topic: "t".into(),
@@ -448,13 +435,7 @@ mod tests {
             .expect("broker 2 dies");
         assert_eq!(state.topics["t"].partitions[0].isr, ids(&[1]));
         let before = state.clone();
-        let dead_joins = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: state.topics["t"].id,
-            partition: 0,
-            leader_epoch: LeaderEpoch(0),
-            isr: ids(&[1, 2]),
-        };
+        let dead_joins = change_isr(&state, 0, &[1, 2]);
         let refused = state.apply(&Command::V1(dead_joins));
         assert!(
             matches!(&refused, Err(CommandError::InvalidIsr { reason, .. }) if reason.contains("not alive")),

@@ -1,11 +1,13 @@
 //! # brook-metadata: the cluster's metadata group
 //!
-//! Owns what the brokers of a cluster agree on: brokers, topics, replica
+//! Owns what the brokers of a cluster agree on: brokers, topics (each with
+//! its topic id, given at creation and never reused), replica
 //! assignments, partition leaders, leader epochs, ISRs and committed
 //! consumer offsets ([`ClusterState`]), changed only by committed
 //! [`Command`]s of one openraft group whose log, vote and state machine
 //! live in sled. [`MetadataNode`] is a broker's member: it forms the group
-//! from the peer list, carries Raft RPCs over `brook.internal.v1` on the
+//! from the peer list (a broker without peers is a group of one voter, on
+//! the same path), carries Raft RPCs over `brook.internal.v1` on the
 //! broker's port, forwards proposals to the controller (the Raft leader),
 //! and runs the controller's liveness duty ([`liveness_changes`]).
 //!

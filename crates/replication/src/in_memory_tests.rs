@@ -44,6 +44,15 @@ fn open(dir: &tempfile::TempDir, name: &str, topic_id: TopicId, role: Role) -> A
     Arc::new(replica.expect("open"))
 }
 
+/// A leader (broker 1) and its follower (broker 2) of one new topic, at
+/// `epoch` with `isr`.
+fn open_pair(dir: &tempfile::TempDir, epoch: u32, isr: &[BrokerId]) -> (Arc<Replica>, Arc<Replica>) {
+    let topic_id = TopicId::random();
+    let leader = open(dir, "leader", topic_id, role(LEADER, LEADER, epoch, isr));
+    let follower = open(dir, "follower", topic_id, role(FOLLOWER, LEADER, epoch, isr));
+    (leader, follower)
+}
+
 /// Every byte a replica holds (to its LEO).
 async fn log_bytes(replica: &Arc<Replica>) -> Bytes {
     replica.read_for_follower(Offset(0), u64::MAX).await.expect("read").records
@@ -155,10 +164,7 @@ async fn follow_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_copies_the_leaders_batches_byte_for_byte_and_the_hw_follows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic_id = TopicId::random();
-    let isr = [LEADER, FOLLOWER];
-    let leader = open(&dir, "leader", topic_id, role(LEADER, LEADER, 0, &isr));
-    let follower = open(&dir, "follower", topic_id, role(FOLLOWER, LEADER, 0, &isr));
+    let (leader, follower) = open_pair(&dir, 0, &[LEADER, FOLLOWER]);
     leader.append(batch(&["a", "b", "c"])).await.expect("append");
     leader.append(batch(&["d"])).await.expect("append");
     assert_eq!(leader.high_watermark(), Offset(0), "the follower has nothing yet");
@@ -176,13 +182,11 @@ async fn a_follower_copies_the_leaders_batches_byte_for_byte_and_the_hw_follows(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_cuts_the_epoch_its_new_leader_never_saw_before_it_fetches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic_id = TopicId::random();
     let both = [LEADER, FOLLOWER];
     // Both hold three records of epoch 0; then broker 2 led at epoch 1
     // and appended two records nobody copied; now broker 1 leads at
     // epoch 2 and appended four of its own.
-    let leader = open(&dir, "leader", topic_id, role(LEADER, LEADER, 0, &both));
-    let follower = open(&dir, "follower", topic_id, role(FOLLOWER, LEADER, 0, &both));
+    let (leader, follower) = open_pair(&dir, 0, &both);
     leader.append(batch(&["a", "b", "c"])).await.expect("append");
     follower.append_replicated(log_bytes(&leader).await).await.expect("replicate");
     follower.set_role(role(FOLLOWER, FOLLOWER, 1, &[FOLLOWER]), 1);
@@ -199,9 +203,7 @@ async fn a_follower_cuts_the_epoch_its_new_leader_never_saw_before_it_fetches() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caught_up_follower_outside_the_isr_is_proposed_back_in_and_counted_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic_id = TopicId::random();
-    let leader = open(&dir, "leader", topic_id, role(LEADER, LEADER, 3, &[LEADER]));
-    let follower = open(&dir, "follower", topic_id, role(FOLLOWER, LEADER, 3, &[LEADER]));
+    let (leader, follower) = open_pair(&dir, 3, &[LEADER]);
     leader.append(batch(&["a", "b"])).await.expect("append");
     assert_eq!(leader.high_watermark(), Offset(2), "alone in the ISR");
 
@@ -211,7 +213,7 @@ async fn a_caught_up_follower_outside_the_isr_is_proposed_back_in_and_counted_at
     let proposals = proposer.proposals.lock().expect("not poisoned").clone();
     assert_eq!(proposals.len(), 1, "one change in flight: {proposals:?}");
     assert_eq!((proposals[0].leader_epoch, proposals[0].isr.clone()), (LeaderEpoch(3), vec![LEADER, FOLLOWER]));
-    assert_eq!(proposals[0].topic_id, topic_id);
+    assert_eq!(proposals[0].topic_id, leader.topic_id());
     // Counted from its proposal on: the stopped follower holds the HW.
     leader.append(batch(&["c"])).await.expect("append");
     assert_eq!(leader.high_watermark(), Offset(2));
