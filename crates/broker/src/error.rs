@@ -91,9 +91,7 @@ impl BrokerError {
 /// The gRPC code of a replica's error.
 fn replica_code(error: &ReplicaError) -> Code {
     match error {
-        ReplicaError::InvalidBatch { .. }
-        | ReplicaError::BatchTooLarge { .. }
-        | ReplicaError::NegativeOffset { .. } => Code::InvalidArgument,
+        ReplicaError::InvalidBatch { .. } | ReplicaError::BatchTooLarge { .. } => Code::InvalidArgument,
         ReplicaError::OffsetOutOfRange { .. } => Code::OutOfRange,
         ReplicaError::RequestTimedOut { .. } => Code::DeadlineExceeded,
         ReplicaError::LeadershipChanged { .. }

@@ -24,9 +24,7 @@ pub enum ReplicaError {
     #[error(
         "offset {requested} is out of range for {partition}: valid offsets are {log_start_offset}..={high_watermark}"
     )]
-    OffsetOutOfRange { partition: TopicPartition, requested: i64, log_start_offset: Offset, high_watermark: Offset },
-    #[error("invalid request: fetch offset {requested} is negative for {partition}")]
-    NegativeOffset { partition: TopicPartition, requested: i64 },
+    OffsetOutOfRange { partition: TopicPartition, requested: Offset, log_start_offset: Offset, high_watermark: Offset },
     #[error("storage error on {partition}: {source}")]
     Storage {
         partition: TopicPartition,
@@ -52,7 +50,6 @@ impl ReplicaError {
             ReplicaError::InvalidBatch { .. } => "CORRUPT_RECORD",
             ReplicaError::BatchTooLarge { .. } => "RECORD_TOO_LARGE",
             ReplicaError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
-            ReplicaError::NegativeOffset { .. } => "INVALID_REQUEST",
             ReplicaError::Storage { .. } => "KAFKA_STORAGE_ERROR",
             ReplicaError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
             ReplicaError::LeadershipChanged { .. } => "NOT_LEADER",

@@ -327,7 +327,7 @@ impl Replica {
 
     /// Reads whole batches from `offset`, up to about `max_bytes`, below
     /// the HW (what consumers see).
-    pub async fn read(self: &Arc<Self>, offset: i64, max_bytes: u64) -> Result<FetchedRecords, ReplicaError> {
+    pub async fn read(self: &Arc<Self>, offset: Offset, max_bytes: u64) -> Result<FetchedRecords, ReplicaError> {
         let high_watermark = self.high_watermark();
         self.read_below(offset, max_bytes, high_watermark).await
     }
@@ -340,12 +340,12 @@ impl Replica {
         max_bytes: u64,
     ) -> Result<FetchedRecords, ReplicaError> {
         let log_end = self.log_end_offset();
-        self.read_below(i64::try_from(offset.0).unwrap_or(i64::MAX), max_bytes, log_end).await
+        self.read_below(offset, max_bytes, log_end).await
     }
 
     async fn read_below(
         self: &Arc<Self>,
-        offset: i64,
+        offset: Offset,
         max_bytes: u64,
         upto: Offset,
     ) -> Result<FetchedRecords, ReplicaError> {
@@ -365,23 +365,21 @@ impl Replica {
 
     /// The log's read of whole batches from `offset` below `upto`. Blocking
     /// (index lookups).
-    fn read_log(&self, offset: i64, max_bytes: u64, upto: Offset) -> Result<brook_storage::LogRead, ReplicaError> {
-        let requested = u64::try_from(offset)
-            .map_err(|_| ReplicaError::NegativeOffset { partition: self.partition.clone(), requested: offset })?;
-        let read = match self.reader.read(Offset(requested), max_bytes, upto) {
+    fn read_log(&self, offset: Offset, max_bytes: u64, upto: Offset) -> Result<brook_storage::LogRead, ReplicaError> {
+        let read = match self.reader.read(offset, max_bytes, upto) {
             Ok(read) => read,
             Err(StorageError::OffsetOutOfRange { log_start_offset, .. }) => {
                 return Err(self.out_of_range(offset, log_start_offset, upto))
             }
             Err(error) => return Err(self.storage_error(error)),
         };
-        if Offset(requested) > upto {
+        if offset > upto {
             return Err(self.out_of_range(offset, read.log_start_offset, upto));
         }
         Ok(read)
     }
 
-    fn out_of_range(&self, requested: i64, log_start_offset: Offset, high_watermark: Offset) -> ReplicaError {
+    fn out_of_range(&self, requested: Offset, log_start_offset: Offset, high_watermark: Offset) -> ReplicaError {
         ReplicaError::OffsetOutOfRange {
             partition: self.partition.clone(),
             requested,

@@ -30,7 +30,7 @@ use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
-use brook_record::LeaderEpoch;
+use brook_record::{LeaderEpoch, Offset};
 use brook_replication::Replica;
 
 /// A produce request that passed the checks before an append.
@@ -214,6 +214,12 @@ impl RecordsService {
 
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
+        let offset = u64::try_from(request.offset).map(Offset).map_err(|_| {
+            BrokerError::InvalidRequest(format!(
+                "fetch offset {} is negative ({}-{})",
+                request.offset, request.topic, request.partition
+            ))
+        })?;
         let max_bytes = match request.max_bytes {
             0 => self.config.default_fetch_bytes,
             requested => requested.min(self.config.max_fetch_bytes),
@@ -224,7 +230,7 @@ impl RecordsService {
         // and the wait still wakes us.
         let mut high_watermark = partition.watch_high_watermark();
         loop {
-            let fetched = partition.read(request.offset, u64::from(max_bytes)).await?;
+            let fetched = partition.read(offset, u64::from(max_bytes)).await?;
             let enough = fetched.records.len() >= request.min_bytes as usize;
             let woken = enough
                 || tokio::select! {
