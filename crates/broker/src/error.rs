@@ -95,6 +95,8 @@ fn replica_code(error: &ReplicaError) -> Code {
         ReplicaError::OffsetOutOfRange { .. } => Code::OutOfRange,
         ReplicaError::RequestTimedOut { .. } => Code::DeadlineExceeded,
         ReplicaError::LeadershipChanged { .. }
+        | ReplicaError::NotLeader { .. }
+        | ReplicaError::NotEnoughReplicasAfterAppend { .. }
         | ReplicaError::FencedLeaderEpoch { .. }
         | ReplicaError::Closed { .. } => Code::Unavailable,
         ReplicaError::UnknownTopicId { .. } => Code::NotFound,

@@ -31,8 +31,15 @@ pub enum ClientError {
 
 /// Error names after which a retry can succeed (a leader moved, the ISR is
 /// catching up, a broker restarts).
-const RETRIABLE: &[&str] =
-    &["NOT_LEADER", "LEADER_NOT_AVAILABLE", "NOT_ENOUGH_REPLICAS", "REQUEST_TIMED_OUT", "BROKER_NOT_AVAILABLE"];
+const RETRIABLE: &[&str] = &[
+    "NOT_LEADER",
+    "LEADER_NOT_AVAILABLE",
+    "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "REQUEST_TIMED_OUT",
+    "BROKER_NOT_AVAILABLE",
+    "FENCED_LEADER_EPOCH",
+];
 
 impl ClientError {
     pub(crate) fn from_status(status: tonic::Status) -> ClientError {

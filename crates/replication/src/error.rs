@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use brook_record::{LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
 use brook_storage::StorageError;
 use thiserror::Error;
 
@@ -39,6 +39,10 @@ pub enum ReplicaError {
     FencedLeaderEpoch { partition: TopicPartition, requested: LeaderEpoch, current: LeaderEpoch },
     #[error("{partition}: topic id {requested} is not this broker's topic of that name (id {current}); the topic was deleted and created again")]
     UnknownTopicId { partition: TopicPartition, requested: TopicId, current: TopicId },
+    #[error("{partition}: this broker does not lead it; {}", match leader { Some(leader) => format!("broker {leader} does (epoch {leader_epoch})"), None => "it has no leader right now".to_string() })]
+    NotLeader { partition: TopicPartition, leader: Option<BrokerId>, leader_epoch: LeaderEpoch },
+    #[error("{partition}: the records were appended, but the in-sync replicas shrank to {isr} while the request waited (min.insync.replicas is {min_insync_replicas}); send them again")]
+    NotEnoughReplicasAfterAppend { partition: TopicPartition, isr: u32, min_insync_replicas: u32 },
     #[error("{partition} is closed (the broker is shutting down or the partition moved away)")]
     Closed { partition: TopicPartition },
 }
@@ -52,7 +56,8 @@ impl ReplicaError {
             ReplicaError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
             ReplicaError::Storage { .. } => "KAFKA_STORAGE_ERROR",
             ReplicaError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
-            ReplicaError::LeadershipChanged { .. } => "NOT_LEADER",
+            ReplicaError::LeadershipChanged { .. } | ReplicaError::NotLeader { .. } => "NOT_LEADER",
+            ReplicaError::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ReplicaError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
             ReplicaError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
             ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
@@ -65,6 +70,8 @@ impl ReplicaError {
             self,
             ReplicaError::RequestTimedOut { .. }
                 | ReplicaError::LeadershipChanged { .. }
+                | ReplicaError::NotLeader { .. }
+                | ReplicaError::NotEnoughReplicasAfterAppend { .. }
                 | ReplicaError::FencedLeaderEpoch { .. }
                 | ReplicaError::Closed { .. }
         )

@@ -22,8 +22,7 @@
 //! so a restart never exposes records above the HW.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
@@ -70,8 +69,14 @@ pub struct Replica {
     log: Mutex<Option<PartitionLog>>,
     reader: LogReader,
     high_watermark: watch::Sender<Offset>,
-    /// The epoch this broker stamps into batches while it leads.
-    leader_epoch: AtomicU32,
+    /// Kafka's `leaderIsrUpdateLock`: a leader's append holds it shared
+    /// from the leadership check to the end of the write, a role change
+    /// holds it exclusively. So a batch is stamped with the epoch of a
+    /// leadership this replica holds for the whole append, and a replica
+    /// that was demoted appends nothing after: the role change waits for
+    /// appends in flight, and appends after it see the new role. Taken only
+    /// on the blocking pool (appends, and the reconciler's role changes).
+    leadership: RwLock<()>,
     state: Mutex<ReplicaState>,
     /// Bumped on every append on this broker: replica fetches wait on it.
     appended: Arc<watch::Sender<u64>>,
@@ -106,7 +111,7 @@ impl Replica {
             log: Mutex::new(Some(log)),
             reader,
             high_watermark: watch::channel(start_high_watermark).0,
-            leader_epoch: AtomicU32::new(role.leader_epoch.0),
+            leadership: RwLock::new(()),
             state: Mutex::new(ReplicaState {
                 isr: IsrState::new(role.isr.clone()),
                 role,
@@ -127,9 +132,9 @@ impl Replica {
     /// Follows the cluster's decision for this partition, as read from the
     /// metadata at log index `applied_index`.
     pub fn set_role(&self, role: Role, applied_index: u64) {
-        let previous_epoch = self.leader_epoch.fetch_max(role.leader_epoch.0, Ordering::AcqRel);
-        debug_assert!(role.leader_epoch.0 >= previous_epoch, "a replica's epoch never goes back");
+        let _leadership = self.leadership.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut state = self.state();
+        debug_assert!(role.leader_epoch >= state.role.leader_epoch, "a replica's epoch never goes back");
         let leadership_changed = state.role.leadership_differs(&role);
         if leadership_changed {
             state.progress = LeaderProgress::new(*self.high_watermark.borrow());
@@ -265,8 +270,21 @@ impl Replica {
     /// when it is ours alone; a shared one (a slice of the transport's
     /// buffer) and several pieces are written beside small stamped copies
     /// of their batch headers.
+    /// Refused with NotLeader unless this replica leads now; the batches
+    /// are stamped with the epoch it leads at, held for the whole append.
     pub fn append_pieces_blocking(&self, pieces: Vec<Bytes>) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
-        let epoch = LeaderEpoch(self.leader_epoch.load(Ordering::Acquire));
+        let _leadership = self.leadership.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let epoch = {
+            let state = self.state();
+            if !state.role.leads() {
+                return Err(ReplicaError::NotLeader {
+                    partition: self.partition.clone(),
+                    leader: state.role.leader,
+                    leader_epoch: state.role.leader_epoch,
+                });
+            }
+            state.role.leader_epoch
+        };
         let info = match <[Bytes; 1]>::try_from(pieces) {
             Ok([single]) => match single.try_into_mut() {
                 Ok(mut buffer) => self.with_log(|log| log.append(&mut buffer, epoch))?,
@@ -287,10 +305,16 @@ impl Replica {
     /// LeadershipChanged if this replica stops leading at that epoch first:
     /// the HW it then holds is another leader's, whose log may hold other
     /// records at those offsets, so reaching it proves nothing about ours.
+    ///
+    /// When the HW reaches `target` while the ISR is smaller than
+    /// `min_insync_replicas` (it shrank while the request waited), the
+    /// records have fewer copies than promised: NotEnoughReplicasAfterAppend
+    /// (retriable, as Kafka's `NOT_ENOUGH_REPLICAS_AFTER_APPEND`).
     pub async fn wait_for_high_watermark(
         &self,
         target: Offset,
         leader_epoch: LeaderEpoch,
+        min_insync_replicas: u32,
         timeout: Duration,
     ) -> Result<(), ReplicaError> {
         let mut high_watermark = self.high_watermark.subscribe();
@@ -307,7 +331,7 @@ impl Replica {
                     });
                 }
                 if reached {
-                    return Ok(());
+                    return self.check_min_insync(min_insync_replicas);
                 }
                 if high_watermark.changed().await.is_err() {
                     return Err(ReplicaError::Closed { partition: self.partition.clone() });
@@ -323,6 +347,16 @@ impl Replica {
                 target,
             })
         })
+    }
+
+    /// Whether the ISR (as the metadata shows it) still has
+    /// `min_insync_replicas` members.
+    fn check_min_insync(&self, min_insync_replicas: u32) -> Result<(), ReplicaError> {
+        let isr = self.state().role.isr.len() as u32;
+        if isr >= min_insync_replicas {
+            return Ok(());
+        }
+        Err(ReplicaError::NotEnoughReplicasAfterAppend { partition: self.partition.clone(), isr, min_insync_replicas })
     }
 
     /// Reads whole batches from `offset`, up to about `max_bytes`, below
@@ -640,7 +674,7 @@ mod tests {
         let waiting = {
             let replica = Arc::clone(&replica);
             tokio::spawn(async move {
-                replica.wait_for_high_watermark(Offset(3), LeaderEpoch(1), Duration::from_secs(10)).await
+                replica.wait_for_high_watermark(Offset(3), LeaderEpoch(1), 1, Duration::from_secs(10)).await
             })
         };
         tokio::task::yield_now().await;
@@ -716,6 +750,52 @@ mod tests {
                 Err(ReplicaError::FencedLeaderEpoch { requested: LeaderEpoch(2), current: LeaderEpoch(3), .. })
             ),
             "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_demoted_leader_appends_nothing_even_at_its_successors_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(4, &[1, 2]));
+        replica.append(batch(2)).await.expect("append while leading");
+        // Broker 2 leads at epoch 5 now; a produce admitted just before
+        // the change reaches the append after it.
+        let follower =
+            Role { broker_id: BrokerId(1), leader: Some(BrokerId(2)), leader_epoch: LeaderEpoch(5), isr: ids(&[2]) };
+        replica.set_role(follower, 3);
+        let refused = replica.append(batch(3)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ReplicaError::NotLeader { leader: Some(BrokerId(2)), leader_epoch: LeaderEpoch(5), .. })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(replica.log_end_offset(), Offset(2), "nothing appended");
+        assert_eq!(replica.latest_epoch(), Some(LeaderEpoch(4)), "and nothing stamped with the successor's epoch");
+    }
+
+    #[tokio::test]
+    async fn acks_all_fails_when_the_isr_shrinks_below_min_insync_while_it_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(0, &[1, 2]));
+        let (info, epoch) = replica.append(batch(3)).await.expect("append");
+        let waiting = {
+            let replica = Arc::clone(&replica);
+            let target = info.last_offset.plus(1);
+            tokio::spawn(
+                async move { replica.wait_for_high_watermark(target, epoch, 2, Duration::from_secs(10)).await },
+            )
+        };
+        tokio::task::yield_now().await;
+        // Broker 2 is dropped from the ISR: the HW reaches the LEO at once,
+        // with one copy where two were promised.
+        replica.set_role(leader(0, &[1]), 4);
+        assert_eq!(replica.high_watermark(), Offset(3));
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("answered").expect("joined");
+        assert!(
+            matches!(answer, Err(ReplicaError::NotEnoughReplicasAfterAppend { isr: 1, min_insync_replicas: 2, .. })),
+            "{answer:?}"
         );
     }
 }

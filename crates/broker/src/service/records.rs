@@ -38,6 +38,9 @@ struct Admitted {
     topic: String,
     acks: Acks,
     timeout_ms: u32,
+    /// The topic's min.insync.replicas, checked again once acks=all's HW
+    /// is reached.
+    min_insync_replicas: u32,
     partition: Arc<Replica>,
     /// The batches, taken out for the append.
     pieces: Vec<Bytes>,
@@ -89,7 +92,15 @@ impl RecordsService {
             }
         };
         let bytes = pieces.iter().map(|piece| piece.len() as u64).sum();
-        Ok(Admitted { topic: request.topic, acks, timeout_ms: request.timeout_ms, partition, pieces, bytes })
+        Ok(Admitted {
+            topic: request.topic,
+            acks,
+            timeout_ms: request.timeout_ms,
+            min_insync_replicas: topic.config.min_insync_replicas,
+            partition,
+            pieces,
+            bytes,
+        })
     }
 
     /// What comes after the append: the acks=all wait, the counters, the
@@ -109,6 +120,7 @@ impl RecordsService {
                 .wait_for_high_watermark(
                     info.last_offset.plus(1),
                     leader_epoch,
+                    admitted.min_insync_replicas,
                     Duration::from_millis(u64::from(timeout_ms)),
                 )
                 .await?;
