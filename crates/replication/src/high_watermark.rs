@@ -13,6 +13,9 @@ pub struct LeaderProgress {
     follower_log_end: HashMap<BrokerId, Offset>,
     /// When each follower last had everything the leader had.
     caught_up_at: HashMap<BrokerId, Instant>,
+    /// Each follower's previous fetch: when it came and the leader's LEO
+    /// then (Kafka's `lastFetchTime` and `lastFetchLeaderLogEndOffset`).
+    previous_fetch: HashMap<BrokerId, (Instant, Offset)>,
     high_watermark: Offset,
     /// Since when this leader tracks progress: a follower never seen
     /// caught up is judged from here.
@@ -22,20 +25,41 @@ pub struct LeaderProgress {
 impl LeaderProgress {
     /// Starts from a known HW (the leader's own, or 0).
     pub fn new(high_watermark: Offset) -> LeaderProgress {
-        LeaderProgress { follower_log_end: HashMap::new(), caught_up_at: HashMap::new(), high_watermark, since: None }
+        LeaderProgress {
+            follower_log_end: HashMap::new(),
+            caught_up_at: HashMap::new(),
+            previous_fetch: HashMap::new(),
+            high_watermark,
+            since: None,
+        }
     }
 
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
     }
 
-    /// Records a follower's fetch position, and whether it has caught up
-    /// with the leader's log end at `now`.
+    /// Records a follower's fetch position, and when it was last caught
+    /// up, by Kafka's rule: a fetch from the leader's LEO means caught up
+    /// now; a fetch from at least the LEO the leader had at the follower's
+    /// previous fetch means it was caught up then. So a follower that keeps
+    /// up under continuous appends (it is always one fetch behind the
+    /// newest records) counts as caught up, and only one that falls
+    /// further behind ages.
     pub fn record_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, leader_log_end: Offset, now: Instant) {
         self.follower_log_end.insert(follower, fetch_offset);
-        if crate::isr::caught_up(fetch_offset, leader_log_end) {
-            self.caught_up_at.insert(follower, now);
+        let caught_up_at = if crate::isr::caught_up(fetch_offset, leader_log_end) {
+            Some(now)
+        } else {
+            self.previous_fetch
+                .get(&follower)
+                .filter(|(_, log_end_then)| fetch_offset >= *log_end_then)
+                .map(|(fetched_at, _)| *fetched_at)
+        };
+        if let Some(at) = caught_up_at {
+            let last = self.caught_up_at.entry(follower).or_insert(at);
+            *last = (*last).max(at);
         }
+        self.previous_fetch.insert(follower, (now, leader_log_end));
     }
 
     /// The ISR followers that have not caught up with the leader for
@@ -124,5 +148,39 @@ mod tests {
         assert_eq!(progress.lagging(BrokerId(1), &ids(&[1, 2, 3]), later, lag_max), ids(&[3]));
         let much_later = start + Duration::from_secs(16);
         assert_eq!(progress.lagging(BrokerId(1), &ids(&[1, 2, 3]), much_later, lag_max), ids(&[2, 3]));
+    }
+
+    #[test]
+    fn a_follower_one_fetch_behind_under_steady_appends_never_lags() {
+        let start = Instant::now();
+        let lag_max = Duration::from_secs(10);
+        let mut progress = LeaderProgress::new(Offset(0));
+        progress.lagging(BrokerId(1), &ids(&[1, 2]), start, lag_max);
+        // Every second the leader has 1,000 more records, and the follower
+        // fetches from where the leader's log ended at its previous fetch.
+        let mut leader_log_end = Offset(1000);
+        let mut follower_at = Offset(0);
+        for second in 1..=30 {
+            let now = start + Duration::from_secs(second);
+            progress.record_fetch(BrokerId(2), follower_at, leader_log_end, now);
+            follower_at = leader_log_end;
+            leader_log_end = leader_log_end.plus(1000);
+            assert!(progress.lagging(BrokerId(1), &ids(&[1, 2]), now, lag_max).is_empty(), "lagging at {second} s");
+        }
+    }
+
+    #[test]
+    fn a_follower_that_falls_further_behind_lags() {
+        let start = Instant::now();
+        let lag_max = Duration::from_secs(10);
+        let mut progress = LeaderProgress::new(Offset(0));
+        progress.lagging(BrokerId(1), &ids(&[1, 2]), start, lag_max);
+        // It copies 500 records a second while the leader gets 1,000.
+        for second in 1..=12u64 {
+            let now = start + Duration::from_secs(second);
+            progress.record_fetch(BrokerId(2), Offset(500 * second), Offset(1000 * second), now);
+        }
+        let now = start + Duration::from_secs(12);
+        assert_eq!(progress.lagging(BrokerId(1), &ids(&[1, 2]), now, lag_max), ids(&[2]));
     }
 }

@@ -397,8 +397,8 @@ impl Replica {
         .await
     }
 
-    /// The log's read of whole batches from `offset` below `upto`. Blocking
-    /// (index lookups).
+    /// The log's read of whole batches from `offset` below `upto`; empty
+    /// from `upto` to the log end. Blocking (index lookups).
     fn read_log(&self, offset: Offset, max_bytes: u64, upto: Offset) -> Result<brook_storage::LogRead, ReplicaError> {
         let read = match self.reader.read(offset, max_bytes, upto) {
             Ok(read) => read,
@@ -407,9 +407,10 @@ impl Replica {
             }
             Err(error) => return Err(self.storage_error(error)),
         };
-        if offset > upto {
-            return Err(self.out_of_range(offset, read.log_start_offset, upto));
-        }
+        // Between `upto` and the log end (a consumer ahead of the HW, as
+        // after a failover to a leader whose HW is still catching up) is
+        // not out of range: the answer is empty and the consumer waits, as
+        // Kafka answers. Only offsets outside the log are out of range.
         Ok(read)
     }
 
@@ -797,5 +798,19 @@ mod tests {
             matches!(answer, Err(ReplicaError::NotEnoughReplicasAfterAppend { isr: 1, min_insync_replicas: 2, .. })),
             "{answer:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_fetch_between_the_hw_and_the_log_end_is_empty_not_out_of_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(0, &[1, 2]));
+        replica.append(batch(5)).await.expect("append");
+        assert_eq!(replica.high_watermark(), Offset(0), "the follower has nothing yet");
+        // A consumer that read offsets 0..3 from the previous leader.
+        let fetched = replica.read(Offset(3), 1 << 20).await.expect("not out of range");
+        assert!(fetched.records.is_empty());
+        assert_eq!(fetched.next_offset, Offset(3));
+        let beyond = replica.read(Offset(6), 1 << 20).await;
+        assert!(matches!(beyond, Err(ReplicaError::OffsetOutOfRange { .. })), "past the log end: {beyond:?}");
     }
 }
