@@ -172,6 +172,12 @@ async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followe
 async fn verify(client: &impl LeaderClient, replica: &Arc<Replica>, current_epoch: LeaderEpoch) -> Result<(), String> {
     for _ in 0..MAX_VERIFY_ROUNDS {
         let Some(latest) = replica.latest_epoch() else {
+            // No epoch to ask about (Kafka's fallback): what lies above the
+            // checkpointed HW may be a deposed leader's, so it goes.
+            let high_watermark = replica.high_watermark();
+            if replica.log_end_offset() > high_watermark {
+                replica.truncate_to(high_watermark).await.map_err(|error| error.to_string())?;
+            }
             return Ok(());
         };
         let query = EpochEndQuery {

@@ -24,19 +24,40 @@ pub(crate) struct LeaderEpochCache {
 }
 
 impl LeaderEpochCache {
-    /// Loads the checkpoint in `dir`; a missing file is an empty cache, a
-    /// damaged one is logged and dropped (followers then re-learn the
-    /// epochs from the batches they fetch).
-    pub(crate) fn load(dir: &Path) -> LeaderEpochCache {
+    /// Loads the checkpoint in `dir`, and whether it could be trusted: a
+    /// missing or damaged file gives an empty cache and `false`, and the
+    /// log then rebuilds the cache from its batches' headers
+    /// ([`LeaderEpochCache::rebuild`]), since truncation after a leader
+    /// change depends on it.
+    pub(crate) fn load(dir: &Path) -> (LeaderEpochCache, bool) {
         let path = dir.join(LEADER_EPOCH_FILE);
-        let entries = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text).unwrap_or_else(|| {
-                tracing::warn!(path = %path.display(), "leader-epoch checkpoint is damaged; starting with no epochs");
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
+        let (entries, trusted) = match std::fs::read_to_string(&path) {
+            Ok(text) => match parse(&text) {
+                Some(entries) => (entries, true),
+                None => {
+                    tracing::warn!(path = %path.display(), "leader-epoch checkpoint is damaged; rebuilding it from the log");
+                    (Vec::new(), false)
+                }
+            },
+            Err(_) => (Vec::new(), false),
         };
-        LeaderEpochCache { path, entries }
+        (LeaderEpochCache { path, entries }, trusted)
+    }
+
+    /// Rebuilds the cache from `(leader epoch, base offset)` of every batch
+    /// in log order (each batch carries the epoch it was written in), and
+    /// writes the checkpoint.
+    pub(crate) fn rebuild(
+        &mut self,
+        batches: impl IntoIterator<Item = (LeaderEpoch, Offset)>,
+    ) -> Result<(), StorageError> {
+        self.entries.clear();
+        for (epoch, base_offset) in batches {
+            if self.latest().is_none_or(|(latest, _)| epoch > latest) {
+                self.entries.push((epoch, base_offset));
+            }
+        }
+        self.persist()
     }
 
     pub(crate) fn latest(&self) -> Option<(LeaderEpoch, Offset)> {
@@ -149,7 +170,7 @@ mod tests {
     #[test]
     fn end_offset_for_epoch_answers_as_kafka_does() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cache = LeaderEpochCache::load(dir.path());
+        let (mut cache, _) = LeaderEpochCache::load(dir.path());
         cache.assign(LeaderEpoch(1), Offset(0)).expect("assign");
         cache.assign(LeaderEpoch(3), Offset(10)).expect("assign");
         cache.assign(LeaderEpoch(4), Offset(25)).expect("assign");
@@ -161,20 +182,20 @@ mod tests {
         assert_eq!(cache.end_offset_for(LeaderEpoch(4), leo), Some((LeaderEpoch(4), leo)));
         assert_eq!(cache.end_offset_for(LeaderEpoch(9), leo), Some((LeaderEpoch(4), leo)));
 
-        let reloaded = LeaderEpochCache::load(dir.path());
+        let (reloaded, _) = LeaderEpochCache::load(dir.path());
         assert_eq!(reloaded.entries(), cache.entries());
 
         cache.truncate_from_end(Offset(25)).expect("truncate");
         assert_eq!(cache.latest(), Some((LeaderEpoch(3), Offset(10))));
         cache.truncate_from_start(Offset(12)).expect("truncate");
         assert_eq!(cache.entries(), &[(LeaderEpoch(3), Offset(12))]);
-        assert_eq!(LeaderEpochCache::load(dir.path()).entries(), cache.entries());
+        assert_eq!(LeaderEpochCache::load(dir.path()).0.entries(), cache.entries());
     }
 
     #[test]
     fn a_damaged_checkpoint_loads_as_empty() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join(LEADER_EPOCH_FILE), "0\n2\n5 10\nbanana\n").expect("write");
-        assert!(LeaderEpochCache::load(dir.path()).entries().is_empty());
+        assert!(LeaderEpochCache::load(dir.path()).0.entries().is_empty());
     }
 }

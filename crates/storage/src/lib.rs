@@ -30,6 +30,12 @@
 //! - A reader sees only whole batches below the LEO it loaded: bytes are
 //!   written before the LEO that covers them is published.
 //! - Leader epochs never decrease along the log.
+//! - The leader-epoch checkpoint matches the batches: a missing or damaged
+//!   one is rebuilt from the batch headers (each carries its epoch) when
+//!   the log opens, since a follower's truncation depends on it.
+//! - Checkpoints are replaced atomically: temporary file, fsync, rename,
+//!   fsync of the directory (HW checkpoints, written often, skip the
+//!   fsyncs).
 //!
 //! Never: re-encode or copy a batch (the leader stamps base offset and
 //! leader epoch, outside the CRC, in place when the buffer is its own, or

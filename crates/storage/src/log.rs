@@ -111,6 +111,24 @@ pub struct PartitionLog {
     truncations: Vec<Truncation>,
 }
 
+/// The leader epoch and base offset of every batch, in log order: one
+/// header read per batch (only when the epoch checkpoint is lost).
+fn batch_epochs(segments: &[Arc<Segment>]) -> Result<Vec<(LeaderEpoch, Offset)>, StorageError> {
+    let mut epochs = Vec::new();
+    for segment in segments {
+        let (mut position, size_bytes) = (0u64, segment.size_bytes());
+        while position < size_bytes {
+            let header = segment.read_header(position)?;
+            let base_offset = header.base_offset().map_err(|error| segment.corrupt(position, error.to_string()))?;
+            if let Some(epoch) = header.leader_epoch() {
+                epochs.push((epoch, base_offset));
+            }
+            position += header.total_bytes() as u64;
+        }
+    }
+    Ok(epochs)
+}
+
 /// Base offsets of the segments in `dir`, sorted. Index files whose
 /// segment is gone (a crash while deleting) are removed.
 fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
@@ -163,7 +181,7 @@ impl PartitionLog {
             recovery::read_offset_file(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(Offset::ZERO)
         };
 
-        let mut epochs = LeaderEpochCache::load(&dir);
+        let (mut epochs, epochs_trusted) = LeaderEpochCache::load(&dir);
         let mut bases = list_segments(&dir)?;
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
         let mut truncations = Vec::new();
@@ -212,6 +230,12 @@ impl PartitionLog {
 
         let log_end_offset = segments.last().map_or(Offset::ZERO, |segment| segment.next_offset());
         let log_start_offset = segments[0].base_offset();
+        if !epochs_trusted && log_end_offset > log_start_offset {
+            // Without its epochs a follower could not find where it
+            // diverged from a new leader: the batches know them.
+            epochs.rebuild(batch_epochs(&segments)?)?;
+            tracing::warn!(dir = %dir.display(), epochs = ?epochs.latest(), "rebuilt the leader-epoch checkpoint from the batch headers");
+        }
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
         let shared = Arc::new(Shared {

@@ -176,7 +176,7 @@ pub(crate) fn read_offset_file(path: &Path) -> Option<Offset> {
 }
 
 /// Writes a small file so that it is either the old or the new one after a
-/// crash: to a temporary file, fsync, rename.
+/// crash: to a temporary file, fsync, rename, fsync the directory.
 pub(crate) fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
     write_file_replacing(path, contents, true)
 }
@@ -192,5 +192,14 @@ pub(crate) fn write_file_replacing(path: &Path, contents: &[u8], sync: bool) -> 
     if sync {
         file.sync_all().map_err(StorageError::io("syncing checkpoint", &temporary))?;
     }
-    std::fs::rename(&temporary, path).map_err(StorageError::io("renaming checkpoint", path))
+    std::fs::rename(&temporary, path).map_err(StorageError::io("renaming checkpoint", path))?;
+    if sync {
+        // The rename itself is a change to the directory: without this,
+        // a power loss may bring back the old name's contents.
+        if let Some(dir) = path.parent() {
+            let dir = std::fs::File::open(dir).map_err(StorageError::io("opening directory", dir))?;
+            dir.sync_all().map_err(StorageError::io("syncing directory", path))?;
+        }
+    }
+    Ok(())
 }

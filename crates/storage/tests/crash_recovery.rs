@@ -203,3 +203,34 @@ fn a_missing_or_damaged_index_is_rebuilt_and_lookups_still_work() {
         assert!(view.header.base_offset as u64 <= *offset && view.header.last_offset().0 >= *offset);
     }
 }
+
+#[test]
+fn a_missing_or_damaged_epoch_checkpoint_is_rebuilt_from_the_batches() {
+    for damage in ["missing", "damaged"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_log(dir.path());
+        let log = PartitionLog::open(dir.path(), config()).expect("open");
+        let epoch_ends: Vec<_> = [LeaderEpoch(0), LeaderEpoch(1), LeaderEpoch(2)]
+            .iter()
+            .map(|&epoch| log.end_offset_for_epoch(epoch))
+            .collect();
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(2)));
+        log.close().expect("close");
+
+        let checkpoint = dir.path().join("leader-epoch-checkpoint");
+        match damage {
+            "missing" => std::fs::remove_file(&checkpoint).expect("delete"),
+            _ => std::fs::write(&checkpoint, b"0\n7\n1 x\n").expect("damage"),
+        }
+        let log = PartitionLog::open(dir.path(), config()).expect("reopen");
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(2)), "{damage}: the epochs come back");
+        let again: Vec<_> = [LeaderEpoch(0), LeaderEpoch(1), LeaderEpoch(2)]
+            .iter()
+            .map(|&epoch| log.end_offset_for_epoch(epoch))
+            .collect();
+        assert_eq!(again, epoch_ends, "{damage}: where each epoch ends is known again");
+        drop(log);
+        let text = std::fs::read_to_string(&checkpoint).expect("rewritten");
+        assert!(text.starts_with("0\n2\n1 0\n"), "{damage}: {text:?}");
+    }
+}
