@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use brook_metadata::{Command, CommandV1, MetadataNode};
+use brook_metadata::{Command, CommandError, CommandV1, MetadataNode};
 use brook_proto::internal::replication_client::ReplicationClient;
 use brook_proto::internal::{self as wire};
 use brook_record::{LeaderEpoch, Offset, TopicPartition};
@@ -138,11 +138,16 @@ impl IsrProposer for MetadataIsrProposer {
             topic_id: proposal.topic_id,
             partition: proposal.partition.partition,
             leader_epoch: proposal.leader_epoch,
+            partition_epoch: proposal.partition_epoch,
             isr: proposal.isr.clone(),
         };
-        match self.metadata.propose_indexed(Command::V1(command)).await {
-            Ok((Ok(_), index)) => Some(IsrChangeOutcome::Committed(index)),
-            Ok((Err(refused), _)) => {
+        match self.metadata.propose(Command::V1(command)).await {
+            Ok(Ok(_)) => Some(IsrChangeOutcome::Committed),
+            Ok(Err(CommandError::StalePartitionEpoch { current, .. })) => {
+                tracing::debug!(partition = %proposal.partition, built_on = proposal.partition_epoch, current, "ISR change built on an old version");
+                Some(IsrChangeOutcome::Stale)
+            }
+            Ok(Err(refused)) => {
                 tracing::debug!(partition = %proposal.partition, %refused, "ISR change refused");
                 Some(IsrChangeOutcome::Refused)
             }

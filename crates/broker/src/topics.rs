@@ -47,6 +47,8 @@ pub struct Assignment {
     pub leader: Option<BrokerId>,
     pub leader_epoch: LeaderEpoch,
     pub isr: Vec<BrokerId>,
+    /// The version of `leader` and `isr` (Kafka's partition epoch).
+    pub partition_epoch: u32,
 }
 
 impl From<&PartitionRecord> for Assignment {
@@ -56,6 +58,7 @@ impl From<&PartitionRecord> for Assignment {
             leader: record.leader,
             leader_epoch: record.leader_epoch,
             isr: record.isr.clone(),
+            partition_epoch: record.partition_epoch,
         }
     }
 }
@@ -366,7 +369,7 @@ impl TopicRegistry {
         let next: BTreeMap<String, Arc<Topic>> = state
             .topics
             .values()
-            .filter_map(|record| self.reconcile_topic(record, old.get(&record.name), fenced, state.applied_index))
+            .filter_map(|record| self.reconcile_topic(record, old.get(&record.name), fenced))
             .map(|topic| (topic.name.clone(), Arc::new(topic)))
             .collect();
         self.close_deleted(&old, &next);
@@ -379,13 +382,7 @@ impl TopicRegistry {
     /// One topic of the new state: its slots, with the replicas hosted here
     /// opened (or kept) and told their role. `None` if its configs cannot
     /// be used here.
-    fn reconcile_topic(
-        &self,
-        record: &TopicRecord,
-        previous: Option<&Arc<Topic>>,
-        fenced: bool,
-        applied_index: u64,
-    ) -> Option<Topic> {
+    fn reconcile_topic(&self, record: &TopicRecord, previous: Option<&Arc<Topic>>, fenced: bool) -> Option<Topic> {
         let config = match TopicConfig::from_map(&record.configs) {
             Ok(config) => config,
             Err(error) => {
@@ -406,7 +403,7 @@ impl TopicRegistry {
                     assignment.leader = None;
                 }
                 let previous_slot = previous.and_then(|topic| topic.partitions.get(index));
-                self.reconcile_slot(record, &config, index as u32, assignment, previous_slot, applied_index)
+                self.reconcile_slot(record, &config, index as u32, assignment, previous_slot)
             })
             .collect();
         Some(Topic {
@@ -428,7 +425,6 @@ impl TopicRegistry {
         partition: u32,
         assignment: Assignment,
         previous: Option<&PartitionSlot>,
-        applied_index: u64,
     ) -> PartitionSlot {
         let me = self.broker_id;
         let role = Role {
@@ -436,6 +432,7 @@ impl TopicRegistry {
             leader: assignment.leader,
             leader_epoch: assignment.leader_epoch,
             isr: assignment.isr.clone(),
+            partition_epoch: assignment.partition_epoch,
         };
         let hosted = assignment.replicas.contains(&me);
         let log = match (hosted, previous.and_then(|slot| slot.log.clone())) {
@@ -448,7 +445,7 @@ impl TopicRegistry {
             (false, None) => None,
         };
         if let Some(log) = &log {
-            log.set_role(role, applied_index);
+            log.set_role(role);
             let was = previous.map(|slot| (slot.assignment.leader == Some(me), slot.assignment.leader_epoch));
             let leads = assignment.leader == Some(me);
             if was != Some((leads, assignment.leader_epoch)) {

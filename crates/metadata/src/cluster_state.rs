@@ -33,6 +33,13 @@ pub struct PartitionRecord {
     pub leader: Option<BrokerId>,
     pub leader_epoch: LeaderEpoch,
     pub isr: Vec<BrokerId>,
+    /// The version of `leader` and `isr` together (Kafka's partition
+    /// epoch): bumped by every change of either, and when a replica dies or
+    /// returns. An ISR change names the version it was built on and is
+    /// refused when that is not this one, so a delayed or repeated proposal
+    /// never undoes a newer change nor adds a replica that restarted since.
+    #[serde(default)]
+    pub partition_epoch: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +100,8 @@ impl ClusterState {
                 }
                 Ok(Outcome::Done)
             }
-            CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, isr } => {
-                self.change_isr(topic, *topic_id, *partition, *leader_epoch, isr)
+            CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, partition_epoch, isr } => {
+                self.change_isr(topic, *topic_id, *partition, *leader_epoch, *partition_epoch, isr)
             }
             CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
         };
@@ -151,6 +158,7 @@ impl ClusterState {
                 leader: replicas.first().copied(),
                 leader_epoch: LeaderEpoch(0),
                 isr: replicas.clone(),
+                partition_epoch: 0,
             })
             .collect();
         self.topics.insert(
@@ -168,6 +176,7 @@ impl ClusterState {
         for topic in self.topics.values_mut() {
             let unclean_allowed = topic.configs.get(UNCLEAN_ELECTION).is_some_and(|value| value == "true");
             for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                let before = (partition.leader, partition.isr.clone());
                 if !alive {
                     // A dead broker leaves every ISR it is in, unless it is
                     // the last member: then the ISR keeps it, so it can
@@ -217,6 +226,14 @@ impl ClusterState {
                         leader_epoch: partition.leader_epoch,
                     });
                 }
+                // A replica that died or came back is another replica (a
+                // restarted one may be far behind): any proposal built
+                // before counts on what it was (KIP-903's broker epoch).
+                if (partition.leader, &partition.isr) != (before.0, &before.1)
+                    || partition.replicas.contains(&broker_id)
+                {
+                    partition.partition_epoch += 1;
+                }
             }
         }
         Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
@@ -228,6 +245,7 @@ impl ClusterState {
         topic_id: TopicId,
         partition: u32,
         leader_epoch: LeaderEpoch,
+        partition_epoch: u32,
         isr: &[BrokerId],
     ) -> CommandResult {
         if self.topics.get(topic).is_some_and(|record| record.id != topic_id) {
@@ -241,6 +259,14 @@ impl ClusterState {
                 partition,
                 epoch: leader_epoch,
                 current: record.leader_epoch,
+            });
+        }
+        if partition_epoch != record.partition_epoch {
+            return Err(CommandError::StalePartitionEpoch {
+                topic: topic.into(),
+                partition,
+                epoch: partition_epoch,
+                current: record.partition_epoch,
             });
         }
         let invalid = |reason: String| CommandError::InvalidIsr { topic: topic.into(), partition, reason };
@@ -258,7 +284,10 @@ impl ClusterState {
         let mut isr = isr.to_vec();
         isr.sort_unstable();
         isr.dedup();
-        record.isr = isr;
+        if record.isr != isr {
+            record.isr = isr;
+            record.partition_epoch += 1;
+        }
         Ok(Outcome::Done)
     }
 
@@ -308,12 +337,14 @@ mod tests {
     }
 
     /// A leader's ISR change of partition 0 of topic "t".
+    /// Built on the partition's current version.
     fn change_isr(state: &ClusterState, leader_epoch: u32, isr: &[u32]) -> CommandV1 {
         CommandV1::ChangeIsr {
             topic: "t".into(),
             topic_id: state.topics["t"].id,
             partition: 0,
             leader_epoch: LeaderEpoch(leader_epoch),
+            partition_epoch: state.topics["t"].partitions[0].partition_epoch,
             isr: ids(isr),
         }
     }
@@ -413,13 +444,15 @@ mod tests {
         ));
         let without_leader = change_isr(&state, 0, &[2]);
         assert!(matches!(state.apply(&Command::V1(without_leader)), Err(CommandError::InvalidIsr { .. })));
-        let other_topic = CommandV1::ChangeIsr {
-            topic: "t".into(),
-            topic_id: TopicId::random(),
-            partition: 0,
-            leader_epoch: LeaderEpoch(0),
-            isr: ids(&[1]),
-        };
+        let mut stale = change_isr(&state, 0, &[1]);
+        if let CommandV1::ChangeIsr { partition_epoch, .. } = &mut stale {
+            *partition_epoch = 5;
+        }
+        assert!(matches!(state.apply(&Command::V1(stale)), Err(CommandError::StalePartitionEpoch { current: 0, .. })));
+        let mut other_topic = change_isr(&state, 0, &[1]);
+        if let CommandV1::ChangeIsr { topic_id, .. } = &mut other_topic {
+            *topic_id = TopicId::random();
+        }
         assert!(matches!(state.apply(&Command::V1(other_topic)), Err(CommandError::TopicIdMismatch { .. })));
         let delete = CommandV1::DeleteTopic { name: "nope".into() };
         assert_eq!(state.apply(&Command::V1(delete)), Err(CommandError::UnknownTopic { topic: "nope".into() }));
@@ -457,5 +490,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);
         state.apply(&Command::V1(CommandV1::DeleteTopic { name: "t".into() })).expect("delete");
         assert!(state.offsets["g"].is_empty());
+    }
+
+    #[test]
+    fn a_delayed_expansion_cannot_bring_back_a_follower_that_died_and_returned() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
+        state.apply(&Command::V1(change_isr(&state, 0, &[1]))).expect("shrink: 2 lags");
+        // Leader 1 proposes 2 back in when it has caught up; before the
+        // proposal commits (or while the leader retries it), 2 dies and
+        // restarts far behind.
+        let expansion = change_isr(&state, 0, &[1, 2]);
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(2), alive: false })).expect("dies");
+        state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: BrokerId(2), alive: true })).expect("returns");
+        let refused = state.apply(&Command::V1(expansion.clone()));
+        assert!(matches!(refused, Err(CommandError::StalePartitionEpoch { .. })), "{refused:?}");
+        assert_eq!(state.topics["t"].partitions[0].isr, ids(&[1]));
+        // Built on the current version, the same change applies, once; a
+        // repeat of it is stale.
+        let fresh = change_isr(&state, 0, &[1, 2]);
+        state.apply(&Command::V1(fresh.clone())).expect("applies");
+        assert!(matches!(state.apply(&Command::V1(fresh)), Err(CommandError::StalePartitionEpoch { .. })));
     }
 }

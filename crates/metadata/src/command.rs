@@ -54,6 +54,8 @@ pub enum CommandV1 {
         topic_id: TopicId,
         partition: u32,
         leader_epoch: LeaderEpoch,
+        /// The partition epoch (ISR version) the change was built on.
+        partition_epoch: u32,
         isr: Vec<BrokerId>,
     },
     CommitOffsets {
@@ -110,6 +112,8 @@ pub enum CommandError {
     InvalidAssignment { reason: String },
     #[error("stale leader epoch {epoch} for {topic}-{partition}: the current epoch is {current}")]
     StaleLeaderEpoch { topic: String, partition: u32, epoch: LeaderEpoch, current: LeaderEpoch },
+    #[error("stale partition epoch {epoch} for {topic}-{partition}: the ISR changed since (now at {current})")]
+    StalePartitionEpoch { topic: String, partition: u32, epoch: u32, current: u32 },
     #[error("invalid ISR for {topic}-{partition}: {reason}")]
     InvalidIsr { topic: String, partition: u32, reason: String },
 }

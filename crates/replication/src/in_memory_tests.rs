@@ -34,7 +34,13 @@ fn batch(values: &[&str]) -> Bytes {
 }
 
 fn role(me: BrokerId, leader: BrokerId, epoch: u32, isr: &[BrokerId]) -> Role {
-    Role { broker_id: me, leader: Some(leader), leader_epoch: LeaderEpoch(epoch), isr: isr.to_vec() }
+    Role {
+        broker_id: me,
+        leader: Some(leader),
+        leader_epoch: LeaderEpoch(epoch),
+        isr: isr.to_vec(),
+        partition_epoch: epoch,
+    }
 }
 
 fn open(dir: &tempfile::TempDir, name: &str, topic_id: TopicId, role: Role) -> Arc<Replica> {
@@ -109,7 +115,7 @@ impl IsrProposer for RecordingProposer {
     async fn propose(&self, proposal: IsrProposal) -> Option<IsrChangeOutcome> {
         let mut proposals = self.proposals.lock().expect("not poisoned");
         proposals.push(proposal);
-        Some(IsrChangeOutcome::Committed(proposals.len() as u64))
+        Some(IsrChangeOutcome::Committed)
     }
 }
 
@@ -189,11 +195,11 @@ async fn a_follower_cuts_the_epoch_its_new_leader_never_saw_before_it_fetches() 
     let (leader, follower) = open_pair(&dir, 0, &both);
     leader.append(batch(&["a", "b", "c"])).await.expect("append");
     follower.append_replicated(log_bytes(&leader).await).await.expect("replicate");
-    follower.set_role(role(FOLLOWER, FOLLOWER, 1, &[FOLLOWER]), 1);
+    follower.set_role(role(FOLLOWER, FOLLOWER, 1, &[FOLLOWER]));
     follower.append(batch(&["lost-1", "lost-2"])).await.expect("append as the old leader");
-    leader.set_role(role(LEADER, LEADER, 2, &both), 2);
+    leader.set_role(role(LEADER, LEADER, 2, &both));
     leader.append(batch(&["d", "e", "f", "g"])).await.expect("append");
-    follower.set_role(role(FOLLOWER, LEADER, 2, &both), 2);
+    follower.set_role(role(FOLLOWER, LEADER, 2, &both));
 
     let proposer = Arc::new(RecordingProposer::default());
     follow_until(&leader, &follower, 2, &proposer, || follower.log_end_offset() == Offset(7)).await;

@@ -36,30 +36,38 @@ pub enum PendingIsrChange {
 /// How a proposed ISR change ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IsrChangeOutcome {
-    /// Committed at this metadata log index.
-    Committed(u64),
-    /// The controller refused it: it never takes effect.
+    /// Committed: the metadata will show it at the next partition epoch.
+    Committed,
+    /// The partition's ISR version moved since the proposal was built (a
+    /// newer change, a replica died or returned; or this very proposal
+    /// committed and its repeat came late): the metadata will show what
+    /// holds, at a newer partition epoch.
+    Stale,
+    /// The controller refused it for the version it was built on: it never
+    /// takes effect.
     Refused,
 }
 
-/// A leader's ISR: the committed one its metadata shows, the change in
-/// flight (at most one), and the followers added by committed expansions
-/// that its metadata does not show yet.
+/// A leader's ISR: the committed one its metadata shows (with its version,
+/// the partition epoch), the change in flight (at most one), and the
+/// followers an expansion may have added that its metadata does not show
+/// yet.
 #[derive(Debug, Clone, Default)]
 pub struct IsrState {
     committed: Vec<BrokerId>,
-    /// The metadata log index `committed` was read at.
-    applied_index: u64,
-    pending: Option<PendingIsrChange>,
-    /// Added followers and the index their expansion committed at
-    /// (`None`: unknown, no definite answer came): counted until the
-    /// metadata applied that index, when `committed` tells the truth.
-    added_unseen: BTreeMap<BrokerId, Option<u64>>,
+    /// The partition epoch `committed` was read at.
+    partition_epoch: u32,
+    /// The change in flight and the partition epoch it was built on.
+    pending: Option<(PendingIsrChange, u32)>,
+    /// Followers an expansion built on a partition epoch may have added
+    /// (committed, or no definite answer): counted until the metadata's
+    /// partition epoch passes that one, when `committed` tells the truth.
+    added_unseen: BTreeMap<BrokerId, u32>,
 }
 
 impl IsrState {
-    pub fn new(committed: Vec<BrokerId>) -> IsrState {
-        IsrState { committed, ..IsrState::default() }
+    pub fn new(committed: Vec<BrokerId>, partition_epoch: u32) -> IsrState {
+        IsrState { committed, partition_epoch, ..IsrState::default() }
     }
 
     /// The ISR as the metadata last showed it.
@@ -67,8 +75,14 @@ impl IsrState {
         &self.committed
     }
 
+    /// The partition epoch the committed ISR was read at: what a proposal
+    /// is built on.
+    pub fn partition_epoch(&self) -> u32 {
+        self.partition_epoch
+    }
+
     pub fn pending(&self) -> Option<&PendingIsrChange> {
-        self.pending.as_ref()
+        self.pending.as_ref().map(|(change, _)| change)
     }
 
     /// The replicas whose progress bounds the HW now: the committed ISR,
@@ -76,7 +90,7 @@ impl IsrState {
     pub fn maximal(&self) -> Vec<BrokerId> {
         let mut members = self.committed.clone();
         let adding = match &self.pending {
-            Some(PendingIsrChange::Expand { adding }) => Some(*adding),
+            Some((PendingIsrChange::Expand { adding }, _)) => Some(*adding),
             _ => None,
         };
         for member in adding.into_iter().chain(self.added_unseen.keys().copied()) {
@@ -87,23 +101,24 @@ impl IsrState {
         members
     }
 
-    /// The metadata's ISR as read at `applied_index`: forgets the added
-    /// followers whose expansion that index covers.
-    pub fn update_committed(&mut self, committed: Vec<BrokerId>, applied_index: u64) {
+    /// The metadata's ISR at `partition_epoch`: forgets the added followers
+    /// whose proposal that version has passed (the metadata then shows
+    /// whether they are in).
+    pub fn update_committed(&mut self, committed: Vec<BrokerId>, partition_epoch: u32) {
+        debug_assert!(partition_epoch >= self.partition_epoch, "the ISR version never goes back");
         self.committed = committed;
-        self.applied_index = self.applied_index.max(applied_index);
-        let applied = self.applied_index;
-        self.added_unseen.retain(|_, committed_at| committed_at.is_none_or(|index| index > applied));
+        self.partition_epoch = partition_epoch;
+        self.added_unseen.retain(|_, built_on| *built_on >= partition_epoch);
     }
 
     /// Starts an expansion adding `follower`; the ISR to propose. `None`
     /// while another change is in flight, when it is already a member, or
-    /// when its addition committed and only waits to be seen.
+    /// when an expansion adding it waits to be seen.
     pub fn start_expand(&mut self, follower: BrokerId) -> Option<Vec<BrokerId>> {
         if self.pending.is_some() || self.committed.contains(&follower) || self.added_unseen.contains_key(&follower) {
             return None;
         }
-        self.pending = Some(PendingIsrChange::Expand { adding: follower });
+        self.pending = Some((PendingIsrChange::Expand { adding: follower }, self.partition_epoch));
         let mut isr = self.committed.clone();
         isr.push(follower);
         Some(isr)
@@ -116,31 +131,24 @@ impl IsrState {
             return None;
         }
         let isr = self.committed.iter().copied().filter(|member| !lagging.contains(member)).collect();
-        self.pending = Some(PendingIsrChange::Shrink { removing: lagging });
+        self.pending = Some((PendingIsrChange::Shrink { removing: lagging }, self.partition_epoch));
         Some(isr)
     }
 
-    /// The answer to the change in flight (`None`: no definite answer; an
-    /// added follower then counts until this leadership ends).
+    /// The answer to the change in flight (`None`: no definite answer). An
+    /// expansion that may have taken effect keeps counting its follower
+    /// until the metadata's version passes the proposal's.
     pub fn settle(&mut self, outcome: Option<IsrChangeOutcome>) {
-        let Some(PendingIsrChange::Expand { adding }) = self.pending.take() else { return };
-        match outcome {
-            Some(IsrChangeOutcome::Committed(index)) => {
-                self.added_unseen.insert(adding, Some(index));
-            }
-            Some(IsrChangeOutcome::Refused) => {}
-            None => {
-                self.added_unseen.insert(adding, None);
-            }
+        let Some((PendingIsrChange::Expand { adding }, built_on)) = self.pending.take() else { return };
+        if outcome != Some(IsrChangeOutcome::Refused) && built_on >= self.partition_epoch {
+            self.added_unseen.insert(adding, built_on);
         }
-        let (committed, applied) = (std::mem::take(&mut self.committed), self.applied_index);
-        self.update_committed(committed, applied);
     }
 
     /// A new leadership: what the old one proposed is the old one's (the
     /// controller refuses proposals of another epoch).
-    pub fn reset(&mut self, committed: Vec<BrokerId>, applied_index: u64) {
-        *self = IsrState { committed, applied_index: self.applied_index.max(applied_index), ..IsrState::default() };
+    pub fn reset(&mut self, committed: Vec<BrokerId>, partition_epoch: u32) {
+        *self = IsrState::new(committed, partition_epoch);
     }
 }
 
@@ -160,35 +168,49 @@ mod tests {
 
     #[test]
     fn an_added_follower_counts_from_its_proposal_until_the_metadata_shows_the_outcome() {
-        let mut isr = IsrState::new(ids(&[1]));
+        let mut isr = IsrState::new(ids(&[1]), 4);
         assert_eq!(isr.start_expand(BrokerId(2)), Some(ids(&[1, 2])));
         assert_eq!(isr.start_expand(BrokerId(3)), None, "one change in flight");
         assert_eq!(isr.maximal(), ids(&[1, 2]));
-        isr.settle(Some(IsrChangeOutcome::Committed(7)));
+        isr.settle(Some(IsrChangeOutcome::Committed));
         assert_eq!(isr.start_expand(BrokerId(2)), None, "committed: nothing to propose again");
-        isr.update_committed(ids(&[1]), 5);
-        assert_eq!(isr.maximal(), ids(&[1, 2]), "index 7 not applied yet");
-        isr.update_committed(ids(&[1]), 8);
-        assert_eq!(isr.maximal(), ids(&[1]), "applied: the metadata tells the truth (it left again)");
+        isr.update_committed(ids(&[1]), 4);
+        assert_eq!(isr.maximal(), ids(&[1, 2]), "the metadata is still at the proposal's version");
+        isr.update_committed(ids(&[1]), 6);
+        assert_eq!(isr.maximal(), ids(&[1]), "past it: the metadata tells the truth (it left again)");
+    }
+
+    #[test]
+    fn a_stale_or_unanswered_expansion_counts_until_the_metadata_moves_on() {
+        for outcome in [Some(IsrChangeOutcome::Stale), None] {
+            let mut isr = IsrState::new(ids(&[1]), 2);
+            isr.start_expand(BrokerId(2));
+            isr.settle(outcome);
+            assert_eq!(isr.maximal(), ids(&[1, 2]), "{outcome:?}: it may be in the ISR already");
+            isr.update_committed(ids(&[1, 2]), 3);
+            assert_eq!(isr.maximal(), ids(&[1, 2]));
+            isr.update_committed(ids(&[1]), 4);
+            assert_eq!(isr.maximal(), ids(&[1]));
+        }
     }
 
     #[test]
     fn a_refused_expansion_stops_counting_and_a_shrink_counts_until_seen() {
-        let mut isr = IsrState::new(ids(&[1, 3]));
+        let mut isr = IsrState::new(ids(&[1, 3]), 0);
         isr.start_expand(BrokerId(2));
         isr.settle(Some(IsrChangeOutcome::Refused));
         assert_eq!(isr.maximal(), ids(&[1, 3]));
         assert_eq!(isr.start_shrink(ids(&[3])), Some(ids(&[1])));
         assert_eq!(isr.maximal(), ids(&[1, 3]), "still counted while the removal is in flight");
-        isr.settle(Some(IsrChangeOutcome::Committed(9)));
+        isr.settle(Some(IsrChangeOutcome::Committed));
         assert_eq!(isr.maximal(), ids(&[1, 3]), "and until the metadata shows it");
-        isr.update_committed(ids(&[1]), 9);
+        isr.update_committed(ids(&[1]), 1);
         assert_eq!(isr.maximal(), ids(&[1]));
     }
 
     #[test]
     fn a_new_leadership_forgets_the_old_ones_proposals() {
-        let mut isr = IsrState::new(ids(&[1]));
+        let mut isr = IsrState::new(ids(&[1]), 0);
         isr.start_expand(BrokerId(2));
         isr.reset(ids(&[1, 3]), 4);
         assert_eq!(isr.pending(), None);

@@ -107,6 +107,8 @@ pub struct IsrProposal {
     pub partition: TopicPartition,
     pub topic_id: TopicId,
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch (ISR version) the proposal was built on.
+    pub partition_epoch: u32,
     pub isr: Vec<BrokerId>,
 }
 

@@ -113,7 +113,7 @@ impl Replica {
             high_watermark: watch::channel(start_high_watermark).0,
             leadership: RwLock::new(()),
             state: Mutex::new(ReplicaState {
-                isr: IsrState::new(role.isr.clone()),
+                isr: IsrState::new(role.isr.clone(), role.partition_epoch),
                 role,
                 progress: LeaderProgress::new(start_high_watermark),
                 verified_epoch: None,
@@ -129,9 +129,8 @@ impl Replica {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Follows the cluster's decision for this partition, as read from the
-    /// metadata at log index `applied_index`.
-    pub fn set_role(&self, role: Role, applied_index: u64) {
+    /// Follows the cluster's decision for this partition.
+    pub fn set_role(&self, role: Role) {
         let _leadership = self.leadership.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut state = self.state();
         debug_assert!(role.leader_epoch >= state.role.leader_epoch, "a replica's epoch never goes back");
@@ -140,9 +139,9 @@ impl Replica {
             state.progress = LeaderProgress::new(*self.high_watermark.borrow());
             state.verified_epoch = None;
             // Proposals made at the old epoch are refused by the controller.
-            state.isr.reset(role.isr.clone(), applied_index);
+            state.isr.reset(role.isr.clone(), role.partition_epoch);
         } else {
-            state.isr.update_committed(role.isr.clone(), applied_index);
+            state.isr.update_committed(role.isr.clone(), role.partition_epoch);
         }
         state.role = role;
         drop(state);
@@ -482,7 +481,13 @@ impl Replica {
     }
 
     fn proposal(&self, role: &Role, isr: Vec<BrokerId>) -> IsrProposal {
-        IsrProposal { partition: self.partition.clone(), topic_id: self.topic_id, leader_epoch: role.leader_epoch, isr }
+        IsrProposal {
+            partition: self.partition.clone(),
+            topic_id: self.topic_id,
+            leader_epoch: role.leader_epoch,
+            partition_epoch: role.partition_epoch,
+            isr,
+        }
     }
 
     /// Leader side: the answer to the ISR change proposed at `leader_epoch`
@@ -646,7 +651,18 @@ mod tests {
     }
 
     fn leader(epoch: u32, isr: &[u32]) -> Role {
-        Role { broker_id: BrokerId(1), leader: Some(BrokerId(1)), leader_epoch: LeaderEpoch(epoch), isr: ids(isr) }
+        leader_at(epoch, isr, 0)
+    }
+
+    /// Leading at `epoch`, with `isr` at partition epoch `partition_epoch`.
+    fn leader_at(epoch: u32, isr: &[u32], partition_epoch: u32) -> Role {
+        Role {
+            broker_id: BrokerId(1),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(epoch),
+            isr: ids(isr),
+            partition_epoch,
+        }
     }
 
     fn open(dir: &tempfile::TempDir, role: Role) -> Arc<Replica> {
@@ -681,9 +697,14 @@ mod tests {
         tokio::task::yield_now().await;
         // Broker 2 takes over at epoch 2 and this replica follows it; the
         // new leader's HW passes offset 3, but its records there are its own.
-        let follower =
-            Role { broker_id: BrokerId(1), leader: Some(BrokerId(2)), leader_epoch: LeaderEpoch(2), isr: ids(&[2]) };
-        replica.set_role(follower, 9);
+        let follower = Role {
+            broker_id: BrokerId(1),
+            leader: Some(BrokerId(2)),
+            leader_epoch: LeaderEpoch(2),
+            isr: ids(&[2]),
+            partition_epoch: 1,
+        };
+        replica.set_role(follower);
         replica.set_follower_high_watermark(Offset(10));
         assert_eq!(replica.high_watermark(), Offset(3));
         let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("answered").expect("joined");
@@ -697,7 +718,7 @@ mod tests {
     async fn a_follower_proposed_into_the_isr_holds_the_hw_until_the_metadata_shows_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = open(&dir, leader(0, &[1]));
-        replica.set_role(leader(0, &[1]), 1);
+        replica.set_role(leader(0, &[1]));
         replica.append(batch(10)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(10), "alone in the ISR");
         let (_, proposal) =
@@ -709,14 +730,15 @@ mod tests {
         assert_eq!(replica.high_watermark(), Offset(10), "the joining follower counts at once");
         replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 15), 1 << 20).await.expect("fetch");
         assert_eq!(replica.high_watermark(), Offset(15));
-        // Committed at index 7; this broker's metadata is still at 5.
-        replica.isr_change_settled(LeaderEpoch(0), Some(IsrChangeOutcome::Committed(7)));
-        replica.set_role(leader(0, &[1]), 5);
+        // Committed (at partition epoch 1); this broker's metadata still
+        // shows epoch 0.
+        replica.isr_change_settled(LeaderEpoch(0), Some(IsrChangeOutcome::Committed));
+        replica.set_role(leader(0, &[1]));
         replica.append(batch(5)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(15), "still counted");
-        // Index 7 applied, and broker 2 already left again (it died): now
-        // the ISR alone decides.
-        replica.set_role(leader(0, &[1]), 8);
+        // Partition epoch 2 applied: broker 2 joined and already left again
+        // (it died). Now the ISR alone decides.
+        replica.set_role(leader_at(0, &[1], 2));
         assert_eq!(replica.high_watermark(), Offset(20));
     }
 
@@ -761,9 +783,14 @@ mod tests {
         replica.append(batch(2)).await.expect("append while leading");
         // Broker 2 leads at epoch 5 now; a produce admitted just before
         // the change reaches the append after it.
-        let follower =
-            Role { broker_id: BrokerId(1), leader: Some(BrokerId(2)), leader_epoch: LeaderEpoch(5), isr: ids(&[2]) };
-        replica.set_role(follower, 3);
+        let follower = Role {
+            broker_id: BrokerId(1),
+            leader: Some(BrokerId(2)),
+            leader_epoch: LeaderEpoch(5),
+            isr: ids(&[2]),
+            partition_epoch: 1,
+        };
+        replica.set_role(follower);
         let refused = replica.append(batch(3)).await;
         assert!(
             matches!(
@@ -791,7 +818,7 @@ mod tests {
         tokio::task::yield_now().await;
         // Broker 2 is dropped from the ISR: the HW reaches the LEO at once,
         // with one copy where two were promised.
-        replica.set_role(leader(0, &[1]), 4);
+        replica.set_role(leader_at(0, &[1], 1));
         assert_eq!(replica.high_watermark(), Offset(3));
         let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("answered").expect("joined");
         assert!(

@@ -12,6 +12,9 @@ pub struct Role {
     pub leader_epoch: LeaderEpoch,
     /// The ISR as the metadata shows it.
     pub isr: Vec<BrokerId>,
+    /// The version of `leader` and `isr` (Kafka's partition epoch): what
+    /// an ISR change is built on.
+    pub partition_epoch: u32,
 }
 
 impl Role {
