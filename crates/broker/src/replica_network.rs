@@ -87,7 +87,10 @@ impl LeaderClient for GrpcLeaderClient {
                         log_start_offset: offset_from_wire(data.log_start_offset, "log start offset")?,
                     })
                 } else {
-                    Err(LeaderRefusal { code_name: data.error, message: data.message })
+                    let log_start_offset = (data.error == LeaderRefusal::OFFSET_OUT_OF_RANGE)
+                        .then(|| offset_from_wire(data.log_start_offset, "log start offset"))
+                        .transpose()?;
+                    Err(LeaderRefusal { code_name: data.error, message: data.message, log_start_offset })
                 };
                 Ok(FetchedPartition { partition, outcome })
             })

@@ -17,7 +17,7 @@ use std::time::Duration;
 use brook_record::{BrokerId, LeaderEpoch};
 use tokio_util::sync::CancellationToken;
 
-use crate::network::{EpochEndQuery, HostedReplicas, LeaderClient, PartitionFetch, ReplicaFetchRequest};
+use crate::network::{EpochEndQuery, HostedReplicas, LeaderClient, LeaderRefusal, PartitionFetch, ReplicaFetchRequest};
 use crate::replica::Replica;
 use crate::truncation::{truncation_step, TruncationStep};
 
@@ -148,6 +148,10 @@ async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followe
         };
         let data = match answer.outcome {
             Ok(data) => data,
+            Err(refusal) if refusal.code_name == LeaderRefusal::OFFSET_OUT_OF_RANGE => {
+                restart_or_recheck(replica, &refusal).await;
+                continue;
+            }
             Err(refusal) => {
                 // NOT_LEADER and the like: the metadata will catch up.
                 tracing::debug!(partition = %answer.partition, error = %refusal.code_name, "replica fetch refused");
@@ -164,6 +168,21 @@ async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followe
         replica.set_follower_high_watermark(data.high_watermark);
     }
     Ok(outcome)
+}
+
+/// The leader found this replica's fetch offset outside its log. Below the
+/// leader's log start (its retention deleted what this replica lacks): the
+/// log restarts there. Otherwise (past the leader's end: a log that was not
+/// checked against this leader): check it again before the next fetch.
+async fn restart_or_recheck(replica: &Arc<Replica>, refusal: &LeaderRefusal) {
+    match refusal.log_start_offset {
+        Some(leader_start) if replica.log_end_offset() < leader_start => {
+            if let Err(error) = replica.truncate_fully_and_start_at(leader_start).await {
+                tracing::warn!(partition = %replica.topic_partition(), %error, "could not restart the log at the leader's start");
+            }
+        }
+        _ => replica.mark_unverified(),
+    }
 }
 
 /// Brings this log in line with the leader at `current_epoch` before it

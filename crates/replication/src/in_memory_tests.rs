@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ReplicaError;
 use crate::isr::IsrChangeOutcome;
 use crate::network::{
     EpochEndQuery, FetchedPartition, HostedReplicas, IsrProposal, IsrProposer, LeaderClient, LeaderRefusal,
@@ -61,7 +62,12 @@ fn open_pair(dir: &tempfile::TempDir, epoch: u32, isr: &[BrokerId]) -> (Arc<Repl
 
 /// Every byte a replica holds (to its LEO).
 async fn log_bytes(replica: &Arc<Replica>) -> Bytes {
-    replica.read_for_follower(Offset(0), u64::MAX).await.expect("read").records
+    log_bytes_from(replica, 0).await
+}
+
+/// Every byte a replica holds from `offset` to its LEO.
+async fn log_bytes_from(replica: &Arc<Replica>, offset: u64) -> Bytes {
+    replica.read_for_follower(Offset(offset), u64::MAX).await.expect("read").records
 }
 
 /// The leader as its followers reach it, without a network.
@@ -86,7 +92,17 @@ impl LeaderClient for InMemoryLeader {
                         log_start_offset: read.log_start_offset,
                     })
                 }
-                Err(error) => Err(LeaderRefusal { code_name: error.code_name().into(), message: error.to_string() }),
+                Err(error) => {
+                    let log_start_offset = match &error {
+                        ReplicaError::OffsetOutOfRange { log_start_offset, .. } => Some(*log_start_offset),
+                        _ => None,
+                    };
+                    Err(LeaderRefusal {
+                        code_name: error.code_name().into(),
+                        message: error.to_string(),
+                        log_start_offset,
+                    })
+                }
             };
             answers.push(FetchedPartition { partition: fetch.partition.clone(), outcome });
         }
@@ -223,6 +239,21 @@ async fn a_caught_up_follower_outside_the_isr_is_proposed_back_in_and_counted_at
     // Counted from its proposal on: the stopped follower holds the HW.
     leader.append(batch(&["c"])).await.expect("append");
     assert_eq!(leader.high_watermark(), Offset(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_restarts_there_and_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (leader, follower) = open_pair(&dir, 0, &[LEADER, FOLLOWER]);
+    follower.append_replicated(batch(&["old"])).await.expect("the follower has offset 0");
+    // The leader's retention deleted everything below 10.
+    leader.truncate_fully_and_start_at(Offset(10)).await.expect("restart the leader's log");
+    leader.append(batch(&["a", "b", "c"])).await.expect("append");
+
+    let proposer = Arc::new(RecordingProposer::default());
+    follow_until(&leader, &follower, 0, &proposer, || follower.log_end_offset() == Offset(13)).await;
+    assert_eq!(follower.log_start_offset(), Offset(10));
+    assert_eq!(log_bytes_from(&leader, 10).await, log_bytes_from(&follower, 10).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,15 @@ pub struct LeaderRefusal {
     /// The Kafka error name.
     pub code_name: String,
     pub message: String,
+    /// With OFFSET_OUT_OF_RANGE: the leader's log start offset (a follower
+    /// below it restarts its log there).
+    pub log_start_offset: Option<Offset>,
+}
+
+impl LeaderRefusal {
+    /// The refusal that tells a follower its fetch offset is outside the
+    /// leader's log.
+    pub const OFFSET_OUT_OF_RANGE: &'static str = "OFFSET_OUT_OF_RANGE";
 }
 
 /// A question to the leader: where does `epoch` end on your log?

@@ -581,6 +581,17 @@ impl Replica {
         Ok(new_end)
     }
 
+    /// Follower side: empties the log and restarts it at `offset`, the
+    /// leader's log start, when everything this replica lacks is gone
+    /// from the leader (Kafka's `truncateFullyAndStartAt`). Nothing below
+    /// it exists any more, so the HW starts there too.
+    pub async fn truncate_fully_and_start_at(self: &Arc<Self>, offset: Offset) -> Result<(), ReplicaError> {
+        self.blocking(move |replica| replica.with_log(|log| log.truncate_fully_and_start_at(offset))).await?;
+        self.high_watermark.send_replace(offset);
+        tracing::warn!(partition = %self.partition, log_start_offset = %offset, "behind the leader's log start: restarted the log there");
+        Ok(())
+    }
+
     /// The first offset at or after `timestamp_ms` below the HW, with its
     /// timestamp.
     pub async fn offset_for_timestamp(
@@ -595,10 +606,12 @@ impl Replica {
         .await
     }
 
-    /// Retention and time-based flushes. Blocking.
+    /// Retention (never at or above the HW) and time-based flushes.
+    /// Blocking.
     pub fn maintain(&self, now_ms: i64) -> Result<(), ReplicaError> {
+        let high_watermark = self.high_watermark();
         self.with_log(|log| {
-            log.apply_retention(now_ms)?;
+            log.apply_retention(now_ms, high_watermark)?;
             log.flush_if_due()?;
             Ok(())
         })

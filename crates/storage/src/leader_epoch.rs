@@ -109,6 +109,15 @@ impl LeaderEpochCache {
     }
 
     /// Forgets epochs that start at or after `offset` (the log was cut there).
+    /// Forgets every epoch: the log holds none of their records any more.
+    pub(crate) fn clear(&mut self) -> Result<(), StorageError> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        self.entries.clear();
+        self.persist()
+    }
+
     pub(crate) fn truncate_from_end(&mut self, offset: Offset) -> Result<(), StorageError> {
         let before = self.entries.len();
         self.entries.retain(|&(_, start)| start < offset);

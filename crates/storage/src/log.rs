@@ -587,10 +587,13 @@ impl PartitionLog {
         Ok(new_end)
     }
 
-    /// Empties the log and restarts it at `offset`, at or below the log
-    /// start. The first segment is emptied in place when it starts there
-    /// (its files stay, so no reader ever sees them vanish mid-read).
-    fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<Offset, StorageError> {
+    /// Empties the log and restarts it at `offset`, anywhere: at or below
+    /// the log start (a follower whose every record diverged), or past the
+    /// log end (a follower so far behind that its leader's retention
+    /// deleted what it lacks: Kafka's `truncateFullyAndStartAt`). The first
+    /// segment is emptied in place when it starts there (its files stay, so
+    /// no reader ever sees them vanish mid-read).
+    pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<Offset, StorageError> {
         let old = self.shared.segments();
         let fresh = if old.log_start_offset() == offset {
             let first = recovery::open_segment(&self.dir, offset, &self.config, false, true, &self.epochs)?.0;
@@ -604,7 +607,9 @@ impl PartitionLog {
         for segment in old.0.iter().filter(|segment| segment.base_offset() != offset) {
             segment.delete_files()?;
         }
-        self.after_truncation(offset)?;
+        self.epochs.clear()?;
+        self.recovery_point = offset;
+        recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), offset.to_string().as_bytes())?;
         tracing::info!(dir = %self.dir.display(), log_end_offset = %offset, "emptied log");
         Ok(offset)
     }
@@ -616,8 +621,10 @@ impl PartitionLog {
     }
 
     /// Deletes the oldest closed segments that retention (by time, then by
-    /// size) no longer keeps, and advances the log start offset.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+    /// size) no longer keeps, and advances the log start offset. Never a
+    /// segment holding an offset at or above `high_watermark`: a record
+    /// not yet committed, or one a follower still needs, stays.
+    pub fn apply_retention(&mut self, now_ms: i64, high_watermark: Offset) -> Result<RetentionOutcome, StorageError> {
         let segments = self.shared.segments();
         let summaries: Vec<SegmentSummary> = segments
             .0
@@ -625,9 +632,10 @@ impl PartitionLog {
             .map(|segment| SegmentSummary {
                 size_bytes: segment.size_bytes(),
                 max_timestamp_ms: segment.max_timestamp_ms(),
+                next_offset: segment.next_offset(),
             })
             .collect();
-        let count = segments_to_delete(&summaries, &self.config, now_ms);
+        let count = segments_to_delete(&summaries, &self.config, now_ms, high_watermark);
         let (deleted, kept) = segments.0.split_at(count);
         let log_start_offset = kept[0].base_offset();
         if count == 0 {

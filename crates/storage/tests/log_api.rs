@@ -237,7 +237,7 @@ fn retention_by_time_deletes_old_segments_and_moves_the_log_start() {
         let mut batch = common::batch(&values(5, 100), timestamp);
         log.append(&mut batch, LeaderEpoch(0)).expect("append");
     }
-    let outcome = log.apply_retention(now).expect("retention");
+    let outcome = log.apply_retention(now, log.log_end_offset()).expect("retention");
     assert!(outcome.segments_deleted >= 1);
     assert_eq!(outcome.log_start_offset, log.log_start_offset());
     assert!(log.log_start_offset() <= Offset(50), "no record newer than the cutoff is deleted");
@@ -403,4 +403,24 @@ fn reads_copy_their_batches_into_a_fresh_or_reused_buffer_and_nothing_more() {
     }
     assert_eq!(fresh, appended);
     assert_eq!(reused, appended);
+}
+
+#[test]
+fn a_log_can_restart_past_its_end_and_keeps_that_start_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = PartitionLog::open(dir.path(), config()).expect("open");
+    let mut batch = common::batch(&values(5, 10), 1);
+    log.append(&mut batch, LeaderEpoch(3)).expect("append");
+    assert_eq!(log.truncate_fully_and_start_at(Offset(100)).expect("restart"), Offset(100));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(100), Offset(100)));
+    assert_eq!(log.latest_epoch(), None, "no record of any epoch is left");
+    assert!(matches!(log.read(Offset(4), 100, Offset(100)), Err(StorageError::OffsetOutOfRange { .. })));
+    let mut batch = common::batch(&values(2, 10), 2);
+    let appended = log.append(&mut batch, LeaderEpoch(4)).expect("append");
+    assert_eq!(appended.base_offset, Offset(100));
+    log.close().expect("close");
+    let log = PartitionLog::open(dir.path(), config()).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(100), Offset(102)));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(4)));
+    assert_eq!(common::all_records(&log).first().map(|(offset, _)| *offset), Some(100));
 }

@@ -112,7 +112,7 @@ proptest! {
                     let mut config = config();
                     config.retention_bytes = Some(keep_bytes);
                     log.set_config(config).expect("config");
-                    let outcome = log.apply_retention(common::now_ms()).expect("retention");
+                    let outcome = log.apply_retention(common::now_ms(), log.log_end_offset()).expect("retention");
                     log.set_config(self::config()).expect("config");
                     let start = outcome.log_start_offset.0;
                     prop_assert!(start >= model.log_start && start <= model.log_end());

@@ -15,7 +15,7 @@ use brook_proto::internal::{
     EpochEndOffsetRequest, EpochEndOffsetResponse, PartitionData, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
-use brook_replication::{propose_expansion, PartitionFetch, Replica};
+use brook_replication::{propose_expansion, PartitionFetch, Replica, ReplicaError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
@@ -90,6 +90,10 @@ impl ReplicationService {
                 Err(error) => {
                     data.error = error.code_name().to_string();
                     data.message = error.to_string();
+                    // A follower below the log start restarts its log there.
+                    if let BrokerError::Replica(ReplicaError::OffsetOutOfRange { log_start_offset, .. }) = &error {
+                        data.log_start_offset = wire_offset(*log_start_offset);
+                    }
                 }
             }
             answers.push(data);
