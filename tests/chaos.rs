@@ -1,8 +1,15 @@
 //! Chaos: three real brokers, a topic of 6 partitions with replication
 //! factor 3 and min.insync.replicas 2, a producer sending numbered records
-//! continuously, and a loop that kills -9 a random broker (leaders and the
-//! controller included), waits, and restarts it. At the end a consumer
-//! reads every partition from the beginning and the checker judges.
+//! continuously, and a nemesis that, round after round, either kills -9 a
+//! random broker (leaders and the controller included) and restarts it, or
+//! pauses (SIGSTOP) a partition leader or the controller for 1-4 s, longer
+//! than the session, so that it wakes up replaced.
+//!
+//! Checks: a consumer that stays alive through the whole run must see
+//! every acknowledged record, in order per partition; at the end a fresh
+//! consumer reads every partition from the beginning and the checker
+//! judges; then, once every replica has caught up, every replica of every
+//! partition is compared byte for byte.
 //!
 //! The default runs are short (3 rounds with acks=all, 2 with acks=1).
 //! The long runs:
@@ -21,7 +28,7 @@ use brook_client::{
     Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use checker::{Checker, Report};
-use harness::TestCluster;
+use harness::{eventually, log_bytes, partition_dirs, TestCluster};
 
 const PARTITIONS: u32 = 6;
 
@@ -39,6 +46,127 @@ fn next_random(state: &mut u64) -> u64 {
     *state
 }
 
+/// One round's fault.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL, 2 s down, restart.
+    Kill { broker: u32 },
+    /// SIGSTOP for this long, then SIGCONT: a live broker that wakes up
+    /// after it was replaced.
+    Pause { broker: u32, for_ms: u64 },
+}
+
+/// The next fault: a kill of any broker, or a pause of the controller or
+/// of a partition's leader.
+async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
+    let pick = next_random(random);
+    if pick % 2 == 0 {
+        return Fault::Kill { broker: (next_random(random) % 3) as u32 + 1 };
+    }
+    let for_ms = 1000 + next_random(random) % 3000;
+    let admin = Admin::connect(bootstrap).await.expect("admin");
+    let broker = if pick % 4 == 1 {
+        admin.describe_cluster().await.map(|cluster| cluster.controller_id).unwrap_or(0)
+    } else {
+        let partition = (next_random(random) % u64::from(PARTITIONS)) as u32;
+        let described = admin.describe_topic("chaos").await.ok();
+        described
+            .and_then(|topic| topic.partitions.iter().find(|p| p.partition == partition).map(|p| p.leader))
+            .unwrap_or(0)
+    };
+    let broker = if (1..=3).contains(&broker) { broker } else { (next_random(random) % 3) as u32 + 1 };
+    Fault::Pause { broker, for_ms }
+}
+
+/// A consumer that reads the topic from the beginning for the whole run,
+/// riding out every fault, until the producer is done (`produced`: every
+/// acknowledgement is in the checker) and it has every acknowledged record
+/// (or a deadline).
+fn spawn_live_consumer(
+    bootstrap: String,
+    checker: Arc<Mutex<Checker>>,
+    produced: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<BTreeMap<(u32, u64), u64>> {
+    tokio::spawn(async move {
+        let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
+        let mut consumer = Consumer::connect(&bootstrap, config).await.expect("live consumer");
+        consumer.subscribe(&["chaos"]).await.expect("subscribe");
+        let mut found = BTreeMap::new();
+        let mut stopped_at = None;
+        loop {
+            if produced.load(Ordering::Acquire) {
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                let done = checker.lock().expect("checker").all_found(&found);
+                if done || since.elapsed() > Duration::from_secs(60) {
+                    return found;
+                }
+            }
+            match consumer.poll(Duration::from_millis(500)).await {
+                Ok(records) => {
+                    for record in records {
+                        found.insert((record.partition, record.offset.0), sequence_of(&record));
+                    }
+                }
+                // A fault in progress: the consumer goes on from where it is.
+                Err(error) => {
+                    println!("live consumer: {error}; going on");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+fn sequence_of(record: &brook_client::ConsumerRecord) -> u64 {
+    let value = record.value.clone().unwrap_or_default();
+    std::str::from_utf8(&value).expect("utf8").parse().expect("a sequence number")
+}
+
+/// Waits until every broker's replica of every partition has the same log
+/// end and its HW there, with the full ISR; then stops the brokers and
+/// compares each partition's replicas byte for byte.
+async fn assert_replicas_identical(cluster: &mut TestCluster) {
+    for id in 1..=3 {
+        let address = cluster.address(id);
+        let bootstrap = cluster.bootstrap();
+        eventually(&format!("broker {id}'s replicas caught up"), Duration::from_secs(60), || {
+            let (address, bootstrap) = (address.clone(), bootstrap.clone());
+            async move {
+                let leader_view = Admin::connect(&bootstrap).await.map_err(|e| e.to_string())?;
+                let leaders = leader_view.describe_topic("chaos").await.map_err(|e| e.to_string())?;
+                let mine = Admin::connect(&address).await.map_err(|e| e.to_string())?;
+                let mine = mine.describe_topic("chaos").await.map_err(|e| e.to_string())?;
+                let caught_up = mine.partitions.iter().all(|partition| {
+                    partition.isr.len() == 3
+                        && partition.high_watermark == partition.log_end_offset
+                        && leaders.partitions.iter().any(|other| {
+                            other.partition == partition.partition
+                                && other.high_watermark.max(other.log_end_offset) <= partition.log_end_offset
+                        })
+                });
+                if caught_up {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", mine.partitions))
+                }
+            }
+        })
+        .await;
+    }
+    let data_dirs: Vec<std::path::PathBuf> = (1..=3).map(|id| cluster.broker(id).dir().to_path_buf()).collect();
+    for id in 1..=3 {
+        cluster.broker(id).kill();
+    }
+    let dirs = partition_dirs(&data_dirs[0]);
+    assert_eq!(dirs.len(), PARTITIONS as usize, "{dirs:?}");
+    for dir in &dirs {
+        let replicas: Vec<Vec<u8>> =
+            data_dirs.iter().map(|data_dir| log_bytes(&data_dir.join("topics").join(dir))).collect();
+        assert!(replicas.iter().all(|bytes| *bytes == replicas[0]), "the replicas of {dir} differ");
+    }
+    println!("chaos: every replica of the {} partitions is byte for byte the same", dirs.len());
+}
+
 async fn run_chaos(acks: Acks, rounds: u32) -> Report {
     let mut random = seed();
     println!("chaos: acks={acks:?}, {rounds} rounds, BROOK_CHAOS_SEED={random}");
@@ -49,6 +177,8 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
 
     let checker = Arc::new(Mutex::new(Checker::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let produced = Arc::new(AtomicBool::new(false));
+    let live_consumer = spawn_live_consumer(bootstrap.clone(), Arc::clone(&checker), Arc::clone(&produced));
     let config = ProducerConfig { acks, delivery_timeout: Duration::from_secs(30), ..ProducerConfig::default() };
     let producer = Producer::connect(&bootstrap, config).await.expect("producer");
     let sending = tokio::spawn({
@@ -99,16 +229,26 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
 
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let victim = (next_random(&mut random) % 3) as u32 + 1;
-        println!("round {round}: kill -9 broker {victim}");
-        cluster.broker(victim).kill();
-        tokio::time::sleep(Duration::from_millis(2000)).await;
-        cluster.broker(victim).restart().await;
+        let fault = choose_fault(&mut random, &bootstrap).await;
+        println!("round {round}: {fault:?}");
+        match fault {
+            Fault::Kill { broker } => {
+                cluster.broker(broker).kill();
+                tokio::time::sleep(Duration::from_millis(2000)).await;
+                cluster.broker(broker).restart().await;
+            }
+            Fault::Pause { broker, for_ms } => {
+                cluster.broker(broker).pause();
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                cluster.broker(broker).resume();
+            }
+        }
         cluster.wait_all_alive().await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let sent = sending.await.expect("producer task");
+    produced.store(true, Ordering::Release);
 
     let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
     let mut consumer = Consumer::connect(&bootstrap, config).await.expect("consumer");
@@ -126,12 +266,36 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
             quiet_since = Instant::now();
         }
         for record in records {
-            let value = record.value.unwrap_or_default();
-            let sequence: u64 = std::str::from_utf8(&value).expect("utf8").parse().expect("a sequence number");
-            found.insert((record.partition, record.offset.0), sequence);
+            found.insert((record.partition, record.offset.0), sequence_of(&record));
         }
     }
     let report = checker.lock().expect("checker").report(&found);
+    let seen_live = live_consumer.await.expect("live consumer");
+    let live = checker.lock().expect("checker").report(&seen_live);
+    println!(
+        "chaos: the live consumer saw {} records; missed {} acknowledged, out of order {}",
+        seen_live.len(),
+        live.lost,
+        live.out_of_order
+    );
+    if acks == Acks::All {
+        let examples = checker.lock().expect("checker").lost_examples(&seen_live, 10);
+        let seen: Vec<_> = examples.iter().map(|(key, _)| (key, seen_live.get(key), found.get(key))).collect();
+        assert_eq!(
+            live.lost, 0,
+            "the consumer that stayed alive missed acknowledged records: {live:?}; (acked at, sequence): {examples:?}; (where, live saw, final read saw): {seen:?}"
+        );
+    }
+    assert_eq!(live.out_of_order, 0, "the live consumer saw records out of order: {live:?}");
+    let differing: Vec<_> =
+        seen_live.iter().filter(|(key, sequence)| found.get(key).is_some_and(|end| end != *sequence)).take(5).collect();
+    assert!(
+        differing.is_empty(),
+        "the live consumer saw other records than the final read at the same offsets: {differing:?}"
+    );
+    if acks == Acks::All {
+        assert_replicas_identical(&mut cluster).await;
+    }
     println!(
         "chaos: {sent} sent, {} acknowledged, lost {}, out of order {}, duplicates {}, unacknowledged present {}",
         report.acknowledged, report.lost, report.out_of_order, report.duplicates, report.unacknowledged_present

@@ -225,6 +225,29 @@ impl TestCluster {
     }
 }
 
+/// The bytes of a replica's log in `dir`: its segment files in order.
+pub fn log_bytes(dir: &Path) -> Vec<u8> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    segments.sort();
+    segments.iter().flat_map(|segment| std::fs::read(segment).expect("read segment")).collect()
+}
+
+/// The partition directories under a broker's data dir, sorted.
+pub fn partition_dirs(data_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("topics"))
+        .expect("topics dir")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Polls `check` until it returns `Some`, or panics after `limit` with the
 /// last thing it saw.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T

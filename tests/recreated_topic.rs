@@ -8,13 +8,13 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use brook_client::{
     Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-use harness::{eventually, TestCluster};
+use harness::{eventually, log_bytes, partition_dirs, TestCluster};
 
 const TOPIC: &str = "t";
 const PARTITIONS: u32 = 3;
@@ -39,29 +39,6 @@ async fn leaders(address: &str) -> BTreeMap<u32, u32> {
     let admin = Admin::connect(address).await.expect("admin");
     let described = admin.describe_topic(TOPIC).await.expect("describe");
     described.partitions.iter().map(|partition| (partition.partition, partition.leader)).collect()
-}
-
-/// The partition directories under a broker's data dir.
-fn partition_dirs(data_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("topics"))
-        .expect("topics dir")
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
-
-/// The bytes of a replica's log: its segment files in order.
-fn log_bytes(dir: &Path) -> Vec<u8> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("partition dir")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
-        .collect();
-    segments.sort();
-    segments.iter().flat_map(|segment| std::fs::read(segment).expect("read segment")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
