@@ -258,3 +258,29 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     assert!(at_end.records.is_empty());
     still_serving(&mut records, &mut admin).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_for_one_to_close() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("brook.toml");
+    std::fs::write(&config, "max_connections = 3\n").expect("write config");
+    let broker = Broker::start_with(&["--config", config.to_str().expect("utf-8 path")]).await;
+    // The harness's readiness check has closed its connection; three idle
+    // ones take every place.
+    let idle: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(&broker.address).expect("connect")).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waiting = {
+        let address = broker.address.clone();
+        tokio::spawn(async move {
+            let admin = brook_client::Admin::connect(&address).await.map_err(|error| error.to_string())?;
+            admin.list_topics().await.map_err(|error| error.to_string())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a fourth connection is not served while three are open");
+    drop(idle);
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+    let topics = answered.expect("served once the others closed").expect("joined").expect("an answer");
+    assert!(topics.is_empty());
+}

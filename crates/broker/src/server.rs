@@ -52,6 +52,9 @@ pub const MAX_FRAME_BYTES: u32 = 256 << 10;
 const MAX_REPLICA_FETCH_RESPONSE_BYTES: usize = 256 << 20;
 /// How often moved high watermarks are checkpointed.
 const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// Pauses after a failed accept, doubling up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// What the single-node catalog of earlier versions left in a data
 /// directory: its presence means the directory is in the old format.
 const OLD_CATALOG_DIR: &str = "catalog";
@@ -376,16 +379,30 @@ impl LimitedIncoming {
         LimitedIncoming { listener, permits: Arc::new(Semaphore::new(max_connections.max(1))) }
     }
 
+    /// The accepted connections. A failed accept (out of file descriptors,
+    /// say) is logged and retried after a pause, as mini-redis does, rather
+    /// than handed to the server, which would stop serving.
     fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<LimitedConnection>> {
         futures::stream::unfold(self, |incoming| async move {
             let permit = Arc::clone(&incoming.permits).acquire_owned().await.ok()?;
-            let accepted = incoming.listener.accept().await.and_then(|(stream, _)| {
-                // Nagle off: without it a small fetch or produce answer
-                // waits for the peer's delayed ACK (~40 ms).
-                stream.set_nodelay(true)?;
-                Ok(LimitedConnection { stream, _permit: permit })
-            });
-            Some((accepted, incoming))
+            let mut backoff = ACCEPT_BACKOFF_MIN;
+            let stream = loop {
+                match incoming.listener.accept().await {
+                    Ok((stream, _)) => break stream,
+                    Err(error) => {
+                        tracing::warn!(%error, ?backoff, "accepting a connection failed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    }
+                }
+            };
+            // Nagle off: without it a small fetch or produce answer waits
+            // for the peer's delayed ACK (~40 ms). A connection already gone
+            // fails here; serving it then fails as harmlessly.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not turn Nagle off on a new connection");
+            }
+            Some((Ok(LimitedConnection { stream, _permit: permit }), incoming))
         })
     }
 }

@@ -28,12 +28,17 @@
 //!
 //! Invariants: the HW never exceeds the leader's LEO, never moves
 //! backwards on a leader, and never passes the LEO of a member of the
-//! maximal ISR (a follower being added counts from its proposal, one being
-//! removed until its removal is seen); a replica's epoch never decreases;
-//! acks=all is answered only while the replica still leads at the epoch it
-//! appended under; a follower keeps no record of an epoch the leader never
-//! saw (`truncation_step`); a leader serves a follower only at its own
-//! epoch and topic id.
+//! maximal ISR (a follower being added counts from its proposal until the
+//! metadata's partition epoch passes the proposal's, one being removed
+//! until its removal is seen); a replica's epoch never decreases; a
+//! replica appends a client batch only while it leads, stamped with that
+//! leadership's epoch, under the lock its role changes take; acks=all is
+//! answered only while the replica still leads at the epoch it appended
+//! under and the ISR still has min.insync.replicas members; a follower
+//! keeps no record of an epoch the leader never saw (`truncation_step`);
+//! a leader serves a follower only at its own epoch and topic id; ISR
+//! proposals name the partition epoch they were built on; retention never
+//! deletes at or above the HW.
 //!
 //! Never: know about gRPC, openraft or the metadata group; re-encode a
 //! batch (followers append the leader's bytes as they are).
