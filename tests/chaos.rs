@@ -31,6 +31,10 @@ use checker::{Checker, Report};
 use harness::{eventually, log_bytes, partition_dirs, TestCluster};
 
 const PARTITIONS: u32 = 6;
+/// The most records one run sends.
+const MAX_RECORDS: u64 = 2_000_000;
+/// About how long one round of faults takes, to spread the load over a run.
+const ROUND_ESTIMATE: Duration = Duration::from_secs(5);
 
 fn seed() -> u64 {
     std::env::var("BROOK_CHAOS_SEED").ok().and_then(|value| value.parse().ok()).unwrap_or_else(|| {
@@ -181,6 +185,9 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
     let live_consumer = spawn_live_consumer(bootstrap.clone(), Arc::clone(&checker), Arc::clone(&produced));
     let config = ProducerConfig { acks, delivery_timeout: Duration::from_secs(30), ..ProducerConfig::default() };
     let producer = Producer::connect(&bootstrap, config).await.expect("producer");
+    // The producer sends at most MAX_RECORDS, paced so that they last the
+    // whole run (about 5 s a round), at most 40,000 a second.
+    let pause_per_200 = Duration::from_millis(5).max(ROUND_ESTIMATE * rounds / (MAX_RECORDS / 200) as u32);
     let sending = tokio::spawn({
         let (checker, stop) = (Arc::clone(&checker), Arc::clone(&stop));
         async move {
@@ -204,7 +211,7 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
                 }
             });
             let mut sequence = 0u64;
-            while !stop.load(Ordering::Relaxed) && sequence < 2_000_000 {
+            while !stop.load(Ordering::Relaxed) && sequence < MAX_RECORDS {
                 let record = ProducerRecord::new("chaos", sequence.to_string())
                     .partition((sequence % u64::from(PARTITIONS)) as u32);
                 match producer.send(record).await {
@@ -217,7 +224,7 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
                 }
                 sequence += 1;
                 if sequence % 200 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(pause_per_200).await;
                 }
             }
             producer.close().await;
