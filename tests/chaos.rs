@@ -1,9 +1,11 @@
 //! Chaos: three real brokers, a topic of 6 partitions with replication
 //! factor 3 and min.insync.replicas 2, a producer sending numbered records
 //! continuously, and a nemesis that, round after round, either kills -9 a
-//! random broker (leaders and the controller included) and restarts it, or
+//! random broker (leaders and the controller included) and restarts it,
 //! pauses (SIGSTOP) a partition leader or the controller for 1-4 s, longer
-//! than the session, so that it wakes up replaced.
+//! than the session, so that it wakes up replaced, or does two at once
+//! (one broker killed while another is paused: no majority until one
+//! returns). The failover gaps are reported per fault kind.
 //!
 //! Checks: a consumer that stays alive through the whole run must see
 //! every acknowledged record, in order per partition; at the end a fresh
@@ -56,8 +58,22 @@ enum Fault {
     /// SIGKILL, 2 s down, restart.
     Kill { broker: u32 },
     /// SIGSTOP for this long, then SIGCONT: a live broker that wakes up
-    /// after it was replaced.
-    Pause { broker: u32, for_ms: u64 },
+    /// after it was replaced. `what` says whom it hit.
+    Pause { broker: u32, for_ms: u64, what: &'static str },
+    /// Two faults at once: one broker killed while another is paused (the
+    /// survivor alone has no majority until one returns).
+    KillAndPause { killed: u32, paused: u32, for_ms: u64 },
+}
+
+impl Fault {
+    /// The kind, for the failover gaps per kind.
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill { .. } => "kill -9",
+            Fault::Pause { what, .. } => what,
+            Fault::KillAndPause { .. } => "kill -9 and pause at once",
+        }
+    }
 }
 
 /// The next fault: a kill of any broker, or a pause of the controller or
@@ -68,6 +84,11 @@ async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
         return Fault::Kill { broker: (next_random(random) % 3) as u32 + 1 };
     }
     let for_ms = 1000 + next_random(random) % 3000;
+    if pick % 8 == 7 {
+        let killed = (next_random(random) % 3) as u32 + 1;
+        let paused = (killed + next_random(random) as u32 % 2) % 3 + 1;
+        return Fault::KillAndPause { killed, paused, for_ms };
+    }
     let admin = Admin::connect(bootstrap).await.expect("admin");
     let broker = if pick % 4 == 1 {
         admin.describe_cluster().await.map(|cluster| cluster.controller_id).unwrap_or(0)
@@ -78,8 +99,9 @@ async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
             .and_then(|topic| topic.partitions.iter().find(|p| p.partition == partition).map(|p| p.leader))
             .unwrap_or(0)
     };
+    let what = if pick % 4 == 1 { "pause of the controller" } else { "pause of a partition leader" };
     let broker = if (1..=3).contains(&broker) { broker } else { (next_random(random) % 3) as u32 + 1 };
-    Fault::Pause { broker, for_ms }
+    Fault::Pause { broker, for_ms, what }
 }
 
 /// A consumer that reads the topic from the beginning for the whole run,
@@ -171,6 +193,24 @@ async fn assert_replicas_identical(cluster: &mut TestCluster) {
     println!("chaos: every replica of the {} partitions is byte for byte the same", dirs.len());
 }
 
+/// The failover gaps of each fault kind (median and worst): a gap belongs
+/// to the last fault injected before it ended (the fault itself, or the
+/// return of its victim).
+fn print_gaps_per_kind(gaps: &[(Instant, Duration)], faults: &[(Instant, &'static str)]) {
+    let mut per_kind: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for (start, gap) in gaps {
+        let kind =
+            faults.iter().rev().find(|(at, _)| *at <= *start + *gap).map_or("before any fault", |(_, kind)| *kind);
+        per_kind.entry(kind).or_default().push(*gap);
+    }
+    for (kind, mut gaps) in per_kind {
+        gaps.sort();
+        let (median, worst) = (gaps[gaps.len() / 2], gaps[gaps.len() - 1]);
+        let count = faults.iter().filter(|(_, fault)| *fault == kind).count();
+        println!("chaos: {kind}: {count} faults, {} gaps, median {median:?}, worst {worst:?}", gaps.len());
+    }
+}
+
 async fn run_chaos(acks: Acks, rounds: u32) -> Report {
     let mut random = seed();
     println!("chaos: acks={acks:?}, {rounds} rounds, BROOK_CHAOS_SEED={random}");
@@ -234,20 +274,30 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
         }
     });
 
+    let mut faults: Vec<(Instant, &'static str)> = Vec::new();
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let fault = choose_fault(&mut random, &bootstrap).await;
         println!("round {round}: {fault:?}");
+        faults.push((Instant::now(), fault.kind()));
         match fault {
             Fault::Kill { broker } => {
                 cluster.broker(broker).kill();
                 tokio::time::sleep(Duration::from_millis(2000)).await;
                 cluster.broker(broker).restart().await;
             }
-            Fault::Pause { broker, for_ms } => {
+            Fault::Pause { broker, for_ms, .. } => {
                 cluster.broker(broker).pause();
                 tokio::time::sleep(Duration::from_millis(for_ms)).await;
                 cluster.broker(broker).resume();
+            }
+            Fault::KillAndPause { killed, paused, for_ms } => {
+                cluster.broker(paused).pause();
+                cluster.broker(killed).kill();
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                cluster.broker(paused).resume();
+                tokio::time::sleep(Duration::from_millis(2000u64.saturating_sub(for_ms))).await;
+                cluster.broker(killed).restart().await;
             }
         }
         cluster.wait_all_alive().await;
@@ -307,6 +357,7 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
         "chaos: {sent} sent, {} acknowledged, lost {}, out of order {}, duplicates {}, unacknowledged present {}",
         report.acknowledged, report.lost, report.out_of_order, report.duplicates, report.unacknowledged_present
     );
+    print_gaps_per_kind(&checker.lock().expect("checker").failover_gaps_at(), &faults);
     if let Some((median, worst)) = report.failover_gap_summary() {
         println!(
             "chaos: {} failover gaps over {rounds} rounds: median {median:?}, worst {worst:?} (all: {:?})",

@@ -82,6 +82,15 @@ impl Checker {
             .collect()
     }
 
+    /// Every pause between acknowledgements longer than
+    /// `FAILOVER_GAP_FLOOR`, with the time of the acknowledgement it began
+    /// after, in time order: what a fault injected at some moment cost.
+    pub fn failover_gaps_at(&self) -> Vec<(Instant, Duration)> {
+        let mut times = self.ack_times.clone();
+        times.sort();
+        times.windows(2).map(|pair| (pair[0], pair[1] - pair[0])).filter(|(_, gap)| *gap > FAILOVER_GAP_FLOOR).collect()
+    }
+
     /// Judges what a consumer read from the beginning of every partition:
     /// (partition, offset) -> sequence number.
     pub fn report(&self, found: &BTreeMap<(u32, u64), u64>) -> Report {
