@@ -130,11 +130,20 @@ impl Replica {
     }
 
     /// Follows the cluster's decision for this partition.
+    ///
+    /// Only a change of leadership takes the leadership lock (appends check
+    /// the leadership and stamp its epoch; an ISR change alone leaves both
+    /// as they are), so the reconciler's pass over every replica on every
+    /// metadata change does not stop their appends. One reconciler calls
+    /// this at a time.
     pub fn set_role(&self, role: Role) {
-        let _leadership = self.leadership.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let leadership_changes = self.state().role.leadership_differs(&role);
+        let _leadership =
+            leadership_changes.then(|| self.leadership.write().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut state = self.state();
         debug_assert!(role.leader_epoch >= state.role.leader_epoch, "a replica's epoch never goes back");
         let leadership_changed = state.role.leadership_differs(&role);
+        debug_assert_eq!(leadership_changed, leadership_changes, "roles are set by one reconciler at a time");
         if leadership_changed {
             state.progress = LeaderProgress::new(*self.high_watermark.borrow());
             state.verified_epoch = None;
