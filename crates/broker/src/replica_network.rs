@@ -18,6 +18,7 @@ use brook_replication::{
 use tonic::transport::{Channel, Endpoint};
 
 use crate::server::MAX_FRAME_BYTES;
+use crate::service::admin::wire_offset;
 
 /// How long a replica fetch may take beyond its own long-poll wait.
 const FETCH_GRACE: Duration = Duration::from_secs(5);
@@ -64,7 +65,7 @@ impl LeaderClient for GrpcLeaderClient {
                 .map(|fetch| wire::PartitionFetch {
                     topic: fetch.partition.topic.to_string(),
                     partition: fetch.partition.partition,
-                    fetch_offset: i64::try_from(fetch.fetch_offset.0).unwrap_or(i64::MAX),
+                    fetch_offset: wire_offset(fetch.fetch_offset),
                     leader_epoch: fetch.leader_epoch.0,
                     topic_id: fetch.topic_id.as_bytes().to_vec().into(),
                 })

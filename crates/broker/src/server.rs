@@ -104,7 +104,10 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         // clients first meet it registered and current (as a Kafka broker
         // opens its listeners once it has caught up). A cluster member
         // serves Raft on the same port, so it cannot wait like this.
-        wait_caught_up(&metadata, &shutdown).await;
+        tokio::select! {
+            () = metadata.wait_caught_up() => {}
+            () = shutdown.cancelled() => {}
+        }
     }
 
     tracing::info!(
@@ -160,16 +163,6 @@ async fn start_metadata(config: &BrokerConfig, advertised: &str) -> Result<Metad
     metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
     metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
     MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))
-}
-
-/// Waits until this broker's metadata has caught up (its registration
-/// applied), or shutdown.
-async fn wait_caught_up(metadata: &MetadataNode, shutdown: &CancellationToken) {
-    let mut caught_up = metadata.caught_up();
-    tokio::select! {
-        _ = caught_up.wait_for(|current| *current) => {}
-        () = shutdown.cancelled() => {}
-    }
 }
 
 /// Opens the replicas the metadata on disk assigns here (recovering their

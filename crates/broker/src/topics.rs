@@ -262,9 +262,7 @@ impl TopicRegistry {
     /// made on an older state (which brokers are alive, which topics
     /// exist) would be made on a past cluster.
     async fn wait_caught_up(&self) -> Result<(), BrokerError> {
-        let mut caught_up = self.metadata.caught_up();
-        let waited = tokio::time::timeout(APPLY_WAIT, caught_up.wait_for(|current| *current)).await;
-        if matches!(waited, Ok(Ok(_))) {
+        if tokio::time::timeout(APPLY_WAIT, self.metadata.wait_caught_up()).await.is_ok() {
             return Ok(());
         }
         Err(BrokerError::NoController(format!(

@@ -215,6 +215,15 @@ impl MetadataNode {
         self.inner.caught_up.subscribe()
     }
 
+    /// Returns once this broker's state is known to be current (see
+    /// `caught_up`); never, if the node stops first.
+    pub async fn wait_caught_up(&self) {
+        let mut caught_up = self.caught_up();
+        if caught_up.wait_for(|current| *current).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// The controller (Raft leader), if one is known.
     pub fn controller(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow().current_leader

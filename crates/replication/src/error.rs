@@ -64,19 +64,6 @@ impl ReplicaError {
         }
     }
 
-    /// Whether sending the same request again may succeed.
-    pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            ReplicaError::RequestTimedOut { .. }
-                | ReplicaError::LeadershipChanged { .. }
-                | ReplicaError::NotLeader { .. }
-                | ReplicaError::NotEnoughReplicasAfterAppend { .. }
-                | ReplicaError::FencedLeaderEpoch { .. }
-                | ReplicaError::Closed { .. }
-        )
-    }
-
     /// A storage error of `partition`, sorted by what the client did wrong.
     pub(crate) fn from_storage(partition: &TopicPartition, source: StorageError) -> ReplicaError {
         let partition = partition.clone();

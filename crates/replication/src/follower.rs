@@ -25,7 +25,7 @@ use crate::truncation::{truncation_step, TruncationStep};
 /// poll that misses a partition just moved to its leader (dropped on the
 /// change anyway, below) costs little; 100 ms costs an idle
 /// follower-leader pair ten wake-ups a second.
-pub const FETCH_MAX_WAIT: Duration = Duration::from_millis(100);
+const FETCH_MAX_WAIT: Duration = Duration::from_millis(100);
 /// Bytes per partition per fetch.
 const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// Pause after a failed fetch (leader unreachable, moving).

@@ -75,12 +75,6 @@ impl IsrState {
         &self.committed
     }
 
-    /// The partition epoch the committed ISR was read at: what a proposal
-    /// is built on.
-    pub fn partition_epoch(&self) -> u32 {
-        self.partition_epoch
-    }
-
     pub fn pending(&self) -> Option<&PendingIsrChange> {
         self.pending.as_ref().map(|(change, _)| change)
     }

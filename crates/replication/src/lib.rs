@@ -56,7 +56,7 @@ mod role;
 mod truncation;
 
 pub use error::ReplicaError;
-pub use follower::{run_fetcher, FETCH_MAX_WAIT};
+pub use follower::run_fetcher;
 pub use high_watermark::LeaderProgress;
 pub use isr::{caught_up, IsrChangeOutcome, IsrState, PendingIsrChange};
 pub use isr_changes::{propose_expansion, shrink_lagging_isrs};

@@ -676,6 +676,17 @@ mod tests {
         leader_at(epoch, isr, 0)
     }
 
+    /// Following broker 2 at `epoch`, with `isr` at partition epoch 1.
+    fn following_broker_2(epoch: u32, isr: &[u32]) -> Role {
+        Role {
+            broker_id: BrokerId(1),
+            leader: Some(BrokerId(2)),
+            leader_epoch: LeaderEpoch(epoch),
+            isr: ids(isr),
+            partition_epoch: 1,
+        }
+    }
+
     /// Leading at `epoch`, with `isr` at partition epoch `partition_epoch`.
     fn leader_at(epoch: u32, isr: &[u32], partition_epoch: u32) -> Role {
         Role {
@@ -719,13 +730,7 @@ mod tests {
         tokio::task::yield_now().await;
         // Broker 2 takes over at epoch 2 and this replica follows it; the
         // new leader's HW passes offset 3, but its records there are its own.
-        let follower = Role {
-            broker_id: BrokerId(1),
-            leader: Some(BrokerId(2)),
-            leader_epoch: LeaderEpoch(2),
-            isr: ids(&[2]),
-            partition_epoch: 1,
-        };
+        let follower = following_broker_2(2, &[2]);
         replica.set_role(follower);
         replica.set_follower_high_watermark(Offset(10));
         assert_eq!(replica.high_watermark(), Offset(3));
@@ -805,13 +810,7 @@ mod tests {
         replica.append(batch(2)).await.expect("append while leading");
         // Broker 2 leads at epoch 5 now; a produce admitted just before
         // the change reaches the append after it.
-        let follower = Role {
-            broker_id: BrokerId(1),
-            leader: Some(BrokerId(2)),
-            leader_epoch: LeaderEpoch(5),
-            isr: ids(&[2]),
-            partition_epoch: 1,
-        };
+        let follower = following_broker_2(5, &[2]);
         replica.set_role(follower);
         let refused = replica.append(batch(3)).await;
         assert!(

@@ -14,7 +14,7 @@ use brook_proto::internal::replication_server::Replication;
 use brook_proto::internal::{
     EpochEndOffsetRequest, EpochEndOffsetResponse, PartitionData, ReplicaFetchRequest, ReplicaFetchResponse,
 };
-use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId};
 use brook_replication::{propose_expansion, PartitionFetch, Replica, ReplicaError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -120,7 +120,7 @@ impl ReplicationService {
 fn check_distinct(request: &ReplicaFetchRequest) -> Result<(), BrokerError> {
     let mut named = HashSet::with_capacity(request.partitions.len());
     for wanted in &request.partitions {
-        if !named.insert(TopicPartition::new(wanted.topic.as_str(), wanted.partition)) {
+        if !named.insert((wanted.topic.as_str(), wanted.partition)) {
             return Err(BrokerError::InvalidRequest(format!(
                 "partition {}-{} appears twice in one replica fetch",
                 wanted.topic, wanted.partition
