@@ -48,7 +48,15 @@ fn produce(topic: &str, partition: u32, records: Vec<u8>) -> ProduceRequest {
 }
 
 fn fetch(topic: &str, partition: u32, offset: i64) -> FetchRequest {
-    FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0, min_bytes: 0 }
+    FetchRequest {
+        topic: topic.into(),
+        partition,
+        offset,
+        max_bytes: 0,
+        max_wait_ms: 0,
+        min_bytes: 0,
+        current_leader_epoch: None,
+    }
 }
 
 fn create(name: &str, partitions: u32) -> CreateTopicRequest {
@@ -99,6 +107,21 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
         "UNKNOWN_TOPIC_OR_PARTITION",
         "topic 't' has 2 partitions; partition 5 does not exist",
     );
+    still_serving(&mut records, &mut admin).await;
+
+    // A leader epoch the broker has not heard of (KIP-320): refused before
+    // the read, retriable; the broker's own epoch (0) is served.
+    let mut ahead = fetch("t", 0, 0);
+    ahead.current_leader_epoch = Some(7);
+    expect_status(
+        records.fetch(ahead).await,
+        Code::Unavailable,
+        "UNKNOWN_LEADER_EPOCH",
+        "the leader epoch 7 the request names is newer than this broker's 0",
+    );
+    let mut current = fetch("t", 0, 0);
+    current.current_leader_epoch = Some(0);
+    assert_eq!(records.fetch(current).await.expect("the current epoch is served").into_inner().high_watermark, 2);
     still_serving(&mut records, &mut admin).await;
 
     // Topic names and topic creation.

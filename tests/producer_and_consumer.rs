@@ -121,6 +121,7 @@ async fn a_long_poll_fetch_answers_when_records_arrive() {
             max_bytes: 0,
             max_wait_ms: 30_000,
             min_bytes: 1,
+            current_leader_epoch: None,
         };
         records.fetch(request).await.map(tonic::Response::into_inner)
     });

@@ -98,6 +98,7 @@ fn replica_code(error: &ReplicaError) -> Code {
         | ReplicaError::NotLeader { .. }
         | ReplicaError::NotEnoughReplicasAfterAppend { .. }
         | ReplicaError::FencedLeaderEpoch { .. }
+        | ReplicaError::UnknownLeaderEpoch { .. }
         | ReplicaError::Closed { .. } => Code::Unavailable,
         ReplicaError::UnknownTopicId { .. } => Code::NotFound,
         ReplicaError::Storage { .. } => Code::Internal,

@@ -19,11 +19,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 struct MetadataCache {
     brokers: HashMap<u32, String>,
-    /// topic -> leader id per partition
-    topics: HashMap<String, Vec<u32>>,
+    /// topic -> each partition's leader
+    topics: HashMap<String, Vec<Leader>>,
     /// Topics whose leaders may have moved: refreshed before the next
     /// leader lookup (their partition counts stay usable meanwhile).
     stale: std::collections::HashSet<String>,
+}
+
+/// A partition's leader as the metadata named it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Leader {
+    id: u32,
+    /// The epoch of that leadership; a cached leader is replaced only by
+    /// one at the same or a newer epoch (a broker whose metadata is behind
+    /// does not move the client back to a deposed leader).
+    epoch: u32,
 }
 
 /// A handle on a Brook cluster. Clone the `Arc` freely.
@@ -124,10 +134,19 @@ impl Cluster {
                     let mut cache = self.lock_metadata();
                     cache.brokers = response.brokers.iter().map(|broker| (broker.id, broker.address.clone())).collect();
                     for topic in &response.topics {
-                        let mut leaders = vec![0; topic.partitions.len()];
+                        let mut leaders = vec![Leader::default(); topic.partitions.len()];
+                        let cached = cache.topics.get(&topic.name);
                         for partition in &topic.partitions {
-                            if let Some(slot) = leaders.get_mut(partition.partition as usize) {
-                                *slot = partition.leader;
+                            let index = partition.partition as usize;
+                            let named = Leader { id: partition.leader, epoch: partition.leader_epoch };
+                            let known = cached.and_then(|leaders| leaders.get(index)).copied();
+                            if let Some(slot) = leaders.get_mut(index) {
+                                // Partition counts only grow, so a cached
+                                // slot is this partition.
+                                *slot = match known {
+                                    Some(known) if known.epoch > named.epoch => known,
+                                    _ => named,
+                                };
                             }
                         }
                         cache.stale.remove(&topic.name);
@@ -176,7 +195,18 @@ impl Cluster {
 
     /// The channel to the broker leading `topic`-`partition`.
     pub async fn leader(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
-        self.channel(&self.leader_address(topic, partition).await?)
+        self.channel(&self.leader_address(topic, partition).await?.0)
+    }
+
+    /// The channel to the broker leading `topic`-`partition`, and the
+    /// epoch of that leadership when known (what fetches name, KIP-320).
+    pub(crate) async fn leader_and_epoch(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Channel, Option<u32>), ClientError> {
+        let (address, epoch) = self.leader_address(topic, partition).await?;
+        Ok((self.channel(&address)?, epoch))
     }
 
     /// The leader of `topic`-`partition` as cached, without asking any
@@ -187,12 +217,13 @@ impl Cluster {
             return None;
         }
         let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
-        leader.and_then(|id| cache.brokers.get(&id).cloned())
+        leader.and_then(|leader| cache.brokers.get(&leader.id).cloned())
     }
 
     /// The address of the broker leading `topic`-`partition` (the first
-    /// bootstrap address while no leader is known).
-    async fn leader_address(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
+    /// bootstrap address while no leader is known), with the leadership's
+    /// epoch when known.
+    async fn leader_address(&self, topic: &str, partition: u32) -> Result<(String, Option<u32>), ClientError> {
         let stale = self.lock_metadata().stale.contains(topic);
         if stale {
             // Leaders may have moved; if no broker answers, the cached
@@ -211,12 +242,12 @@ impl Cluster {
                 message: format!("topic '{topic}' has {partitions} partitions; partition {partition} does not exist"),
             });
         }
-        let address = {
-            let cache = self.lock_metadata();
-            let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
-            leader.and_then(|id| cache.brokers.get(&id).cloned())
-        };
-        Ok(address.unwrap_or_else(|| self.bootstrap[0].clone()))
+        let cache = self.lock_metadata();
+        let leader = cache.topics.get(topic).and_then(|leaders| leaders.get(partition as usize)).copied();
+        match leader.and_then(|leader| Some((cache.brokers.get(&leader.id)?.clone(), Some(leader.epoch)))) {
+            Some(known) => Ok(known),
+            None => Ok((self.bootstrap[0].clone(), None)),
+        }
     }
 
     /// Marks what is cached about `topic` as possibly out of date (after a

@@ -286,12 +286,14 @@ impl Consumer {
                 max_bytes: self.config.fetch_max_bytes,
                 max_wait_ms: u32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
                 min_bytes: self.config.fetch_min_bytes,
+                current_leader_epoch: None,
             };
             let cluster = Arc::clone(&self.cluster);
             let (tp, generation) = (tp.clone(), state.generation);
             self.fetches.spawn(async move {
                 let result = async {
-                    let channel = cluster.leader(&tp.topic, tp.partition).await?;
+                    let (channel, epoch) = cluster.leader_and_epoch(&tp.topic, tp.partition).await?;
+                    let request = FetchRequest { current_leader_epoch: epoch, ..request };
                     let mut client = RecordsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
                     Ok(client.fetch(request).await?.into_inner())
                 }

@@ -39,6 +39,7 @@ const RETRIABLE: &[&str] = &[
     "REQUEST_TIMED_OUT",
     "BROKER_NOT_AVAILABLE",
     "FENCED_LEADER_EPOCH",
+    "UNKNOWN_LEADER_EPOCH",
 ];
 
 impl ClientError {

@@ -35,8 +35,10 @@ pub enum ReplicaError {
     RequestTimedOut { partition: TopicPartition, waited: Duration, high_watermark: Offset, target: Offset },
     #[error("{partition}: this broker stopped leading it at epoch {leader_epoch} before the in-sync replicas confirmed offset {target}; the records may or may not be kept, send them again")]
     LeadershipChanged { partition: TopicPartition, leader_epoch: LeaderEpoch, target: Offset },
-    #[error("{partition}: the follower's leader epoch {requested} is not the leader's {current}")]
+    #[error("{partition}: the leader epoch {requested} the request names is older than this broker's {current}; refresh the metadata")]
     FencedLeaderEpoch { partition: TopicPartition, requested: LeaderEpoch, current: LeaderEpoch },
+    #[error("{partition}: the leader epoch {requested} the request names is newer than this broker's {current}; it has not heard of it yet, try again")]
+    UnknownLeaderEpoch { partition: TopicPartition, requested: LeaderEpoch, current: LeaderEpoch },
     #[error("{partition}: topic id {requested} is not this broker's topic of that name (id {current}); the topic was deleted and created again")]
     UnknownTopicId { partition: TopicPartition, requested: TopicId, current: TopicId },
     #[error("{partition}: this broker does not lead it; {}", match leader { Some(leader) => format!("broker {leader} does (epoch {leader_epoch})"), None => "it has no leader right now".to_string() })]
@@ -59,6 +61,7 @@ impl ReplicaError {
             ReplicaError::LeadershipChanged { .. } | ReplicaError::NotLeader { .. } => "NOT_LEADER",
             ReplicaError::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ReplicaError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
+            ReplicaError::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
             ReplicaError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
             ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
         }

@@ -64,7 +64,7 @@ pub async fn run_fetcher(
             // follows from `leader` changes (a partition moved here, an
             // epoch moved on): the new set is fetched at once, not after
             // the poll's wait.
-            let fetch = fetch_once(&client, me, &followed);
+            let fetch = fetch_round(&client, me, &followed);
             tokio::pin!(fetch);
             let outcome = loop {
                 tokio::select! {
@@ -81,10 +81,10 @@ pub async fn run_fetcher(
                 }
             };
             match outcome {
-                None | Some(Ok(FetchOutcome::Progress)) => None,
+                None | Some(Ok(FetchRound::Progress)) => None,
                 // Every partition refused (leadership or epoch moving, one
                 // side's metadata behind): a short pause, not a spin.
-                Some(Ok(FetchOutcome::AllRefused)) => Some(REFUSED_BACKOFF),
+                Some(Ok(FetchRound::AllRefused)) => Some(REFUSED_BACKOFF),
                 Some(Err(reason)) => {
                     tracing::debug!(%leader, %reason, "replica fetch failed; retrying");
                     Some(RETRY_BACKOFF)
@@ -109,14 +109,25 @@ fn same_partitions(now: &Followed, before: &Followed) -> bool {
         && now.iter().zip(before).all(|((a, epoch_a), (b, epoch_b))| Arc::ptr_eq(a, b) && epoch_a == epoch_b)
 }
 
-/// How a fetch went, when it got an answer.
-enum FetchOutcome {
+/// How a fetch round went, when it got an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchRound {
+    /// At least one partition was served.
     Progress,
+    /// The leader refused every partition.
     AllRefused,
 }
 
-/// Verifies (truncates) what needs it, then one fetch for all partitions.
-async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followed) -> Result<FetchOutcome, String> {
+/// One round of following `followed` (the replicas this broker, `me`,
+/// follows from one leader, each at the epoch it follows): verifies
+/// (truncates) each log that needs it, then one fetch for all of them,
+/// appending what came and taking the leader's HW. [`run_fetcher`] loops
+/// over it; the simulation drives it one round at a time.
+pub async fn fetch_round(
+    client: &impl LeaderClient,
+    me: BrokerId,
+    followed: &[(Arc<Replica>, LeaderEpoch)],
+) -> Result<FetchRound, String> {
     for (replica, epoch) in followed {
         if replica.needs_verification() {
             verify(client, replica, *epoch).await?;
@@ -139,8 +150,7 @@ async fn fetch_once(client: &impl LeaderClient, me: BrokerId, followed: &Followe
     };
     let answers = client.fetch(request).await.map_err(|error| error.to_string())?;
     let refused = answers.iter().filter(|answer| answer.outcome.is_err()).count();
-    let outcome =
-        if refused > 0 && refused == answers.len() { FetchOutcome::AllRefused } else { FetchOutcome::Progress };
+    let outcome = if refused > 0 && refused == answers.len() { FetchRound::AllRefused } else { FetchRound::Progress };
     for answer in answers {
         let Some((replica, _)) = followed.iter().find(|(replica, _)| *replica.topic_partition() == answer.partition)
         else {

@@ -53,10 +53,12 @@ mod isr_changes;
 mod network;
 mod replica;
 mod role;
+#[cfg(test)]
+mod simulation;
 mod truncation;
 
 pub use error::ReplicaError;
-pub use follower::run_fetcher;
+pub use follower::{fetch_round, run_fetcher, FetchRound};
 pub use high_watermark::LeaderProgress;
 pub use isr::{caught_up, IsrChangeOutcome, IsrState, PendingIsrChange};
 pub use isr_changes::{propose_expansion, shrink_lagging_isrs};

@@ -37,6 +37,12 @@ use crate::network::{IsrProposal, PartitionFetch};
 use crate::role::Role;
 use crate::truncation::LeaderEpochEnd;
 
+/// The time a follower's progress is measured in: tokio's clock (the
+/// system's, unless a test or the simulation paused it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// The replica's replication state, changed under one lock.
 #[derive(Debug)]
 struct ReplicaState {
@@ -82,6 +88,10 @@ pub struct Replica {
     appended: Arc<watch::Sender<u64>>,
     /// The HW last written to the checkpoint file.
     checkpointed: Mutex<Option<Offset>>,
+    /// File I/O on the caller's thread instead of the blocking pool: for
+    /// deterministic simulations, never in a broker (see
+    /// [`Replica::with_io_on_caller`]).
+    io_on_caller: bool,
 }
 
 impl Replica {
@@ -120,9 +130,20 @@ impl Replica {
             }),
             appended,
             checkpointed: Mutex::new(None),
+            io_on_caller: false,
         };
         replica.refresh_leader_high_watermark();
         Ok(replica)
+    }
+
+    /// Runs this replica's file I/O on the calling thread rather than on
+    /// tokio's blocking pool, so that every async method completes in the
+    /// poll that starts it. For a deterministic simulation that drives the
+    /// replica from one thread; a broker never does this (its async
+    /// workers must not block on files).
+    pub fn with_io_on_caller(mut self) -> Replica {
+        self.io_on_caller = true;
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
@@ -232,6 +253,9 @@ impl Replica {
         self: &Arc<Self>,
         work: impl FnOnce(&Replica) -> Result<T, ReplicaError> + Send + 'static,
     ) -> Result<T, ReplicaError> {
+        if self.io_on_caller {
+            return work(self);
+        }
         let replica = Arc::clone(self);
         let closed = ReplicaError::Closed { partition: self.partition.clone() };
         tokio::task::spawn_blocking(move || work(&replica)).await.map_err(|_| closed)?
@@ -369,9 +393,38 @@ impl Replica {
 
     /// Reads whole batches from `offset`, up to about `max_bytes`, below
     /// the HW (what consumers see).
-    pub async fn read(self: &Arc<Self>, offset: Offset, max_bytes: u64) -> Result<FetchedRecords, ReplicaError> {
+    ///
+    /// With `current_leader_epoch` (KIP-320: the epoch of the leadership
+    /// the consumer's metadata names), a replica at another epoch refuses
+    /// before it looks at the offset: an older one in the request is
+    /// FencedLeaderEpoch (the consumer refreshes its metadata), a newer one
+    /// UnknownLeaderEpoch (this broker has not heard of it: a deposed
+    /// leader that does not know yet, whose log end may lie below what the
+    /// consumer already read). So a consumer never takes a stale leader's
+    /// out-of-range answer for its own and resets past records.
+    pub async fn read(
+        self: &Arc<Self>,
+        offset: Offset,
+        max_bytes: u64,
+        current_leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<FetchedRecords, ReplicaError> {
+        if let Some(requested) = current_leader_epoch {
+            self.check_leader_epoch(requested)?;
+        }
         let high_watermark = self.high_watermark();
         self.read_below(offset, max_bytes, high_watermark).await
+    }
+
+    /// Whether a client's idea of the current leader epoch is this
+    /// replica's (see [`Replica::read`]).
+    pub fn check_leader_epoch(&self, requested: LeaderEpoch) -> Result<(), ReplicaError> {
+        let current = self.role_epoch();
+        let partition = self.partition.clone();
+        match requested.cmp(&current) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(ReplicaError::FencedLeaderEpoch { partition, requested, current }),
+            std::cmp::Ordering::Greater => Err(ReplicaError::UnknownLeaderEpoch { partition, requested, current }),
+        }
     }
 
     /// Reads whole batches from `offset` up to the log end (what followers
@@ -478,7 +531,7 @@ impl Replica {
         let proposal = {
             let mut state = self.state();
             let log_end = self.log_end_offset();
-            state.progress.record_fetch(follower, fetch_offset, log_end, Instant::now());
+            state.progress.record_fetch(follower, fetch_offset, log_end, now());
             if state.role.leads() && caught_up(fetch_offset, log_end) {
                 state.isr.start_expand(follower).map(|isr| self.proposal(&state.role, isr))
             } else {
@@ -521,7 +574,7 @@ impl Replica {
             return None;
         }
         let (me, committed) = (state.role.broker_id, state.isr.committed().to_vec());
-        let lagging = state.progress.lagging(me, &committed, Instant::now(), replica_lag_max);
+        let lagging = state.progress.lagging(me, &committed, now(), replica_lag_max);
         let isr = state.isr.start_shrink(lagging)?;
         Some(self.proposal(&state.role, isr))
     }
@@ -825,6 +878,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_consumer_naming_another_epoch_is_refused_before_the_offset_is_looked_at() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(3, &[1]));
+        replica.append(batch(2)).await.expect("append");
+        // Offset 9 is past the log end: without the epoch check a deposed
+        // leader's answer would be OFFSET_OUT_OF_RANGE, and a consumer
+        // would reset past records.
+        let newer = replica.read(Offset(9), 1 << 20, Some(LeaderEpoch(4))).await;
+        assert!(matches!(newer, Err(ReplicaError::UnknownLeaderEpoch { .. })), "{newer:?}");
+        let older = replica.read(Offset(0), 1 << 20, Some(LeaderEpoch(2))).await;
+        assert!(matches!(older, Err(ReplicaError::FencedLeaderEpoch { .. })), "{older:?}");
+        let current = replica.read(Offset(0), 1 << 20, Some(LeaderEpoch(3))).await.expect("its own epoch");
+        assert_eq!(current.next_offset, Offset(2));
+    }
+
+    #[tokio::test]
     async fn acks_all_fails_when_the_isr_shrinks_below_min_insync_while_it_waits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = open(&dir, leader(0, &[1, 2]));
@@ -855,10 +924,10 @@ mod tests {
         replica.append(batch(5)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(0), "the follower has nothing yet");
         // A consumer that read offsets 0..3 from the previous leader.
-        let fetched = replica.read(Offset(3), 1 << 20).await.expect("not out of range");
+        let fetched = replica.read(Offset(3), 1 << 20, None).await.expect("not out of range");
         assert!(fetched.records.is_empty());
         assert_eq!(fetched.next_offset, Offset(3));
-        let beyond = replica.read(Offset(6), 1 << 20).await;
+        let beyond = replica.read(Offset(6), 1 << 20, None).await;
         assert!(matches!(beyond, Err(ReplicaError::OffsetOutOfRange { .. })), "past the log end: {beyond:?}");
     }
 }

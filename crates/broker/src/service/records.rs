@@ -242,7 +242,8 @@ impl RecordsService {
         // and the wait still wakes us.
         let mut high_watermark = partition.watch_high_watermark();
         loop {
-            let fetched = partition.read(offset, u64::from(max_bytes)).await?;
+            let fetched =
+                partition.read(offset, u64::from(max_bytes), request.current_leader_epoch.map(LeaderEpoch)).await?;
             let enough = fetched.records.len() >= request.min_bytes as usize;
             let woken = enough
                 || tokio::select! {
