@@ -5,7 +5,12 @@
 //! pauses (SIGSTOP) a partition leader or the controller for 1-4 s, longer
 //! than the session, so that it wakes up replaced, or does two at once
 //! (one broker killed while another is paused: no majority until one
-//! returns). The failover gaps are reported per fault kind.
+//! returns), or cuts a broker off from the controller only (a partition
+//! leader, when one is not the controller: clients and the third broker
+//! still reach it), or holds one direction of one link between two
+//! brokers (requests, or only the answers to them). Every link between
+//! brokers goes through a proxy of the harness (`TestCluster::start_proxied`)
+//! that can hold its bytes. The failover gaps are reported per fault kind.
 //!
 //! Checks: a consumer that stays alive through the whole run must see
 //! every acknowledged record, in order per partition; at the end a fresh
@@ -17,6 +22,8 @@
 //! The long runs:
 //! `BROOK_CHAOS_ROUNDS=20 cargo test -p brook --test chaos -- --ignored`.
 //! `BROOK_CHAOS_SEED` replays a run's choice of victims (the seed is printed).
+//! `BROOK_CHAOS_FLUSH_POLICY=always` makes every append fsync (a slow disk
+//! under every fault).
 
 mod checker;
 mod harness;
@@ -30,7 +37,7 @@ use brook_client::{
     Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use checker::{Checker, Report};
-use harness::{eventually, log_bytes, partition_dirs, TestCluster};
+use harness::{eventually, log_bytes, partition_dirs, LinkDirection, TestCluster};
 
 const PARTITIONS: u32 = 6;
 /// The most records one run sends.
@@ -63,6 +70,13 @@ enum Fault {
     /// Two faults at once: one broker killed while another is paused (the
     /// survivor alone has no majority until one returns).
     KillAndPause { killed: u32, paused: u32, for_ms: u64 },
+    /// A broker (a partition leader when one is not the controller) cut off
+    /// from the controller only, both ways, for this long: clients and the
+    /// third broker still reach it.
+    ControllerCut { broker: u32, controller: u32, for_ms: u64 },
+    /// One direction of one link held for this long: `from`'s requests to
+    /// `to`, or only `to`'s answers to them (served, never heard of).
+    OneWayCut { from: u32, to: u32, direction: LinkDirection, for_ms: u64 },
 }
 
 impl Fault {
@@ -72,36 +86,49 @@ impl Fault {
             Fault::Kill { .. } => "kill -9",
             Fault::Pause { what, .. } => what,
             Fault::KillAndPause { .. } => "kill -9 and pause at once",
+            Fault::ControllerCut { .. } => "cut from the controller only",
+            Fault::OneWayCut { direction: LinkDirection::Requests, .. } => "one-way cut: requests",
+            Fault::OneWayCut { direction: LinkDirection::Answers, .. } => "one-way cut: answers",
         }
     }
 }
 
-/// The next fault: a kill of any broker, or a pause of the controller or
-/// of a partition's leader.
+/// The next fault: a kill of any broker, a pause of the controller or of
+/// a partition's leader, both at once, a leader cut off from the
+/// controller, or one direction of one link cut.
 async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
-    let pick = next_random(random);
-    if pick % 2 == 0 {
-        return Fault::Kill { broker: (next_random(random) % 3) as u32 + 1 };
-    }
+    let pick = next_random(random) % 10;
+    let any = |random: &mut u64| (next_random(random) % 3) as u32 + 1;
     let for_ms = 1000 + next_random(random) % 3000;
-    if pick % 8 == 7 {
-        let killed = (next_random(random) % 3) as u32 + 1;
-        let paused = (killed + next_random(random) as u32 % 2) % 3 + 1;
-        return Fault::KillAndPause { killed, paused, for_ms };
-    }
     let admin = Admin::connect(bootstrap).await.expect("admin");
-    let broker = if pick % 4 == 1 {
-        admin.describe_cluster().await.map(|cluster| cluster.controller_id).unwrap_or(0)
-    } else {
-        let partition = (next_random(random) % u64::from(PARTITIONS)) as u32;
-        let described = admin.describe_topic("chaos").await.ok();
-        described
-            .and_then(|topic| topic.partitions.iter().find(|p| p.partition == partition).map(|p| p.leader))
-            .unwrap_or(0)
-    };
-    let what = if pick % 4 == 1 { "pause of the controller" } else { "pause of a partition leader" };
-    let broker = if (1..=3).contains(&broker) { broker } else { (next_random(random) % 3) as u32 + 1 };
-    Fault::Pause { broker, for_ms, what }
+    let controller = admin.describe_cluster().await.map(|cluster| cluster.controller_id).unwrap_or(0);
+    let partition = (next_random(random) % u64::from(PARTITIONS)) as u32;
+    let described = admin.describe_topic("chaos").await.ok();
+    let leader = described
+        .and_then(|topic| topic.partitions.iter().find(|p| p.partition == partition).map(|p| p.leader))
+        .unwrap_or(0);
+    let known = |broker: u32, random: &mut u64| if (1..=3).contains(&broker) { broker } else { any(random) };
+    match pick {
+        0..=3 => Fault::Kill { broker: any(random) },
+        4 => Fault::Pause { broker: known(controller, random), for_ms, what: "pause of the controller" },
+        5 => Fault::Pause { broker: known(leader, random), for_ms, what: "pause of a partition leader" },
+        6 => {
+            let killed = any(random);
+            let paused = (killed + next_random(random) as u32 % 2) % 3 + 1;
+            Fault::KillAndPause { killed, paused, for_ms }
+        }
+        7 => {
+            let controller = known(controller, random);
+            let broker = if (1..=3).contains(&leader) && leader != controller { leader } else { controller % 3 + 1 };
+            Fault::ControllerCut { broker, controller, for_ms }
+        }
+        _ => {
+            let from = any(random);
+            let to = (from + next_random(random) as u32 % 2) % 3 + 1;
+            let direction = if pick == 8 { LinkDirection::Requests } else { LinkDirection::Answers };
+            Fault::OneWayCut { from, to, direction, for_ms }
+        }
+    }
 }
 
 /// A consumer that reads the topic from the beginning for the whole run,
@@ -214,10 +241,16 @@ fn print_gaps_per_kind(gaps: &[(Instant, Duration)], faults: &[(Instant, &'stati
 async fn run_chaos(acks: Acks, rounds: u32) -> Report {
     let mut random = seed();
     println!("chaos: acks={acks:?}, {rounds} rounds, BROOK_CHAOS_SEED={random}");
-    let mut cluster = TestCluster::start(3).await;
+    let mut cluster = TestCluster::start_proxied(3).await;
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
-    admin.create_topic(NewTopic::new("chaos", PARTITIONS, 3).config("min.insync.replicas", "2")).await.expect("create");
+    // BROOK_CHAOS_FLUSH_POLICY=always: every append fsyncs (a slow disk
+    // under every fault).
+    let flush_policy = std::env::var("BROOK_CHAOS_FLUSH_POLICY").unwrap_or_else(|_| "none".into());
+    println!("chaos: flush.policy={flush_policy}");
+    let topic =
+        NewTopic::new("chaos", PARTITIONS, 3).config("min.insync.replicas", "2").config("flush.policy", &flush_policy);
+    admin.create_topic(topic).await.expect("create");
 
     let checker = Arc::new(Mutex::new(Checker::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -298,6 +331,16 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
                 cluster.broker(paused).resume();
                 tokio::time::sleep(Duration::from_millis(2000u64.saturating_sub(for_ms))).await;
                 cluster.broker(killed).restart().await;
+            }
+            Fault::ControllerCut { broker, controller, for_ms } => {
+                cluster.cut_between(broker, controller);
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                cluster.heal_links();
+            }
+            Fault::OneWayCut { from, to, direction, for_ms } => {
+                cluster.link(from, to).cut(direction, true);
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                cluster.heal_links();
             }
         }
         cluster.wait_all_alive().await;

@@ -163,9 +163,104 @@ impl Drop for Broker {
     }
 }
 
+/// Which bytes of a link a cut stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// What the calling broker sends (its requests).
+    Requests,
+    /// What comes back (the answers: the request was served, the caller
+    /// never learns how).
+    Answers,
+}
+
+/// A TCP proxy on one inter-broker link: broker `from`'s calls to broker
+/// `to` (Raft, forwarding, replica fetches) go through it. Cutting a
+/// direction holds its bytes (a blackhole: connections stay open, nothing
+/// arrives, calls time out) until the cut heals, when they flow again, as
+/// after a network partition. The proxy runs on the test's runtime.
+pub struct LinkProxy {
+    pub from: u32,
+    pub to: u32,
+    pub address: String,
+    requests_cut: tokio::sync::watch::Sender<bool>,
+    answers_cut: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl LinkProxy {
+    async fn start(from: u32, to: u32, target: String) -> LinkProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
+        let address = listener.local_addr().expect("proxy address").to_string();
+        let requests_cut = tokio::sync::watch::channel(false).0;
+        let answers_cut = tokio::sync::watch::channel(false).0;
+        let (requests, answers) = (requests_cut.subscribe(), answers_cut.subscribe());
+        let accepting = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (target, mut requests, answers) = (target.clone(), requests.clone(), answers.clone());
+                tokio::spawn(async move {
+                    // A connection made during a cut waits for it to heal.
+                    if requests.wait_for(|cut| !*cut).await.is_err() {
+                        return;
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                    let (inbound_read, inbound_write) = inbound.into_split();
+                    let (outbound_read, outbound_write) = outbound.into_split();
+                    tokio::spawn(pump(inbound_read, outbound_write, requests));
+                    tokio::spawn(pump(outbound_read, inbound_write, answers));
+                });
+            }
+        });
+        LinkProxy { from, to, address, requests_cut, answers_cut, accepting }
+    }
+
+    /// Cuts (`true`) or heals (`false`) one direction.
+    pub fn cut(&self, direction: LinkDirection, cut: bool) {
+        let sender = match direction {
+            LinkDirection::Requests => &self.requests_cut,
+            LinkDirection::Answers => &self.answers_cut,
+        };
+        sender.send_replace(cut);
+    }
+
+    /// Heals both directions.
+    pub fn heal(&self) {
+        self.cut(LinkDirection::Requests, false);
+        self.cut(LinkDirection::Answers, false);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// Copies bytes from `from` to `to`, holding them while `cut` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 64 << 10];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if cut.wait_for(|cut| !*cut).await.is_err() || to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 /// A cluster of brokers with ids 1..=n, each on its own port and data dir.
 pub struct TestCluster {
     pub brokers: Vec<Broker>,
+    /// With `start_proxied`: a proxy on every link between two brokers.
+    pub links: Vec<LinkProxy>,
 }
 
 impl TestCluster {
@@ -175,20 +270,66 @@ impl TestCluster {
 
     /// `start`, with `extra_args` for every `brook serve`.
     pub async fn start_with(nodes: u32, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_inner(nodes, extra_args, false).await
+    }
+
+    /// `start`, with every link between two brokers through a [`LinkProxy`]
+    /// (each broker's `--peers` names the proxies of its own links, so its
+    /// calls to a peer pass them); clients still reach brokers directly.
+    pub async fn start_proxied(nodes: u32) -> TestCluster {
+        TestCluster::start_inner(nodes, &[], true).await
+    }
+
+    async fn start_inner(nodes: u32, extra_args: &[&str], proxied: bool) -> TestCluster {
         let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let peers: Vec<String> =
-            addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
-        let peers = peers.join(",");
+        let mut links = Vec::new();
+        if proxied {
+            for from in 1..=nodes {
+                for to in (1..=nodes).filter(|to| *to != from) {
+                    links.push(LinkProxy::start(from, to, addresses[to as usize - 1].clone()).await);
+                }
+            }
+        }
         let mut brokers = Vec::new();
-        for (index, address) in addresses.into_iter().enumerate() {
-            let id = (index + 1).to_string();
+        for (index, address) in addresses.iter().enumerate() {
+            let me = index as u32 + 1;
+            let peers: Vec<String> = addresses
+                .iter()
+                .enumerate()
+                .map(|(other, direct)| {
+                    let other = other as u32 + 1;
+                    let via = links.iter().find(|link| (link.from, link.to) == (me, other));
+                    format!("{other}={}", via.map_or(direct, |link| &link.address))
+                })
+                .collect();
+            let (id, peers) = (me.to_string(), peers.join(","));
             let mut args = vec!["--id", &id, "--peers", &peers];
             args.extend_from_slice(extra_args);
-            brokers.push(Broker::start_at(address, &args).await);
+            brokers.push(Broker::start_at(address.clone(), &args).await);
         }
-        let cluster = TestCluster { brokers };
+        let cluster = TestCluster { brokers, links };
         cluster.wait_all_alive().await;
         cluster
+    }
+
+    /// The proxy of `from`'s calls to `to` (`start_proxied` only).
+    pub fn link(&self, from: u32, to: u32) -> &LinkProxy {
+        self.links.iter().find(|link| (link.from, link.to) == (from, to)).expect("a proxied link")
+    }
+
+    /// Cuts `a` and `b` apart, every direction of both links.
+    pub fn cut_between(&self, a: u32, b: u32) {
+        for (from, to) in [(a, b), (b, a)] {
+            self.link(from, to).cut(LinkDirection::Requests, true);
+            self.link(from, to).cut(LinkDirection::Answers, true);
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal_links(&self) {
+        for link in &self.links {
+            link.heal();
+        }
     }
 
     /// Waits until the first broker sees every broker registered and alive.

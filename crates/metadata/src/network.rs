@@ -19,9 +19,21 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::raft_types::{NodeId, TypeConfig};
 
-/// Makes connections to peers; cheap to clone.
+/// Makes connections to peers; cheap to clone. A peer is reached at the
+/// address this broker's own `--peers` names for it, else at the address in
+/// the group's membership (written once, from the first broker's list): so
+/// each broker can route its links its own way (a proxy, NAT; the tests put
+/// a proxy on every link to cut it).
 #[derive(Debug, Clone, Default)]
-pub struct GrpcNetwork;
+pub struct GrpcNetwork {
+    peers: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+}
+
+impl GrpcNetwork {
+    pub fn new(peers: std::collections::BTreeMap<NodeId, String>) -> GrpcNetwork {
+        GrpcNetwork { peers: std::sync::Arc::new(peers) }
+    }
+}
 
 /// A connection to one peer, made lazily on first use.
 #[derive(Debug)]
@@ -43,7 +55,8 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcConnection {
-        GrpcConnection { target, address: node.addr.clone(), client: None }
+        let address = self.peers.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
+        GrpcConnection { target, address, client: None }
     }
 }
 

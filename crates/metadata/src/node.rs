@@ -175,9 +175,15 @@ impl MetadataNode {
         }
         .validate()
         .map_err(|error| MetadataError::Raft(error.to_string()))?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
-            .await
-            .map_err(|error| MetadataError::Raft(error.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            GrpcNetwork::new(config.peers.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|error| MetadataError::Raft(error.to_string()))?;
 
         let members: BTreeMap<NodeId, BasicNode> =
             config.peers.iter().map(|(id, address)| (*id, BasicNode::new(address))).collect();
@@ -292,7 +298,12 @@ impl MetadataNode {
             Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 match (forward.leader_id, forward.leader_node) {
-                    (Some(leader), Some(node)) => Err(ProposeError::ForwardTo { leader, address: node.addr }),
+                    (Some(leader), Some(node)) => {
+                        // This broker's own route to the controller first
+                        // (see `GrpcNetwork`).
+                        let address = self.inner.config.peers.get(&leader).cloned().unwrap_or(node.addr);
+                        Err(ProposeError::ForwardTo { leader, address })
+                    }
                     _ => Err(ProposeError::NoLeader),
                 }
             }

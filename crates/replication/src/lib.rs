@@ -24,7 +24,11 @@
 //!
 //! Threads: file I/O of a replica runs on tokio's blocking pool
 //! (`spawn_blocking`), never on an async worker; no lock is held across an
-//! `.await`.
+//! `.await`. The one exception is [`Replica::with_io_on_caller`], for the
+//! seeded simulation (`src/simulation.rs`, a test module), which drives
+//! replicas, [`fetch_round`] and the controller's state machine from one
+//! thread on tokio's paused clock; follower progress is measured on
+//! tokio's clock so that the simulation's time is the replica's.
 //!
 //! Invariants: the HW never exceeds the leader's LEO, never moves
 //! backwards on a leader, and never passes the LEO of a member of the
@@ -36,7 +40,8 @@
 //! answered only while the replica still leads at the epoch it appended
 //! under and the ISR still has min.insync.replicas members; a follower
 //! keeps no record of an epoch the leader never saw (`truncation_step`);
-//! a leader serves a follower only at its own epoch and topic id; ISR
+//! a leader serves a follower only at its own epoch and topic id, and a
+//! consumer that names an epoch (KIP-320) only at that epoch; ISR
 //! proposals name the partition epoch they were built on; retention never
 //! deletes at or above the HW.
 //!
