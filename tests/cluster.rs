@@ -248,12 +248,13 @@ async fn bad_admin_calls_in_a_cluster_get_clear_errors_even_without_a_majority()
     assert!(cluster.broker(1).is_running(), "the broker stays up");
 }
 
-/// Three consecutive free loopback ports, for `brook dev --base-port`.
+/// Three consecutive free loopback ports, for `brook dev --base-port`,
+/// and the three 1000 above them (its brokers' internal listeners).
 fn consecutive_free_ports() -> u16 {
     for _ in 0..100 {
         let base = harness::free_port();
-        let free = (1..3).all(|offset| {
-            base.checked_add(offset).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        let free = [1, 2, 1000, 1001, 1002].iter().all(|offset| {
+            base.checked_add(*offset).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
         });
         if free && base < u16::MAX - 3 {
             return base;

@@ -13,10 +13,25 @@ use std::time::{Duration, Instant};
 
 pub const BROOK: &str = env!("CARGO_BIN_EXE_brook");
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below Linux's ephemeral range
+/// (32768-60999): a port from that range, released and bound again later
+/// (a broker's restart), may meanwhile be the local port of some outgoing
+/// connection, and the bind fails. Each call in a process gets another
+/// port (test binaries run one after another).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(7919) % COUNT;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// One broker process and its data directory.
@@ -256,11 +271,17 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// A cluster of brokers with ids 1..=n, each on its own port and data dir.
+/// A cluster of brokers with ids 1..=n, each on its own port and data dir,
+/// reaching each other on internal ports of their own with a secret.
 pub struct TestCluster {
     pub brokers: Vec<Broker>,
     /// With `start_proxied`: a proxy on every link between two brokers.
     pub links: Vec<LinkProxy>,
+    /// Each broker's internal listener (`--internal-listen`).
+    pub internal_addresses: Vec<String>,
+    /// The cluster secret, and the directory of the file that holds it.
+    pub secret: String,
+    _secret_dir: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -282,18 +303,24 @@ impl TestCluster {
 
     async fn start_inner(nodes: u32, extra_args: &[&str], proxied: bool) -> TestCluster {
         let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let internal: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let secret = format!("test-secret-{}", free_port()).repeat(2);
+        let secret_dir = tempfile::tempdir().expect("a temp dir for the secret");
+        let secret_file = secret_dir.path().join("cluster-secret");
+        std::fs::write(&secret_file, &secret).expect("write the secret");
+        let secret_file = secret_file.to_string_lossy().to_string();
         let mut links = Vec::new();
         if proxied {
             for from in 1..=nodes {
                 for to in (1..=nodes).filter(|to| *to != from) {
-                    links.push(LinkProxy::start(from, to, addresses[to as usize - 1].clone()).await);
+                    links.push(LinkProxy::start(from, to, internal[to as usize - 1].clone()).await);
                 }
             }
         }
         let mut brokers = Vec::new();
         for (index, address) in addresses.iter().enumerate() {
             let me = index as u32 + 1;
-            let peers: Vec<String> = addresses
+            let peers: Vec<String> = internal
                 .iter()
                 .enumerate()
                 .map(|(other, direct)| {
@@ -303,11 +330,20 @@ impl TestCluster {
                 })
                 .collect();
             let (id, peers) = (me.to_string(), peers.join(","));
-            let mut args = vec!["--id", &id, "--peers", &peers];
+            let mut args = vec![
+                "--id",
+                &id,
+                "--peers",
+                &peers,
+                "--internal-listen",
+                &internal[index],
+                "--cluster-secret-file",
+                &secret_file,
+            ];
             args.extend_from_slice(extra_args);
             brokers.push(Broker::start_at(address.clone(), &args).await);
         }
-        let cluster = TestCluster { brokers, links };
+        let cluster = TestCluster { brokers, links, internal_addresses: internal, secret, _secret_dir: secret_dir };
         cluster.wait_all_alive().await;
         cluster
     }

@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// A secret's text; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_CHARS: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -38,9 +52,21 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
     pub metrics_listen: Option<SocketAddr>,
-    /// Every broker of the cluster, this one included: id -> address of its
-    /// port. Empty (the default): a single node, a metadata group of one.
+    /// Every broker of the cluster, this one included: id -> its internal
+    /// listener's address. Empty (the default): a single node, a metadata
+    /// group of one.
     pub peers: BTreeMap<u32, String>,
+    /// Where other brokers reach this one (Raft, forwarding to the
+    /// controller, heartbeats, replica fetches): a listener of its own, as
+    /// Kafka separates listeners; the client port serves none of that.
+    /// Required with `peers`. Default: none (a single node needs none).
+    pub internal_listen: Option<SocketAddr>,
+    /// The secret every call between brokers carries; the internal
+    /// listener refuses a call without it. Required with `peers`: at least
+    /// 16 printable ASCII characters, the same on every broker. Usually
+    /// given by `BROOK_CLUSTER_SECRET` or `--cluster-secret-file` rather
+    /// than in the config file.
+    pub cluster_secret: Option<Secret>,
     /// A broker not heard from for this long is declared dead and loses its
     /// leaderships. Default 800 ms (8 heartbeats: load alone does not
     /// miss that many; the cluster tests check it under produce load).
@@ -76,6 +102,8 @@ impl Default for BrokerConfig {
             max_connections: 1000,
             metrics_listen: None,
             peers: BTreeMap::new(),
+            internal_listen: None,
+            cluster_secret: None,
             session_timeout_ms: 800,
             heartbeat_interval_ms: 100,
             replica_lag_max_ms: 10_000,
@@ -86,6 +114,34 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// What a cluster member needs beyond a single node: its internal
+    /// listener and a usable secret. The error names the setting.
+    pub fn check_cluster_settings(&self) -> Result<(), String> {
+        if let Some(Secret(secret)) = &self.cluster_secret {
+            if secret.len() < MIN_SECRET_CHARS || !secret.bytes().all(|byte| byte.is_ascii_graphic()) {
+                return Err(format!(
+                    "the cluster secret must be at least {MIN_SECRET_CHARS} printable ASCII characters without spaces"
+                ));
+            }
+        }
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        if self.internal_listen.is_none() {
+            return Err(
+                "--internal-listen is required with --peers: brokers reach each other there (and --peers names \
+                        each broker's internal address), never on the client port"
+                    .into(),
+            );
+        }
+        if self.cluster_secret.is_none() {
+            return Err("a cluster needs a secret shared by its brokers: set BROOK_CLUSTER_SECRET or \
+                        --cluster-secret-file (the same on every broker)"
+                .into());
+        }
+        Ok(())
+    }
+
     pub fn advertised_address(&self) -> String {
         self.advertised_address.clone().unwrap_or_else(|| self.listen.to_string())
     }

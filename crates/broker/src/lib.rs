@@ -1,9 +1,12 @@
 //! # brook-broker: the broker node
 //!
 //! Owns a broker's front end and wires the crates below it together. It
-//! serves `brook.v1.Admin`, `Records`, `Groups` and `Metadata`, the standard
-//! health and reflection services, and the internal services (Raft,
-//! proposal forwarding, replica fetch) over gRPC, on one port.
+//! serves `brook.v1.Admin`, `Records`, `Groups` and `Metadata` and the
+//! standard health and reflection services to clients on `listen`; the
+//! internal services (Raft, proposal forwarding and heartbeats, replica
+//! fetch) only on `internal_listen`, each call refused (UNAUTHENTICATED)
+//! unless it carries the cluster secret, which every call this broker makes
+//! to a peer carries. A single node serves no internal service.
 //!
 //! Where things come from: topics, their ids and assignments from the
 //! metadata group (`brook-metadata`; a broker without peers is a group of
@@ -39,8 +42,10 @@
 //! its own registration (its state on disk may be long outdated).
 //!
 //! Never: block an async worker on file I/O (logs are touched only in
-//! `spawn_blocking`); hold a lock across an `.await`; answer a client with
-//! an internal error's debug text (errors map to statuses in `error.rs`).
+//! `spawn_blocking`; epoch lookups read a published copy); hold a lock
+//! across an `.await`; answer a client with an internal error's debug text
+//! (errors map to statuses in `error.rs`); serve an internal service on the
+//! client port, or log the cluster secret (`config::Secret` hides it).
 
 pub mod config;
 pub mod error;
@@ -51,6 +56,6 @@ pub mod service;
 pub mod topic_config;
 pub mod topics;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, Secret};
 pub use error::BrokerError;
 pub use server::{serve, ServeError};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use brook_metadata::{Command, CommandError, CommandV1, MetadataNode};
+use brook_metadata::{ClusterSecret, Command, CommandError, CommandV1, MetadataNode};
 use brook_proto::internal::replication_client::ReplicationClient;
 use brook_proto::internal::{self as wire};
 use brook_record::{LeaderEpoch, Offset, TopicPartition};
@@ -29,12 +29,13 @@ const MAX_FETCH_RESPONSE_BYTES: usize = 256 << 20;
 #[derive(Debug, Clone)]
 pub struct GrpcLeaderClient {
     client: ReplicationClient<Channel>,
+    secret: ClusterSecret,
 }
 
 impl GrpcLeaderClient {
     /// A client for the broker at `address`; connects on first use (and
     /// again after a failure).
-    pub fn connect_lazy(address: &str) -> Result<GrpcLeaderClient, tonic::transport::Error> {
+    pub fn connect_lazy(address: &str, secret: ClusterSecret) -> Result<GrpcLeaderClient, tonic::transport::Error> {
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
@@ -43,7 +44,7 @@ impl GrpcLeaderClient {
             .max_frame_size(MAX_FRAME_BYTES)
             .connect_lazy();
         let client = ReplicationClient::new(channel).max_decoding_message_size(MAX_FETCH_RESPONSE_BYTES);
-        Ok(GrpcLeaderClient { client })
+        Ok(GrpcLeaderClient { client, secret })
     }
 }
 
@@ -73,6 +74,7 @@ impl LeaderClient for GrpcLeaderClient {
         };
         let mut call = tonic::Request::new(wire_request);
         call.set_timeout(max_wait + FETCH_GRACE);
+        self.secret.authorize(&mut call);
         let response =
             self.client.clone().fetch(call).await.map_err(|status| NetworkError(status.message().to_string()))?;
         response
@@ -106,6 +108,8 @@ impl LeaderClient for GrpcLeaderClient {
             current_leader_epoch: query.current_leader_epoch.0,
             topic_id: query.topic_id.as_bytes().to_vec().into(),
         };
+        let mut request = tonic::Request::new(request);
+        self.secret.authorize(&mut request);
         let answer = self
             .client
             .clone()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use brook_metadata::{MetadataConfig, MetadataNode};
+use brook_metadata::{ClusterSecret, MetadataConfig, MetadataNode};
 use brook_proto::internal::replication_server::ReplicationServer;
 use brook_proto::v1::admin_server::AdminServer;
 use brook_proto::v1::groups_server::GroupsServer;
@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -74,19 +75,31 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// Runs a broker until `shutdown` is cancelled, then stops its tasks and
 /// closes its logs.
 pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.check_cluster_settings().map_err(ServeError::Config)?;
+    let secret = match &config.cluster_secret {
+        Some(secret) => ClusterSecret::new(&secret.0)
+            .ok_or_else(|| ServeError::Config("the cluster secret must be printable ASCII".into()))?,
+        None => ClusterSecret::default(),
+    };
     let config = Arc::new(config);
     prepare_data_dir(&config.data_dir)?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let advertised = config.advertised_address.clone().unwrap_or_else(|| local_address.to_string());
+    let internal_listener = match config.internal_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?),
+        None => None,
+    };
 
-    let metadata = start_metadata(&config, &advertised).await?;
+    let metadata = start_metadata(&config, &advertised, &secret).await?;
     let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
         broker_id: BrokerId(config.id),
@@ -99,11 +112,22 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let metrics = Arc::new(Metrics::new(config.id));
     let tasks = TaskTracker::new();
     start_duties(&tasks, &config, &metadata, &registry, &metrics, &advertised, &shutdown);
+    if let Some(internal) = internal_listener {
+        let (config, registry, node, tracker, stop) =
+            (Arc::clone(&config), Arc::clone(&registry), Arc::clone(&node), tasks.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) = serve_internal(internal, &config, &registry, &node, secret, &tracker, &stop).await {
+                tracing::error!(%error, "internal listener failed");
+                stop.cancel();
+            }
+        });
+    }
     if config.peers.is_empty() {
         // The only voter needs nothing from the network to catch up, so
         // clients first meet it registered and current (as a Kafka broker
         // opens its listeners once it has caught up). A cluster member
-        // serves Raft on the same port, so it cannot wait like this.
+        // may have no majority yet, and its clients should hear that from
+        // it, so it does not wait like this.
         tokio::select! {
             () = metadata.wait_caught_up() => {}
             () = shutdown.cancelled() => {}
@@ -118,7 +142,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         "brook broker {} ready on {local_address}",
         config.id
     );
-    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &tasks, &shutdown).await;
+    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &shutdown).await;
 
     shutdown.cancel();
     tasks.close();
@@ -153,7 +177,11 @@ fn prepare_data_dir(data_dir: &std::path::Path) -> Result<(), BrokerError> {
 /// Starts this broker's member of the metadata group: with `--peers`, the
 /// cluster's voters; without, a group of one voter (this broker), on the
 /// very same code path (as Kafka's single-node KRaft).
-async fn start_metadata(config: &BrokerConfig, advertised: &str) -> Result<MetadataNode, BrokerError> {
+async fn start_metadata(
+    config: &BrokerConfig,
+    advertised: &str,
+    secret: &ClusterSecret,
+) -> Result<MetadataNode, BrokerError> {
     let peers = if config.peers.is_empty() {
         std::collections::BTreeMap::from([(u64::from(config.id), advertised.to_string())])
     } else {
@@ -162,6 +190,7 @@ async fn start_metadata(config: &BrokerConfig, advertised: &str) -> Result<Metad
     let mut metadata_config = MetadataConfig::new(u64::from(config.id), peers, config.data_dir.join("metadata"));
     metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
     metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
+    metadata_config.cluster_secret = secret.clone();
     MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))
 }
 
@@ -193,7 +222,7 @@ fn start_duties(
     let (duties, broker_id, address, stop) =
         (metadata.clone(), BrokerId(config.id), advertised.to_string(), shutdown.clone());
     tasks.spawn(async move { duties.run_broker_duties(broker_id, address, stop).await });
-    start_fetchers(tasks, config, registry, shutdown);
+    start_fetchers(tasks, config, registry, &metadata.cluster_secret(), shutdown);
     tasks.spawn(shrink_lagging_isrs(
         Arc::clone(registry),
         Arc::new(MetadataIsrProposer::new(metadata.clone())),
@@ -231,11 +260,12 @@ fn start_fetchers(
     tasks: &TaskTracker,
     config: &BrokerConfig,
     registry: &Arc<TopicRegistry>,
+    secret: &ClusterSecret,
     shutdown: &CancellationToken,
 ) {
     let me = registry.broker_id();
     for (&leader, address) in config.peers.iter().filter(|(id, _)| BrokerId(**id) != me) {
-        match GrpcLeaderClient::connect_lazy(address) {
+        match GrpcLeaderClient::connect_lazy(address, secret.clone()) {
             Ok(client) => {
                 let fetcher = run_fetcher(me, BrokerId(leader), client, Arc::clone(registry), shutdown.clone());
                 tasks.spawn(fetcher);
@@ -245,16 +275,15 @@ fn start_fetchers(
     }
 }
 
-/// Serves the client services, gRPC health and reflection, and the
-/// internal ones (Raft, forwarding, replica fetch) on `listener` until
-/// `shutdown`.
+/// Serves the client services (records, admin, groups, metadata), gRPC
+/// health and reflection on `listener` until `shutdown`. Nothing a broker
+/// asks of another is served here (see [`serve_internal`]).
 async fn serve_grpc(
     listener: TcpListener,
     config: &Arc<BrokerConfig>,
     registry: &Arc<TopicRegistry>,
     node: &Arc<NodeInfo>,
     metrics: &Arc<Metrics>,
-    tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
     let limit = config.max_request_bytes;
@@ -270,15 +299,6 @@ async fn serve_grpc(
     .max_encoding_message_size(limit);
     let groups = GroupsServer::new(GroupsService { registry: Arc::clone(registry) }).max_decoding_message_size(limit);
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
-    let replication = ReplicationServer::new(ReplicationService {
-        registry: Arc::clone(registry),
-        proposer: Arc::new(MetadataIsrProposer::new(node.metadata.clone())),
-        tasks: tasks.clone(),
-        shutdown: shutdown.clone(),
-    })
-    .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
-    .max_decoding_message_size(limit);
-    let (raft_transport, forwarding) = node.metadata.services();
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<RecordsServer<RecordsService>>().await;
@@ -293,15 +313,58 @@ async fn serve_grpc(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .add_service(raft_transport)
-        .add_service(forwarding)
-        .add_service(replication)
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
         .add_service(records)
         .add_service(groups)
         .add_service(metadata)
+        .serve_with_incoming_shutdown(
+            LimitedIncoming::new(listener, config.max_connections).into_stream(),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
+        .map_err(ServeError::from)
+}
+
+/// Serves what brokers ask of each other (the metadata group's Raft
+/// transport, forwarding to the controller and heartbeats, replica
+/// fetches) on the internal listener until `shutdown`, each call refused
+/// with UNAUTHENTICATED unless it carries the cluster secret.
+async fn serve_internal(
+    listener: TcpListener,
+    config: &Arc<BrokerConfig>,
+    registry: &Arc<TopicRegistry>,
+    node: &Arc<NodeInfo>,
+    secret: ClusterSecret,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
+    let check = move |request: tonic::Request<()>| {
+        if secret.admits(&request) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "this is the internal listener, for brokers of the cluster: the call lacks the cluster secret",
+            ))
+        }
+    };
+    let replication = ReplicationServer::new(ReplicationService {
+        registry: Arc::clone(registry),
+        proposer: Arc::new(MetadataIsrProposer::new(node.metadata.clone())),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
+    .max_decoding_message_size(config.max_request_bytes);
+    let (raft_transport, forwarding) = node.metadata.services();
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .add_service(InterceptedService::new(raft_transport, check.clone()))
+        .add_service(InterceptedService::new(forwarding, check.clone()))
+        .add_service(InterceptedService::new(replication, check))
         .serve_with_incoming_shutdown(
             LimitedIncoming::new(listener, config.max_connections).into_stream(),
             shutdown.clone().cancelled_owned(),

@@ -9,21 +9,8 @@ use crate::error::BrokerError;
 /// Checks a topic name the way Kafka does: 1-249 characters of
 /// `[a-zA-Z0-9._-]`, and not `.` or `..` (they would be directories).
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
-    let invalid =
-        |reason: &str| Err(BrokerError::InvalidTopicName { name: name.to_string(), reason: reason.to_string() });
-    if name.is_empty() {
-        return invalid("it is empty");
-    }
-    if name.len() > 249 {
-        return invalid("it is longer than 249 characters");
-    }
-    if name == "." || name == ".." {
-        return invalid("'.' and '..' are reserved");
-    }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return invalid(&format!("character {bad:?} is not allowed; use only ASCII letters, digits, '.', '_' and '-'"));
-    }
-    Ok(())
+    brook_record::check_topic_name(name)
+        .map_err(|reason| BrokerError::InvalidTopicName { name: name.to_string(), reason })
 }
 
 /// A topic's settings. Parsed from Kafka's config names; stored in the

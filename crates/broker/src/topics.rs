@@ -188,6 +188,7 @@ impl From<CommandError> for BrokerError {
             CommandError::InvalidReplicationFactor { requested, alive } => {
                 BrokerError::InvalidReplicationFactor { requested, brokers: alive }
             }
+            CommandError::InvalidTopicName { name, reason } => BrokerError::InvalidTopicName { name, reason },
             other => BrokerError::InvalidRequest(other.to_string()),
         }
     }
@@ -546,11 +547,16 @@ impl TopicRegistry {
         }
     }
 
-    /// Checkpoints every hosted partition's HW that moved. Blocking.
+    /// Checkpoints every hosted partition's HW that moved, and fsyncs
+    /// segments rolled since the last pass (moving the recovery point).
+    /// Blocking.
     pub fn checkpoint_high_watermarks(&self) {
         for partition in HostedReplicas::hosted(self) {
             if let Err(error) = partition.checkpoint_high_watermark() {
                 tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
+            }
+            if let Err(error) = partition.flush_rolled_segments() {
+                tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "flushing a rolled segment failed");
             }
         }
     }

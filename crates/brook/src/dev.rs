@@ -2,7 +2,9 @@
 //! starts N `brook serve` processes (this same binary) on consecutive
 //! loopback ports with their own data directories, prints how to reach
 //! them, and on Ctrl-C or SIGTERM stops them (SIGTERM, so they close
-//! their logs).
+//! their logs). The brokers reach each other on internal ports 1000 above
+//! their client ports, with a cluster secret generated once into
+//! `DIR/cluster-secret`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,12 +37,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("finding the brook binary")?;
     let addresses: Vec<String> =
         (0..args.nodes).map(|index| format!("127.0.0.1:{}", args.base_port + index as u16)).collect();
-    let peers: String = addresses
+    let internal: Vec<String> = (0..args.nodes)
+        .map(|index| {
+            let port = args
+                .base_port
+                .checked_add(1000 + index as u16)
+                .context("--base-port leaves no room for internal ports")?;
+            Ok(format!("127.0.0.1:{port}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let peers: String = internal
         .iter()
         .enumerate()
         .map(|(index, address)| format!("{}={address}", index + 1))
         .collect::<Vec<_>>()
         .join(",");
+    let secret_file = cluster_secret_file(&args.data)?;
     let mut children = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
         let id = index + 1;
@@ -49,7 +61,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let mut command = tokio::process::Command::new(&binary);
         command.args(["serve", "--id", &id.to_string(), "--listen", address, "--data-dir"]).arg(&data_dir);
         if args.nodes > 1 {
-            command.args(["--peers", &peers]);
+            command.args(["--peers", &peers, "--internal-listen", &internal[index], "--cluster-secret-file"]);
+            command.arg(&secret_file);
         }
         let child =
             command.stdin(Stdio::null()).kill_on_drop(true).spawn().with_context(|| format!("starting broker {id}"))?;
@@ -96,4 +109,23 @@ async fn wait_until_formed(bootstrap: &str, nodes: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     eprintln!("warning: the cluster has not formed after 30 s; see the brokers' logs above");
+}
+
+/// The dev cluster's secret: made once (random) in `data/cluster-secret`,
+/// readable by this user only, and reused by every later run.
+fn cluster_secret_file(data: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let path = data.join("cluster-secret");
+    if !path.exists() {
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
 }

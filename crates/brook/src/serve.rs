@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use brook_broker::BrokerConfig;
+use brook_broker::{BrokerConfig, Secret};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -26,10 +26,18 @@ pub struct ServeArgs {
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// The cluster's brokers, this one included: `1=host:port,2=host:port,...`
-    /// (each broker's own --listen address). Without it: a single node (a
-    /// metadata group of one).
+    /// (each broker's --internal-listen address). Without it: a single node
+    /// (a metadata group of one).
     #[arg(long, value_parser = parse_peers)]
     peers: Option<std::collections::BTreeMap<u32, String>>,
+    /// Where other brokers reach this one (Raft, replication); required
+    /// with --peers. The client port serves none of that.
+    #[arg(long)]
+    internal_listen: Option<SocketAddr>,
+    /// A file holding the cluster secret (the same on every broker; at
+    /// least 16 printable characters). BROOK_CLUSTER_SECRET, if set, wins.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
     /// Replication factor of topics created without one [default: 1].
     #[arg(long)]
     default_replication_factor: Option<u32>,
@@ -85,6 +93,17 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(peers) = args.peers {
         config.peers = peers;
     }
+    if let Some(address) = args.internal_listen {
+        config.internal_listen = Some(address);
+    }
+    if let Some(path) = &args.cluster_secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the cluster secret file {}", path.display()))?;
+        config.cluster_secret = Some(Secret(text.trim().to_string()));
+    }
+    if let Ok(secret) = std::env::var("BROOK_CLUSTER_SECRET") {
+        config.cluster_secret = Some(Secret(secret.trim().to_string()));
+    }
     if let Some(factor) = args.default_replication_factor {
         config.default_replication_factor = factor;
     }
@@ -102,6 +121,7 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         );
     }
     anyhow::ensure!(config.id >= 1, "broker ids start at 1 (0 means \"no leader\" on the wire)");
+    config.check_cluster_settings().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 

@@ -127,6 +127,14 @@ impl ClusterState {
         configs: &BTreeMap<String, String>,
         assignments: &[Vec<BrokerId>],
     ) -> CommandResult {
+        // The admin path checked the name; a command that reached the log
+        // some other way (a forged proposal) is checked again here, as the
+        // name becomes a directory on every broker.
+        brook_record::check_topic_name(name)
+            .map_err(|reason| CommandError::InvalidTopicName { name: name.into(), reason })?;
+        if replication_factor == 0 {
+            return Err(CommandError::InvalidAssignment { reason: "the replication factor must be at least 1".into() });
+        }
         if self.topics.contains_key(name) {
             return Err(CommandError::TopicAlreadyExists { topic: name.into() });
         }
@@ -433,6 +441,10 @@ mod tests {
             Err(CommandError::TopicAlreadyExists { topic: "t".into() })
         );
         assert!(matches!(create(&mut state, "u", vec![ids(&[1, 1])]), Err(CommandError::InvalidAssignment { .. })));
+        for name in ["../x", "a/b", "", "..", &"n".repeat(250)] {
+            let refused = create(&mut state, name, vec![ids(&[1, 2])]);
+            assert!(matches!(refused, Err(CommandError::InvalidTopicName { .. })), "{name:?}: {refused:?}");
+        }
         assert_eq!(
             create(&mut state, "u", vec![ids(&[1, 7])]),
             Err(CommandError::UnknownBroker { broker_id: BrokerId(7) })

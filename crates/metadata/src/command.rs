@@ -110,6 +110,8 @@ pub enum CommandError {
     InvalidReplicationFactor { requested: u32, alive: u32 },
     #[error("invalid assignment: {reason}")]
     InvalidAssignment { reason: String },
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopicName { name: String, reason: String },
     #[error("stale leader epoch {epoch} for {topic}-{partition}: the current epoch is {current}")]
     StaleLeaderEpoch { topic: String, partition: u32, epoch: LeaderEpoch, current: LeaderEpoch },
     #[error("stale partition epoch {epoch} for {topic}-{partition}: the ISR changed since (now at {current})")]

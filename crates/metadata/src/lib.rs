@@ -7,14 +7,18 @@
 //! [`Command`]s of one openraft group whose log, vote and state machine
 //! live in sled. [`MetadataNode`] is a broker's member: it forms the group
 //! from the peer list (a broker without peers is a group of one voter, on
-//! the same path), carries Raft RPCs over `brook.internal.v1` on the
-//! broker's port, forwards proposals to the controller (the Raft leader),
-//! and runs the controller's liveness duty ([`liveness_changes`]).
+//! the same path), carries Raft RPCs over `brook.internal.v1` to each
+//! peer at the address this broker's own peer list names (the broker's
+//! internal listener, or a proxy), with the [`ClusterSecret`] on every
+//! call, forwards proposals to the controller (the Raft leader), and runs
+//! the controller's liveness duty ([`liveness_changes`]; time the
+//! controller itself did not run is no broker's silence).
 //!
 //! Invariants: `ClusterState::apply` is deterministic; a command is applied
 //! exactly once, in log order, on every member; leader epochs never
 //! decrease; a partition's leader is always in its ISR; only a live broker
-//! joins an ISR. Each published state carries the log index it was applied
+//! joins an ISR; a topic name that `apply` accepts is a legal one however
+//! the command reached the log (`brook_record::check_topic_name`). Each published state carries the log index it was applied
 //! at (`applied_index`), and `propose_indexed` tells the index a command
 //! committed at, so a broker can tell whether its copy already reflects a
 //! change (`wait_applied`), and knows when its state is current after a
@@ -40,7 +44,7 @@ pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRe
 pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;
-pub use network::GrpcNetwork;
+pub use network::{ClusterSecret, GrpcNetwork};
 pub use node::{MetadataConfig, MetadataError, MetadataNode};
 pub use raft_types::{NodeId, Raft, TypeConfig};
 pub use state_machine::StateMachineStore;

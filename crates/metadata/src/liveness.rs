@@ -17,6 +17,80 @@ use std::time::{Duration, Instant};
 
 use crate::cluster_state::ClusterState;
 use crate::command::{BrokerId, CommandV1};
+use crate::raft_types::NodeId;
+
+/// What a node knows of broker liveness, and, while it is controller,
+/// since when.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    pub(crate) last_seen: HashMap<BrokerId, Instant>,
+    /// Since when, and in which Raft term, this node has been controller:
+    /// a new term (even one this node wins again, say after a network
+    /// partition) starts a new grace period, so heartbeat times from
+    /// before it are never used to judge anyone.
+    controller_since: Option<(u64, Instant)>,
+    /// The controller this node last accepted Raft appends from, and when.
+    pub(crate) last_controller_contact: Option<(BrokerId, Instant)>,
+    /// While controller: the previous controller and when this node last
+    /// heard from it. Its silence is measured from then, not from this
+    /// term's start: an election means a majority stopped hearing from it,
+    /// so its grace has mostly run already.
+    predecessor: Option<(BrokerId, Instant)>,
+    /// When this node last judged liveness as controller: a long gap since
+    /// means it did not run.
+    last_judged: Option<Instant>,
+}
+
+/// A gap between two judgements longer than this means the controller
+/// itself stalled (it judges every broker heartbeat interval).
+fn stall_threshold(session_timeout: Duration) -> Duration {
+    session_timeout / 2
+}
+
+impl Liveness {
+    /// This node is not (or no longer) the controller.
+    pub(crate) fn step_down(&mut self) {
+        self.last_seen.clear();
+        self.controller_since = None;
+        self.predecessor = None;
+        self.last_judged = None;
+    }
+
+    /// As controller `me` in `term`, at `now`: the liveness changes to
+    /// propose.
+    pub(crate) fn judge(
+        &mut self,
+        state: &ClusterState,
+        term: u64,
+        me: NodeId,
+        now: Instant,
+        session_timeout: Duration,
+    ) -> Vec<CommandV1> {
+        let stalled_for = self.last_judged.map(|last| now.saturating_duration_since(last));
+        self.last_judged = Some(now);
+        if let Some(stalled_for) = stalled_for.filter(|gap| *gap > stall_threshold(session_timeout)) {
+            // Heartbeats that came while this node was not running wait in
+            // its sockets: every broker gets a full session from now.
+            tracing::warn!(?stalled_for, "the controller did not run for a while; judging liveness afresh");
+            self.controller_since = Some((term, now));
+            self.predecessor = None;
+        }
+        let since = match self.controller_since {
+            Some((since_term, since)) if since_term == term => since,
+            _ => {
+                // A new term: forget what earlier terms saw.
+                self.last_seen.clear();
+                self.controller_since = Some((term, now));
+                self.predecessor = self.last_controller_contact.filter(|(id, _)| NodeId::from(id.0) != me);
+                if let Some((predecessor, heard)) = self.predecessor {
+                    tracing::info!(%predecessor, silent_for = ?now.saturating_duration_since(heard), "became controller; judging the previous controller from when it was last heard from");
+                }
+                now
+            }
+        };
+        liveness_changes(state, &self.last_seen, since, self.predecessor, now, session_timeout)
+    }
+}
 
 /// What the controller should propose now, given when it last heard from
 /// each broker (`last_seen`), since when it has been controller, and the
@@ -94,6 +168,36 @@ mod tests {
                 CommandV1::SetBrokerAlive { broker_id: BrokerId(2), alive: false },
                 CommandV1::SetBrokerAlive { broker_id: BrokerId(3), alive: true },
             ]
+        );
+    }
+
+    #[test]
+    fn a_controller_that_did_not_run_for_2_s_declares_no_broker_dead() {
+        let start = Instant::now();
+        let session = Duration::from_millis(800);
+        let at = |millis| start + Duration::from_millis(millis);
+        let cluster = state(&[(1, true), (2, true), (3, true)]);
+        let mut liveness = Liveness::default();
+        for millis in [0, 100, 200] {
+            for broker in 1..=3 {
+                liveness.last_seen.insert(BrokerId(broker), at(millis));
+            }
+            assert!(liveness.judge(&cluster, 1, 1, at(millis), session).is_empty());
+        }
+        // Paused from 200 ms to 2200 ms: the heartbeats of that time wait
+        // in its sockets. Waking, it judges before reading them.
+        assert!(liveness.judge(&cluster, 1, 1, at(2200), session).is_empty(), "its own stall is no one's silence");
+        // Brokers 1 and 2 heartbeat again; broker 3 really is gone.
+        for millis in (2300..=3000).step_by(100) {
+            liveness.last_seen.insert(BrokerId(1), at(millis));
+            liveness.last_seen.insert(BrokerId(2), at(millis));
+            let changes = liveness.judge(&cluster, 1, 1, at(millis), session);
+            assert!(changes.is_empty(), "at {millis} ms: {changes:?}");
+        }
+        assert_eq!(
+            liveness.judge(&cluster, 1, 1, at(3100), session),
+            vec![CommandV1::SetBrokerAlive { broker_id: BrokerId(3), alive: false }],
+            "a full session after waking, broker 3 is judged"
         );
     }
 

@@ -27,11 +27,51 @@ use crate::raft_types::{NodeId, TypeConfig};
 #[derive(Debug, Clone, Default)]
 pub struct GrpcNetwork {
     peers: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+    secret: ClusterSecret,
 }
 
 impl GrpcNetwork {
-    pub fn new(peers: std::collections::BTreeMap<NodeId, String>) -> GrpcNetwork {
-        GrpcNetwork { peers: std::sync::Arc::new(peers) }
+    pub fn new(peers: std::collections::BTreeMap<NodeId, String>, secret: ClusterSecret) -> GrpcNetwork {
+        GrpcNetwork { peers: std::sync::Arc::new(peers), secret }
+    }
+}
+
+/// The secret every broker-to-broker call carries (see
+/// `brook_proto::CLUSTER_SECRET_KEY`); `None` in a single node, which
+/// makes no such calls. Its `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct ClusterSecret(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl ClusterSecret {
+    /// `None` if the text cannot travel in a gRPC header (it must be
+    /// printable ASCII).
+    pub fn new(secret: &str) -> Option<ClusterSecret> {
+        let mut value = tonic::metadata::AsciiMetadataValue::try_from(secret).ok()?;
+        value.set_sensitive(true);
+        Some(ClusterSecret(Some(value)))
+    }
+
+    /// Puts the secret on an outgoing internal call.
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert(brook_proto::CLUSTER_SECRET_KEY, value.clone());
+        }
+    }
+
+    /// Whether an incoming call carries this secret (compared in constant
+    /// time). With no secret configured, nothing is accepted.
+    pub fn admits<T>(&self, request: &tonic::Request<T>) -> bool {
+        use subtle::ConstantTimeEq;
+        let (Some(expected), Some(given)) = (&self.0, request.metadata().get(brook_proto::CLUSTER_SECRET_KEY)) else {
+            return false;
+        };
+        bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ClusterSecret(set)" } else { "ClusterSecret(none)" })
     }
 }
 
@@ -41,6 +81,7 @@ pub struct GrpcConnection {
     target: NodeId,
     address: String,
     client: Option<RaftTransportClient<Channel>>,
+    secret: ClusterSecret,
 }
 
 pub(crate) fn channel_to(address: &str) -> Result<Channel, tonic::transport::Error> {
@@ -56,7 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcConnection {
         let address = self.peers.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
-        GrpcConnection { target, address, client: None }
+        GrpcConnection { target, address, client: None, secret: self.secret.clone() }
     }
 }
 
@@ -88,6 +129,7 @@ impl GrpcConnection {
         };
         let mut request = tonic::Request::new(Payload { json: json.into() });
         request.set_timeout(option.hard_ttl());
+        self.secret.authorize(&mut request);
         let reply = call(client, request).await.map_err(|status| {
             if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
                 RPCError::Unreachable(Unreachable::new(&status))

@@ -8,7 +8,7 @@
 //! same command twice, or restarting a broker, never forms a second
 //! cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_state::ClusterState;
 use crate::command::{BrokerId, Command, CommandResult, CommandV1};
-use crate::liveness::liveness_changes;
+use crate::liveness::Liveness;
 use crate::log_store::LogStore;
-use crate::network::{channel_to, GrpcNetwork};
+use crate::network::{channel_to, ClusterSecret, GrpcNetwork};
 use crate::raft_service::{ForwardingService, RaftTransportService};
 use crate::raft_types::{NodeId, Raft};
 use crate::state_machine::StateMachineStore;
@@ -55,6 +55,8 @@ pub struct MetadataConfig {
     pub snapshot_after_entries: u64,
     /// How often a broker heartbeats the controller. Default 100 ms.
     pub broker_heartbeat_interval: Duration,
+    /// Carried by every call to a peer (Raft, forwarding, heartbeats).
+    pub cluster_secret: ClusterSecret,
     /// A broker not heard from for this long is declared dead. Default 800 ms:
     /// failover in about a second (Kafka's default is 9 s).
     pub session_timeout: Duration,
@@ -73,6 +75,7 @@ impl MetadataConfig {
             snapshot_after_entries: 1000,
             broker_heartbeat_interval: Duration::from_millis(100),
             session_timeout: Duration::from_millis(800),
+            cluster_secret: ClusterSecret::default(),
         }
     }
 }
@@ -114,23 +117,6 @@ struct Inner {
     /// has applied that registration: until then its state may be an old
     /// one (from disk), which it must not act on as a leader.
     caught_up: watch::Sender<bool>,
-}
-
-#[derive(Debug, Default)]
-struct Liveness {
-    last_seen: HashMap<BrokerId, Instant>,
-    /// Since when, and in which Raft term, this node has been controller:
-    /// a new term (even one this node wins again, say after a network
-    /// partition) starts a new grace period, so heartbeat times from
-    /// before it are never used to judge anyone.
-    controller_since: Option<(u64, Instant)>,
-    /// The controller this node last accepted Raft appends from, and when.
-    last_controller_contact: Option<(BrokerId, Instant)>,
-    /// While controller: the previous controller and when this node last
-    /// heard from it. Its silence is measured from then, not from this
-    /// term's start: an election means a majority stopped hearing from it,
-    /// so its grace has mostly run already.
-    predecessor: Option<(BrokerId, Instant)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,7 +164,7 @@ impl MetadataNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            GrpcNetwork::new(config.peers.clone()),
+            GrpcNetwork::new(config.peers.clone(), config.cluster_secret.clone()),
             log_store,
             state_machine,
         )
@@ -208,6 +194,12 @@ impl MetadataNode {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.config.node_id
+    }
+
+    /// The secret this node's calls to peers carry (the broker's own
+    /// broker-to-broker calls carry it too).
+    pub fn cluster_secret(&self) -> ClusterSecret {
+        self.inner.config.cluster_secret.clone()
     }
 
     /// The applied state, and every later one.
@@ -264,7 +256,12 @@ impl MetadataNode {
                 Err(_) => return Err(no_quorum()),
                 Ok(Ok(result)) => return Ok(result),
                 Ok(Err(ProposeError::ForwardTo { leader, address })) => {
-                    match tokio::time::timeout(remaining, forward(&address, &command)).await {
+                    match tokio::time::timeout(
+                        remaining,
+                        forward(&address, &command, &self.inner.config.cluster_secret),
+                    )
+                    .await
+                    {
                         Err(_) => return Err(no_quorum()),
                         Ok(Ok(Ok(result))) => return Ok(result),
                         Ok(Ok(Err(ProposeError::Fatal(message)))) => return Err(MetadataError::Raft(message)),
@@ -379,6 +376,7 @@ impl MetadataNode {
         let Ok(json) = serde_json::to_vec(&broker_id) else { return };
         let mut request = tonic::Request::new(Payload { json: json.into() });
         request.set_timeout(self.inner.config.broker_heartbeat_interval * 2);
+        self.inner.config.cluster_secret.authorize(&mut request);
         if let Err(status) = MetadataForwardingClient::new(channel).heartbeat(request).await {
             tracing::debug!(controller, %status, "heartbeat not delivered");
         }
@@ -388,36 +386,11 @@ impl MetadataNode {
         let changes = {
             let mut liveness = self.inner.liveness.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if !self.is_controller() {
-                liveness.last_seen.clear();
-                liveness.controller_since = None;
-                liveness.predecessor = None;
+                liveness.step_down();
                 return;
             }
-            let now = Instant::now();
-            let term = self.term();
-            let since = match liveness.controller_since {
-                Some((since_term, since)) if since_term == term => since,
-                _ => {
-                    // A new term: forget what earlier terms saw.
-                    liveness.last_seen.clear();
-                    liveness.controller_since = Some((term, now));
-                    let me = self.node_id();
-                    liveness.predecessor = liveness.last_controller_contact.filter(|(id, _)| NodeId::from(id.0) != me);
-                    if let Some((predecessor, heard)) = liveness.predecessor {
-                        tracing::info!(%predecessor, silent_for = ?now.saturating_duration_since(heard), "became controller; judging the previous controller from when it was last heard from");
-                    }
-                    now
-                }
-            };
             let state = self.inner.state.borrow().clone();
-            liveness_changes(
-                &state,
-                &liveness.last_seen,
-                since,
-                liveness.predecessor,
-                now,
-                self.inner.config.session_timeout,
-            )
+            liveness.judge(&state, self.term(), self.node_id(), Instant::now(), self.inner.config.session_timeout)
         };
         for change in changes {
             tracing::info!(?change, "controller: broker liveness changed");
@@ -435,12 +408,16 @@ impl MetadataNode {
     }
 }
 
-async fn forward(address: &str, command: &Command) -> Result<Result<(CommandResult, u64), ProposeError>, String> {
+async fn forward(
+    address: &str,
+    command: &Command,
+    secret: &ClusterSecret,
+) -> Result<Result<(CommandResult, u64), ProposeError>, String> {
     let channel = channel_to(address).map_err(|error| error.to_string())?;
     let json = serde_json::to_vec(command).map_err(|error| error.to_string())?;
-    let reply = MetadataForwardingClient::new(channel)
-        .propose(Payload { json: json.into() })
-        .await
-        .map_err(|status| status.message().to_string())?;
+    let mut request = tonic::Request::new(Payload { json: json.into() });
+    secret.authorize(&mut request);
+    let reply =
+        MetadataForwardingClient::new(channel).propose(request).await.map_err(|status| status.message().to_string())?;
     serde_json::from_slice(&reply.into_inner().json).map_err(|error| error.to_string())
 }

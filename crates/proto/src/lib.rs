@@ -30,3 +30,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// The gRPC metadata key under which the broker names the Kafka-style
 /// error of a failed call (`NOT_LEADER`, `UNKNOWN_TOPIC_OR_PARTITION`, ...).
 pub const ERROR_CODE_KEY: &str = "brook-error";
+
+/// The gRPC metadata key that carries the cluster secret on every
+/// broker-to-broker call (`brook.internal.v1`); the internal listener
+/// refuses a call without it.
+pub const CLUSTER_SECRET_KEY: &str = "brook-cluster-secret";

@@ -50,3 +50,23 @@ impl<'de> serde::Deserialize<'de> for BrokerId {
         u32::deserialize(deserializer).map(BrokerId)
     }
 }
+
+/// Kafka's rule for topic names: 1-249 characters of ASCII letters,
+/// digits, `.`, `_` and `-`, and not `.` or `..`. A name becomes part of a
+/// directory name on every broker, so the admin path and the metadata
+/// state machine both apply it. The error says what is wrong.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 249 {
+        return Err("it is longer than 249 characters".into());
+    }
+    if name == "." || name == ".." {
+        return Err("'.' and '..' are reserved".into());
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("character {bad:?} is not allowed; use only ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}

@@ -60,7 +60,7 @@ pub use batch::{
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use error::RecordError;
-pub use ids::{BrokerId, TopicPartition};
+pub use ids::{check_topic_name, BrokerId, TopicPartition};
 pub use offset::{LeaderEpoch, Offset};
 pub use record::{Header, Headers, Record, Records};
 pub use topic_id::TopicId;

@@ -612,17 +612,17 @@ impl Replica {
         self.state().verified_epoch = None;
     }
 
-    /// The newest leader epoch this log holds records of.
+    /// The newest leader epoch this log holds records of. Never waits on
+    /// the log's writer (an append may be in an fsync): called on async
+    /// workers.
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
-        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.as_ref().and_then(PartitionLog::latest_epoch)
+        self.reader.latest_epoch()
     }
 
     /// Where `epoch` ends on this log, with the epoch found (the largest at
-    /// or below it).
+    /// or below it). Never waits on the log's writer.
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
-        let guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.as_ref()?.end_offset_for_epoch(epoch)
+        self.reader.end_offset_for_epoch(epoch)
     }
 
     /// Leader side: the answer to a follower's "where does `epoch` end on
@@ -677,6 +677,24 @@ impl Replica {
             log.flush_if_due()?;
             Ok(())
         })
+    }
+
+    /// fsyncs the segments rolled since the last call, outside the log's
+    /// lock so appends go on meanwhile, and moves the recovery point past
+    /// them: a restart after kill -9 then reads through only the active
+    /// segment, however much closed log the partition holds. Blocking.
+    pub fn flush_rolled_segments(&self) -> Result<(), ReplicaError> {
+        while let Some((pending, before)) =
+            self.with_log(|log| Ok(log.sealed_flush().map(|p| (p, log.recovery_point()))))?
+        {
+            pending.run().map_err(|error| self.storage_error(error))?;
+            let after = self.with_log(|log| log.finish_flush(&pending).map(|()| log.recovery_point()))?;
+            if after <= before {
+                // Cut or deleted meanwhile: the next pass looks again.
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the HW to its checkpoint if it moved since the last one.
@@ -875,6 +893,24 @@ mod tests {
         );
         assert_eq!(replica.log_end_offset(), Offset(2), "nothing appended");
         assert_eq!(replica.latest_epoch(), Some(LeaderEpoch(4)), "and nothing stamped with the successor's epoch");
+    }
+
+    #[tokio::test]
+    async fn epoch_lookups_do_not_wait_on_a_writer_stuck_in_an_fsync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = open(&dir, leader(2, &[1]));
+        replica.append(batch(2)).await.expect("append");
+        // The writer busy for as long as the test likes (a slow disk's
+        // fsync under flush.policy=always holds the log's lock).
+        let _writer = replica.log.lock().expect("not poisoned");
+        let (answers, answered) = std::sync::mpsc::channel();
+        let looking = Arc::clone(&replica);
+        std::thread::spawn(move || {
+            let _ = answers.send((looking.latest_epoch(), looking.epoch_end(LeaderEpoch(2))));
+        });
+        let (latest, end) = answered.recv_timeout(Duration::from_secs(10)).expect("answered while the writer is busy");
+        assert_eq!(latest, Some(LeaderEpoch(2)));
+        assert_eq!(end, LeaderEpochEnd { epoch: Some(LeaderEpoch(2)), end_offset: Offset(2) });
     }
 
     #[tokio::test]

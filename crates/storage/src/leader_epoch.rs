@@ -8,6 +8,7 @@
 //! every change (changes are rare: one per leader change).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use brook_record::{LeaderEpoch, Offset};
 
@@ -16,11 +17,29 @@ use crate::recovery::write_file_atomically;
 
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 
+/// The cache as readers see it: a copy replaced whole on every change, so
+/// a reader (a leader answering a follower's epoch query on an async
+/// worker) never waits on the writer, which may be in an fsync.
+#[derive(Debug, Default)]
+pub(crate) struct PublishedEpochs(RwLock<Arc<[(LeaderEpoch, Offset)]>>);
+
+impl PublishedEpochs {
+    pub(crate) fn get(&self) -> Arc<[(LeaderEpoch, Offset)]> {
+        // Poisoned only if a writer panicked mid-swap: the Arc is whole.
+        Arc::clone(&self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn set(&self, entries: &[(LeaderEpoch, Offset)]) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::from(entries);
+    }
+}
+
 /// Invariant: epochs and start offsets both strictly increase.
 #[derive(Debug)]
 pub(crate) struct LeaderEpochCache {
     path: PathBuf,
     entries: Vec<(LeaderEpoch, Offset)>,
+    published: Arc<PublishedEpochs>,
 }
 
 impl LeaderEpochCache {
@@ -41,7 +60,9 @@ impl LeaderEpochCache {
             },
             Err(_) => (Vec::new(), false),
         };
-        (LeaderEpochCache { path, entries }, trusted)
+        let published = Arc::new(PublishedEpochs::default());
+        published.set(&entries);
+        (LeaderEpochCache { path, entries, published }, trusted)
     }
 
     /// Rebuilds the cache from `(leader epoch, base offset)` of every batch
@@ -62,6 +83,11 @@ impl LeaderEpochCache {
 
     pub(crate) fn latest(&self) -> Option<(LeaderEpoch, Offset)> {
         self.entries.last().copied()
+    }
+
+    /// The copy readers see, kept current by every change.
+    pub(crate) fn published(&self) -> Arc<PublishedEpochs> {
+        Arc::clone(&self.published)
     }
 
     #[cfg(test)]
@@ -99,13 +125,7 @@ impl LeaderEpochCache {
     /// `log_end_offset` for the latest one), with the largest epoch at or
     /// below it that the log knows. `None` if the log knows no such epoch.
     pub(crate) fn end_offset_for(&self, epoch: LeaderEpoch, log_end_offset: Offset) -> Option<(LeaderEpoch, Offset)> {
-        let index = self.entries.partition_point(|&(known, _)| known <= epoch);
-        if index == 0 {
-            return None;
-        }
-        let (found, _) = self.entries[index - 1];
-        let end = self.entries.get(index).map_or(log_end_offset, |&(_, start)| start);
-        Some((found, end))
+        end_offset_in(&self.entries, epoch, log_end_offset)
     }
 
     /// Forgets epochs that start at or after `offset` (the log was cut there).
@@ -143,12 +163,28 @@ impl LeaderEpochCache {
     }
 
     fn persist(&self) -> Result<(), StorageError> {
+        self.published.set(&self.entries);
         let mut text = format!("0\n{}\n", self.entries.len());
         for (epoch, start) in &self.entries {
             text.push_str(&format!("{epoch} {start}\n"));
         }
         write_file_atomically(&self.path, text.as_bytes())
     }
+}
+
+/// [`LeaderEpochCache::end_offset_for`] over `entries`.
+pub(crate) fn end_offset_in(
+    entries: &[(LeaderEpoch, Offset)],
+    epoch: LeaderEpoch,
+    log_end_offset: Offset,
+) -> Option<(LeaderEpoch, Offset)> {
+    let index = entries.partition_point(|&(known, _)| known <= epoch);
+    if index == 0 {
+        return None;
+    }
+    let (found, _) = entries[index - 1];
+    let end = entries.get(index).map_or(log_end_offset, |&(_, start)| start);
+    Some((found, end))
 }
 
 fn parse(text: &str) -> Option<Vec<(LeaderEpoch, Offset)>> {

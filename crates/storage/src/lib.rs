@@ -35,7 +35,14 @@
 //!   the log opens, since a follower's truncation depends on it.
 //! - Checkpoints are replaced atomically: temporary file, fsync, rename,
 //!   fsync of the directory (HW checkpoints, written often, skip the
-//!   fsyncs).
+//!   fsyncs). Creating a segment and removing the clean-shutdown marker
+//!   fsync the directory too.
+//! - Offsets below the recovery point are on disk. A rolled segment is
+//!   fsynced off the append path ([`PartitionLog::sealed_flush`], run
+//!   without the writer's lock, then [`PartitionLog::finish_flush`]), which
+//!   moves the recovery point to the active segment: opening after a crash
+//!   reads through only what lies above it, so restart time does not grow
+//!   with the closed log.
 //!
 //! Never: re-encode or copy a batch (the leader stamps base offset and
 //! leader epoch, outside the CRC, in place when the buffer is its own, or
@@ -48,7 +55,8 @@
 //! writer ([`PartitionLog`]) belongs on a blocking thread (its own, or
 //! `spawn_blocking`), never on an async worker; [`LogReader`]s read with
 //! `pread` from any thread and never take a lock for longer than cloning
-//! an `Arc`.
+//! an `Arc` (the leader-epoch cache included: readers see a copy the writer
+//! replaces on every change, so an epoch lookup never waits on an fsync).
 
 mod config;
 mod error;
@@ -62,6 +70,6 @@ mod segment;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, LogReader, PartitionLog, RetentionOutcome};
+pub use log::{AppendInfo, LogReader, PartitionLog, PendingFlush, RetentionOutcome};
 pub use read::{FileRange, LogRead};
 pub use recovery::Truncation;

@@ -18,7 +18,7 @@ use brook_record::{stamp_batch, stamp_batch_head, validate_batch, BatchView, Lea
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::StorageError;
-use crate::leader_epoch::LeaderEpochCache;
+use crate::leader_epoch::{end_offset_in, LeaderEpochCache, PublishedEpochs};
 use crate::read::{FileRange, LogRead};
 use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 
@@ -69,6 +69,7 @@ impl Segments {
 struct Shared {
     segments: RwLock<Arc<Segments>>,
     log_end_offset: AtomicU64,
+    epochs: Arc<PublishedEpochs>,
 }
 
 impl Shared {
@@ -85,6 +86,20 @@ impl Shared {
 
     fn log_end_offset(&self) -> Offset {
         Offset(self.log_end_offset.load(Ordering::Acquire))
+    }
+}
+
+/// A sealed segment's fsync, to run without the log's lock (see
+/// [`PartitionLog::sealed_flush`]).
+#[derive(Debug)]
+pub struct PendingFlush {
+    segment: Arc<Segment>,
+}
+
+impl PendingFlush {
+    /// fsyncs the segment's files. Blocking.
+    pub fn run(&self) -> Result<(), StorageError> {
+        self.segment.flush()
     }
 }
 
@@ -109,6 +124,8 @@ pub struct PartitionLog {
     /// Reused across appends so validation allocates nothing.
     batch_infos: Vec<BatchInfo>,
     truncations: Vec<Truncation>,
+    /// How many segments recovery read through when the log was opened.
+    scanned_on_open: usize,
 }
 
 /// The leader epoch and base offset of every batch, in log order: one
@@ -174,6 +191,9 @@ impl PartitionLog {
         if clean {
             std::fs::remove_file(&clean_marker)
                 .map_err(StorageError::io("removing clean-shutdown marker", &clean_marker))?;
+            // Durably gone before anything is written: a marker brought
+            // back by a power loss would skip the recovery of what follows.
+            recovery::sync_dir(&dir)?;
         }
         let recovery_point = if clean {
             Offset(u64::MAX)
@@ -187,10 +207,12 @@ impl PartitionLog {
         let mut truncations = Vec::new();
         let mut index = 0;
         let mut last_opened_active = true;
+        let mut scanned = 0;
         while index < bases.len() {
             let base = bases[index];
             let is_last = index + 1 == bases.len();
             let scan = !clean && (is_last || bases[index + 1] > recovery_point);
+            scanned += usize::from(scan);
             if let Some(previous) = segments.last() {
                 if previous.next_offset() != base {
                     tracing::warn!(
@@ -241,6 +263,7 @@ impl PartitionLog {
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(Segments(segments))),
             log_end_offset: AtomicU64::new(log_end_offset.0),
+            epochs: epochs.published(),
         });
         let mut log = PartitionLog {
             dir,
@@ -252,6 +275,7 @@ impl PartitionLog {
             last_flush: Instant::now(),
             batch_infos: Vec::new(),
             truncations,
+            scanned_on_open: scanned,
         };
         if !clean {
             // What the scan checked is made durable, so the next unclean
@@ -264,6 +288,7 @@ impl PartitionLog {
             log_end_offset = %log_end_offset,
             clean,
             truncations = log.truncations.len(),
+            scanned,
             "opened partition log"
         );
         Ok(log)
@@ -291,6 +316,13 @@ impl PartitionLog {
     /// What recovery cut when the log was opened (empty after a clean stop).
     pub fn truncations_on_open(&self) -> &[Truncation] {
         &self.truncations
+    }
+
+    /// How many segments recovery read through when the log was opened:
+    /// none after a clean stop, those above the recovery point after an
+    /// unclean one (the active segment, once rolled segments are flushed).
+    pub fn segments_scanned_on_open(&self) -> usize {
+        self.scanned_on_open
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -674,6 +706,44 @@ impl PartitionLog {
         recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), log_end_offset.to_string().as_bytes())
     }
 
+    /// The oldest sealed segment not yet known to be on disk (above the
+    /// recovery point), as a flush to run without this log's lock: a
+    /// rolled segment gets fsynced off the append path (by the broker's
+    /// maintenance pass), then [`PartitionLog::finish_flush`] moves the
+    /// recovery point past it. So after a kill -9 recovery scans only the
+    /// active segment, however much closed log the partition holds.
+    pub fn sealed_flush(&self) -> Option<PendingFlush> {
+        let segments = self.shared.segments();
+        let sealed = &segments.0[..segments.0.len() - 1];
+        let segment = sealed.iter().find(|segment| segment.next_offset() > self.recovery_point)?;
+        Some(PendingFlush { segment: Arc::clone(segment) })
+    }
+
+    /// After [`PendingFlush::run`]: the recovery point moves past the
+    /// flushed segment, if it is still part of this log as it was (not cut
+    /// by a truncation or deleted by retention meanwhile).
+    pub fn finish_flush(&mut self, flushed: &PendingFlush) -> Result<(), StorageError> {
+        let segments = self.shared.segments();
+        let still_here =
+            segments.0[..segments.0.len() - 1].iter().any(|segment| Arc::ptr_eq(segment, &flushed.segment));
+        let end = flushed.segment.next_offset();
+        if !still_here || end <= self.recovery_point || end > self.log_end_offset() {
+            return Ok(());
+        }
+        self.recovery_point = end;
+        recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), end.to_string().as_bytes())
+    }
+
+    /// Both steps of a sealed segment's flush at once, under this log's
+    /// lock (tests, tools).
+    pub fn flush_sealed(&mut self) -> Result<(), StorageError> {
+        while let Some(pending) = self.sealed_flush() {
+            pending.run()?;
+            self.finish_flush(&pending)?;
+        }
+        Ok(())
+    }
+
     /// For `FlushPolicy::EveryMs`: flushes if the interval has passed and
     /// something was appended since. Call it from a timer.
     pub fn flush_if_due(&mut self) -> Result<bool, StorageError> {
@@ -751,6 +821,19 @@ impl LogReader {
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
         self.shared.segments().0.iter().map(|segment| segment.size_bytes()).sum()
+    }
+
+    /// [`PartitionLog::latest_epoch`], without waiting on the writer (which
+    /// may be in an fsync).
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.shared.epochs.get().last().map(|&(epoch, _)| epoch)
+    }
+
+    /// [`PartitionLog::end_offset_for_epoch`], without waiting on the
+    /// writer.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let entries = self.shared.epochs.get();
+        end_offset_in(&entries, epoch, self.shared.log_end_offset())
     }
 
     /// The whole batches from the one holding `from_offset` on, up to about

@@ -197,9 +197,15 @@ pub(crate) fn write_file_replacing(path: &Path, contents: &[u8], sync: bool) -> 
         // The rename itself is a change to the directory: without this,
         // a power loss may bring back the old name's contents.
         if let Some(dir) = path.parent() {
-            let dir = std::fs::File::open(dir).map_err(StorageError::io("opening directory", dir))?;
-            dir.sync_all().map_err(StorageError::io("syncing directory", path))?;
+            sync_dir(dir)?;
         }
     }
     Ok(())
+}
+
+/// fsyncs a directory: makes the creation, removal or renaming of the
+/// files in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let handle = std::fs::File::open(dir).map_err(StorageError::io("opening directory", dir))?;
+    handle.sync_all().map_err(StorageError::io("syncing directory", dir))
 }

@@ -91,6 +91,9 @@ impl Segment {
         let capacity = config.max_index_entries();
         let offset_index = OffsetIndex(MmapIndex::create(&file_path(dir, base_offset, "index"), capacity)?);
         let time_index = TimeIndex(MmapIndex::create(&file_path(dir, base_offset, "timeindex"), capacity)?);
+        // The new files' names are durable before anything is written in
+        // them (a power loss cannot leave data in a file with no name).
+        crate::recovery::sync_dir(dir)?;
         Ok(Segment::assemble(base_offset, path, file, offset_index, time_index, 0, now_ms()))
     }
 
