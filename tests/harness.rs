@@ -301,6 +301,11 @@ impl TestCluster {
         TestCluster::start_inner(nodes, &[], true).await
     }
 
+    /// `start_proxied`, with `extra_args` for every `brook serve`.
+    pub async fn start_proxied_with(nodes: u32, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_inner(nodes, extra_args, true).await
+    }
+
     async fn start_inner(nodes: u32, extra_args: &[&str], proxied: bool) -> TestCluster {
         let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let internal: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();

@@ -1,7 +1,8 @@
 //! Partition replication across three real brokers: acks=all records
 //! survive killing their leader, a restarted broker catches up and
 //! re-enters the ISR, acks=all is refused below min.insync.replicas and
-//! times out while followers stall.
+//! times out while followers stall; after an unclean election a consumer
+//! notices the cut log and reads what the new leader wrote (KIP-320).
 
 mod harness;
 
@@ -382,4 +383,108 @@ async fn the_high_watermark_never_moves_backwards_across_restarts() {
         let high_watermark = described.partitions[0].high_watermark;
         assert!(high_watermark >= 500, "broker {id}: HW {high_watermark} went back below 500 across the restart");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unclean_election_a_consumer_notices_the_cut_log_and_reads_the_new_records() {
+    // Followers leave the ISR 300 ms after they stop keeping up.
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("brook.toml");
+    std::fs::write(&config, "replica_lag_max_ms = 300\n").expect("write config");
+    let config = config.to_string_lossy().to_string();
+    let mut cluster = TestCluster::start_proxied_with(3, &["--config", &config]).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    let controller = admin.describe_cluster().await.expect("cluster").controller_id;
+    let topic =
+        NewTopic::new("u", 3, 2).config("unclean.leader.election.enable", "true").config("min.insync.replicas", "1");
+    admin.create_topic(topic).await.expect("create");
+    // A partition whose two replicas are not the controller: cutting them
+    // apart leaves both in touch with it.
+    let described = admin.describe_topic("u").await.expect("describe");
+    let chosen = described.partitions.iter().find(|p| !p.replicas.contains(&controller)).expect("one avoids it");
+    let (partition, leader) = (chosen.partition, chosen.leader);
+    let follower = *chosen.replicas.iter().find(|id| **id != leader).expect("two replicas");
+
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let send = |prefix: &'static str, count: u32| {
+        let producer = &producer;
+        async move {
+            for index in 0..count {
+                let record = ProducerRecord::new("u", format!("{prefix}-{index}")).partition(partition);
+                producer.send(record).await.expect("send").await.expect("acknowledged");
+            }
+        }
+    };
+    send("both", 10).await;
+    // The follower is cut off from the leader: it leaves the ISR, and the
+    // leader acknowledges alone.
+    cluster.cut_between(leader, follower);
+    eventually("the ISR shrinks to the leader", Duration::from_secs(15), || {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let (_, _, isr) = partition_view(&bootstrap, "u", partition).await?;
+            if isr == vec![leader] {
+                Ok(())
+            } else {
+                Err(format!("isr {isr:?}"))
+            }
+        }
+    })
+    .await;
+    send("leader-only", 10).await;
+
+    // A consumer reads all 20 (reset policy: latest, so a reset would skip).
+    let config = ConsumerConfig { auto_offset_reset: OffsetReset::Latest, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&bootstrap, config).await.expect("consumer");
+    let tp = brook_client::TopicPartition::new("u", partition);
+    consumer.assign(vec![tp.clone()]).await.expect("assign");
+    consumer.seek(&tp, brook_client::Seek::Beginning).await.expect("seek");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 20 && Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
+            seen.push(String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).to_string());
+        }
+    }
+    assert_eq!(seen.len(), 20, "{seen:?}");
+
+    // The leader dies; the follower, alive but out of the ISR, is elected
+    // uncleanly without the last 10 records, and gets 5 new ones there.
+    cluster.broker(leader).kill();
+    cluster.heal_links();
+    eventually("the follower leads", Duration::from_secs(15), || {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let (now, _, _) = partition_view(&bootstrap, "u", partition).await?;
+            if now == follower {
+                Ok(())
+            } else {
+                Err(format!("leader {now}"))
+            }
+        }
+    })
+    .await;
+    send("new", 5).await;
+
+    // The consumer, at offset 20, finds the new leader's log ends its
+    // epoch at 10: it goes on from 10 and reads the new records.
+    let mut new = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while new.len() < 5 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(records) => {
+                for record in records {
+                    let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).to_string();
+                    if value.starts_with("new-") {
+                        new.push(value);
+                    }
+                }
+            }
+            Err(error) => println!("poll: {error}; going on"),
+        }
+    }
+    assert_eq!(new, (0..5).map(|index| format!("new-{index}")).collect::<Vec<_>>(), "the new leader's records");
 }

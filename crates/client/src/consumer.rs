@@ -23,7 +23,7 @@ use brook_proto::v1::groups_client::GroupsClient;
 use brook_proto::v1::records_client::RecordsClient;
 use brook_proto::v1::{
     CommitOffsetsRequest, FetchOffsetsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetCommit,
-    OffsetSpec, TopicPartition as WireTopicPartition,
+    OffsetForLeaderEpochRequest, OffsetSpec, TopicPartition as WireTopicPartition,
 };
 use brook_record::{Batches, Offset};
 use bytes::Bytes;
@@ -110,9 +110,27 @@ struct PartitionState {
     in_flight: bool,
     /// Bumped by seeks, so answers to older fetches are dropped.
     generation: u64,
+    /// The leader epoch of the last batch read (what a position check
+    /// after a leader change asks about).
+    fetched_epoch: Option<u32>,
+    /// The leadership (epoch) the position was last checked against.
+    checked_at: Option<u32>,
 }
 
-type FetchResult = (TopicPartition, u64, Result<FetchResponse, ClientError>);
+/// What a fetch task brought back.
+#[derive(Debug)]
+enum Fetched {
+    Records(FetchResponse),
+    /// The new leader's log ends the epoch of the last records read below
+    /// the position: it was cut (an unclean election). Go on from here.
+    Truncated {
+        to: Offset,
+    },
+}
+
+/// A fetch task's answer: the partition, the generation it was started
+/// at, the leadership its position was checked against, and the outcome.
+type FetchResult = (TopicPartition, u64, Option<u32>, Result<Fetched, ClientError>);
 
 #[derive(Debug)]
 pub struct Consumer {
@@ -158,6 +176,8 @@ impl Consumer {
                     consumed: None,
                     in_flight: false,
                     generation: 0,
+                    fetched_epoch: None,
+                    checked_at: None,
                 };
                 (tp, state)
             })
@@ -290,15 +310,36 @@ impl Consumer {
             };
             let cluster = Arc::clone(&self.cluster);
             let (tp, generation) = (tp.clone(), state.generation);
+            let (fetched_epoch, checked_at) = (state.fetched_epoch, state.checked_at);
             self.fetches.spawn(async move {
+                let mut checked = checked_at;
                 let result = async {
                     let (channel, epoch) = cluster.leader_and_epoch(&tp.topic, tp.partition).await?;
-                    let request = FetchRequest { current_leader_epoch: epoch, ..request };
                     let mut client = RecordsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-                    Ok(client.fetch(request).await?.into_inner())
+                    // A new leadership since the position was last checked:
+                    // does this leader's log still hold what was read?
+                    if let (Some(read_epoch), Some(current)) = (fetched_epoch, epoch) {
+                        if checked != Some(current) {
+                            let check = OffsetForLeaderEpochRequest {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                                current_leader_epoch: Some(current),
+                                leader_epoch: read_epoch,
+                            };
+                            let end = client.offset_for_leader_epoch(check).await?.into_inner();
+                            checked = Some(current);
+                            if let Ok(end_offset) = u64::try_from(end.end_offset) {
+                                if end_offset < offset.0 {
+                                    return Ok(Fetched::Truncated { to: Offset(end_offset) });
+                                }
+                            }
+                        }
+                    }
+                    let request = FetchRequest { current_leader_epoch: epoch, ..request };
+                    Ok(Fetched::Records(client.fetch(request).await?.into_inner()))
                 }
                 .await;
-                (tp, generation, result)
+                (tp, generation, checked, result)
             });
         }
     }
@@ -314,7 +355,7 @@ impl Consumer {
                 return Ok(self.take_buffered());
             }
             let next = tokio::time::timeout_at(deadline, self.fetches.join_next()).await;
-            let (tp, generation, result) = match next {
+            let (tp, generation, checked, result) = match next {
                 Err(_) | Ok(None) => return Ok(Vec::new()),
                 Ok(Some(Err(join_error))) if join_error.is_cancelled() => continue,
                 Ok(Some(Err(join_error))) => {
@@ -322,7 +363,7 @@ impl Consumer {
                 }
                 Ok(Some(Ok(done))) => done,
             };
-            self.complete_fetch(tp, generation, result).await?;
+            self.complete_fetch(tp, generation, checked, result).await?;
         }
     }
 
@@ -349,15 +390,25 @@ impl Consumer {
         &mut self,
         tp: TopicPartition,
         generation: u64,
-        result: Result<FetchResponse, ClientError>,
+        checked: Option<u32>,
+        result: Result<Fetched, ClientError>,
     ) -> Result<(), ClientError> {
         let Some(state) = self.partitions.get_mut(&tp) else { return Ok(()) };
         if state.generation != generation {
             return Ok(());
         }
         state.in_flight = false;
+        state.checked_at = checked;
         let response = match result {
-            Ok(response) => response,
+            Ok(Fetched::Records(response)) => response,
+            Ok(Fetched::Truncated { to }) => {
+                // Records past `to` that were read are gone from the log
+                // (an unclean election); what the new leader wrote there is
+                // read from `to` on, rather than skipped by a reset.
+                let to = state.consumed.map_or(to, |consumed| consumed.min(to));
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, %to, "the new leader's log was cut below this consumer's position; going on from the cut");
+                return self.seek(&tp, Seek::Offset(to)).await;
+            }
             Err(error) if error.code_name() == Some("OFFSET_OUT_OF_RANGE") => {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, %error, "position out of range; resetting");
                 let to = match self.config.auto_offset_reset {
@@ -377,6 +428,9 @@ impl Consumer {
         let Some(from) = state.fetch_position else { return Ok(()) };
         if let Ok(next) = u64::try_from(response.next_offset) {
             state.fetch_position = Some(Offset(next).max(from));
+        }
+        if let Some(epoch) = last_epoch(&response.records) {
+            state.fetched_epoch = Some(epoch);
         }
         // Send the next fetch before decoding: the pipelining.
         let topic = Arc::clone(&state.topic);
@@ -458,6 +512,11 @@ impl Consumer {
 
 /// Decodes fetched batches into records at or after `from`; keys, values
 /// and headers are slices of `bytes`, not copies.
+/// The leader epoch of the last whole batch in `bytes`.
+fn last_epoch(bytes: &Bytes) -> Option<u32> {
+    Batches::new(bytes).map_while(Result::ok).last().and_then(|batch| batch.header.leader_epoch()).map(|epoch| epoch.0)
+}
+
 fn decode_into(
     topic: &Arc<str>,
     partition: u32,

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::{
-    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, PartitionProduceResult,
-    ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
+    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, OffsetSpec, PartitionProduceResult, ProduceManyRequest, ProduceManyResponse,
+    ProduceRequest, ProduceResponse,
 };
 use brook_storage::AppendInfo;
 use bytes::Bytes;
@@ -279,6 +280,21 @@ impl RecordsService {
         };
         Ok(ListOffsetsResponse { offset, timestamp_ms })
     }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        request: OffsetForLeaderEpochRequest,
+    ) -> Result<OffsetForLeaderEpochResponse, BrokerError> {
+        let partition = self.registry.partition(&request.topic, request.partition)?;
+        if let Some(current) = request.current_leader_epoch {
+            partition.check_leader_epoch(LeaderEpoch(current))?;
+        }
+        let end = partition.epoch_end(LeaderEpoch(request.leader_epoch));
+        Ok(OffsetForLeaderEpochResponse {
+            leader_epoch: end.epoch.map_or(-1, |epoch| i64::from(epoch.0)),
+            end_offset: wire_offset(end.end_offset),
+        })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -326,6 +342,17 @@ impl Records for RecordsService {
         let started = Instant::now();
         let result = RecordsService::list_offsets(self, request.into_inner()).await;
         self.observe("list_offsets", started, &result);
+        Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, epoch = request.get_ref().leader_epoch))]
+    async fn offset_for_leader_epoch(
+        &self,
+        request: Request<OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
+        let started = Instant::now();
+        let result = RecordsService::offset_for_leader_epoch(self, request.into_inner()).await;
+        self.observe("offset_for_leader_epoch", started, &result);
         Ok(Response::new(result?))
     }
 }
