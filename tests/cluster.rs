@@ -436,3 +436,52 @@ async fn topics_created_without_settings_take_the_clusters_defaults() {
     let printed = String::from_utf8_lossy(&created.stdout);
     assert!(printed.contains("replication factor 3"), "{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_controller_but_still_fetching_costs_the_metadata_next_to_nothing() {
+    let cluster = TestCluster::start_proxied(3).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    let controller = admin.describe_cluster().await.expect("cluster").controller_id;
+    admin.create_topic(NewTopic::new("m", 6, 3)).await.expect("create");
+    // A broker that is not the controller: cut off from it only, it is
+    // declared dead, but keeps fetching (caught up) from the third broker.
+    let follower = (1..=3).find(|id| *id != controller).expect("another broker");
+    cluster.cut_between(follower, controller);
+    let controller_admin = Admin::connect(&cluster.address(controller)).await.expect("admin");
+    eventually("the cut-off broker declared dead", Duration::from_secs(10), || {
+        let admin = &controller_admin;
+        async move {
+            let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
+            match brokers.iter().find(|broker| broker.id == follower) {
+                Some(broker) if !broker.alive => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let index = || async { controller_admin.describe_cluster().await.expect("cluster").metadata_index };
+    let before = index().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let written = index().await - before;
+    // Each proposal to bring it back would be one entry, refused: one per
+    // fetch (about ten a second per partition) before the leaders knew
+    // not to propose a broker the metadata shows dead.
+    assert!(written <= 5, "{written} metadata entries in 5 s while the cut lasted");
+
+    // Healed, it comes back alive and into every ISR.
+    cluster.heal_links();
+    eventually("every ISR whole again", Duration::from_secs(20), || {
+        let admin = &controller_admin;
+        async move {
+            let topic = admin.describe_topic("m").await.map_err(|e| e.to_string())?;
+            let partial: Vec<_> = topic.partitions.iter().filter(|p| p.isr.len() != 3).map(|p| p.partition).collect();
+            if partial.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("partitions {partial:?} lack a member"))
+            }
+        }
+    })
+    .await;
+}

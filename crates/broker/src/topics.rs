@@ -49,6 +49,8 @@ pub struct Assignment {
     pub isr: Vec<BrokerId>,
     /// The version of `leader` and `isr` (Kafka's partition epoch).
     pub partition_epoch: u32,
+    /// Replicas on brokers the metadata shows not alive.
+    pub unavailable: Vec<BrokerId>,
 }
 
 impl From<&PartitionRecord> for Assignment {
@@ -59,6 +61,9 @@ impl From<&PartitionRecord> for Assignment {
             leader_epoch: record.leader_epoch,
             isr: record.isr.clone(),
             partition_epoch: record.partition_epoch,
+            // Every replica, narrowed to those not alive by the caller,
+            // which knows the brokers (`reconcile_topic`).
+            unavailable: record.replicas.clone(),
         }
     }
 }
@@ -365,10 +370,11 @@ impl TopicRegistry {
     pub fn reconcile(&self, state: &ClusterState) {
         let fenced = !*self.metadata.caught_up().borrow();
         let old = self.read().clone();
+        let alive = state.alive_brokers();
         let next: BTreeMap<String, Arc<Topic>> = state
             .topics
             .values()
-            .filter_map(|record| self.reconcile_topic(record, old.get(&record.name), fenced))
+            .filter_map(|record| self.reconcile_topic(record, old.get(&record.name), fenced, &alive))
             .map(|topic| (topic.name.clone(), Arc::new(topic)))
             .collect();
         self.close_deleted(&old, &next);
@@ -381,7 +387,13 @@ impl TopicRegistry {
     /// One topic of the new state: its slots, with the replicas hosted here
     /// opened (or kept) and told their role. `None` if its configs cannot
     /// be used here.
-    fn reconcile_topic(&self, record: &TopicRecord, previous: Option<&Arc<Topic>>, fenced: bool) -> Option<Topic> {
+    fn reconcile_topic(
+        &self,
+        record: &TopicRecord,
+        previous: Option<&Arc<Topic>>,
+        fenced: bool,
+        alive: &[BrokerId],
+    ) -> Option<Topic> {
         let config = match TopicConfig::from_map(&record.configs) {
             Ok(config) => config,
             Err(error) => {
@@ -398,6 +410,7 @@ impl TopicRegistry {
             .enumerate()
             .map(|(index, partition)| {
                 let mut assignment = Assignment::from(partition);
+                assignment.unavailable.retain(|replica| !alive.contains(replica));
                 if fenced && assignment.leader == Some(self.broker_id) {
                     assignment.leader = None;
                 }
@@ -432,6 +445,7 @@ impl TopicRegistry {
             leader_epoch: assignment.leader_epoch,
             isr: assignment.isr.clone(),
             partition_epoch: assignment.partition_epoch,
+            unavailable: assignment.unavailable.clone(),
         };
         let hosted = assignment.replicas.contains(&me);
         let log = match (hosted, previous.and_then(|slot| slot.log.clone())) {

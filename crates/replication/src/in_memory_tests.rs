@@ -41,6 +41,7 @@ fn role(me: BrokerId, leader: BrokerId, epoch: u32, isr: &[BrokerId]) -> Role {
         leader_epoch: LeaderEpoch(epoch),
         isr: isr.to_vec(),
         partition_epoch: epoch,
+        unavailable: Vec::new(),
     }
 }
 

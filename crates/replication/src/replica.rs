@@ -532,7 +532,8 @@ impl Replica {
             let mut state = self.state();
             let log_end = self.log_end_offset();
             state.progress.record_fetch(follower, fetch_offset, log_end, now());
-            if state.role.leads() && caught_up(fetch_offset, log_end) {
+            let eligible = !state.role.unavailable.contains(&follower);
+            if state.role.leads() && eligible && caught_up(fetch_offset, log_end) {
                 state.isr.start_expand(follower).map(|isr| self.proposal(&state.role, isr))
             } else {
                 None
@@ -755,6 +756,7 @@ mod tests {
             leader_epoch: LeaderEpoch(epoch),
             isr: ids(isr),
             partition_epoch: 1,
+            unavailable: Vec::new(),
         }
     }
 
@@ -766,6 +768,7 @@ mod tests {
             leader_epoch: LeaderEpoch(epoch),
             isr: ids(isr),
             partition_epoch,
+            unavailable: Vec::new(),
         }
     }
 
@@ -893,6 +896,33 @@ mod tests {
         );
         assert_eq!(replica.log_end_offset(), Offset(2), "nothing appended");
         assert_eq!(replica.latest_epoch(), Some(LeaderEpoch(4)), "and nothing stamped with the successor's epoch");
+    }
+
+    #[tokio::test]
+    async fn a_caught_up_follower_on_a_broker_not_alive_is_not_proposed_into_the_isr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut role = leader(0, &[1]);
+        role.unavailable = ids(&[2]);
+        let replica = open(&dir, role.clone());
+        replica.append(batch(2)).await.expect("append");
+        let fetch = |epoch| PartitionFetch {
+            partition: TopicPartition::new("t", 0),
+            topic_id: replica.topic_id(),
+            fetch_offset: Offset(2),
+            leader_epoch: LeaderEpoch(epoch),
+        };
+        // Cut off from the controller, broker 2 still fetches, caught up,
+        // fetch after fetch: no proposal (each would be a metadata entry
+        // the controller refuses).
+        for _ in 0..10 {
+            let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), &fetch(0), 1 << 20).await.expect("served");
+            assert_eq!(proposal, None);
+        }
+        // Alive again in the metadata: proposed at its next fetch.
+        role.unavailable.clear();
+        replica.set_role(role);
+        let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), &fetch(0), 1 << 20).await.expect("served");
+        assert_eq!(proposal.map(|proposal| proposal.isr), Some(ids(&[1, 2])));
     }
 
     #[tokio::test]

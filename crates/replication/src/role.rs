@@ -15,6 +15,12 @@ pub struct Role {
     /// The version of `leader` and `isr` (Kafka's partition epoch): what
     /// an ISR change is built on.
     pub partition_epoch: u32,
+    /// Replicas on brokers the metadata shows not alive: the controller
+    /// refuses them in the ISR, so a leader does not propose them however
+    /// caught up they are (one cut off from the controller but still
+    /// fetching would otherwise cost a metadata entry per fetch; Kafka's
+    /// KIP-841 keeps fenced brokers out of the ISR the same way).
+    pub unavailable: Vec<BrokerId>,
 }
 
 impl Role {

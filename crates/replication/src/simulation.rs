@@ -502,13 +502,16 @@ impl Sim {
     }
 
     fn role(&self, node: usize) -> Role {
-        let record = Self::partition(&self.nodes[node].view);
+        let view = &self.nodes[node].view;
+        let record = Self::partition(view);
+        let alive = view.alive_brokers();
         Role {
             broker_id: broker(node),
             leader: record.leader,
             leader_epoch: record.leader_epoch,
             isr: record.isr.clone(),
             partition_epoch: record.partition_epoch,
+            unavailable: record.replicas.iter().copied().filter(|replica| !alive.contains(replica)).collect(),
         }
     }
 

@@ -126,6 +126,7 @@ impl Admin for AdminService {
             cluster_id: self.node.cluster_id.clone(),
             controller_id: self.node.controller_id(),
             brokers: self.node.brokers(),
+            metadata_index: self.node.metadata.state().borrow().applied_index,
         }))
     }
 }
