@@ -146,6 +146,31 @@ async fn serve_reads_a_config_file_and_flags_override_it() {
     assert!(!refused.status.success());
     let message = text(&refused.stderr);
     assert!(message.contains("invalid config file") && message.contains("colour"), "{message}");
+
+    // Settings out of their limits are refused at start, each by name.
+    let data = dir.path().join("data").display().to_string();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "short").expect("write secret");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("heartbeat_interval_ms = 0\n", &[], "heartbeat_interval_ms must be positive"),
+        ("session_timeout_ms = 150\n", &[], "session_timeout_ms (150) must be at least two heartbeat intervals"),
+        ("", &["--peers", "1=127.0.0.1:1,2=127.0.0.1:2"], "--internal-listen is required with --peers"),
+        ("", &["--peers", "1=127.0.0.1:1,2=127.0.0.1:2", "--internal-listen", "127.0.0.1:0"], "needs a secret"),
+        ("", &["--cluster-secret-file", &secret.display().to_string()], "at least 16 printable ASCII characters"),
+    ];
+    for (file, flags, expected) in cases {
+        std::fs::write(&config, format!("data_dir = \"{data}\"\n{file}")).expect("write config");
+        let refused = std::process::Command::new(harness::BROOK)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .args(flags)
+            .env_remove("BROOK_CLUSTER_SECRET")
+            .output()
+            .expect("run");
+        assert!(!refused.status.success(), "{file}{flags:?} was accepted");
+        let message = text(&refused.stderr);
+        assert!(message.contains(expected), "{file}{flags:?}: {message}");
+    }
 }
 
 #[test]

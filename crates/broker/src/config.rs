@@ -114,6 +114,47 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Every setting within its limits, checked at start; the error names
+    /// the setting. (A heartbeat interval of 0 would panic a timer; a
+    /// session not longer than two heartbeats would declare live brokers
+    /// dead.)
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("session_timeout_ms", self.session_timeout_ms),
+            ("replica_lag_max_ms", self.replica_lag_max_ms),
+            ("log_maintenance_interval_ms", self.log_maintenance_interval_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_request_bytes", self.max_request_bytes as u64),
+            ("max_fetch_bytes", u64::from(self.max_fetch_bytes)),
+            ("default_fetch_bytes", u64::from(self.default_fetch_bytes)),
+            ("default_produce_timeout_ms", u64::from(self.default_produce_timeout_ms)),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{name} must be positive"));
+        }
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        let times = [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("session_timeout_ms", self.session_timeout_ms),
+            ("replica_lag_max_ms", self.replica_lag_max_ms),
+            ("log_maintenance_interval_ms", self.log_maintenance_interval_ms),
+        ];
+        if let Some((name, value)) = times.iter().find(|(_, value)| *value > DAY_MS) {
+            return Err(format!("{name} is {value} ms, more than a day"));
+        }
+        if self.session_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return Err(format!(
+                "session_timeout_ms ({}) must be at least two heartbeat intervals (heartbeat_interval_ms {})",
+                self.session_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.default_replication_factor == 0 || self.default_min_insync_replicas == 0 {
+            return Err("default_replication_factor and default_min_insync_replicas must be at least 1".into());
+        }
+        self.check_cluster_settings()
+    }
+
     /// What a cluster member needs beyond a single node: its internal
     /// listener and a usable secret. The error names the setting.
     pub fn check_cluster_settings(&self) -> Result<(), String> {

@@ -82,7 +82,7 @@ pub enum ServeError {
 /// Runs a broker until `shutdown` is cancelled, then stops its tasks and
 /// closes its logs.
 pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
-    config.check_cluster_settings().map_err(ServeError::Config)?;
+    config.validate().map_err(ServeError::Config)?;
     let secret = match &config.cluster_secret {
         Some(secret) => ClusterSecret::new(&secret.0)
             .ok_or_else(|| ServeError::Config("the cluster secret must be printable ASCII".into()))?,

@@ -137,6 +137,12 @@ impl TopicConfig {
                 brook_storage::StorageError::InvalidConfig { field: "max_batch_bytes", .. } => {
                     ("max.message.bytes", config.max_message_bytes.to_string())
                 }
+                brook_storage::StorageError::InvalidConfig { field: "segment_ms", .. } => {
+                    ("segment.ms", config.segment_ms.to_string())
+                }
+                brook_storage::StorageError::InvalidConfig { field: "retention_ms", .. } => {
+                    ("retention.ms", format_limit(config.retention_ms))
+                }
                 _ => ("flush.policy", format_flush_policy(config.flush_policy)),
             };
             invalid(key, &value, error.to_string())
@@ -174,6 +180,17 @@ impl TopicConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_past_a_century_are_refused_by_name() {
+        for (key, value) in [("segment.ms", "9223372036854775807"), ("retention.ms", "18446744073709551615")] {
+            let configs = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let error = TopicConfig::from_map(&configs).expect_err("refused");
+            assert!(error.to_string().contains(key), "{error}");
+        }
+        let configs = BTreeMap::from([("segment.ms".to_string(), "0".to_string())]);
+        assert!(TopicConfig::from_map(&configs).is_err(), "a segment.ms of 0 would roll on every append");
+    }
 
     #[test]
     fn topic_names_follow_kafkas_rules() {

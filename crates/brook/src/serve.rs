@@ -121,7 +121,7 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         );
     }
     anyhow::ensure!(config.id >= 1, "broker ids start at 1 (0 means \"no leader\" on the wire)");
-    config.check_cluster_settings().map_err(anyhow::Error::msg)?;
+    config.validate().map_err(|reason| anyhow::anyhow!("invalid configuration: {reason}"))?;
     Ok(config)
 }
 

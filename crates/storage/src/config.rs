@@ -59,6 +59,9 @@ impl Default for LogConfig {
     }
 }
 
+/// The longest time setting accepted: 100 years, in milliseconds.
+pub const MAX_MS: u64 = 100 * 365 * DAY_MS;
+
 impl LogConfig {
     /// Checks the values against their limits, naming the one that is off.
     pub fn validate(&self) -> Result<(), StorageError> {
@@ -79,6 +82,19 @@ impl LogConfig {
         }
         if let FlushPolicy::EveryNRecords(0) = self.flush_policy {
             return invalid("flush_policy", "every_n_records needs a positive count".to_string());
+        }
+        // Times are compared as signed milliseconds since the epoch: a value
+        // past a century would wrap there (and roll or delete on every pass).
+        if self.segment_ms == 0 || self.segment_ms > MAX_MS {
+            return invalid("segment_ms", format!("{} is outside 1..={MAX_MS} (100 years)", self.segment_ms));
+        }
+        if let Some(retention_ms) = self.retention_ms.filter(|ms| *ms > MAX_MS) {
+            return invalid("retention_ms", format!("{retention_ms} is past {MAX_MS} (100 years); use no limit"));
+        }
+        if let FlushPolicy::EveryMs(interval) = self.flush_policy {
+            if interval == 0 || interval > MAX_MS {
+                return invalid("flush_policy", format!("every_ms needs 1..={MAX_MS}, got {interval}"));
+            }
         }
         Ok(())
     }
