@@ -58,8 +58,15 @@ impl Broker {
 
     /// A broker listening on `address`, with extra `brook serve` flags.
     pub async fn start_at(address: String, extra_args: &[&str]) -> Broker {
+        Broker::start_prepared(address, extra_args, |_| {}).await
+    }
+
+    /// Like `start_at`, after `prepare` was given the (not yet created)
+    /// data directory: to mount a file system there, say.
+    pub async fn start_prepared(address: String, extra_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
+        prepare(&data_dir);
         let mut broker = Broker {
             child: None,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),

@@ -7,6 +7,13 @@
 //! tells its own entry count; an untrimmed one (after a crash) ends in
 //! zeros, which fail the sanity check and get the index rebuilt.
 //!
+//! The preallocation is sparse (no disk blocks until written), so that a
+//! thousand partitions' indexes cost the disk only what they hold. Before a
+//! write could reach a page with no block, the writer reserves the blocks
+//! ahead ([`MmapIndex::reserve`], in chunks): on a full disk that fails
+//! with a storage error, where a store into an unbacked page of the mapping
+//! would kill the process with SIGBUS.
+//!
 //! Concurrency: the log's one writer appends entries while readers search.
 //! Every word is read and written as an `AtomicU64` in the mapping, and the
 //! entry count is published with release/acquire, so a reader sees only
@@ -31,7 +38,12 @@ pub(crate) struct MmapIndex<const WORDS: usize> {
     map: Option<MmapRaw>,
     capacity_entries: usize,
     entries: AtomicUsize,
+    /// Bytes from the start of the file known to have disk blocks.
+    reserved_bytes: AtomicUsize,
 }
+
+/// How much of an index file is reserved at a time.
+const RESERVE_CHUNK_BYTES: usize = 64 << 10;
 
 impl<const WORDS: usize> MmapIndex<WORDS> {
     const ENTRY_BYTES: usize = WORDS * 8;
@@ -72,8 +84,16 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
         } else {
             Some(MmapRaw::map_raw(&file).map_err(StorageError::io("mapping index", path))?)
         };
-        let index =
-            MmapIndex { path: path.to_path_buf(), file, map, capacity_entries, entries: AtomicUsize::new(entries) };
+        // What holds entries was written, so it has blocks.
+        let reserved_bytes = AtomicUsize::new(entries * Self::ENTRY_BYTES);
+        let index = MmapIndex {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity_entries,
+            entries: AtomicUsize::new(entries),
+            reserved_bytes,
+        };
         Ok((index, intact))
     }
 
@@ -112,6 +132,33 @@ impl<const WORDS: usize> MmapIndex<WORDS> {
     pub(crate) fn entry(&self, index: usize) -> [u64; WORDS] {
         let words = self.words();
         std::array::from_fn(|word| u64::from_be(words[index * WORDS + word].load(Ordering::Relaxed)))
+    }
+
+    /// Makes sure the next `more` entries have disk blocks, reserving the
+    /// next chunk of the file if not (`fallocate`). Only the log's writer
+    /// calls this, before a write that may append entries.
+    pub(crate) fn reserve(&self, more: usize) -> Result<(), StorageError> {
+        let needed = ((self.len() + more).min(self.capacity_entries)) * Self::ENTRY_BYTES;
+        let reserved = self.reserved_bytes.load(Ordering::Relaxed);
+        if needed <= reserved {
+            return Ok(());
+        }
+        let end = (needed.max(reserved + RESERVE_CHUNK_BYTES)).min(self.capacity_entries * Self::ENTRY_BYTES);
+        match rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            reserved as u64,
+            (end - reserved) as u64,
+        ) {
+            Ok(()) => {}
+            // A file system without fallocate: nothing better to do.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(error) => {
+                return Err(StorageError::io("reserving index space", &self.path)(std::io::Error::from(error)));
+            }
+        }
+        self.reserved_bytes.store(end, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Appends an entry. Only the log's writer calls this.

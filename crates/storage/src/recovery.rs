@@ -85,6 +85,7 @@ pub(crate) fn scan_segment(
             }
             Ok(header) => {
                 let info = BatchInfo::of(&header);
+                segment.reserve_index(1)?;
                 segment.index_batch(&info, position, config);
                 newest_epoch = header.partition_leader_epoch;
                 next = info.last_offset.plus(1);

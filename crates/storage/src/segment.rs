@@ -196,6 +196,13 @@ impl Segment {
         &self.time_index
     }
 
+    /// Disk blocks for `more` entries in each index (see
+    /// [`crate::index`]).
+    pub(crate) fn reserve_index(&self, more: usize) -> Result<(), StorageError> {
+        self.offset_index.0.reserve(more)?;
+        self.time_index.0.reserve(more)
+    }
+
     pub(crate) fn index_is_full(&self) -> bool {
         self.offset_index.0.is_full() || self.time_index.0.is_full()
     }
@@ -216,6 +223,9 @@ impl Segment {
         batches: &[BatchInfo],
         config: &LogConfig,
     ) -> Result<(), StorageError> {
+        // Disk blocks for the index entries first: on a full disk the
+        // append fails here, with nothing written.
+        self.reserve_index(batches.len())?;
         let position = self.size_bytes.load(Ordering::Relaxed);
         write_all_vectored_at(&self.file, parts, position)
             .map_err(StorageError::io("appending to segment", &self.path))?;

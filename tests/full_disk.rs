@@ -1,0 +1,136 @@
+//! A full disk: a broker whose data directory is a 24 MiB tmpfs takes
+//! produce requests until the disk is full, then answers each with
+//! `KAFKA_STORAGE_ERROR`, stays up, and still serves every record it
+//! acknowledged. (The mount needs root; without it the test says so and
+//! checks nothing.)
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use brook_client::proto::records_client::RecordsClient;
+use brook_client::proto::{Acks, ProduceRequest};
+use brook_client::{Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset};
+use brook_record::{BatchBuilder, NewRecord};
+use harness::{free_port, Broker};
+
+/// Unmounts (and removes) the mount point when dropped: declared before
+/// the broker, it outlives it.
+struct Mount(Option<PathBuf>);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = Command::new("umount").arg(&path).status();
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+fn mount_small_tmpfs(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|error| error.to_string())?;
+    let output = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(path)
+        .output()
+        .map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+fn batch(first: u64) -> Vec<u8> {
+    let value = vec![b'x'; 1024];
+    let mut builder = BatchBuilder::new(80 << 10);
+    for index in 0..64u64 {
+        let key = (first + index).to_string();
+        builder.push(&NewRecord { timestamp_ms: 1, key: Some(key.as_bytes()), value: Some(&value), headers: &[] });
+    }
+    builder.finish().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged() {
+    let mut mount = Mount(None);
+    let mut mounted = Err(String::new());
+    let mut broker = Broker::start_prepared(format!("127.0.0.1:{}", free_port()), &[], |data_dir| {
+        mounted = mount_small_tmpfs(data_dir);
+        if mounted.is_ok() {
+            mount.0 = Some(data_dir.to_path_buf());
+        }
+    })
+    .await;
+    if let Err(reason) = mounted {
+        eprintln!(
+            "SKIPPED: a_full_disk_answers_kafka_storage_error: cannot mount a small tmpfs here ({reason}); run as root"
+        );
+        return;
+    }
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("full", 1, 1).config("segment.bytes", "1048576")).await.expect("create");
+    let mut records = RecordsClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", broker.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+
+    // 64 KiB a request, at most 48 MiB: the disk holds 24.
+    let mut acknowledged = 0u64;
+    let mut refusal = None;
+    for _ in 0..768 {
+        let request = ProduceRequest {
+            topic: "full".into(),
+            partition: 0,
+            acks: Acks::Leader as i32,
+            timeout_ms: 0,
+            records: batch(acknowledged).into(),
+            batches: Vec::new(),
+        };
+        match records.produce(request).await {
+            Ok(_) => acknowledged += 64,
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refusal.expect("the disk filled up within 48 MiB");
+    let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
+    assert_eq!(name.as_deref(), Some("KAFKA_STORAGE_ERROR"), "{status:?}");
+    assert!(status.message().contains("No space left") || status.message().contains("space"), "{status:?}");
+    assert!(acknowledged > 0, "some records went in before the disk was full");
+
+    // Still up; the next produce is refused the same way, not a crash.
+    assert!(broker.is_running(), "the broker survived the full disk");
+    let again = ProduceRequest {
+        topic: "full".into(),
+        partition: 0,
+        acks: Acks::Leader as i32,
+        timeout_ms: 0,
+        records: batch(acknowledged).into(),
+        batches: Vec::new(),
+    };
+    assert!(records.produce(again).await.is_err(), "still full");
+    assert!(broker.is_running());
+
+    // Every acknowledged record is there, in order.
+    let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&broker.address, config).await.expect("consumer");
+    consumer.subscribe(&["full"]).await.expect("subscribe");
+    let mut read = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while read < acknowledged && std::time::Instant::now() < deadline {
+        for record in consumer.poll(std::time::Duration::from_millis(200)).await.expect("poll") {
+            let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).to_string();
+            assert_eq!(key, read.to_string(), "record {read} in its place");
+            read += 1;
+        }
+    }
+    assert_eq!(read, acknowledged, "every acknowledged record is served");
+    broker.kill();
+}
