@@ -134,3 +134,83 @@ async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged
     assert_eq!(read, acknowledged, "every acknowledged record is served");
     broker.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on_elsewhere() {
+    // Broker 1's data dir is the small tmpfs; brokers 2 and 3 have room.
+    let mount = std::sync::Mutex::new(Mount(None));
+    let failed = std::sync::Mutex::new(None);
+    let cluster = harness::TestCluster::start_prepared(3, &|id, data_dir| {
+        if id == 1 {
+            match mount_small_tmpfs(data_dir) {
+                Ok(()) => mount.lock().expect("mount").0 = Some(data_dir.to_path_buf()),
+                Err(reason) => *failed.lock().expect("failed") = Some(reason),
+            }
+        }
+    })
+    .await;
+    if let Some(reason) = failed.lock().expect("failed").take() {
+        eprintln!("SKIPPED: a_leader_whose_disk_is_full: cannot mount a small tmpfs here ({reason}); run as root");
+        return;
+    }
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    admin.create_topic(NewTopic::new("f", 3, 3).config("segment.bytes", "1048576")).await.expect("create");
+    let described = admin.describe_topic("f").await.expect("describe");
+    let partition = described.partitions.iter().find(|p| p.leader == 1).expect("broker 1 leads one").partition;
+    let produce = |first: u64| ProduceRequest {
+        topic: "f".into(),
+        partition,
+        acks: Acks::Leader as i32,
+        timeout_ms: 0,
+        records: batch(first).into(),
+        batches: Vec::new(),
+    };
+    let mut leader = RecordsClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", cluster.address(1)))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let mut sent = 0u64;
+    let mut refusal = None;
+    for _ in 0..768 {
+        match leader.produce(produce(sent)).await {
+            Ok(_) => sent += 64,
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refusal.expect("broker 1's disk filled up within 48 MiB");
+    let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
+    assert_eq!(name.as_deref(), Some("KAFKA_STORAGE_ERROR"), "{status:?}");
+
+    // Its session runs out, another in-sync replica leads, and the same
+    // partition takes records again (the producer follows the metadata).
+    harness::eventually("another broker leads the partition", std::time::Duration::from_secs(15), || {
+        let admin = &admin;
+        async move {
+            let topic = admin.describe_topic("f").await.map_err(|e| e.to_string())?;
+            let now = topic.partitions.iter().find(|p| p.partition == partition).map(|p| p.leader);
+            match now {
+                Some(id) if id != 1 && id != 0 => Ok(()),
+                other => Err(format!("leader {other:?}")),
+            }
+        }
+    })
+    .await;
+    let producer = brook_client::Producer::connect(&cluster.bootstrap(), brook_client::ProducerConfig::default())
+        .await
+        .expect("producer");
+    let delivery = producer
+        .send(brook_client::ProducerRecord::new("f", "after the disk filled").partition(partition))
+        .await
+        .expect("send")
+        .await
+        .expect("acknowledged by the new leader");
+    assert!(delivery.offset.is_some());
+    drop(producer);
+    drop(cluster);
+}

@@ -313,7 +313,22 @@ impl TestCluster {
         TestCluster::start_inner(nodes, extra_args, true).await
     }
 
+    /// `start`, after `prepare` was given each broker's id and (not yet
+    /// created) data directory.
+    pub async fn start_prepared(nodes: u32, prepare: &dyn Fn(u32, &Path)) -> TestCluster {
+        TestCluster::start_inner_prepared(nodes, &[], false, prepare).await
+    }
+
     async fn start_inner(nodes: u32, extra_args: &[&str], proxied: bool) -> TestCluster {
+        TestCluster::start_inner_prepared(nodes, extra_args, proxied, &|_, _| {}).await
+    }
+
+    async fn start_inner_prepared(
+        nodes: u32,
+        extra_args: &[&str],
+        proxied: bool,
+        prepare: &dyn Fn(u32, &Path),
+    ) -> TestCluster {
         let addresses: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let internal: Vec<String> = (0..nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let secret = format!("test-secret-{}", free_port()).repeat(2);
@@ -353,7 +368,7 @@ impl TestCluster {
                 &secret_file,
             ];
             args.extend_from_slice(extra_args);
-            brokers.push(Broker::start_at(address.clone(), &args).await);
+            brokers.push(Broker::start_prepared(address.clone(), &args, |dir| prepare(me, dir)).await);
         }
         let cluster = TestCluster { brokers, links, internal_addresses: internal, secret, _secret_dir: secret_dir };
         cluster.wait_all_alive().await;

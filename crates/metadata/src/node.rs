@@ -117,6 +117,9 @@ struct Inner {
     /// has applied that registration: until then its state may be an old
     /// one (from disk), which it must not act on as a leader.
     caught_up: watch::Sender<bool>,
+    /// This broker sends no heartbeat before this time (it cannot write
+    /// its data directory): see [`MetadataNode::withhold_heartbeats_until`].
+    withheld_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -181,7 +184,9 @@ impl MetadataNode {
             Err(error) => return Err(MetadataError::Raft(error.to_string())),
         }
         let caught_up = watch::channel(false).0;
-        Ok(MetadataNode { inner: Arc::new(Inner { config, raft, state, liveness: Mutex::default(), caught_up }) })
+        let inner =
+            Inner { config, raft, state, liveness: Mutex::default(), caught_up, withheld_until: Mutex::default() };
+        Ok(MetadataNode { inner: Arc::new(inner) })
     }
 
     /// The internal gRPC services to serve on the broker's port.
@@ -365,7 +370,21 @@ impl MetadataNode {
         }
     }
 
+    /// Sends no heartbeat before `until`: the controller declares this
+    /// broker dead when its session runs out, which moves every leadership
+    /// it holds to another in-sync replica (a broker that cannot write its
+    /// data directory gives up what it leads, as Kafka moves leadership
+    /// off a failed log directory). Its next heartbeat after brings it back.
+    pub fn withhold_heartbeats_until(&self, until: Instant) {
+        let mut withheld = self.inner.withheld_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *withheld = Some(withheld.map_or(until, |current| current.max(until)));
+    }
+
     async fn send_heartbeat(&self, broker_id: BrokerId) {
+        let withheld = *self.inner.withheld_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if withheld.is_some_and(|until| Instant::now() < until) {
+            return;
+        }
         let Some(controller) = self.controller() else { return };
         if controller == self.node_id() {
             self.heartbeat_received(broker_id);

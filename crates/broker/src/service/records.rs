@@ -32,8 +32,11 @@ use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 use brook_record::{LeaderEpoch, Offset};
-use brook_replication::Replica;
+use brook_replication::{Replica, ReplicaError};
 
+/// How long a broker that failed to write its data directory sends no
+/// heartbeat (and so leads nothing); it is alive again after.
+const STORAGE_FAILURE_FENCE: Duration = Duration::from_secs(10);
 /// A produce request that passed the checks before an append.
 struct Admitted {
     topic: String,
@@ -139,8 +142,21 @@ impl RecordsService {
 
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let mut admitted = self.admit(request)?;
-        let appended = admitted.partition.append_pieces(std::mem::take(&mut admitted.pieces)).await?;
-        self.conclude(admitted, appended).await
+        let appended = admitted.partition.append_pieces(std::mem::take(&mut admitted.pieces)).await;
+        if let Err(error) = &appended {
+            self.after_append_failure(error);
+        }
+        self.conclude(admitted, appended?).await
+    }
+
+    /// A log this broker cannot write (a full or failed disk): it gives up
+    /// its leaderships for a while, so producers go on at other in-sync
+    /// replicas (see `MetadataNode::withhold_heartbeats_until`).
+    fn after_append_failure(&self, error: &ReplicaError) {
+        if let ReplicaError::Storage { partition, source } = error {
+            tracing::error!(%partition, %source, "cannot write the data directory: giving up this broker's leaderships for {STORAGE_FAILURE_FENCE:?}");
+            self.registry.metadata().withhold_heartbeats_until(std::time::Instant::now() + STORAGE_FAILURE_FENCE);
+        }
     }
 
     /// Each partition admitted on its own, the admitted ones appended by
@@ -197,7 +213,10 @@ impl RecordsService {
                 let result = match (admitted, appended) {
                     (Ok(admitted), Some(Ok(appended))) => self.conclude(admitted, appended).await,
                     (Err(error), _) => Err(error),
-                    (Ok(_), Some(Err(error))) => Err(error.into()),
+                    (Ok(_), Some(Err(error))) => {
+                        self.after_append_failure(&error);
+                        Err(error.into())
+                    }
                     (Ok(_), None) => Err(BrokerError::ShuttingDown),
                 };
                 self.observe("produce", started, &result);
