@@ -52,6 +52,41 @@ fn batch(first: u64) -> Vec<u8> {
     builder.finish().to_vec()
 }
 
+fn produce(topic: &str, partition: u32, first: u64) -> ProduceRequest {
+    ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks: Acks::Leader as i32,
+        timeout_ms: 0,
+        records: batch(first).into(),
+        batches: Vec::new(),
+    }
+}
+
+async fn records_client(address: &str) -> RecordsClient<tonic::transport::Channel> {
+    let uri = format!("http://{address}");
+    RecordsClient::new(tonic::transport::Channel::from_shared(uri).expect("uri").connect().await.expect("connect"))
+}
+
+/// Produces 64 KiB a request (48 MiB at most) until the broker refuses:
+/// how many records it took, and the refusal, which must be
+/// KAFKA_STORAGE_ERROR.
+async fn fill(client: &mut RecordsClient<tonic::transport::Channel>, topic: &str, partition: u32) -> u64 {
+    let mut acknowledged = 0u64;
+    for _ in 0..768 {
+        match client.produce(produce(topic, partition, acknowledged)).await {
+            Ok(_) => acknowledged += 64,
+            Err(status) => {
+                let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok());
+                assert_eq!(name, Some("KAFKA_STORAGE_ERROR"), "{status:?}");
+                assert!(status.message().contains("space"), "{status:?}");
+                return acknowledged;
+            }
+        }
+    }
+    panic!("the disk did not fill up within 48 MiB");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged() {
     let mut mount = Mount(None);
@@ -71,51 +106,13 @@ async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged
     }
     let admin = Admin::connect(&broker.address).await.expect("admin");
     admin.create_topic(NewTopic::new("full", 1, 1).config("segment.bytes", "1048576")).await.expect("create");
-    let mut records = RecordsClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", broker.address))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-
-    // 64 KiB a request, at most 48 MiB: the disk holds 24.
-    let mut acknowledged = 0u64;
-    let mut refusal = None;
-    for _ in 0..768 {
-        let request = ProduceRequest {
-            topic: "full".into(),
-            partition: 0,
-            acks: Acks::Leader as i32,
-            timeout_ms: 0,
-            records: batch(acknowledged).into(),
-            batches: Vec::new(),
-        };
-        match records.produce(request).await {
-            Ok(_) => acknowledged += 64,
-            Err(status) => {
-                refusal = Some(status);
-                break;
-            }
-        }
-    }
-    let status = refusal.expect("the disk filled up within 48 MiB");
-    let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
-    assert_eq!(name.as_deref(), Some("KAFKA_STORAGE_ERROR"), "{status:?}");
-    assert!(status.message().contains("No space left") || status.message().contains("space"), "{status:?}");
+    let mut records = records_client(&broker.address).await;
+    let acknowledged = fill(&mut records, "full", 0).await;
     assert!(acknowledged > 0, "some records went in before the disk was full");
 
     // Still up; the next produce is refused the same way, not a crash.
     assert!(broker.is_running(), "the broker survived the full disk");
-    let again = ProduceRequest {
-        topic: "full".into(),
-        partition: 0,
-        acks: Acks::Leader as i32,
-        timeout_ms: 0,
-        records: batch(acknowledged).into(),
-        batches: Vec::new(),
-    };
-    assert!(records.produce(again).await.is_err(), "still full");
+    assert!(records.produce(produce("full", 0, acknowledged)).await.is_err(), "still full");
     assert!(broker.is_running());
 
     // Every acknowledged record is there, in order.
@@ -157,35 +154,8 @@ async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on
     admin.create_topic(NewTopic::new("f", 3, 3).config("segment.bytes", "1048576")).await.expect("create");
     let described = admin.describe_topic("f").await.expect("describe");
     let partition = described.partitions.iter().find(|p| p.leader == 1).expect("broker 1 leads one").partition;
-    let produce = |first: u64| ProduceRequest {
-        topic: "f".into(),
-        partition,
-        acks: Acks::Leader as i32,
-        timeout_ms: 0,
-        records: batch(first).into(),
-        batches: Vec::new(),
-    };
-    let mut leader = RecordsClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", cluster.address(1)))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-    let mut sent = 0u64;
-    let mut refusal = None;
-    for _ in 0..768 {
-        match leader.produce(produce(sent)).await {
-            Ok(_) => sent += 64,
-            Err(status) => {
-                refusal = Some(status);
-                break;
-            }
-        }
-    }
-    let status = refusal.expect("broker 1's disk filled up within 48 MiB");
-    let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
-    assert_eq!(name.as_deref(), Some("KAFKA_STORAGE_ERROR"), "{status:?}");
+    let mut leader = records_client(&cluster.address(1)).await;
+    fill(&mut leader, "f", partition).await;
 
     // Its session runs out, another in-sync replica leads, and the same
     // partition takes records again (the producer follows the metadata).
