@@ -202,4 +202,23 @@ async fn a_proposal_with_the_secret_is_still_checked_like_an_admin_call() {
     }
     let topics = admin.list_topics().await.expect("list");
     assert!(topics.is_empty(), "no forged topic exists: {topics:?}");
+
+    // A replica fetch naming one partition 10,000 times (about 300 KB of
+    // request, which would ask for 10,000 answers of up to 4 MiB each) is
+    // refused whole; the broker stays up.
+    admin.create_topic(NewTopic::new("t", 1, 3)).await.expect("create t");
+    let mut fetch = replica_fetch(TopicId::random().as_bytes());
+    fetch.partitions = vec![fetch.partitions[0].clone(); 10_000];
+    for address in &cluster.internal_addresses {
+        let port = channel(address).await;
+        let refused = ReplicationClient::new(port).fetch(call(fetch.clone(), secret)).await;
+        match refused {
+            Err(status) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                assert!(status.message().contains("appears twice"), "{status:?}");
+            }
+            Ok(answer) => panic!("served: {} partitions", answer.into_inner().partitions.len()),
+        }
+    }
+    assert!(admin.list_topics().await.is_ok(), "the brokers answer");
 }
