@@ -91,7 +91,7 @@ async fn fill(client: &mut RecordsClient<tonic::transport::Channel>, topic: &str
 async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged() {
     let mut mount = Mount(None);
     let mut mounted = Err(String::new());
-    let mut broker = Broker::start_prepared(format!("127.0.0.1:{}", free_port()), &[], |data_dir| {
+    let mut broker = Broker::start_prepared(format!("127.0.0.1:{}", free_port()), &[], &[], |data_dir| {
         mounted = mount_small_tmpfs(data_dir);
         if mounted.is_ok() {
             mount.0 = Some(data_dir.to_path_buf());

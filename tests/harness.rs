@@ -39,6 +39,8 @@ pub struct Broker {
     child: Option<Child>,
     /// Extra `brook serve` flags, kept for restarts.
     extra_args: Vec<String>,
+    /// Extra environment variables, kept for restarts.
+    env: Vec<(String, String)>,
     pub address: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -58,18 +60,24 @@ impl Broker {
 
     /// A broker listening on `address`, with extra `brook serve` flags.
     pub async fn start_at(address: String, extra_args: &[&str]) -> Broker {
-        Broker::start_prepared(address, extra_args, |_| {}).await
+        Broker::start_prepared(address, extra_args, &[], |_| {}).await
     }
 
     /// Like `start_at`, after `prepare` was given the (not yet created)
     /// data directory: to mount a file system there, say.
-    pub async fn start_prepared(address: String, extra_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
+    pub async fn start_prepared(
+        address: String,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
         prepare(&data_dir);
         let mut broker = Broker {
             child: None,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
             address,
             data_dir,
             _temp: Some(temp),
@@ -88,6 +96,7 @@ impl Broker {
             .args(["serve", "--listen", &self.address, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -316,16 +325,22 @@ impl TestCluster {
     /// `start`, after `prepare` was given each broker's id and (not yet
     /// created) data directory.
     pub async fn start_prepared(nodes: u32, prepare: &dyn Fn(u32, &Path)) -> TestCluster {
-        TestCluster::start_inner_prepared(nodes, &[], false, prepare).await
+        TestCluster::start_inner_prepared(nodes, &[], &[], false, prepare).await
+    }
+
+    /// `start`, with extra environment variables for every `brook serve`.
+    pub async fn start_with_env(nodes: u32, env: &[(&str, &str)]) -> TestCluster {
+        TestCluster::start_inner_prepared(nodes, &[], env, false, &|_, _| {}).await
     }
 
     async fn start_inner(nodes: u32, extra_args: &[&str], proxied: bool) -> TestCluster {
-        TestCluster::start_inner_prepared(nodes, extra_args, proxied, &|_, _| {}).await
+        TestCluster::start_inner_prepared(nodes, extra_args, &[], proxied, &|_, _| {}).await
     }
 
     async fn start_inner_prepared(
         nodes: u32,
         extra_args: &[&str],
+        env: &[(&str, &str)],
         proxied: bool,
         prepare: &dyn Fn(u32, &Path),
     ) -> TestCluster {
@@ -368,7 +383,7 @@ impl TestCluster {
                 &secret_file,
             ];
             args.extend_from_slice(extra_args);
-            brokers.push(Broker::start_prepared(address.clone(), &args, |dir| prepare(me, dir)).await);
+            brokers.push(Broker::start_prepared(address.clone(), &args, env, |dir| prepare(me, dir)).await);
         }
         let cluster = TestCluster { brokers, links, internal_addresses: internal, secret, _secret_dir: secret_dir };
         cluster.wait_all_alive().await;

@@ -60,6 +60,7 @@
 
 mod config;
 mod error;
+mod fault;
 mod index;
 mod leader_epoch;
 mod log;

@@ -425,6 +425,7 @@ impl Segment {
 
     /// fsyncs the file and the indexes.
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        crate::fault::slow_fsync();
         self.file.sync_data().map_err(StorageError::io("syncing segment", &self.path))?;
         self.offset_index.0.flush()?;
         self.time_index.0.flush()
