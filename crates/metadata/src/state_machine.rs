@@ -3,9 +3,14 @@
 //! log id and membership, builds and installs snapshots, and publishes each
 //! new state on a `watch` so the broker can react without reaching in.
 //!
-//! Tree `state_machine`, key `current`: JSON of the applied state
-//! (rewritten after each applied batch: metadata is small), key `snapshot`:
-//! the last snapshot built or installed.
+//! Tree `state_machine`, key `current`: JSON of the applied state as of
+//! the last snapshot built or installed, key `snapshot`: that snapshot.
+//! Applying an entry writes nothing: the Raft log (durable, with its
+//! committed log id) holds every entry since the last snapshot, and after
+//! a restart openraft applies them again onto `current`, so an entry costs
+//! the state machine what it changes in memory, not a rewrite and an fsync
+//! of the whole state. Logs are purged only up to a snapshot, which is
+//! flushed (with `current`) before openraft learns of it.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -99,7 +104,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let bytes = serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        // Both durable before openraft may purge the logs it covers.
         self.tree.insert(SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.tree.insert(CURRENT, data.clone()).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.tree.flush_async().await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -134,7 +142,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push(result);
         }
-        self.persist().await?;
         self.publish();
         Ok(results)
     }
