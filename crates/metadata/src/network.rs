@@ -21,7 +21,7 @@ use crate::raft_types::{NodeId, TypeConfig};
 
 /// Makes connections to peers; cheap to clone. A peer is reached at the
 /// address this broker's own `--peers` names for it, else at the address in
-/// the group's membership (written once, from the first broker's list): so
+/// the group's membership (written when the group formed): so
 /// each broker can route its links its own way (a proxy, NAT; the tests put
 /// a proxy on every link to cut it).
 #[derive(Debug, Clone, Default)]
