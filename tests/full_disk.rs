@@ -184,3 +184,46 @@ async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on
     drop(producer);
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_is_full_gives_up_too_and_acks_all_goes_on_without_it() {
+    // Broker 1's data dir is the small tmpfs; it follows a partition led
+    // by another broker, whose records fill its disk.
+    let mount = std::sync::Mutex::new(Mount(None));
+    let failed = std::sync::Mutex::new(None);
+    let cluster = harness::TestCluster::start_prepared(3, &|id, data_dir| {
+        if id == 1 {
+            match mount_small_tmpfs(data_dir) {
+                Ok(()) => mount.lock().expect("mount").0 = Some(data_dir.to_path_buf()),
+                Err(reason) => *failed.lock().expect("failed") = Some(reason),
+            }
+        }
+    })
+    .await;
+    if let Some(reason) = failed.lock().expect("failed").take() {
+        eprintln!("SKIPPED: a_follower_whose_disk_is_full: cannot mount a small tmpfs here ({reason}); run as root");
+        return;
+    }
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    let topic = NewTopic::new("g", 3, 3).config("segment.bytes", "1048576").config("min.insync.replicas", "2");
+    admin.create_topic(topic).await.expect("create");
+    let described = admin.describe_topic("g").await.expect("describe");
+    let chosen = described.partitions.iter().find(|p| p.leader != 1).expect("another broker leads one");
+    let (partition, leader) = (chosen.partition, chosen.leader);
+    let mut client = records_client(&cluster.address(leader)).await;
+
+    // 40 MiB with acks=all: broker 1's 24 MiB fill up on the way; every
+    // request is still answered (the ISR goes on without broker 1).
+    for index in 0..640u64 {
+        let mut request = produce("g", partition, index * 64);
+        request.acks = Acks::All as i32;
+        request.timeout_ms = 30_000;
+        let answer = client.produce(request).await;
+        assert!(answer.is_ok(), "request {index}: {answer:?}");
+    }
+    let brokers = admin.describe_cluster().await.expect("cluster").brokers;
+    assert!(brokers.iter().any(|broker| broker.id == 1 && !broker.alive), "broker 1 gave up: {brokers:?}");
+    let isr = admin.describe_topic("g").await.expect("describe").partitions[partition as usize].isr.clone();
+    assert!(!isr.contains(&1), "broker 1 left the ISR: {isr:?}");
+    drop(cluster);
+}

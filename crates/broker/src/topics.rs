@@ -40,6 +40,13 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 pub const DIR_NAME_PREFIX_CHARS: usize = 200;
 
 /// Who hosts and leads a partition, as the cluster decided.
+/// How long a broker that failed to write its data directory sends no
+/// heartbeat (and so leads nothing); it is alive again after.
+const STORAGE_FAILURE_FENCE: std::time::Duration = std::time::Duration::from_secs(10);
+/// A storage failure this recent still fences the broker (the checkpoint
+/// pass looks every 500 ms).
+const STORAGE_FAILURE_RECENT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub replicas: Vec<BrokerId>,
@@ -565,6 +572,15 @@ impl TopicRegistry {
     /// segments rolled since the last pass (moving the recovery point).
     /// Blocking.
     pub fn checkpoint_high_watermarks(&self) {
+        let recent = std::time::Instant::now().checked_sub(STORAGE_FAILURE_RECENT);
+        let failed = HostedReplicas::hosted(self)
+            .into_iter()
+            .find(|partition| partition.storage_failed_at().is_some_and(|at| recent.is_none_or(|recent| at >= recent)));
+        if let Some(partition) = failed {
+            // A follower's failed replicated append reaches no client: this
+            // pass is where it counts.
+            self.fence_after_storage_failure(&partition.topic_partition().to_string());
+        }
         for partition in HostedReplicas::hosted(self) {
             if let Err(error) = partition.checkpoint_high_watermark() {
                 tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "HW checkpoint failed");
@@ -573,6 +589,16 @@ impl TopicRegistry {
                 tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "flushing a rolled segment failed");
             }
         }
+    }
+
+    /// This broker cannot write its data directory (a full or failing
+    /// disk): it gives up its leaderships for a while, by withholding its
+    /// heartbeats (see `MetadataNode::withhold_heartbeats_until`), so
+    /// producers go on at other in-sync replicas, and the replicas here
+    /// leave the ISRs at once rather than after the lag limit.
+    pub fn fence_after_storage_failure(&self, partition: &str) {
+        tracing::error!(%partition, "cannot write the data directory: giving up this broker's leaderships for {STORAGE_FAILURE_FENCE:?}");
+        self.metadata.withhold_heartbeats_until(std::time::Instant::now() + STORAGE_FAILURE_FENCE);
     }
 
     /// Closes every log cleanly. Blocking.

@@ -88,6 +88,9 @@ pub struct Replica {
     appended: Arc<watch::Sender<u64>>,
     /// The HW last written to the checkpoint file.
     checkpointed: Mutex<Option<Offset>>,
+    /// When a write to this replica's files last failed (a full or failing
+    /// disk): the broker gives up its leaderships while it is recent.
+    storage_failed_at: Mutex<Option<Instant>>,
     /// File I/O on the caller's thread instead of the blocking pool: for
     /// deterministic simulations, never in a broker (see
     /// [`Replica::with_io_on_caller`]).
@@ -130,6 +133,7 @@ impl Replica {
             }),
             appended,
             checkpointed: Mutex::new(None),
+            storage_failed_at: Mutex::new(None),
             io_on_caller: false,
         };
         replica.refresh_leader_high_watermark();
@@ -238,7 +242,17 @@ impl Replica {
     }
 
     fn storage_error(&self, error: StorageError) -> ReplicaError {
-        ReplicaError::from_storage(&self.partition, error)
+        let error = ReplicaError::from_storage(&self.partition, error);
+        if matches!(error, ReplicaError::Storage { .. }) {
+            *self.storage_failed_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        }
+        error
+    }
+
+    /// When a write to this replica's files last failed, if ever (bad
+    /// input is not a failure; a full or failing disk is).
+    pub fn storage_failed_at(&self) -> Option<Instant> {
+        *self.storage_failed_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn with_log<T>(&self, work: impl FnOnce(&mut PartitionLog) -> Result<T, StorageError>) -> Result<T, ReplicaError> {

@@ -33,10 +33,6 @@ use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 use brook_record::{LeaderEpoch, Offset};
 use brook_replication::{Replica, ReplicaError};
-
-/// How long a broker that failed to write its data directory sends no
-/// heartbeat (and so leads nothing); it is alive again after.
-const STORAGE_FAILURE_FENCE: Duration = Duration::from_secs(10);
 /// A produce request that passed the checks before an append.
 struct Admitted {
     topic: String,
@@ -154,8 +150,8 @@ impl RecordsService {
     /// replicas (see `MetadataNode::withhold_heartbeats_until`).
     fn after_append_failure(&self, error: &ReplicaError) {
         if let ReplicaError::Storage { partition, source } = error {
-            tracing::error!(%partition, %source, "cannot write the data directory: giving up this broker's leaderships for {STORAGE_FAILURE_FENCE:?}");
-            self.registry.metadata().withhold_heartbeats_until(std::time::Instant::now() + STORAGE_FAILURE_FENCE);
+            tracing::error!(%partition, %source, "append failed on the data directory");
+            self.registry.fence_after_storage_failure(&partition.to_string());
         }
     }
 
