@@ -524,10 +524,16 @@ fn decode_into(
     bytes: &Bytes,
     out: &mut VecDeque<ConsumerRecord>,
 ) -> Result<(), ClientError> {
-    let share = |slice: &[u8]| bytes.slice_ref(slice);
     for batch in Batches::new(bytes) {
         let batch = batch?;
-        for record in batch.records() {
+        // A compressed batch's records are read from their decompressed
+        // copy (shared by its records' keys and values); others in place.
+        let area = match batch.decompressed()? {
+            Some(records) => Bytes::from(records),
+            None => bytes.slice_ref(batch.bytes).slice(brook_record::HEADER_BYTES..),
+        };
+        let share = |slice: &[u8]| area.slice_ref(slice);
+        for record in batch.records_in(&area) {
             let record = record?;
             if record.offset < from {
                 continue;

@@ -143,9 +143,11 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     if actual != header.crc {
         return Err(RecordError::CrcMismatch { expected: header.crc, actual });
     }
-    if header.compression() != 0 {
-        return Err(RecordError::UnsupportedCompression { codec: header.compression() });
-    }
+    let compressed = match header.compression() {
+        0 => false,
+        1..=4 => true,
+        codec => return Err(RecordError::UnsupportedCompression { codec }),
+    };
     if header.records_count <= 0 {
         return Err(RecordError::Empty);
     }
@@ -155,7 +157,11 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
             last_offset_delta: header.last_offset_delta,
         });
     }
-    check_record_framing(&bytes[HEADER_BYTES..total], header.records_count as usize)?;
+    // A compressed records area is opaque until decompressed: the CRC
+    // proves it is what the producer sent; the consumer decodes it.
+    if !compressed {
+        check_record_framing(&bytes[HEADER_BYTES..total], header.records_count as usize)?;
+    }
     Ok(header)
 }
 
@@ -217,9 +223,25 @@ pub struct BatchView<'a> {
 }
 
 impl<'a> BatchView<'a> {
-    /// The batch's records, decoded lazily, keys and values borrowed.
+    /// The batch's records, decoded lazily, keys and values borrowed. For
+    /// a compressed batch, decompress first ([`BatchView::decompressed`])
+    /// and read with [`BatchView::records_in`].
     pub fn records(&self) -> Records<'a> {
         Records::new(&self.header, &self.bytes[HEADER_BYTES..])
+    }
+
+    /// The records area, decompressed; `None` if the batch is not
+    /// compressed (read it in place with [`BatchView::records`]).
+    pub fn decompressed(&self) -> Result<Option<Vec<u8>>, RecordError> {
+        match self.header.compression() {
+            0 => Ok(None),
+            codec => crate::compression::decompress(codec, &self.bytes[HEADER_BYTES..]).map(Some),
+        }
+    }
+
+    /// The batch's records read from `area` (its decompressed records).
+    pub fn records_in<'b>(&self, area: &'b [u8]) -> Records<'b> {
+        Records::new(&self.header, area)
     }
 }
 

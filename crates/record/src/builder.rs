@@ -295,15 +295,31 @@ mod tests {
     }
 
     #[test]
-    fn other_magics_and_compression_are_refused() {
+    fn other_magics_and_codecs_kafka_lacks_are_refused() {
         let mut batch = build(&[(1, None, Some(b"v".to_vec()), vec![])]).to_vec();
         batch[16] = 1;
         assert_eq!(validate_batch(&batch, usize::MAX), Err(RecordError::UnsupportedMagic { magic: 1 }));
         batch[16] = 2;
-        batch[22] |= 0x04; // lz4
-        let crc = crc32c::crc32c(&batch[21..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(validate_batch(&batch, usize::MAX), Err(RecordError::UnsupportedCompression { codec: 4 }));
+        let with_codec = |codec: u8| {
+            let mut batch = batch.clone();
+            batch[22] |= codec;
+            let crc = crc32c::crc32c(&batch[21..]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            batch
+        };
+        for codec in 5..=7 {
+            assert_eq!(
+                validate_batch(&with_codec(codec), usize::MAX),
+                Err(RecordError::UnsupportedCompression { codec })
+            );
+        }
+        // Kafka's codecs are accepted as sent (the CRC covers them); records
+        // that are not in the codec's format fail when a consumer
+        // decompresses them, with the codec named.
+        let zstd = with_codec(4);
+        assert!(validate_batch(&zstd, usize::MAX).is_ok());
+        let view = crate::Batches::new(&zstd).next().expect("a batch").expect("valid");
+        assert!(matches!(view.decompressed(), Err(RecordError::Decompression { codec: "zstd", .. })));
     }
 
     #[test]

@@ -14,8 +14,10 @@ pub enum RecordError {
     TooLarge { size: usize, max: usize },
     #[error("record batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
-    #[error("record batch uses compression codec {codec}; only uncompressed batches are supported")]
+    #[error("record batch uses compression codec {codec}; Kafka's are 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd")]
     UnsupportedCompression { codec: u8 },
+    #[error("compressed records ({codec}) do not decompress: {reason}")]
+    Decompression { codec: &'static str, reason: String },
     #[error("record batch claims {count} records but its last offset delta is {last_offset_delta}")]
     CountMismatch { count: i32, last_offset_delta: i32 },
     #[error("record batch holds no records")]

@@ -15,7 +15,7 @@
 //!     12     4  partition_leader_epoch stamped by the leader, outside the CRC
 //!     16     1  magic                  always 2
 //!     17     4  crc                    CRC-32C of bytes 21..end
-//!     21     2  attributes             bits 0-2 compression (only 0 = none),
+//!     21     2  attributes             bits 0-2 compression (0 none, 1-4 gzip, snappy, lz4, zstd),
 //!                                      bit 3 timestamp type, 4 transactional,
 //!                                      5 control
 //!     23     4  last_offset_delta
@@ -42,11 +42,14 @@
 //!
 //! Never: re-encode a batch to store or forward it; allocate per record in
 //! the encoder or the decoder (keys, values and headers are borrowed slices).
-//! Compression is refused with a clear error for now; the attribute bits are
-//! reserved so lz4/zstd can follow without a format change.
+//! Compressed batches (Kafka's codecs 1-4) are validated as far as their
+//! header, size and CRC, and read by decompressing their records area into
+//! one buffer (`BatchView::decompressed`, `compression.rs`); the builder
+//! does not compress yet.
 
 mod batch;
 mod builder;
+mod compression;
 mod error;
 mod ids;
 mod offset;

@@ -1,0 +1,106 @@
+//! Compressed batches from an implementation none of us wrote: the
+//! `kafka-protocol` crate's record encoder builds gzip, snappy, lz4 and
+//! zstd batches; a real broker stores them as sent, and Brook's consumer
+//! reads every record back. A batch naming a codec Kafka does not have is
+//! refused with the codec named.
+
+mod harness;
+
+use std::time::Duration;
+
+use brook_client::proto::records_client::RecordsClient;
+use brook_client::proto::{Acks, ProduceRequest};
+use brook_client::{Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset};
+use bytes::{Bytes, BytesMut};
+use harness::Broker;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+fn kafka_batch(compression: Compression, first: i64, count: i64) -> Bytes {
+    let records: Vec<Record> = (first..first + count)
+        .map(|index| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: index - first,
+            // kafka-protocol starts a new batch where offset - sequence
+            // changes: keep it constant, so each call makes one batch.
+            sequence: (index - first) as i32,
+            timestamp: 1_700_000_000_000 + index,
+            key: Some(Bytes::from(format!("key-{index}"))),
+            value: Some(Bytes::from(format!("value {index} {}", "abc".repeat(40)))),
+            headers: Default::default(),
+            delete_horizon: Default::default(),
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression };
+    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes");
+    buffer.freeze()
+}
+
+fn produce(records: Bytes) -> ProduceRequest {
+    ProduceRequest {
+        topic: "z".into(),
+        partition: 0,
+        acks: Acks::All as i32,
+        timeout_ms: 0,
+        records,
+        batches: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_compressed_by_kafka_protocol_are_stored_and_read_back() {
+    let broker = Broker::start().await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("z", 1, 1)).await.expect("create");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", broker.address))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut records = RecordsClient::new(channel);
+    let codecs = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+    let mut sent = 0i64;
+    for codec in codecs {
+        let batch = kafka_batch(codec, sent, 50);
+        let batches: Vec<_> = brook_record::Batches::new(&batch).collect();
+        assert_eq!(batches.len(), 1, "{codec:?}: one batch of 50 records");
+        let header = batches[0].as_ref().expect("valid").header;
+        assert_eq!((header.records_count, header.compression()), (50, codec as u8), "{codec:?}");
+        let answer = records.produce(produce(batch)).await.unwrap_or_else(|status| panic!("{codec:?}: {status:?}"));
+        assert_eq!(answer.into_inner().base_offset, sent, "{codec:?}");
+        sent += 50;
+    }
+
+    let config = ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::connect(&broker.address, config).await.expect("consumer");
+    consumer.subscribe(&["z"]).await.expect("subscribe");
+    let mut read = 0i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read < sent && std::time::Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
+            assert_eq!(record.offset.0 as i64, read);
+            assert_eq!(record.key.as_deref(), Some(format!("key-{read}").as_bytes()));
+            let value = format!("value {read} {}", "abc".repeat(40));
+            assert_eq!(record.value.as_deref(), Some(value.as_bytes()), "offset {read}");
+            assert_eq!(record.timestamp_ms, 1_700_000_000_000 + read);
+            read += 1;
+        }
+    }
+    assert_eq!(read, sent, "every record of every codec read back");
+
+    // Codec 5 is no Kafka codec: refused, and named (the CRC is redone so
+    // only the codec is wrong).
+    let mut bad = BytesMut::from(&kafka_batch(Compression::None, 0, 3)[..]);
+    bad[22] |= 5;
+    let end = 12 + u32::from_be_bytes([bad[8], bad[9], bad[10], bad[11]]) as usize;
+    let crc = crc32c::crc32c(&bad[21..end]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let status = records.produce(produce(bad.freeze())).await.expect_err("codec 5 is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("compression codec 5"), "{status:?}");
+}
