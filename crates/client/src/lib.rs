@@ -29,7 +29,7 @@ mod record;
 
 pub use admin::{Admin, NewTopic};
 pub use brook_proto::v1 as proto;
-pub use brook_record::Offset;
+pub use brook_record::{Compression, Offset};
 pub use cluster::Cluster;
 pub use completion::DeliveryFuture;
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek, TopicPartition};

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use brook_proto::v1::records_client::RecordsClient;
 use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceRequest};
-use brook_record::{BatchBuilder, Header, NewRecord, Offset, HEADER_BYTES};
+use brook_record::{BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -88,6 +88,10 @@ pub struct ProducerConfig {
     /// How long `send` may wait for a topic's metadata while no broker
     /// answers. Default 60 s, as Kafka's `max.block.ms`.
     pub max_block: Duration,
+    /// How batches are compressed (Kafka's `compression.type`): none (the
+    /// default), gzip, snappy, lz4 or zstd. Batches are compressed when
+    /// sealed; the broker stores them as sent.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -103,6 +107,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             max_block: Duration::from_secs(60),
+            compression: Compression::None,
         }
     }
 }
@@ -132,11 +137,14 @@ struct PartitionQueue {
 }
 
 impl PartitionQueue {
-    fn seal(&mut self) {
+    fn seal(&mut self, compression: Compression) {
         if let Some(open) = self.open.take() {
             let records = open.builder.record_count() as u64;
+            // The codecs write into memory: they fail only on inputs past
+            // 4 GiB, far beyond a batch.
+            let bytes = open.builder.finish_compressed(compression).expect("compressing a batch in memory");
             self.ready.push_back(SealedBatch {
-                bytes: open.builder.finish(),
+                bytes,
                 records,
                 created: open.created,
                 completion: open.completion,
@@ -378,7 +386,7 @@ fn enqueue(
     let mut sealed = false;
     if let Some(open) = &queue.open {
         if open.builder.size_bytes() + open.builder.size_of(new_record) > shared.config.batch_size {
-            queue.seal();
+            queue.seal(shared.config.compression);
             sealed = true;
         }
     }
@@ -398,7 +406,7 @@ fn enqueue(
     open.permits += size;
     let delivery = open.completion.future(partition, open.builder.record_count() as u64 - 1);
     if open.builder.size_bytes() >= shared.config.batch_size {
-        queue.seal();
+        queue.seal(shared.config.compression);
         sealed = true;
     }
     // Sticky partitioning: once the sticky partition's batch is
@@ -512,7 +520,7 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
         if let Some(open) = &queue.open {
             let deadline = open.created + shared.config.linger;
             if seal_all || deadline <= now {
-                queue.seal();
+                queue.seal(shared.config.compression);
             } else {
                 next_deadline = Some(next_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
             }

@@ -139,6 +139,31 @@ impl BatchBuilder {
     /// On an empty builder: a batch holds at least one record.
     pub fn finish(mut self) -> Bytes {
         assert!(self.count > 0, "a record batch holds at least one record");
+        self.write_header(0);
+        self.buffer.freeze()
+    }
+
+    /// `finish`, with the records area compressed with `compression` (its
+    /// codec in the attributes). A compressed batch is a new buffer: the
+    /// header, then the codec's stream of the records.
+    ///
+    /// # Panics
+    /// On an empty builder, as `finish`.
+    pub fn finish_compressed(mut self, compression: crate::Compression) -> Result<Bytes, crate::RecordError> {
+        if compression == crate::Compression::None {
+            return Ok(self.finish());
+        }
+        assert!(self.count > 0, "a record batch holds at least one record");
+        let compressed = crate::compression::compress(compression, &self.buffer[HEADER_BYTES..])?;
+        self.buffer.truncate(HEADER_BYTES);
+        self.buffer.extend_from_slice(&compressed);
+        self.write_header(i16::from(compression.codec()));
+        Ok(self.buffer.freeze())
+    }
+
+    /// Fills the reserved header (length, attributes, counts, CRC) over
+    /// what the buffer holds after it.
+    fn write_header(&mut self, attributes: i16) {
         let batch_length = i32::try_from(self.buffer.len() - 12).expect("a batch is under 2 GiB");
         let mut header = &mut self.buffer[..HEADER_BYTES];
         header.put_i64(0);
@@ -146,7 +171,7 @@ impl BatchBuilder {
         header.put_i32(-1);
         header.put_i8(MAGIC);
         header.put_u32(0); // CRC, filled below
-        header.put_i16(0); // attributes: no compression, CreateTime
+        header.put_i16(attributes); // codec; CreateTime
         header.put_i32(self.count - 1);
         header.put_i64(self.base_timestamp_ms);
         header.put_i64(self.max_timestamp_ms);
@@ -156,7 +181,6 @@ impl BatchBuilder {
         header.put_i32(self.count);
         let crc = crc32c::crc32c(&self.buffer[21..]);
         self.buffer[17..21].copy_from_slice(&crc.to_be_bytes());
-        self.buffer.freeze()
     }
 }
 

@@ -18,6 +18,8 @@ pub enum RecordError {
     UnsupportedCompression { codec: u8 },
     #[error("compressed records ({codec}) do not decompress: {reason}")]
     Decompression { codec: &'static str, reason: String },
+    #[error("records could not be compressed with {codec}: {reason}")]
+    CompressionFailed { codec: &'static str, reason: String },
     #[error("record batch claims {count} records but its last offset delta is {last_offset_delta}")]
     CountMismatch { count: i32, last_offset_delta: i32 },
     #[error("record batch holds no records")]

@@ -62,6 +62,7 @@ pub use batch::{
     STAMPED_HEAD_BYTES,
 };
 pub use builder::{BatchBuilder, NewRecord};
+pub use compression::Compression;
 pub use error::RecordError;
 pub use ids::{check_topic_name, BrokerId, TopicPartition};
 pub use offset::{LeaderEpoch, Offset};
