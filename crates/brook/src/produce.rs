@@ -19,6 +19,9 @@ pub struct ProduceArgs {
     /// Send every record to this partition (default: by key, or sticky).
     #[arg(long)]
     partition: Option<u32>,
+    /// Compress batches: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: brook_client::Compression,
 }
 
 pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
@@ -34,7 +37,7 @@ pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
 const MAX_PENDING_DELIVERIES: usize = 1 << 16;
 
 pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
-    let config = ProducerConfig { acks: args.acks, ..ProducerConfig::default() };
+    let config = ProducerConfig { acks: args.acks, compression: args.compression, ..ProducerConfig::default() };
     let producer = Producer::connect(bootstrap, config).await?;
     let (deliveries, mut pending) = tokio::sync::mpsc::channel::<brook_client::DeliveryFuture>(MAX_PENDING_DELIVERIES);
     let confirmer = tokio::spawn(async move {

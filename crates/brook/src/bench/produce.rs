@@ -43,9 +43,53 @@ pub struct ProduceArgs {
     /// Milliseconds a batch waits to fill.
     #[arg(long, default_value_t = 5)]
     linger: u64,
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: brook_client::Compression,
+    /// Record values: `x` (the same bytes in every record, all 'x') or
+    /// `events` (a different JSON-like event per record: an id, a user, a
+    /// path, a timestamp, padded with words to the record size).
+    #[arg(long, default_value = "x")]
+    payload: Payload,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// A producer task's record values: `fixed` (its length is the record
+/// size) or generated per record.
+struct Values {
+    fixed: Bytes,
+    payload: Payload,
+}
+
+/// What record values hold.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Payload {
+    X,
+    Events,
+}
+
+/// Record `index`'s event: JSON-like text of `size` bytes, different for
+/// every record, as compressible as typical event data.
+fn event(index: u64, size: usize) -> Bytes {
+    const WORDS: [&str; 8] = ["checkout", "product", "search", "basket", "account", "review", "shipping", "payment"];
+    let mut text = format!(
+        "{{\"id\":{index},\"user\":\"user-{}\",\"path\":\"/{}/{}\",\"ts\":{},\"note\":\"",
+        index.wrapping_mul(2_654_435_761) % 100_000,
+        WORDS[(index % 8) as usize],
+        index % 977,
+        1_700_000_000_000 + index * 3
+    );
+    let mut word = index;
+    while text.len() + 2 < size {
+        text.push_str(WORDS[(word % 8) as usize]);
+        text.push(' ');
+        word = word.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) >> 7;
+    }
+    text.truncate(size.saturating_sub(2));
+    text.push_str("\"}");
+    Bytes::from(text)
 }
 
 /// When each record is due at a target rate: record `i` at
@@ -94,7 +138,13 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         linger,
         args.producers,
     );
-    let config = ProducerConfig { acks: args.acks, batch_size: args.batch_size, linger, ..ProducerConfig::default() };
+    let config = ProducerConfig {
+        acks: args.acks,
+        batch_size: args.batch_size,
+        linger,
+        compression: args.compression,
+        ..ProducerConfig::default()
+    };
     let value = Bytes::from(vec![b'x'; args.record_size]);
     let progress = Arc::new(Progress {
         acknowledged: AtomicU64::new(0),
@@ -117,7 +167,16 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         let topics: Vec<Arc<str>> = args.topic.names().iter().map(|name| Arc::from(name.as_str())).collect();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            run_producer(producer, topics, value, records, pacer, recorder, progress).await
+            run_producer(
+                producer,
+                topics,
+                Values { fixed: value, payload: args.payload },
+                records,
+                pacer,
+                recorder,
+                progress,
+            )
+            .await
         }));
     }
     let reporter = tokio::spawn(report_progress(Arc::clone(&progress), args.record_size, start));
@@ -202,7 +261,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 async fn run_producer(
     producer: Producer,
     topics: Vec<Arc<str>>,
-    value: Bytes,
+    values: Values,
     records: u64,
     pacer: Pacer,
     recorder: Arc<Mutex<LatencyRecorder>>,
@@ -258,7 +317,10 @@ async fn run_producer(
             None => std::time::Instant::now(),
         };
         let topic = &topics[index as usize % topics.len()];
-        let record = ProducerRecord::new(Arc::clone(topic), value.clone());
+        let record = match values.payload {
+            Payload::X => ProducerRecord::new(Arc::clone(topic), values.fixed.clone()),
+            Payload::Events => ProducerRecord::new(Arc::clone(topic), event(index, values.fixed.len())),
+        };
         chunk.push((producer.send(record).await?, sent_at));
         if chunk.len() >= CHUNK
             && deliveries.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await.is_err()
