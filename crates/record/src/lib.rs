@@ -45,7 +45,7 @@
 //! Compressed batches (Kafka's codecs 1-4) are validated as far as their
 //! header, size and CRC, and read by decompressing their records area into
 //! one buffer (`BatchView::decompressed`, `compression.rs`); the builder
-//! does not compress yet.
+//! compresses a batch's records area when asked (`finish_compressed`).
 
 mod batch;
 mod builder;
