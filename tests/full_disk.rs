@@ -63,6 +63,16 @@ fn produce(topic: &str, partition: u32, first: u64) -> ProduceRequest {
     }
 }
 
+/// Waits until the broker at `address` has applied `topic` (a create is
+/// awaited only on the broker that took it).
+async fn wait_known(address: &str, topic: &str) {
+    harness::eventually("the broker knows the topic", std::time::Duration::from_secs(10), || async move {
+        let admin = Admin::connect(address).await.map_err(|e| e.to_string())?;
+        admin.describe_topic(topic).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+}
+
 async fn records_client(address: &str) -> RecordsClient<tonic::transport::Channel> {
     let uri = format!("http://{address}");
     RecordsClient::new(tonic::transport::Channel::from_shared(uri).expect("uri").connect().await.expect("connect"))
@@ -154,6 +164,7 @@ async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on
     admin.create_topic(NewTopic::new("f", 3, 3).config("segment.bytes", "1048576")).await.expect("create");
     let described = admin.describe_topic("f").await.expect("describe");
     let partition = described.partitions.iter().find(|p| p.leader == 1).expect("broker 1 leads one").partition;
+    wait_known(&cluster.address(1), "f").await;
     let mut leader = records_client(&cluster.address(1)).await;
     fill(&mut leader, "f", partition).await;
 
@@ -210,6 +221,7 @@ async fn a_follower_whose_disk_is_full_gives_up_too_and_acks_all_goes_on_without
     let described = admin.describe_topic("g").await.expect("describe");
     let chosen = described.partitions.iter().find(|p| p.leader != 1).expect("another broker leads one");
     let (partition, leader) = (chosen.partition, chosen.leader);
+    wait_known(&cluster.address(leader), "g").await;
     let mut client = records_client(&cluster.address(leader)).await;
 
     // 40 MiB with acks=all: broker 1's 24 MiB fill up on the way; every
