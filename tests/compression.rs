@@ -8,7 +8,6 @@ mod harness;
 
 use std::time::Duration;
 
-use brook_client::proto::records_client::RecordsClient;
 use brook_client::proto::{Acks, ProduceRequest};
 use brook_client::{Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset};
 use bytes::{Bytes, BytesMut};
@@ -57,12 +56,7 @@ async fn batches_compressed_by_kafka_protocol_are_stored_and_read_back() {
     let broker = Broker::start().await;
     let admin = Admin::connect(&broker.address).await.expect("admin");
     admin.create_topic(NewTopic::new("z", 1, 1)).await.expect("create");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", broker.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut records = RecordsClient::new(channel);
+    let mut records = harness::records_client(&broker.address).await;
     let codecs = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
     let mut sent = 0i64;
     for codec in codecs {
@@ -131,12 +125,7 @@ async fn brooks_producer_compresses_with_each_codec_and_kafka_protocol_reads_its
 
         // The stored batches carry the codec, and kafka-protocol's decoder
         // reads every record of them.
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", broker.address))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        let mut records = RecordsClient::new(channel);
+        let mut records = harness::records_client(&broker.address).await;
         let mut decoded = Vec::new();
         let mut offset = 0i64;
         // A fetch returns a prefix (up to an index entry): fetch on.

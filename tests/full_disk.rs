@@ -73,9 +73,31 @@ async fn wait_known(address: &str, topic: &str) {
     .await;
 }
 
-async fn records_client(address: &str) -> RecordsClient<tonic::transport::Channel> {
-    let uri = format!("http://{address}");
-    RecordsClient::new(tonic::transport::Channel::from_shared(uri).expect("uri").connect().await.expect("connect"))
+/// A three-broker cluster whose broker 1 has the small tmpfs as its data
+/// dir; `None` (after saying SKIPPED) where it cannot be mounted. The
+/// cluster's fields drop before the mount's.
+struct FullBroker1 {
+    cluster: harness::TestCluster,
+    _mount: Mount,
+}
+
+async fn cluster_with_a_small_disk_on_broker_1(test: &str) -> Option<FullBroker1> {
+    let mount = std::sync::Mutex::new(Mount(None));
+    let failed = std::sync::Mutex::new(None);
+    let cluster = harness::TestCluster::start_prepared(3, &|id, data_dir| {
+        if id == 1 {
+            match mount_small_tmpfs(data_dir) {
+                Ok(()) => mount.lock().expect("mount").0 = Some(data_dir.to_path_buf()),
+                Err(reason) => *failed.lock().expect("failed") = Some(reason),
+            }
+        }
+    })
+    .await;
+    if let Some(reason) = failed.lock().expect("failed").take() {
+        eprintln!("SKIPPED: {test}: cannot mount a small tmpfs here ({reason}); run as root");
+        return None;
+    }
+    Some(FullBroker1 { cluster, _mount: mount.into_inner().expect("mount") })
 }
 
 /// Produces 64 KiB a request (48 MiB at most) until the broker refuses:
@@ -116,7 +138,7 @@ async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged
     }
     let admin = Admin::connect(&broker.address).await.expect("admin");
     admin.create_topic(NewTopic::new("full", 1, 1).config("segment.bytes", "1048576")).await.expect("create");
-    let mut records = records_client(&broker.address).await;
+    let mut records = harness::records_client(&broker.address).await;
     let acknowledged = fill(&mut records, "full", 0).await;
     assert!(acknowledged > 0, "some records went in before the disk was full");
 
@@ -145,27 +167,14 @@ async fn a_full_disk_answers_kafka_storage_error_and_keeps_what_was_acknowledged
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on_elsewhere() {
     // Broker 1's data dir is the small tmpfs; brokers 2 and 3 have room.
-    let mount = std::sync::Mutex::new(Mount(None));
-    let failed = std::sync::Mutex::new(None);
-    let cluster = harness::TestCluster::start_prepared(3, &|id, data_dir| {
-        if id == 1 {
-            match mount_small_tmpfs(data_dir) {
-                Ok(()) => mount.lock().expect("mount").0 = Some(data_dir.to_path_buf()),
-                Err(reason) => *failed.lock().expect("failed") = Some(reason),
-            }
-        }
-    })
-    .await;
-    if let Some(reason) = failed.lock().expect("failed").take() {
-        eprintln!("SKIPPED: a_leader_whose_disk_is_full: cannot mount a small tmpfs here ({reason}); run as root");
-        return;
-    }
+    let Some(setup) = cluster_with_a_small_disk_on_broker_1("a_leader_whose_disk_is_full").await else { return };
+    let cluster = &setup.cluster;
     let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
     admin.create_topic(NewTopic::new("f", 3, 3).config("segment.bytes", "1048576")).await.expect("create");
     let described = admin.describe_topic("f").await.expect("describe");
     let partition = described.partitions.iter().find(|p| p.leader == 1).expect("broker 1 leads one").partition;
     wait_known(&cluster.address(1), "f").await;
-    let mut leader = records_client(&cluster.address(1)).await;
+    let mut leader = harness::records_client(&cluster.address(1)).await;
     fill(&mut leader, "f", partition).await;
 
     // Its session runs out, another in-sync replica leads, and the same
@@ -193,28 +202,14 @@ async fn a_leader_whose_disk_is_full_gives_up_its_leadership_and_producers_go_on
         .expect("acknowledged by the new leader");
     assert!(delivery.offset.is_some());
     drop(producer);
-    drop(cluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_disk_is_full_gives_up_too_and_acks_all_goes_on_without_it() {
     // Broker 1's data dir is the small tmpfs; it follows a partition led
     // by another broker, whose records fill its disk.
-    let mount = std::sync::Mutex::new(Mount(None));
-    let failed = std::sync::Mutex::new(None);
-    let cluster = harness::TestCluster::start_prepared(3, &|id, data_dir| {
-        if id == 1 {
-            match mount_small_tmpfs(data_dir) {
-                Ok(()) => mount.lock().expect("mount").0 = Some(data_dir.to_path_buf()),
-                Err(reason) => *failed.lock().expect("failed") = Some(reason),
-            }
-        }
-    })
-    .await;
-    if let Some(reason) = failed.lock().expect("failed").take() {
-        eprintln!("SKIPPED: a_follower_whose_disk_is_full: cannot mount a small tmpfs here ({reason}); run as root");
-        return;
-    }
+    let Some(setup) = cluster_with_a_small_disk_on_broker_1("a_follower_whose_disk_is_full").await else { return };
+    let cluster = &setup.cluster;
     let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
     let topic = NewTopic::new("g", 3, 3).config("segment.bytes", "1048576").config("min.insync.replicas", "2");
     admin.create_topic(topic).await.expect("create");
@@ -222,7 +217,7 @@ async fn a_follower_whose_disk_is_full_gives_up_too_and_acks_all_goes_on_without
     let chosen = described.partitions.iter().find(|p| p.leader != 1).expect("another broker leads one");
     let (partition, leader) = (chosen.partition, chosen.leader);
     wait_known(&cluster.address(leader), "g").await;
-    let mut client = records_client(&cluster.address(leader)).await;
+    let mut client = harness::records_client(&cluster.address(leader)).await;
 
     // 40 MiB with acks=all: broker 1's 24 MiB fill up on the way; every
     // request is still answered (the ISR goes on without broker 1).
@@ -237,5 +232,4 @@ async fn a_follower_whose_disk_is_full_gives_up_too_and_acks_all_goes_on_without
     assert!(brokers.iter().any(|broker| broker.id == 1 && !broker.alive), "broker 1 gave up: {brokers:?}");
     let isr = admin.describe_topic("g").await.expect("describe").partitions[partition as usize].isr.clone();
     assert!(!isr.contains(&1), "broker 1 left the ISR: {isr:?}");
-    drop(cluster);
 }

@@ -287,6 +287,16 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
+/// A raw `Records` client of the broker at `address` (to send batches
+/// exactly as built, and read the answer's error name).
+pub async fn records_client(
+    address: &str,
+) -> brook_client::proto::records_client::RecordsClient<tonic::transport::Channel> {
+    let uri = format!("http://{address}");
+    let channel = tonic::transport::Channel::from_shared(uri).expect("uri").connect().await.expect("connect");
+    brook_client::proto::records_client::RecordsClient::new(channel)
+}
+
 /// A cluster of brokers with ids 1..=n, each on its own port and data dir,
 /// reaching each other on internal ports of their own with a secret.
 pub struct TestCluster {
