@@ -6,6 +6,7 @@
 
 use brook_record::{BrokerId, LeaderEpoch};
 use brook_replication::ReplicaError;
+use brook_storage::ProducerRefusal;
 use thiserror::Error;
 use tonic::{Code, Status};
 
@@ -102,6 +103,10 @@ fn replica_code(error: &ReplicaError) -> Code {
         | ReplicaError::Closed { .. } => Code::Unavailable,
         ReplicaError::UnknownTopicId { .. } => Code::NotFound,
         ReplicaError::Storage { .. } => Code::Internal,
+        ReplicaError::Producer { source, .. } => match source {
+            ProducerRefusal::OutOfOrder { .. } | ProducerRefusal::Fenced { .. } => Code::FailedPrecondition,
+            ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => Code::InvalidArgument,
+        },
     }
 }
 

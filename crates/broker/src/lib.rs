@@ -50,6 +50,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod producer_ids;
 pub mod replica_network;
 pub mod server;
 pub mod service;

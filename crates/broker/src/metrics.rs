@@ -35,6 +35,9 @@ pub struct Metrics {
     pub bytes_out: IntCounterVec,
     /// `brook_records_in_total{topic}`.
     pub records_in: IntCounterVec,
+    /// `brook_duplicate_batches_total{topic}`: producer retries answered
+    /// from the log instead of appended again.
+    pub duplicates: IntCounterVec,
     log_end_offset: IntGaugeVec,
     high_watermark: IntGaugeVec,
     log_start_offset: IntGaugeVec,
@@ -93,6 +96,17 @@ impl Metrics {
             records_in: registered(
                 &registry,
                 IntCounterVec::new(Opts::new("records_in_total", "Records appended"), &["topic"]).expect("valid"),
+            ),
+            duplicates: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "duplicate_batches_total",
+                        "Idempotent producers' retries answered with the offsets already given",
+                    ),
+                    &["topic"],
+                )
+                .expect("valid"),
             ),
             log_end_offset: gauge("log_end_offset", "Next offset the partition's log will write (LEO)"),
             high_watermark: gauge("high_watermark", "Offset below which every in-sync replica has the records (HW)"),

@@ -33,6 +33,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::{serve_metrics, Metrics};
+use crate::producer_ids::ProducerIds;
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
@@ -294,6 +295,7 @@ async fn serve_grpc(
         config: Arc::clone(config),
         shutdown: shutdown.clone(),
         metrics: Arc::clone(metrics),
+        producer_ids: Arc::new(ProducerIds::new(registry.metadata().clone(), registry.broker_id())),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -58,6 +58,21 @@ pub struct CommittedOffset {
     pub metadata: String,
 }
 
+/// Producer ids handed out (Kafka's `ProducerIdsRecord` and, for keyed
+/// producers, the id and epoch per key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIds {
+    /// The first id of the next block.
+    pub next_id: i64,
+    /// key -> (producer id, epoch)
+    pub keyed: BTreeMap<String, (i64, i16)>,
+}
+
+/// Producer ids a broker takes at a time.
+pub const PRODUCER_ID_BLOCK: u32 = 1000;
+/// The longest producer key, in bytes.
+pub const MAX_PRODUCER_KEY_BYTES: usize = 255;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerRecord>,
@@ -69,6 +84,8 @@ pub struct ClusterState {
     /// whether its copy already reflects a command committed at some index.
     #[serde(default)]
     pub applied_index: u64,
+    #[serde(default)]
+    pub producer_ids: ProducerIds,
 }
 
 impl ClusterState {
@@ -104,6 +121,13 @@ impl ClusterState {
                 self.change_isr(topic, *topic_id, *partition, *leader_epoch, *partition_epoch, isr)
             }
             CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
+            CommandV1::AllocateProducerIds { broker_id } => {
+                if !self.brokers.contains_key(broker_id) {
+                    return Err(CommandError::UnknownBroker { broker_id: *broker_id });
+                }
+                Ok(self.take_producer_ids(PRODUCER_ID_BLOCK))
+            }
+            CommandV1::InitKeyedProducer { key } => self.init_keyed_producer(key),
         };
         self.debug_check_invariants();
         result
@@ -299,6 +323,32 @@ impl ClusterState {
         Ok(Outcome::Done)
     }
 
+    fn take_producer_ids(&mut self, count: u32) -> Outcome {
+        let first = self.producer_ids.next_id;
+        self.producer_ids.next_id += i64::from(count);
+        Outcome::ProducerIds { first, count }
+    }
+
+    fn init_keyed_producer(&mut self, key: &str) -> CommandResult {
+        if key.is_empty() || key.len() > MAX_PRODUCER_KEY_BYTES || key.contains('\0') {
+            return Err(CommandError::InvalidProducerKey {
+                key: key.into(),
+                reason: format!("must be 1-{MAX_PRODUCER_KEY_BYTES} bytes without NUL"),
+            });
+        }
+        let (producer_id, producer_epoch) = match self.producer_ids.keyed.get(key) {
+            Some(&(id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
+            _ => {
+                let Outcome::ProducerIds { first, .. } = self.take_producer_ids(1) else {
+                    unreachable!("take_producer_ids answers with ids")
+                };
+                (first, 0)
+            }
+        };
+        self.producer_ids.keyed.insert(key.into(), (producer_id, producer_epoch));
+        Ok(Outcome::Producer { producer_id, producer_epoch })
+    }
+
     fn commit_offsets(&mut self, group: &str, offsets: &[OffsetCommit]) -> CommandResult {
         for commit in offsets {
             self.partition_mut(&commit.topic, commit.partition)?;
@@ -487,6 +537,22 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn producer_ids_come_in_blocks_and_a_keyed_producer_gets_the_next_epoch() {
+        let mut state = state_with_brokers(&[1, 2]);
+        let allocate = |broker: u32| Command::V1(CommandV1::AllocateProducerIds { broker_id: BrokerId(broker) });
+        assert_eq!(state.apply(&allocate(1)), Ok(Outcome::ProducerIds { first: 0, count: PRODUCER_ID_BLOCK }));
+        assert_eq!(state.apply(&allocate(2)), Ok(Outcome::ProducerIds { first: 1000, count: PRODUCER_ID_BLOCK }));
+        assert!(state.apply(&allocate(9)).is_err());
+        let init = |key: &str| Command::V1(CommandV1::InitKeyedProducer { key: key.into() });
+        assert_eq!(state.apply(&init("orders")), Ok(Outcome::Producer { producer_id: 2000, producer_epoch: 0 }));
+        assert_eq!(state.apply(&init("orders")), Ok(Outcome::Producer { producer_id: 2000, producer_epoch: 1 }));
+        assert_eq!(state.apply(&init("audit")), Ok(Outcome::Producer { producer_id: 2001, producer_epoch: 0 }));
+        assert!(matches!(state.apply(&init("")), Err(CommandError::InvalidProducerKey { .. })));
+        state.producer_ids.keyed.insert("old".into(), (5, i16::MAX));
+        assert_eq!(state.apply(&init("old")), Ok(Outcome::Producer { producer_id: 2002, producer_epoch: 0 }));
     }
 
     #[test]

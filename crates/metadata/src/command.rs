@@ -62,6 +62,19 @@ pub enum CommandV1 {
         group: String,
         offsets: Vec<OffsetCommit>,
     },
+    /// A broker takes the next block of producer ids to hand out to
+    /// producers without a key (Kafka's `ProducerIdManager`): answered with
+    /// `Outcome::ProducerIds`.
+    AllocateProducerIds {
+        broker_id: BrokerId,
+    },
+    /// A producer that names itself (`key`) starts: the first one under the
+    /// key gets a new id at epoch 0, a restart the same id at the next
+    /// epoch (fencing its predecessor's batches); past epoch `i16::MAX`, a
+    /// new id. Answered with `Outcome::Producer`.
+    InitKeyedProducer {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +91,16 @@ pub enum Outcome {
     Done,
     /// Leadership moved.
     LeadersChanged(Vec<LeaderChange>),
+    /// Producer ids `first..first + count` are the proposer's to hand out.
+    ProducerIds {
+        first: i64,
+        count: u32,
+    },
+    /// The keyed producer's id and epoch.
+    Producer {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// One partition whose leadership a command moved.
@@ -116,6 +139,8 @@ pub enum CommandError {
     StaleLeaderEpoch { topic: String, partition: u32, epoch: LeaderEpoch, current: LeaderEpoch },
     #[error("stale partition epoch {epoch} for {topic}-{partition}: the ISR changed since (now at {current})")]
     StalePartitionEpoch { topic: String, partition: u32, epoch: u32, current: u32 },
+    #[error("invalid producer key '{key}': {reason}")]
+    InvalidProducerKey { key: String, reason: String },
     #[error("invalid ISR for {topic}-{partition}: {reason}")]
     InvalidIsr { topic: String, partition: u32, reason: String },
 }

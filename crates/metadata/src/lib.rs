@@ -40,7 +40,10 @@ mod raft_types;
 mod state_machine;
 
 pub use assignment::assign_replicas;
-pub use cluster_state::{BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, TopicRecord, UNCLEAN_ELECTION};
+pub use cluster_state::{
+    BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, ProducerIds, TopicRecord, MAX_PRODUCER_KEY_BYTES,
+    PRODUCER_ID_BLOCK, UNCLEAN_ELECTION,
+};
 pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
-use brook_storage::StorageError;
+use brook_storage::{ProducerRefusal, StorageError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -45,6 +45,12 @@ pub enum ReplicaError {
     NotLeader { partition: TopicPartition, leader: Option<BrokerId>, leader_epoch: LeaderEpoch },
     #[error("{partition}: the records were appended, but the in-sync replicas shrank to {isr} while the request waited (min.insync.replicas is {min_insync_replicas}); send them again")]
     NotEnoughReplicasAfterAppend { partition: TopicPartition, isr: u32, min_insync_replicas: u32 },
+    #[error("{partition}: {source}")]
+    Producer {
+        partition: TopicPartition,
+        #[source]
+        source: ProducerRefusal,
+    },
     #[error("{partition} is closed (the broker is shutting down or the partition moved away)")]
     Closed { partition: TopicPartition },
 }
@@ -64,6 +70,11 @@ impl ReplicaError {
             ReplicaError::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
             ReplicaError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
             ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
+            ReplicaError::Producer { source, .. } => match source {
+                ProducerRefusal::OutOfOrder { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                ProducerRefusal::Fenced { .. } => "INVALID_PRODUCER_EPOCH",
+                ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => "INVALID_RECORD",
+            },
         }
     }
 
@@ -74,6 +85,7 @@ impl ReplicaError {
             StorageError::InvalidBatch { source: brook_record::RecordError::TooLarge { .. }, .. } => {
                 ReplicaError::BatchTooLarge { partition, source }
             }
+            StorageError::Producer { source, .. } => ReplicaError::Producer { partition, source },
             StorageError::InvalidBatch { .. } | StorageError::EmptyAppend => {
                 ReplicaError::InvalidBatch { partition, source }
             }

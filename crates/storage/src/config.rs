@@ -40,6 +40,9 @@ pub struct LogConfig {
     /// Bytes of log between two offset-index entries. Default 4 KiB.
     pub index_interval_bytes: u64,
     pub flush_policy: FlushPolicy,
+    /// Forget an idempotent producer whose newest batch is older than this
+    /// (Kafka's `producer.id.expiration.ms`). Default 24 hours.
+    pub producer_id_expiration_ms: u64,
 }
 
 const GIB: u64 = 1 << 30;
@@ -55,6 +58,7 @@ impl Default for LogConfig {
             max_batch_bytes: 1 << 20,
             index_interval_bytes: 4096,
             flush_policy: FlushPolicy::None,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }
@@ -90,6 +94,12 @@ impl LogConfig {
         }
         if let Some(retention_ms) = self.retention_ms.filter(|ms| *ms > MAX_MS) {
             return invalid("retention_ms", format!("{retention_ms} is past {MAX_MS} (100 years); use no limit"));
+        }
+        if self.producer_id_expiration_ms == 0 || self.producer_id_expiration_ms > MAX_MS {
+            return invalid(
+                "producer_id_expiration_ms",
+                format!("{} is outside 1..={MAX_MS} (100 years)", self.producer_id_expiration_ms),
+            );
         }
         if let FlushPolicy::EveryMs(interval) = self.flush_policy {
             if interval == 0 || interval > MAX_MS {

@@ -21,6 +21,12 @@ pub enum StorageError {
         #[source]
         source: RecordError,
     },
+    #[error("batch {index} of the append is refused: {source}")]
+    Producer {
+        index: usize,
+        #[source]
+        source: crate::producer_state::ProducerRefusal,
+    },
     #[error("an append must hold at least one record batch")]
     EmptyAppend,
     #[error("offset {requested} is out of range: the log holds offsets {log_start_offset}..{log_end_offset}")]

@@ -19,6 +19,7 @@ use brook_record::{stamp_batch, stamp_batch_head, validate_batch, BatchView, Lea
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::StorageError;
 use crate::leader_epoch::{end_offset_in, LeaderEpochCache, PublishedEpochs};
+use crate::producer_state::{AppendCheck, ProducerBatch, ProducerState};
 use crate::read::{FileRange, LogRead};
 use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 
@@ -36,6 +37,9 @@ pub struct AppendInfo {
     pub batch_count: usize,
     pub record_count: u64,
     pub max_timestamp_ms: i64,
+    /// The append was a producer's retry of batches already in the log:
+    /// nothing was written; the offsets are the ones they got then.
+    pub duplicate: bool,
 }
 
 /// What a retention pass deleted.
@@ -126,6 +130,8 @@ pub struct PartitionLog {
     truncations: Vec<Truncation>,
     /// How many segments recovery read through when the log was opened.
     scanned_on_open: usize,
+    /// Idempotent producers' sequences, as of the log end.
+    producers: ProducerState,
 }
 
 /// The leader epoch and base offset of every batch, in log order: one
@@ -144,6 +150,53 @@ fn batch_epochs(segments: &[Arc<Segment>]) -> Result<Vec<(LeaderEpoch, Offset)>,
         }
     }
     Ok(epochs)
+}
+
+/// Calls `visit` with the header of every batch from the one holding
+/// `from` to the end of `segments`.
+fn for_each_batch_from(
+    segments: &[Arc<Segment>],
+    from: Offset,
+    mut visit: impl FnMut(&brook_record::BatchHeader),
+) -> Result<(), StorageError> {
+    for segment in segments.iter().filter(|segment| segment.next_offset() > from) {
+        let size_bytes = segment.size_bytes();
+        let start =
+            if segment.base_offset() >= from { Some(0) } else { segment.find_batch_position(from, size_bytes)? };
+        let Some(mut position) = start else { continue };
+        while position < size_bytes {
+            let header = segment.read_header(position)?;
+            visit(&header);
+            position += header.total_bytes() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The producers' state as of `log_end_offset`: the newest snapshot at or
+/// below it, then the batches above it (from the log start if the
+/// snapshot is older, or if there is none).
+fn rebuild_producer_state(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_end_offset: Offset,
+) -> Result<ProducerState, StorageError> {
+    let log_start_offset = segments.first().map_or(Offset::ZERO, |segment| segment.base_offset());
+    let (from, mut state) = match ProducerState::load_snapshot(dir, log_end_offset)? {
+        Some((offset, state)) => (offset.max(log_start_offset), state),
+        None => (log_start_offset, ProducerState::default()),
+    };
+    if from < log_end_offset {
+        let mut batches = 0usize;
+        for_each_batch_from(segments, from, |header| {
+            batches += 1;
+            if let Some(batch) = ProducerBatch::of(header) {
+                state.record(&batch);
+            }
+        })?;
+        tracing::debug!(dir = %dir.display(), from = %from, batches, "rebuilt producer state from the log");
+    }
+    Ok(state)
 }
 
 /// Base offsets of the segments in `dir`, sorted. Index files whose
@@ -260,6 +313,7 @@ impl PartitionLog {
         }
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
+        let producers = rebuild_producer_state(&dir, &segments, log_end_offset)?;
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(Segments(segments))),
             log_end_offset: AtomicU64::new(log_end_offset.0),
@@ -276,6 +330,7 @@ impl PartitionLog {
             batch_infos: Vec::new(),
             truncations,
             scanned_on_open: scanned,
+            producers,
         };
         if !clean {
             // What the scan checked is made durable, so the next unclean
@@ -370,6 +425,9 @@ impl PartitionLog {
             }
         }
         self.validate(records)?;
+        if let Some(duplicate) = self.check_producers()? {
+            return Ok(duplicate);
+        }
         let mut next = self.log_end_offset();
         let mut position = 0usize;
         for info in &mut self.batch_infos {
@@ -421,6 +479,9 @@ impl PartitionLog {
         }
         if self.batch_infos.is_empty() {
             return Err(StorageError::EmptyAppend);
+        }
+        if let Some(duplicate) = self.check_producers()? {
+            return Ok(duplicate);
         }
         let mut next = self.log_end_offset();
         let mut heads = Vec::with_capacity(self.batch_infos.len());
@@ -475,6 +536,33 @@ impl PartitionLog {
         self.write(records)
     }
 
+    /// The leader's sequence check of the validated `batch_infos`:
+    /// `Some` when the append is a producer's retry of batches already in
+    /// the log (answered with their offsets, nothing written).
+    fn check_producers(&self) -> Result<Option<AppendInfo>, StorageError> {
+        if self.batch_infos.iter().all(|info| info.producer.is_none()) {
+            return Ok(None);
+        }
+        let batches: Vec<Option<ProducerBatch>> = self.batch_infos.iter().map(|info| info.producer).collect();
+        match self.producers.check_append(&batches) {
+            Ok(AppendCheck::New) => Ok(None),
+            Ok(AppendCheck::Duplicate(first, last)) => Ok(Some(AppendInfo {
+                base_offset: first,
+                last_offset: last,
+                batch_count: self.batch_infos.len(),
+                record_count: last.0 - first.0 + 1,
+                max_timestamp_ms: self.batch_infos.iter().map(|info| info.max_timestamp_ms).max().unwrap_or(i64::MIN),
+                duplicate: true,
+            })),
+            Err((index, source)) => Err(StorageError::Producer { index, source }),
+        }
+    }
+
+    /// How many idempotent producers this log knows.
+    pub fn producer_count(&self) -> usize {
+        self.producers.producer_count()
+    }
+
     /// Checks every batch of an append and fills `batch_infos`.
     fn validate(&mut self, records: &[u8]) -> Result<(), StorageError> {
         if records.is_empty() {
@@ -519,6 +607,11 @@ impl PartitionLog {
         active.append_vectored(parts, total, &self.batch_infos, &self.config)?;
         let log_end_offset = last.last_offset.plus(1);
         self.shared.log_end_offset.store(log_end_offset.0, Ordering::Release);
+        for info in &self.batch_infos {
+            if let Some(batch) = info.producer {
+                self.producers.record(&ProducerBatch { first_offset: info.base_offset, ..batch });
+            }
+        }
 
         let record_count = log_end_offset.0 - first.base_offset.0;
         self.records_since_flush += record_count;
@@ -537,6 +630,7 @@ impl PartitionLog {
             batch_count: self.batch_infos.len(),
             record_count,
             max_timestamp_ms: self.batch_infos.iter().map(|info| info.max_timestamp_ms).max().unwrap_or(i64::MIN),
+            duplicate: false,
         })
     }
 
@@ -566,6 +660,9 @@ impl PartitionLog {
         }
         active.seal()?;
         let base_offset = self.log_end_offset();
+        // Opening the log reads batch headers only from the newest
+        // snapshot on, so the producers' state never costs a full scan.
+        self.producers.write_snapshot(&self.dir, base_offset)?;
         let segment = Arc::new(Segment::create(&self.dir, base_offset, &self.config)?);
         let mut list = segments.0.clone();
         list.push(segment);
@@ -640,6 +737,8 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         self.epochs.clear()?;
+        ProducerState::remove_snapshots(&self.dir)?;
+        self.producers = ProducerState::default();
         self.recovery_point = offset;
         recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), offset.to_string().as_bytes())?;
         tracing::info!(dir = %self.dir.display(), log_end_offset = %offset, "emptied log");
@@ -648,6 +747,7 @@ impl PartitionLog {
 
     fn after_truncation(&mut self, log_end_offset: Offset) -> Result<(), StorageError> {
         self.epochs.truncate_from_end(log_end_offset)?;
+        self.producers = rebuild_producer_state(&self.dir, &self.shared.segments().0, log_end_offset)?;
         self.recovery_point = self.recovery_point.min(log_end_offset);
         recovery::write_file_atomically(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point.to_string().as_bytes())
     }
@@ -667,6 +767,10 @@ impl PartitionLog {
                 next_offset: segment.next_offset(),
             })
             .collect();
+        let expired = self.producers.expire(now_ms, self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::info!(dir = %self.dir.display(), expired, "forgot idle producers");
+        }
         let count = segments_to_delete(&summaries, &self.config, now_ms, high_watermark);
         let (deleted, kept) = segments.0.split_at(count);
         let log_start_offset = kept[0].base_offset();
@@ -761,6 +865,7 @@ impl PartitionLog {
     pub fn close(mut self) -> Result<(), StorageError> {
         self.flush()?;
         self.shared.segments().active().seal()?;
+        self.producers.write_snapshot(&self.dir, self.log_end_offset())?;
         recovery::write_file_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
         tracing::info!(dir = %self.dir.display(), log_end_offset = %self.log_end_offset(), "closed partition log");
         Ok(())

@@ -19,6 +19,7 @@ use brook_record::{BatchHeader, LeaderEpoch, Offset, HEADER_BYTES};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::{MmapIndex, OffsetIndex, TimeIndex};
+use crate::producer_state::ProducerBatch;
 
 /// What the log learned about one batch while validating it, enough to
 /// index it without reading it back.
@@ -30,6 +31,8 @@ pub(crate) struct BatchInfo {
     pub(crate) size_bytes: u64,
     /// `None` for an unstamped batch (epoch -1).
     pub(crate) leader_epoch: Option<LeaderEpoch>,
+    /// The idempotent producer's fields, if it carries a producer id.
+    pub(crate) producer: Option<ProducerBatch>,
 }
 
 impl BatchInfo {
@@ -40,6 +43,7 @@ impl BatchInfo {
             max_timestamp_ms: header.max_timestamp,
             size_bytes: header.total_bytes() as u64,
             leader_epoch: header.leader_epoch(),
+            producer: ProducerBatch::of(header),
         }
     }
 }

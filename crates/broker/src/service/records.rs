@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::{
-    Acks, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, OffsetSpec, PartitionProduceResult, ProduceManyRequest, ProduceManyResponse,
-    ProduceRequest, ProduceResponse,
+    Acks, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, OffsetSpec, PartitionProduceResult,
+    ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
 };
 use brook_storage::AppendInfo;
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIds;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 use brook_record::{LeaderEpoch, Offset};
@@ -54,6 +55,7 @@ pub struct RecordsService {
     /// Ends long polls early when the broker shuts down.
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) producer_ids: Arc<ProducerIds>,
 }
 
 impl RecordsService {
@@ -126,9 +128,15 @@ impl RecordsService {
                 .await?;
         }
         tracing::Span::current().record("offset", info.base_offset.0);
-        self.metrics.bytes_in.with_label_values(&[admitted.topic.as_str()]).inc_by(admitted.bytes);
-        self.metrics.records_in.with_label_values(&[admitted.topic.as_str()]).inc_by(info.record_count);
+        if info.duplicate {
+            tracing::debug!(base_offset = %info.base_offset, last_offset = %info.last_offset, "a producer's retry was already appended; answered with its offsets");
+            self.metrics.duplicates.with_label_values(&[admitted.topic.as_str()]).inc_by(info.batch_count as u64);
+        } else {
+            self.metrics.bytes_in.with_label_values(&[admitted.topic.as_str()]).inc_by(admitted.bytes);
+            self.metrics.records_in.with_label_values(&[admitted.topic.as_str()]).inc_by(info.record_count);
+        }
         Ok(ProduceResponse {
+            duplicate: info.duplicate,
             base_offset: wire_offset(info.base_offset),
             last_offset: wire_offset(info.last_offset),
             log_append_time_ms: now_ms(),
@@ -222,6 +230,7 @@ impl RecordsService {
                         partition,
                         base_offset: answer.base_offset,
                         last_offset: answer.last_offset,
+                        duplicate: answer.duplicate,
                         ..PartitionProduceResult::default()
                     },
                     Err(error) => PartitionProduceResult {
@@ -232,6 +241,7 @@ impl RecordsService {
                         status_code: error.code() as i32,
                         error_name: error.code_name().to_string(),
                         error_message: error.to_string(),
+                        duplicate: false,
                     },
                 }
             }
@@ -339,6 +349,20 @@ impl Records for RecordsService {
         let result = RecordsService::produce_many(self, request.into_inner()).await;
         self.observe("produce_many", started, &result);
         Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %request.get_ref().producer_key))]
+    async fn init_producer_id(
+        &self,
+        request: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        let started = Instant::now();
+        let key = Some(request.into_inner().producer_key).filter(|key| !key.is_empty());
+        let result = self.producer_ids.init(key).await;
+        self.observe("init_producer_id", started, &result);
+        let (producer_id, producer_epoch) = result?;
+        tracing::info!(producer_id, producer_epoch, "producer id handed out");
+        Ok(Response::new(InitProducerIdResponse { producer_id, producer_epoch: producer_epoch as u32 }))
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]

@@ -67,3 +67,12 @@ pub fn now_ms() -> i64 {
 pub fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
+
+/// `batch` from an idempotent producer: id, epoch and base sequence set.
+pub fn producer_batch(values: &[Vec<u8>], producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(256).with_producer(producer_id, epoch, base_sequence);
+    for value in values {
+        builder.push(&NewRecord { timestamp_ms: now_ms(), key: None, value: Some(value), headers: &[] });
+    }
+    builder.finish().to_vec()
+}
