@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_proto::v1::records_client::RecordsClient;
-use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceRequest};
-use brook_record::{BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES};
+use brook_proto::v1::{InitProducerIdRequest, PartitionBatches, ProduceManyRequest, ProduceRequest};
+use brook_record::{restamp_producer, BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -92,7 +92,27 @@ pub struct ProducerConfig {
     /// default), gzip, snappy, lz4 or zstd. Batches are compressed when
     /// sealed; the broker stores them as sent.
     pub compression: Compression,
+    /// Idempotence (Kafka's `enable.idempotence`, on by default as since
+    /// Kafka 3.0): the producer takes a producer id and numbers each
+    /// partition's batches, and the leader appends each batch once however
+    /// often it is retried, in order. Applies with `acks: All` only: with
+    /// acks=0 or 1 it is off (as Kafka turns it off when acks is not all).
+    pub enable_idempotence: bool,
+    /// A name for this producer that outlives the process (Kafka's
+    /// `transactional.id` plays this part): a producer started again under
+    /// the same key gets the same producer id at the next epoch, and the
+    /// batches of the one before it are refused from then on. `None`: a
+    /// fresh producer id.
+    pub producer_key: Option<String>,
+    /// Requests in flight per partition (Kafka's
+    /// `max.in.flight.requests.per.connection`). Default 5, and at most 5
+    /// with idempotence (the leader remembers a producer's last five
+    /// appends). Without idempotence, a retry may reorder when above 1.
+    pub max_in_flight_per_partition: usize,
 }
+
+/// The most requests in flight per partition with idempotence on.
+pub const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -108,8 +128,39 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             max_block: Duration::from_secs(60),
             compression: Compression::None,
+            enable_idempotence: true,
+            producer_key: None,
+            max_in_flight_per_partition: MAX_IDEMPOTENT_IN_FLIGHT,
         }
     }
+}
+
+impl ProducerConfig {
+    /// Whether batches carry a producer id and sequences: asked for, and
+    /// acks=all.
+    pub fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
+    }
+
+    fn in_flight_per_partition(&self) -> usize {
+        let limit = if self.idempotent() {
+            self.max_in_flight_per_partition.min(MAX_IDEMPOTENT_IN_FLIGHT)
+        } else {
+            self.max_in_flight_per_partition
+        };
+        limit.max(1)
+    }
+}
+
+/// The producer id and epoch batches are stamped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    producer_id: i64,
+    epoch: i16,
+}
+
+fn sequence_after(sequence: i32, records: u64) -> i32 {
+    ((i64::from(sequence) + records as i64) % (1i64 << 31)) as i32
 }
 
 #[derive(Debug)]
@@ -123,6 +174,11 @@ struct OpenBatch {
 #[derive(Debug)]
 struct SealedBatch {
     bytes: Bytes,
+    /// The partition's count of sealed batches when this one was sealed:
+    /// its place in the partition's order.
+    number: u64,
+    /// With idempotence: the base sequence it is stamped with.
+    sequence: Option<i32>,
     records: u64,
     created: Instant,
     completion: Completer,
@@ -132,19 +188,40 @@ struct SealedBatch {
 #[derive(Debug, Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
+    /// Sealed batches not sent, in order (`number`).
     ready: VecDeque<SealedBatch>,
-    in_flight: bool,
+    /// Requests in flight.
+    in_flight: usize,
+    /// Batches sealed so far.
+    sealed: u64,
+    /// With idempotence: the sequence the next sealed batch starts at.
+    next_sequence: i32,
+    /// Numbers of the batches sealed and not yet completed.
+    unresolved: std::collections::BTreeSet<u64>,
 }
 
 impl PartitionQueue {
-    fn seal(&mut self, compression: Compression) {
+    fn seal(&mut self, compression: Compression, identity: Option<Identity>) {
         if let Some(open) = self.open.take() {
             let records = open.builder.record_count() as u64;
+            let (builder, sequence) = match identity {
+                Some(identity) => {
+                    let sequence = self.next_sequence;
+                    self.next_sequence = sequence_after(sequence, records);
+                    (open.builder.with_producer(identity.producer_id, identity.epoch, sequence), Some(sequence))
+                }
+                None => (open.builder, None),
+            };
             // The codecs write into memory: they fail only on inputs past
             // 4 GiB, far beyond a batch.
-            let bytes = open.builder.finish_compressed(compression).expect("compressing a batch in memory");
+            let bytes = builder.finish_compressed(compression).expect("compressing a batch in memory");
+            let number = self.sealed;
+            self.sealed += 1;
+            self.unresolved.insert(number);
             self.ready.push_back(SealedBatch {
                 bytes,
+                number,
+                sequence,
                 records,
                 created: open.created,
                 completion: open.completion,
@@ -167,6 +244,15 @@ struct TopicQueues {
 struct Accumulator {
     topics: HashMap<Arc<str>, TopicQueues>,
     flush_requested: bool,
+    /// With idempotence: the producer id and epoch, once known.
+    identity: Option<Identity>,
+    /// A batch failed for good, or the leader lost this producer's
+    /// sequence: take a new identity (new id, or next epoch under the
+    /// key) and renumber every unsent batch, once no request is in flight.
+    reset_identity: bool,
+    /// The broker refused this producer's epoch: another producer took
+    /// over its key. Every later batch fails with this.
+    fenced: Option<ClientError>,
     /// xorshift state for picking sticky partitions.
     random: u64,
 }
@@ -208,7 +294,14 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     /// Batches created and not yet completed.
     outstanding: watch::Sender<u64>,
+    /// Bumped whenever a request completes: a retry that must follow an
+    /// earlier request of its partition waits on it.
+    completions: watch::Sender<u64>,
     closed: AtomicBool,
+    /// Set once the producer id is known (idempotence).
+    identity_known: AtomicBool,
+    /// Held while a producer id is asked for, so only one request is made.
+    identity_lock: tokio::sync::Mutex<()>,
 }
 
 /// The batching producer. See the module docs.
@@ -234,7 +327,10 @@ impl Producer {
             accumulator: Mutex::new(Accumulator { random: seed, ..Accumulator::default() }),
             wake: Notify::new(),
             outstanding: watch::channel(0).0,
+            completions: watch::channel(0).0,
             closed: AtomicBool::new(false),
+            identity_known: AtomicBool::new(false),
+            identity_lock: tokio::sync::Mutex::new(()),
         });
         let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
         Producer { shared, sender: Mutex::new(Some(sender)) }
@@ -252,6 +348,12 @@ impl Producer {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
+        }
+        if shared.config.idempotent() && !shared.identity_known.load(Ordering::Acquire) {
+            ensure_identity(shared).await?;
+        }
+        if let Some(fenced) = &shared.lock_accumulator().fenced {
+            return Err(fenced.clone());
         }
         let size = record.buffered_bytes();
         let limit = shared.config.max_request_bytes.min(shared.config.buffer_memory);
@@ -361,6 +463,7 @@ fn enqueue(
     learnt: Option<u32>,
 ) -> Option<Result<(DeliveryFuture, bool), ClientError>> {
     let random = accumulator.next_random();
+    let identity = accumulator.identity;
     let topic = match learnt {
         Some(partitions) => accumulator.topic(&record.topic, partitions),
         None => accumulator.topics.get_mut(&*record.topic)?,
@@ -386,7 +489,7 @@ fn enqueue(
     let mut sealed = false;
     if let Some(open) = &queue.open {
         if open.builder.size_bytes() + open.builder.size_of(new_record) > shared.config.batch_size {
-            queue.seal(shared.config.compression);
+            queue.seal(shared.config.compression, identity);
             sealed = true;
         }
     }
@@ -406,7 +509,7 @@ fn enqueue(
     open.permits += size;
     let delivery = open.completion.future(partition, open.builder.record_count() as u64 - 1);
     if open.builder.size_bytes() >= shared.config.batch_size {
-        queue.seal(shared.config.compression);
+        queue.seal(shared.config.compression, identity);
         sealed = true;
     }
     // Sticky partitioning: once the sticky partition's batch is
@@ -423,6 +526,10 @@ fn enqueue(
 async fn run_sender(shared: Arc<Shared>) {
     loop {
         let closing = shared.closed.load(Ordering::Acquire);
+        let reset_due = shared.lock_accumulator().reset_identity;
+        if reset_due && shared.in_flight.available_permits() == shared.config.max_in_flight.max(1) {
+            reset_identity(&shared).await;
+        }
         let (requests, next_deadline) = collect_ready(&shared, closing);
         for group in group_by_leader(&shared, requests) {
             let Ok(permit) = Arc::clone(&shared.in_flight).acquire_owned().await else { return };
@@ -511,6 +618,8 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
     let now = Instant::now();
     let mut accumulator = shared.lock_accumulator();
     let seal_all = closing || std::mem::take(&mut accumulator.flush_requested);
+    let (identity, paused) = (accumulator.identity, accumulator.reset_identity);
+    let per_partition = shared.config.in_flight_per_partition();
     let mut requests = Vec::new();
     let mut next_deadline: Option<Instant> = None;
     let queues = accumulator.topics.values_mut().flat_map(|topic| {
@@ -520,12 +629,12 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
         if let Some(open) = &queue.open {
             let deadline = open.created + shared.config.linger;
             if seal_all || deadline <= now {
-                queue.seal(shared.config.compression);
+                queue.seal(shared.config.compression, identity);
             } else {
                 next_deadline = Some(next_deadline.map_or(deadline, |earliest| earliest.min(deadline)));
             }
         }
-        if queue.in_flight || queue.ready.is_empty() {
+        if paused || queue.in_flight >= per_partition || queue.ready.is_empty() {
             continue;
         }
         let batches = take_ready(queue, shared.config.max_request_bytes);
@@ -546,7 +655,7 @@ fn take_ready(queue: &mut PartitionQueue, max_bytes: usize) -> Vec<SealedBatch> 
         bytes += batch.bytes.len();
         batches.extend(queue.ready.pop_front());
     }
-    queue.in_flight = true;
+    queue.in_flight += 1;
     batches
 }
 
@@ -605,12 +714,8 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
                     code_name: Some(result.error_name),
                     message: result.error_message,
                 };
-                if retriable_produce_error(&error) {
-                    retries.push(send_batches(shared, topic, partition, batches, Some(error)));
-                } else {
-                    tracing::warn!(topic = &*topic, partition, %error, batches = batches.len(), "produce failed");
-                    complete_partition(shared, &topic, partition, &batches, Err(error), false);
-                }
+                // Judged there: retried, sent again later, or failed.
+                retries.push(send_batches(shared, topic, partition, batches, Some(error)));
             }
         }
         Err(error) => {
@@ -653,12 +758,187 @@ async fn send_batches(
 ) {
     let (mut batches, mut failed) = (batches, failed);
     loop {
-        let result = attempt_batches(shared, &topic, partition, &batches, failed.take()).await;
+        let result = match attempt_batches(shared, &topic, partition, &batches, failed.take()).await {
+            Attempt::Done(result) => result,
+            Attempt::SendAgain => return requeue(shared, &topic, partition, batches),
+        };
         match complete_partition(shared, &topic, partition, &batches, result, true) {
             Some(next) => batches = next,
             None => return,
         }
     }
+}
+
+/// How one partition's request ended.
+enum Attempt {
+    /// The offset of its first record, or why it failed for good.
+    Done(Result<i64, ClientError>),
+    /// Not appended, and it cannot be under this producer id and epoch
+    /// (the leader lost the producer's sequence, or an earlier batch
+    /// failed for good): sent again, renumbered, after a new identity.
+    SendAgain,
+}
+
+/// What to do after a refused attempt.
+enum Verdict {
+    Retry,
+    /// An earlier request of the partition is in flight and was not
+    /// appended yet: retry as soon as it completes.
+    RetryAfterEarlier,
+    SendAgain,
+    Fail,
+}
+
+fn judge(shared: &Shared, topic: &str, partition: u32, batches: &[SealedBatch], error: &ClientError) -> Verdict {
+    let idempotent = batches.first().is_some_and(|batch| batch.sequence.is_some());
+    if idempotent && error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER") {
+        if earlier_in_flight(shared, topic, partition, batches) {
+            return Verdict::RetryAfterEarlier;
+        }
+        return Verdict::SendAgain;
+    }
+    if retriable_produce_error(error) {
+        Verdict::Retry
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// Whether a batch of the partition before `batches` is in flight (sealed,
+/// not completed, not back in the ready queue), while no identity reset
+/// is due (then every unsent batch is renumbered anyway).
+fn earlier_in_flight(shared: &Shared, topic: &str, partition: u32, batches: &[SealedBatch]) -> bool {
+    let Some(first) = batches.first().map(|batch| batch.number) else { return false };
+    let accumulator = shared.lock_accumulator();
+    if accumulator.reset_identity {
+        return false;
+    }
+    let Some(queue) = accumulator.topics.get(topic).and_then(|topic| topic.partitions.get(partition as usize)) else {
+        return false;
+    };
+    queue.unresolved.range(..first).any(|number| !queue.ready.iter().any(|batch| batch.number == *number))
+}
+
+/// Puts a request's batches back in their partition's ready queue, in
+/// order, to be renumbered under a new identity and sent again.
+fn requeue(shared: &Shared, topic: &str, partition: u32, batches: Vec<SealedBatch>) {
+    let mut accumulator = shared.lock_accumulator();
+    if accumulator.fenced.is_none() {
+        accumulator.reset_identity = true;
+    }
+    if let Some(queue) =
+        accumulator.topics.get_mut(topic).and_then(|topic| topic.partitions.get_mut(partition as usize))
+    {
+        queue.in_flight = queue.in_flight.saturating_sub(1);
+        for batch in batches {
+            let at = queue.ready.iter().position(|queued| queued.number > batch.number).unwrap_or(queue.ready.len());
+            queue.ready.insert(at, batch);
+        }
+    }
+    drop(accumulator);
+    tracing::info!(
+        topic,
+        partition,
+        "batches not appended under this producer epoch; sending them again under a new one"
+    );
+    shared.completions.send_modify(|count| *count = count.wrapping_add(1));
+    shared.wake.notify_one();
+}
+
+/// Asks a broker for a producer id and epoch (the next epoch under the
+/// configured key), retrying while none can answer, up to `max_block`.
+async fn init_identity(shared: &Shared) -> Result<Identity, ClientError> {
+    let config = &shared.config;
+    let key = config.producer_key.clone().unwrap_or_default();
+    let give_up_at = Instant::now() + config.max_block;
+    loop {
+        let result = shared
+            .cluster
+            .with_any_broker(|channel| {
+                let request = InitProducerIdRequest { producer_key: key.clone() };
+                async move {
+                    RecordsClient::new(channel)
+                        .init_producer_id(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(ClientError::from_status)
+                }
+            })
+            .await;
+        match result {
+            Ok(answer) => {
+                let epoch = i16::try_from(answer.producer_epoch).map_err(|_| {
+                    ClientError::InvalidArgument(format!(
+                        "the broker answered producer epoch {}",
+                        answer.producer_epoch
+                    ))
+                })?;
+                tracing::info!(producer_id = answer.producer_id, epoch, "idempotent producer");
+                return Ok(Identity { producer_id: answer.producer_id, epoch });
+            }
+            Err(error)
+                if (error.is_retriable()
+                    || matches!(&error, ClientError::Broker { code: tonic::Code::Unavailable, .. }))
+                    && Instant::now() + config.retry_backoff < give_up_at =>
+            {
+                tracing::debug!(%error, "no producer id yet; retrying");
+                tokio::time::sleep(config.retry_backoff).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The first send of an idempotent producer waits for its producer id.
+async fn ensure_identity(shared: &Shared) -> Result<(), ClientError> {
+    let _only_one = shared.identity_lock.lock().await;
+    if shared.lock_accumulator().identity.is_some() {
+        return Ok(());
+    }
+    let identity = init_identity(shared).await?;
+    shared.lock_accumulator().identity = Some(identity);
+    shared.identity_known.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// With no request in flight: a new identity, and every unsent batch
+/// renumbered under it from sequence 0 per partition (Kafka's epoch bump
+/// after a sequence gap, KIP-360). On failure, tried again on the
+/// sender's next pass.
+async fn reset_identity(shared: &Shared) {
+    let identity = match init_identity(shared).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            tracing::warn!(%error, "could not take a new producer id; trying again");
+            tokio::time::sleep(shared.config.retry_backoff).await;
+            return;
+        }
+    };
+    let mut accumulator = shared.lock_accumulator();
+    accumulator.identity = Some(identity);
+    accumulator.reset_identity = false;
+    let mut renumbered = 0usize;
+    for topic in accumulator.topics.values_mut() {
+        for queue in &mut topic.partitions {
+            let mut sequence = 0;
+            for batch in &mut queue.ready {
+                if batch.sequence.is_some() {
+                    batch.bytes =
+                        Bytes::from(restamp_producer(&batch.bytes, identity.producer_id, identity.epoch, sequence));
+                    batch.sequence = Some(sequence);
+                    sequence = sequence_after(sequence, batch.records);
+                    renumbered += 1;
+                }
+            }
+            queue.next_sequence = sequence;
+        }
+    }
+    tracing::info!(
+        producer_id = identity.producer_id,
+        epoch = identity.epoch,
+        renumbered,
+        "new producer identity; unsent batches renumbered"
+    );
 }
 
 /// One partition's request, with its retries: the offset of its first
@@ -669,8 +949,11 @@ async fn attempt_batches(
     partition: u32,
     batches: &[SealedBatch],
     failed: Option<ClientError>,
-) -> Result<i64, ClientError> {
+) -> Attempt {
     let config = &shared.config;
+    if let Some(fenced) = shared.lock_accumulator().fenced.clone() {
+        return Attempt::Done(Err(fenced));
+    }
     // The batches travel as separate pieces: no joining copy here.
     let pieces: Vec<Bytes> = batches.iter().map(|batch| batch.bytes.clone()).collect();
     if config.acks == Acks::None {
@@ -692,18 +975,31 @@ async fn attempt_batches(
     let mut failed = failed;
     let result = loop {
         if let Some(error) = failed.take() {
-            if !retriable_produce_error(&error) {
-                break Err(error);
-            }
-            if Instant::now() + config.retry_backoff >= give_up_at {
+            let verdict = judge(shared, topic, partition, batches, &error);
+            let backoff = match verdict {
+                Verdict::Fail => break Err(error),
+                Verdict::SendAgain => return Attempt::SendAgain,
+                Verdict::Retry => config.retry_backoff,
+                Verdict::RetryAfterEarlier => Duration::ZERO,
+            };
+            if Instant::now() + backoff >= give_up_at {
                 break Err(ClientError::Timeout {
                     after_ms: oldest.elapsed().as_millis(),
                     last_error: Arc::new(error),
                 });
             }
             tracing::debug!(topic = &**topic, partition, %error, "produce failed; retrying");
-            shared.cluster.invalidate(topic);
-            tokio::time::sleep(config.retry_backoff).await;
+            if matches!(verdict, Verdict::RetryAfterEarlier) {
+                // Sent before an earlier request of the partition landed:
+                // again as soon as that one completes.
+                let mut completions = shared.completions.subscribe();
+                while earlier_in_flight(shared, topic, partition, batches) && Instant::now() < give_up_at {
+                    let _ = tokio::time::timeout(config.retry_backoff, completions.changed()).await;
+                }
+            } else {
+                shared.cluster.invalidate(topic);
+                tokio::time::sleep(backoff).await;
+            }
         }
         let attempt = async {
             let channel = shared.cluster.leader(topic, partition).await?;
@@ -721,7 +1017,7 @@ async fn attempt_batches(
     if let Err(error) = &result {
         tracing::warn!(topic = &**topic, partition, %error, batches = batches.len(), "produce failed");
     }
-    result
+    Attempt::Done(result)
 }
 
 /// Completes a partition's batches with the request's outcome (offsets
@@ -754,17 +1050,35 @@ fn complete_partition(
     }
     shared.memory.add_permits(permits);
     let mut next = None;
-    if let Some(topic) = shared.lock_accumulator().topics.get_mut(topic) {
+    let mut accumulator = shared.lock_accumulator();
+    if let Err(error) = &result {
+        // An idempotent batch that failed for good leaves a gap in its
+        // partition's sequence: later ones need a new identity.
+        if batches.iter().any(|batch| batch.sequence.is_some()) && accumulator.fenced.is_none() {
+            if error.code_name() == Some("INVALID_PRODUCER_EPOCH") {
+                accumulator.fenced = Some(error.clone());
+            } else {
+                accumulator.reset_identity = true;
+            }
+        }
+    }
+    let paused = accumulator.reset_identity;
+    if let Some(topic) = accumulator.topics.get_mut(topic) {
         if let Some(queue) = topic.partitions.get_mut(partition as usize) {
-            queue.in_flight = false;
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+            for batch in batches {
+                queue.unresolved.remove(&batch.number);
+            }
             // Only a request's worth: smaller leftovers go back through the
             // sender, which may group them with other partitions'.
             let ready: usize = queue.ready.iter().map(|batch| batch.bytes.len()).sum();
-            if chain && ready >= config.max_request_bytes / 2 {
+            if chain && !paused && ready >= config.max_request_bytes / 2 {
                 next = Some(take_ready(queue, config.max_request_bytes));
             }
         }
     }
+    drop(accumulator);
+    shared.completions.send_modify(|count| *count = count.wrapping_add(1));
     shared.outstanding.send_modify(|count| *count -= batches.len() as u64);
     if next.is_none() {
         shared.wake.notify_one();

@@ -206,6 +206,28 @@ pub fn stamp_batch_head(head: &mut [u8; STAMPED_HEAD_BYTES], base_offset: Offset
     stamp_fields(head, base_offset, leader_epoch);
 }
 
+/// Where the idempotent-producer fields start: producer id (8 bytes),
+/// producer epoch (2), base sequence (4). The CRC covers them.
+const PRODUCER_ID_AT: usize = 43;
+
+/// A copy of a sealed batch with new idempotent-producer fields (producer
+/// id, epoch, base sequence) and the CRC computed again: for a producer
+/// that renumbers the batches it has not sent yet after taking a new
+/// producer id or epoch. The records are untouched.
+///
+/// # Panics
+/// If `batch` is shorter than a header: callers restamp only batches they built.
+pub fn restamp_producer(batch: &[u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Vec<u8> {
+    assert!(batch.len() >= HEADER_BYTES, "restamp_producer is only called on built batches");
+    let mut copy = batch.to_vec();
+    copy[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+    copy[PRODUCER_ID_AT + 8..PRODUCER_ID_AT + 10].copy_from_slice(&producer_epoch.to_be_bytes());
+    copy[PRODUCER_ID_AT + 10..PRODUCER_ID_AT + 14].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&copy[CRC_AT + 4..]);
+    copy[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    copy
+}
+
 fn stamp_fields(bytes: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     let base = i64::try_from(base_offset.0).expect("offsets stay below i64::MAX");
     let epoch = i32::try_from(leader_epoch.0).expect("leader epochs stay below i32::MAX");
@@ -278,5 +300,22 @@ impl<'a> Iterator for Batches<'a> {
                 Some(Err(error))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod restamp_tests {
+    use super::*;
+    use crate::{BatchBuilder, NewRecord};
+
+    #[test]
+    fn a_restamped_batch_is_valid_and_carries_the_new_producer_fields() {
+        let mut builder = BatchBuilder::new(64).with_producer(1, 0, 10);
+        builder.push(&NewRecord { timestamp_ms: 5, key: None, value: Some(b"v"), headers: &[] });
+        let batch = builder.finish();
+        let restamped = restamp_producer(&batch, 77, 3, 0);
+        let header = validate_batch(&restamped, 1 << 20).expect("still valid");
+        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (77, 3, 0));
+        assert_eq!(&restamped[HEADER_BYTES..], &batch[HEADER_BYTES..], "records untouched");
     }
 }
