@@ -12,6 +12,10 @@
 //! brokers goes through a proxy of the harness (`TestCluster::start_proxied`)
 //! that can hold its bytes. The failover gaps are reported per fault kind.
 //!
+//! The producer is idempotent (the default with acks=all): with acks=all
+//! no record may be written twice, however often a lost answer made it
+//! retry.
+//!
 //! Checks: a consumer that stays alive through the whole run must see
 //! every acknowledged record, in order per partition; at the end a fresh
 //! consumer reads every partition from the beginning and the checker
@@ -417,6 +421,7 @@ async fn acks_all_loses_nothing_and_keeps_order_through_kills_short_run() {
     assert!(report.acknowledged > 0);
     assert_eq!(report.lost, 0, "acknowledged records lost: {report:?}");
     assert_eq!(report.out_of_order, 0, "records out of order: {report:?}");
+    assert_eq!(report.duplicates, 0, "records written twice by an idempotent producer: {report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +431,7 @@ async fn acks_all_loses_nothing_and_keeps_order_through_kills_long_run() {
     let report = run_chaos(Acks::All, rounds).await;
     assert_eq!(report.lost, 0, "acknowledged records lost: {report:?}");
     assert_eq!(report.out_of_order, 0, "records out of order: {report:?}");
+    assert_eq!(report.duplicates, 0, "records written twice by an idempotent producer: {report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,6 +219,13 @@ pub struct LinkProxy {
 }
 
 impl LinkProxy {
+    /// A proxy in front of `target` for a client: start a broker with
+    /// `--advertised-address` set to the proxy's address, and its clients
+    /// (which connect where the metadata says) go through it.
+    pub async fn in_front_of(target: String) -> LinkProxy {
+        LinkProxy::start(0, 0, target).await
+    }
+
     async fn start(from: u32, to: u32, target: String) -> LinkProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
         let address = listener.local_addr().expect("proxy address").to_string();

@@ -105,10 +105,13 @@ pub struct ProducerConfig {
     /// fresh producer id.
     pub producer_key: Option<String>,
     /// Requests in flight per partition (Kafka's
-    /// `max.in.flight.requests.per.connection`). Default 5, and at most 5
-    /// with idempotence (the leader remembers a producer's last five
-    /// appends). Without idempotence, a retry may reorder when above 1.
-    pub max_in_flight_per_partition: usize,
+    /// `max.in.flight.requests.per.connection`). `None`: 5 with idempotence
+    /// (order holds across retries: the leader refuses a batch that skips
+    /// one), 1 without (so order holds there too, where Kafka's default of
+    /// 5 may reorder on a retry). At most 5 with idempotence (the leader
+    /// remembers a producer's last five appends); without, above 1 a retry
+    /// may reorder, as in Kafka.
+    pub max_in_flight_per_partition: Option<usize>,
 }
 
 /// The most requests in flight per partition with idempotence on.
@@ -130,7 +133,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             enable_idempotence: true,
             producer_key: None,
-            max_in_flight_per_partition: MAX_IDEMPOTENT_IN_FLIGHT,
+            max_in_flight_per_partition: None,
         }
     }
 }
@@ -143,10 +146,9 @@ impl ProducerConfig {
     }
 
     fn in_flight_per_partition(&self) -> usize {
-        let limit = if self.idempotent() {
-            self.max_in_flight_per_partition.min(MAX_IDEMPOTENT_IN_FLIGHT)
-        } else {
-            self.max_in_flight_per_partition
+        let limit = match (self.idempotent(), self.max_in_flight_per_partition) {
+            (true, asked) => asked.unwrap_or(MAX_IDEMPOTENT_IN_FLIGHT).min(MAX_IDEMPOTENT_IN_FLIGHT),
+            (false, asked) => asked.unwrap_or(1),
         };
         limit.max(1)
     }
