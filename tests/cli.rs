@@ -93,6 +93,17 @@ async fn topic_commands_and_errors_are_one_clear_line_with_a_nonzero_exit() {
         assert_eq!(text(&output.stderr), expected, "{args:?}");
     }
 
+    let long_key = "k".repeat(256);
+    let refused = run(&broker, &["produce", "payments", "--producer-key", &long_key], Some(b"x\n"));
+    assert!(!refused.status.success());
+    assert_eq!(
+        text(&refused.stderr),
+        format!(
+            "error: 0 of 1 records were acknowledged; first error: invalid request: invalid producer key '{long_key}': \
+             must be 1-255 bytes without NUL\n"
+        )
+    );
+
     let unreachable = broker.command().args(["--bootstrap", "127.0.0.1:1", "topic", "list"]).output().expect("run");
     assert!(!unreachable.status.success());
     let message = text(&unreachable.stderr);

@@ -22,6 +22,14 @@ pub struct ProduceArgs {
     /// Compress batches: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: brook_client::Compression,
+    /// Idempotence, on by default with acks=all (retries never write a
+    /// record twice): `--idempotence false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    idempotence: bool,
+    /// A name for this producer across runs (1-255 bytes): a new run under
+    /// the same key fences the batches of the one before.
+    #[arg(long)]
+    producer_key: Option<String>,
 }
 
 pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
@@ -37,7 +45,13 @@ pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
 const MAX_PENDING_DELIVERIES: usize = 1 << 16;
 
 pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
-    let config = ProducerConfig { acks: args.acks, compression: args.compression, ..ProducerConfig::default() };
+    let config = ProducerConfig {
+        acks: args.acks,
+        compression: args.compression,
+        enable_idempotence: args.idempotence,
+        producer_key: args.producer_key,
+        ..ProducerConfig::default()
+    };
     let producer = Producer::connect(bootstrap, config).await?;
     let (deliveries, mut pending) = tokio::sync::mpsc::channel::<brook_client::DeliveryFuture>(MAX_PENDING_DELIVERIES);
     let confirmer = tokio::spawn(async move {

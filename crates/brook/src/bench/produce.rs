@@ -46,6 +46,14 @@ pub struct ProduceArgs {
     /// Batch compression: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: brook_client::Compression,
+    /// Idempotence (producer id and sequences): true (the producer's
+    /// default) or false. Takes effect with --acks all only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    idempotence: bool,
+    /// Requests in flight per partition; default: 5 with idempotence, 1
+    /// without.
+    #[arg(long)]
+    in_flight_per_partition: Option<usize>,
     /// Record values: `x` (the same bytes in every record, all 'x') or
     /// `events` (a different JSON-like event per record: an id, a user, a
     /// path, a timestamp, padded with words to the record size).
@@ -143,6 +151,8 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         linger,
         compression: args.compression,
+        enable_idempotence: args.idempotence,
+        max_in_flight_per_partition: args.in_flight_per_partition,
         ..ProducerConfig::default()
     };
     let value = Bytes::from(vec![b'x'; args.record_size]);
