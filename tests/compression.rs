@@ -173,3 +173,50 @@ async fn brooks_producer_compresses_with_each_codec_and_kafka_protocol_reads_its
         assert_eq!(read, 300, "{codec:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_names_a_codec_stores_every_batch_in_it() {
+    let broker = Broker::start().await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    let refused = admin
+        .create_topic(NewTopic::new("bad", 1, 1).config("compression.type", "brotli"))
+        .await
+        .expect_err("an unknown codec");
+    assert!(refused.to_string().contains("compression.type"), "{refused}");
+    let created =
+        admin.create_topic(NewTopic::new("zt", 1, 1).config("compression.type", "zstd")).await.expect("create");
+    assert_eq!(created.configs.get("compression.type").map(String::as_str), Some("zstd"));
+
+    // Sent uncompressed and gzip-compressed (by kafka-protocol): stored as zstd.
+    let mut records = harness::records_client(&broker.address).await;
+    for (first, codec) in [(0, Compression::None), (50, Compression::Gzip)] {
+        let mut request = produce(kafka_batch(codec, first, 50));
+        request.topic = "zt".into();
+        records.produce(request).await.unwrap_or_else(|status| panic!("{codec:?}: {status:?}"));
+    }
+    let fetched = records
+        .fetch(brook_client::proto::FetchRequest {
+            topic: "zt".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 8 << 20,
+            max_wait_ms: 0,
+            min_bytes: 0,
+            current_leader_epoch: None,
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    let mut read = 0i64;
+    for batch in brook_record::Batches::new(&fetched.records) {
+        let batch = batch.expect("valid");
+        assert_eq!(batch.header.compression(), brook_record::Compression::Zstd.codec(), "stored as zstd");
+        let area = batch.decompressed().expect("decompress").expect("compressed");
+        for record in batch.records_in(&area) {
+            let record = record.expect("record");
+            assert_eq!(record.key.as_deref(), Some(format!("key-{read}").as_bytes()));
+            read += 1;
+        }
+    }
+    assert_eq!(read, 100, "every record of both batches, in order");
+}

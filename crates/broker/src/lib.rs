@@ -23,14 +23,20 @@
 //! hands the request's bytes to the log on the blocking pool (a
 //! ProduceMany hands all its partitions' bytes to one blocking task); a
 //! fetch reads whole batches below the high watermark (HW) and long-polls
-//! on the HW's `watch` when there are fewer than `min_bytes`.
+//! on the HW's `watch` when there are fewer than `min_bytes`. An
+//! idempotent producer's batches are checked by the log itself (the
+//! producer state of `brook-storage`); a retry is answered with its first
+//! offsets and counted, not appended. `InitProducerId` hands out ids from a
+//! block the metadata group gave this broker (`producer_ids.rs`).
 //!
 //! Tasks: every task the node starts runs on one `TaskTracker` and is
 //! awaited at shutdown (`server.rs`); client connections are bounded
 //! (`max_connections`).
 //!
 //! Invariants: a batch is stored exactly as the producer built it, but for
-//! its base offset and leader epoch; only a partition's leader (per the
+//! its base offset and leader epoch (and, on a topic whose
+//! `compression.type` names a codec, its records area recompressed into
+//! that codec, off the async workers, before the append); only a partition's leader (per the
 //! cluster state, at its current epoch) appends or serves fetches, others
 //! answer NOT_LEADER with the leader's id; an acknowledged append is in
 //! the log (page cache, or on disk under the topic's flush policy);

@@ -27,6 +27,11 @@ pub struct TopicConfig {
     /// Whether a replica outside the ISR may become leader when no ISR
     /// member is alive (losing what it lacks). Default false.
     pub unclean_leader_election: bool,
+    /// Kafka's `compression.type`: `None` (`producer`, the default) stores
+    /// batches as the producer compressed them; a codec (`none`, `gzip`,
+    /// `snappy`, `lz4`, `zstd`) has the leader recompress batches that
+    /// arrive in another one before the append.
+    pub compression: Option<brook_record::Compression>,
 }
 
 impl Default for TopicConfig {
@@ -41,6 +46,7 @@ impl Default for TopicConfig {
             max_message_bytes: log.max_batch_bytes,
             flush_policy: log.flush_policy,
             unclean_leader_election: false,
+            compression: None,
         }
     }
 }
@@ -118,12 +124,22 @@ impl TopicConfig {
                         _ => return Err(invalid(key, value, "expected true or false")),
                     }
                 }
+                "compression.type" => {
+                    config.compression =
+                        match value {
+                            "producer" => None,
+                            codec => Some(codec.parse().map_err(|_| {
+                                invalid(key, value, "expected producer, none, gzip, snappy, lz4 or zstd")
+                            })?),
+                        }
+                }
                 _ => {
                     return Err(invalid(
                         key,
                         value,
                         "unknown config; known: retention.ms, retention.bytes, segment.bytes, segment.ms, \
-                         min.insync.replicas, max.message.bytes, flush.policy, unclean.leader.election.enable",
+                         min.insync.replicas, max.message.bytes, flush.policy, unclean.leader.election.enable, \
+                         compression.type",
                     ))
                 }
             }
@@ -161,6 +177,7 @@ impl TopicConfig {
             ("max.message.bytes".to_string(), self.max_message_bytes.to_string()),
             ("flush.policy".to_string(), format_flush_policy(self.flush_policy)),
             ("unclean.leader.election.enable".to_string(), self.unclean_leader_election.to_string()),
+            ("compression.type".to_string(), self.compression.map_or("producer", |codec| codec.name()).to_string()),
         ])
     }
 

@@ -6,13 +6,17 @@
 //! fetches, committed offsets). A shared [`Cluster`] caches metadata and
 //! keeps one HTTP/2 channel per broker.
 //!
-//! Invariants: records of one partition are sent in `send` order, one
-//! request in flight per partition (a `ProduceMany` carrying several
-//! partitions counts as the one request of each), so a partition's log
-//! holds them in that order (retries after an ambiguous failure may duplicate, not reorder,
-//! until an idempotent producer exists); a producer never buffers more than
-//! `buffer_memory` bytes of records; the consumer returns each partition's
-//! records in offset order.
+//! Invariants: a partition's log holds its records in `send` order: with
+//! idempotence (the default with acks=all) up to five requests per
+//! partition are in flight, each batch numbered, and the leader refuses a
+//! batch that skips one and answers a repeat with its first offsets, so
+//! retries neither duplicate nor reorder; without, one request per
+//! partition is in flight (a `ProduceMany` carrying several partitions
+//! counts as the one request of each) and a retry after an ambiguous
+//! failure may duplicate; a sealed batch's bytes change only when the
+//! producer renumbers unsent batches under a new producer id or epoch; a
+//! producer never buffers more than `buffer_memory` bytes of records; the
+//! consumer returns each partition's records in offset order.
 //!
 //! Never: allocate per record in the encoder or decoder (records are
 //! encoded straight into their batch, and decoded records share the fetched

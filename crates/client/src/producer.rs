@@ -4,9 +4,24 @@
 //! so the record is encoded once, straight into the batch's buffer) and
 //! returns a future of where it landed. A background sender task seals a
 //! batch when it reaches `batch_size` or its `linger` expires, and sends
-//! each partition's sealed batches, several batches per request, one
-//! request in flight per partition (so order within a partition holds),
-//! many partitions at once (up to `max_in_flight` requests). Partitions
+//! each partition's sealed batches, several batches per request, up to
+//! five requests in flight per partition with idempotence and one without
+//! (so order within a partition holds), many partitions at once (up to
+//! `max_in_flight` requests).
+//!
+//! Idempotence (on by default with acks=all): the first `send` waits for
+//! a producer id (`InitProducerId`); each batch is stamped when sealed with
+//! the id, epoch and the partition's next sequence. A retry carries the
+//! same bytes, so the leader answers it with the offsets it got the first
+//! time. A request that overtook an earlier one of its partition (they
+//! travel on separate HTTP/2 streams) is refused as out of order and sent
+//! again as soon as the earlier one completes. A batch that fails for good,
+//! or a refusal that says the leader does not know the sequence, leaves a
+//! gap: the sender waits until nothing is in flight, takes a new identity
+//! (new id, or the key's next epoch) and renumbers every unsent batch
+//! (`restamp_producer`), as Kafka's KIP-360 epoch bump. An
+//! `INVALID_PRODUCER_EPOCH` means another producer took over the key: every
+//! later send fails with it. Partitions
 //! ready at the same moment and led by the same broker share one
 //! `ProduceMany` request (up to `max_request_bytes` in all), so writing to
 //! many partitions costs few requests, as in Kafka; a partition that

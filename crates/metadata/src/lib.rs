@@ -2,8 +2,10 @@
 //!
 //! Owns what the brokers of a cluster agree on: brokers, topics (each with
 //! its topic id, given at creation and never reused), replica
-//! assignments, partition leaders, leader epochs, ISRs and committed
-//! consumer offsets ([`ClusterState`]), changed only by committed
+//! assignments, partition leaders, leader epochs, ISRs, committed
+//! consumer offsets and the producer ids handed out (blocks of
+//! [`PRODUCER_ID_BLOCK`] per broker; keyed producers' id and epoch)
+//! ([`ClusterState`]), changed only by committed
 //! [`Command`]s of one openraft group whose log, vote and state machine
 //! live in sled. [`MetadataNode`] is a broker's member: it forms the group
 //! from the peer list (a broker without peers is a group of one voter, on
@@ -18,7 +20,9 @@
 //! exactly once, in log order, on every member; leader epochs never
 //! decrease; a partition's leader is always in its ISR; only a live broker
 //! joins an ISR; a topic name that `apply` accepts is a legal one however
-//! the command reached the log (`brook_record::check_topic_name`). Each published state carries the log index it was applied
+//! the command reached the log (`brook_record::check_topic_name`); no
+//! producer id is handed out twice (blocks never overlap, a keyed
+//! producer's epoch only grows). Each published state carries the log index it was applied
 //! at (`applied_index`), and `propose_indexed` tells the index a command
 //! committed at, so a broker can tell whether its copy already reflects a
 //! change (`wait_applied`), and knows when its state is current after a

@@ -228,6 +228,42 @@ pub fn restamp_producer(batch: &[u8], producer_id: i64, producer_epoch: i16, bas
     copy
 }
 
+/// The attributes' codec bits.
+const CODEC_MASK: i16 = 0x07;
+const ATTRIBUTES_AT: usize = CRC_AT + 4;
+
+/// A valid batch with its records area in `compression` instead (a topic
+/// whose `compression.type` names a codec): decompressed, compressed
+/// again, the codec bits, length and CRC written anew; every other field
+/// as it was. `None` when the batch already uses that codec.
+pub fn recompress(batch: &[u8], compression: crate::Compression) -> Result<Option<Vec<u8>>, RecordError> {
+    let header = validate_batch(batch, batch.len())?;
+    if header.compression() == compression.codec() {
+        return Ok(None);
+    }
+    let records_area = &batch[HEADER_BYTES..header.total_bytes()];
+    let plain = match header.compression() {
+        0 => None,
+        codec => Some(crate::compression::decompress(codec, records_area)?),
+    };
+    let plain = plain.as_deref().unwrap_or(records_area);
+    let area = match compression {
+        crate::Compression::None => plain.to_vec(),
+        codec => crate::compression::compress(codec, plain)?,
+    };
+    let mut out = Vec::with_capacity(HEADER_BYTES + area.len());
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    out.extend_from_slice(&area);
+    let batch_length =
+        i32::try_from(out.len() - 12).map_err(|_| RecordError::TooLarge { size: out.len(), max: i32::MAX as usize })?;
+    out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !CODEC_MASK) | i16::from(compression.codec());
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(out))
+}
+
 fn stamp_fields(bytes: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     let base = i64::try_from(base_offset.0).expect("offsets stay below i64::MAX");
     let epoch = i32::try_from(leader_epoch.0).expect("leader epochs stay below i32::MAX");
@@ -304,9 +340,27 @@ impl<'a> Iterator for Batches<'a> {
 }
 
 #[cfg(test)]
-mod restamp_tests {
+mod rewrite_tests {
     use super::*;
     use crate::{BatchBuilder, NewRecord};
+
+    #[test]
+    fn a_recompressed_batch_is_valid_and_holds_the_same_records() {
+        let mut builder = BatchBuilder::new(4096).with_producer(4, 1, 7);
+        for index in 0..20u8 {
+            builder.push(&NewRecord { timestamp_ms: 5, key: Some(&[index]), value: Some(&[b'v'; 100]), headers: &[] });
+        }
+        let gzip = builder.finish_compressed(crate::Compression::Gzip).expect("gzip");
+        let zstd = recompress(&gzip, crate::Compression::Zstd).expect("recompress").expect("changed");
+        let header = validate_batch(&zstd, 1 << 20).expect("valid");
+        assert_eq!(header.compression(), crate::Compression::Zstd.codec());
+        assert_eq!((header.producer_id, header.base_sequence, header.records_count), (4, 7, 20));
+        let plain = recompress(&zstd, crate::Compression::None).expect("recompress").expect("changed");
+        let view = crate::Batches::new(&plain).next().expect("one batch").expect("valid");
+        let keys: Vec<u8> = view.records().map(|record| record.expect("record").key.expect("key")[0]).collect();
+        assert_eq!(keys, (0..20).collect::<Vec<u8>>());
+        assert!(recompress(&plain, crate::Compression::None).expect("same codec").is_none());
+    }
 
     #[test]
     fn a_restamped_batch_is_valid_and_carries_the_new_producer_fields() {

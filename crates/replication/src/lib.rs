@@ -45,6 +45,12 @@
 //! proposals name the partition epoch they were built on; retention never
 //! deletes at or above the HW.
 //!
+//! Idempotent producers' sequences are checked by the log's append (see
+//! `brook-storage`): a leader's refusal comes back as
+//! [`ReplicaError::Producer`], a retry as an `AppendInfo` marked
+//! `duplicate` with the offsets of the first append, which acks=all then
+//! waits for like any other.
+//!
 //! Never: know about gRPC, openraft or the metadata group; re-encode a
 //! batch (followers append the leader's bytes as they are).
 

@@ -13,6 +13,7 @@
 //! 00000000000000000000.timeindex  timestamp -> offset (mmap)
 //! 00000000000000052110.log        the next segment, named by base offset
 //! ...
+//! 00000000000000052110.snapshot   idempotent producers' state below 52110
 //! leader-epoch-checkpoint         epoch -> first offset
 //! recovery-point-offset-checkpoint  offsets below it were fsynced
 //! high-watermark-checkpoint       the replication HW, for restarts
@@ -30,6 +31,14 @@
 //! - A reader sees only whole batches below the LEO it loaded: bytes are
 //!   written before the LEO that covers them is published.
 //! - Leader epochs never decrease along the log.
+//! - The producers' state ([`producer_state`](crate::ProducerRefusal)'s
+//!   module) matches the batches below the log end: the leader's append
+//!   writes nothing unless every idempotent batch is the next of its
+//!   producer (a retry of an earlier append is answered with that append's
+//!   offsets instead); followers and recovery record what they append;
+//!   truncation rebuilds it from the newest snapshot at or below the new
+//!   end. Snapshots are written at roll and clean close without fsync: a
+//!   torn one fails its CRC and an older one (or the log) serves.
 //! - The leader-epoch checkpoint matches the batches: a missing or damaged
 //!   one is rebuilt from the batch headers (each carries its epoch) when
 //!   the log opens, since a follower's truncation depends on it.

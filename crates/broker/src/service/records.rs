@@ -19,6 +19,7 @@ use brook_proto::v1::{
     ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, OffsetSpec, PartitionProduceResult,
     ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
 };
+use brook_record::Compression;
 use brook_storage::AppendInfo;
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -46,6 +47,40 @@ struct Admitted {
     /// The batches, taken out for the append.
     pieces: Vec<Bytes>,
     bytes: u64,
+    /// The topic's `compression.type` codec, if it names one.
+    compression: Option<Compression>,
+}
+
+/// A topic whose `compression.type` names a codec: each batch in another
+/// codec is recompressed (a new buffer; the others are kept as they are).
+/// A piece that does not parse is left for the log's validation to refuse
+/// by name. CPU work: called on the blocking pool.
+fn recompress_pieces(pieces: Vec<Bytes>, compression: Option<Compression>) -> Vec<Bytes> {
+    let Some(compression) = compression else { return pieces };
+    pieces
+        .into_iter()
+        .map(|piece| {
+            let mut rebuilt: Option<Vec<u8>> = None;
+            let mut position = 0;
+            while position < piece.len() {
+                let Ok(header) = brook_record::BatchHeader::parse(&piece[position..]) else { return piece };
+                let end = (position + header.total_bytes()).min(piece.len());
+                match brook_record::recompress(&piece[position..end], compression) {
+                    Ok(Some(batch)) => {
+                        rebuilt.get_or_insert_with(|| piece[..position].to_vec()).extend_from_slice(&batch)
+                    }
+                    Ok(None) => {
+                        if let Some(rebuilt) = &mut rebuilt {
+                            rebuilt.extend_from_slice(&piece[position..end]);
+                        }
+                    }
+                    Err(_) => return piece,
+                }
+                position = end;
+            }
+            rebuilt.map_or(piece, Bytes::from)
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -95,6 +130,7 @@ impl RecordsService {
         };
         let bytes = pieces.iter().map(|piece| piece.len() as u64).sum();
         Ok(Admitted {
+            compression: topic.config.compression,
             topic: request.topic,
             acks,
             timeout_ms: request.timeout_ms,
@@ -146,7 +182,13 @@ impl RecordsService {
 
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let mut admitted = self.admit(request)?;
-        let appended = admitted.partition.append_pieces(std::mem::take(&mut admitted.pieces)).await;
+        let mut pieces = std::mem::take(&mut admitted.pieces);
+        if let Some(compression) = admitted.compression {
+            pieces = tokio::task::spawn_blocking(move || recompress_pieces(pieces, Some(compression)))
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?;
+        }
+        let appended = admitted.partition.append_pieces(pieces).await;
         if let Err(error) = &appended {
             self.after_append_failure(error);
         }
@@ -197,15 +239,21 @@ impl RecordsService {
             };
             admitted.push(self.admit(single));
         }
-        let work: Vec<(Arc<Replica>, Vec<Bytes>)> = admitted
+        let work: Vec<(Arc<Replica>, Vec<Bytes>, Option<Compression>)> = admitted
             .iter_mut()
             .filter_map(|admitted| admitted.as_mut().ok())
-            .map(|admitted| (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces)))
+            .map(|admitted| {
+                (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces), admitted.compression)
+            })
             .collect();
         let span = tracing::Span::current();
         let mut appended = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            work.into_iter().map(|(partition, pieces)| partition.append_pieces_blocking(pieces)).collect::<Vec<_>>()
+            work.into_iter()
+                .map(|(partition, pieces, compression)| {
+                    partition.append_pieces_blocking(recompress_pieces(pieces, compression))
+                })
+                .collect::<Vec<_>>()
         })
         .await
         .map_err(|_| BrokerError::ShuttingDown)?
