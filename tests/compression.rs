@@ -214,7 +214,7 @@ async fn a_topic_that_names_a_codec_stores_every_batch_in_it() {
         let area = batch.decompressed().expect("decompress").expect("compressed");
         for record in batch.records_in(&area) {
             let record = record.expect("record");
-            assert_eq!(record.key.as_deref(), Some(format!("key-{read}").as_bytes()));
+            assert_eq!(record.key, Some(format!("key-{read}").as_bytes()));
             read += 1;
         }
     }
