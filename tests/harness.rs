@@ -294,6 +294,17 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
+/// An HTTP/1.1 GET of `path` from `address` (a broker's metrics endpoint):
+/// the whole response, headers included.
+pub fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
 /// A raw `Records` client of the broker at `address` (to send batches
 /// exactly as built, and read the answer's error name).
 pub async fn records_client(

@@ -14,7 +14,7 @@ use brook_client::{
 };
 use brook_record::{BatchBuilder, NewRecord};
 use bytes::Bytes;
-use harness::{eventually, free_port, records_client, Broker, LinkDirection, LinkProxy, TestCluster};
+use harness::{eventually, free_port, http_get, records_client, Broker, LinkDirection, LinkProxy, TestCluster};
 
 /// A batch of `count` records from producer `id` at `epoch`, starting at
 /// `sequence`; values name the sequence.
@@ -267,13 +267,4 @@ async fn answers_lost_on_the_way_back_do_not_duplicate_or_reorder_the_producers_
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(duplicates > 0.0, "the cut made the producer retry batches the broker had appended:\n{metrics}");
-}
-
-fn http_get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response
 }

@@ -3,18 +3,8 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-
 use brook_client::{Admin, NewTopic, Producer, ProducerConfig, ProducerRecord};
-use harness::{free_port, Broker};
-
-fn http_get(address: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response
-}
+use harness::{free_port, http_get, Broker};
 
 fn value_of(text: &str, series: &str) -> f64 {
     let line =

@@ -799,6 +799,10 @@ enum Attempt {
 /// What to do after a refused attempt.
 enum Verdict {
     Retry,
+    /// Refused as out of order with nothing earlier in flight: the earlier
+    /// request may have landed just after this one was refused; once,
+    /// straight away, before concluding the leader lost the sequence.
+    RetryNow,
     /// An earlier request of the partition is in flight and was not
     /// appended yet: retry as soon as it completes.
     RetryAfterEarlier,
@@ -806,13 +810,20 @@ enum Verdict {
     Fail,
 }
 
-fn judge(shared: &Shared, topic: &str, partition: u32, batches: &[SealedBatch], error: &ClientError) -> Verdict {
+fn judge(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    batches: &[SealedBatch],
+    error: &ClientError,
+    retried_now: bool,
+) -> Verdict {
     let idempotent = batches.first().is_some_and(|batch| batch.sequence.is_some());
     if idempotent && error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER") {
         if earlier_in_flight(shared, topic, partition, batches) {
             return Verdict::RetryAfterEarlier;
         }
-        return Verdict::SendAgain;
+        return if retried_now { Verdict::SendAgain } else { Verdict::RetryNow };
     }
     if retriable_produce_error(error) {
         Verdict::Retry
@@ -990,13 +1001,18 @@ async fn attempt_batches(
         batches: pieces,
     };
     let mut failed = failed;
+    let mut retried_now = false;
     let result = loop {
         if let Some(error) = failed.take() {
-            let verdict = judge(shared, topic, partition, batches, &error);
+            let verdict = judge(shared, topic, partition, batches, &error, retried_now);
             let backoff = match verdict {
                 Verdict::Fail => break Err(error),
                 Verdict::SendAgain => return Attempt::SendAgain,
                 Verdict::Retry => config.retry_backoff,
+                Verdict::RetryNow => {
+                    retried_now = true;
+                    Duration::ZERO
+                }
                 Verdict::RetryAfterEarlier => Duration::ZERO,
             };
             if Instant::now() + backoff >= give_up_at {
@@ -1013,7 +1029,7 @@ async fn attempt_batches(
                 while earlier_in_flight(shared, topic, partition, batches) && Instant::now() < give_up_at {
                     let _ = tokio::time::timeout(config.retry_backoff, completions.changed()).await;
                 }
-            } else {
+            } else if !matches!(verdict, Verdict::RetryNow) {
                 shared.cluster.invalidate(topic);
                 tokio::time::sleep(backoff).await;
             }

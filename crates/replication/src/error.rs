@@ -78,6 +78,19 @@ impl ReplicaError {
         }
     }
 
+    /// An idempotent producer's batch whose sequence is ahead of the one
+    /// the log expects (by less than half the sequence space): an earlier
+    /// batch of the producer has not been appended yet.
+    pub fn is_sequence_ahead(&self) -> bool {
+        match self {
+            ReplicaError::Producer { source: ProducerRefusal::OutOfOrder { expected, got, .. }, .. } => {
+                let ahead = (i64::from(*got) - i64::from(*expected)).rem_euclid(1 << 31);
+                ahead > 0 && ahead < 1 << 30
+            }
+            _ => false,
+        }
+    }
+
     /// A storage error of `partition`, sorted by what the client did wrong.
     pub(crate) fn from_storage(partition: &TopicPartition, source: StorageError) -> ReplicaError {
         let partition = partition.clone();

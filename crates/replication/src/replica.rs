@@ -311,6 +311,31 @@ impl Replica {
         self.blocking(move |replica| replica.append_pieces_blocking(pieces)).await
     }
 
+    /// `append_pieces` for a request that may have overtaken an earlier one
+    /// of the same idempotent producer (requests travel on separate HTTP/2
+    /// streams and are appended by whichever blocking thread runs first):
+    /// refused as out of order *ahead* of the sequence the log expects, it
+    /// waits for the next append on this broker, up to `wait` in all, and
+    /// tries again; any other outcome is returned as it is. Kafka gets this
+    /// order from reading one connection's requests one at a time.
+    pub async fn append_in_order(
+        self: &Arc<Self>,
+        pieces: Vec<Bytes>,
+        wait: Duration,
+    ) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut appended = self.appended.subscribe();
+        loop {
+            appended.borrow_and_update();
+            match self.append_pieces(pieces.clone()).await {
+                Err(error) if error.is_sequence_ahead() && tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, appended.changed()).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// `append_pieces` for a caller already on the blocking pool (one task
     /// appending to several partitions). One buffer is stamped in place
     /// when it is ours alone; a shared one (a slice of the transport's
@@ -754,6 +779,15 @@ mod tests {
         builder.finish()
     }
 
+    /// Ten records from producer 1 at epoch 0, from `sequence` on.
+    fn producer_batch(sequence: i32) -> Bytes {
+        let mut builder = BatchBuilder::new(1024).with_producer(1, 0, sequence);
+        for _ in 0..10 {
+            builder.push(&NewRecord { timestamp_ms: 1, key: None, value: Some(b"v"), headers: &[] });
+        }
+        builder.finish()
+    }
+
     fn ids(raw: &[u32]) -> Vec<BrokerId> {
         raw.iter().copied().map(BrokerId).collect()
     }
@@ -1009,5 +1043,26 @@ mod tests {
         assert_eq!(fetched.next_offset, Offset(3));
         let beyond = replica.read(Offset(6), 1 << 20, None).await;
         assert!(matches!(beyond, Err(ReplicaError::OffsetOutOfRange { .. })), "past the log end: {beyond:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_overtook_an_earlier_one_of_its_producer_waits_for_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let replica = open(&dir, leader(1, &[1]));
+        let later = {
+            let replica = Arc::clone(&replica);
+            tokio::spawn(
+                async move { replica.append_in_order(vec![producer_batch(10)], Duration::from_secs(10)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replica.append(producer_batch(0)).await.expect("the earlier request");
+        let (info, _) = later.await.expect("task").expect("the later request, once the earlier one is in");
+        assert_eq!(info.base_offset, Offset(10));
+        // A gap nothing fills: refused once the wait is over.
+        let refused =
+            replica.append_in_order(vec![producer_batch(30)], Duration::from_millis(50)).await.expect_err("a gap");
+        assert!(refused.is_sequence_ahead(), "{refused}");
+        assert_eq!(refused.code_name(), "OUT_OF_ORDER_SEQUENCE_NUMBER");
     }
 }

@@ -51,6 +51,10 @@ struct Admitted {
     compression: Option<Compression>,
 }
 
+/// How long a producer's request that overtook an earlier one of the same
+/// producer waits for it before it is refused as out of order.
+const OVERTAKEN_WAIT: Duration = Duration::from_millis(100);
+
 /// A topic whose `compression.type` names a codec: each batch in another
 /// codec is recompressed (a new buffer; the others are kept as they are).
 /// A piece that does not parse is left for the log's validation to refuse
@@ -188,7 +192,7 @@ impl RecordsService {
                 .await
                 .map_err(|_| BrokerError::ShuttingDown)?;
         }
-        let appended = admitted.partition.append_pieces(pieces).await;
+        let appended = admitted.partition.append_in_order(pieces, OVERTAKEN_WAIT).await;
         if let Err(error) = &appended {
             self.after_append_failure(error);
         }
@@ -251,7 +255,11 @@ impl RecordsService {
             let _entered = span.enter();
             work.into_iter()
                 .map(|(partition, pieces, compression)| {
-                    partition.append_pieces_blocking(recompress_pieces(pieces, compression))
+                    let pieces = recompress_pieces(pieces, compression);
+                    // Kept (cheap clones) for a partition whose request
+                    // overtook an earlier one of its producer: appended
+                    // again below once that one is.
+                    (partition.append_pieces_blocking(pieces.clone()), pieces)
                 })
                 .collect::<Vec<_>>()
         })
@@ -262,6 +270,12 @@ impl RecordsService {
             let appended = admitted.is_ok().then(|| appended.next()).flatten();
             let span = tracing::info_span!("partition", topic = %topic, partition, offset = tracing::field::Empty);
             async move {
+                let appended = match (&admitted, appended) {
+                    (Ok(admitted), Some((Err(error), pieces))) if error.is_sequence_ahead() => {
+                        Some(admitted.partition.append_in_order(pieces, OVERTAKEN_WAIT).await)
+                    }
+                    (_, appended) => appended.map(|(result, _)| result),
+                };
                 let result = match (admitted, appended) {
                     (Ok(admitted), Some(Ok(appended))) => self.conclude(admitted, appended).await,
                     (Err(error), _) => Err(error),
