@@ -268,3 +268,33 @@ async fn answers_lost_on_the_way_back_do_not_duplicate_or_reorder_the_producers_
         .unwrap_or(0.0);
     assert!(duplicates > 0.0, "the cut made the producer retry batches the broker had appended:\n{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_leaves_no_gap_that_stops_the_partition() {
+    let broker = Broker::start().await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("gap", 1, 1).config("max.message.bytes", "2048")).await.expect("create");
+    let producer = Producer::connect(&broker.address, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let send = |value: Vec<u8>| {
+        let producer = &producer;
+        async move { producer.send(ProducerRecord::new("gap", value).partition(0)).await.expect("send").await }
+    };
+    for index in 0..3 {
+        send(format!("before-{index}").into_bytes()).await.expect("delivered");
+    }
+    // Its own batch, over the topic's limit: refused for good, so its
+    // sequence numbers never reach the log.
+    let refused = send(vec![b'x'; 4096]).await.expect_err("too large for the topic");
+    assert_eq!(refused.code_name(), Some("RECORD_TOO_LARGE"), "{refused}");
+    // The next batches would follow the refused one's sequences: the
+    // producer takes a new id and renumbers them, so they land.
+    for index in 0..3 {
+        send(format!("after-{index}").into_bytes()).await.expect("delivered after the refusal");
+    }
+    let stored = values(&broker.address, "gap", 6).await;
+    assert_eq!(stored, ["before-0", "before-1", "before-2", "after-0", "after-1", "after-2"]);
+    let ids_handed_out = broker.log().matches("producer id handed out").count();
+    assert_eq!(ids_handed_out, 2, "the producer took a second id after the refusal");
+}
