@@ -32,6 +32,9 @@ pub struct TopicConfig {
     /// `snappy`, `lz4`, `zstd`) has the leader recompress batches that
     /// arrive in another one before the append.
     pub compression: Option<brook_record::Compression>,
+    /// Forget an idempotent producer idle this long (Kafka's broker-wide
+    /// `producer.id.expiration.ms`, here per topic). Default 24 h.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -47,6 +50,7 @@ impl Default for TopicConfig {
             flush_policy: log.flush_policy,
             unclean_leader_election: false,
             compression: None,
+            producer_id_expiration_ms: log.producer_id_expiration_ms,
         }
     }
 }
@@ -124,6 +128,7 @@ impl TopicConfig {
                         _ => return Err(invalid(key, value, "expected true or false")),
                     }
                 }
+                "producer.id.expiration.ms" => config.producer_id_expiration_ms = parse_u64(key, value)?,
                 "compression.type" => {
                     config.compression =
                         match value {
@@ -139,7 +144,7 @@ impl TopicConfig {
                         value,
                         "unknown config; known: retention.ms, retention.bytes, segment.bytes, segment.ms, \
                          min.insync.replicas, max.message.bytes, flush.policy, unclean.leader.election.enable, \
-                         compression.type",
+                         compression.type, producer.id.expiration.ms",
                     ))
                 }
             }
@@ -158,6 +163,9 @@ impl TopicConfig {
                 }
                 brook_storage::StorageError::InvalidConfig { field: "retention_ms", .. } => {
                     ("retention.ms", format_limit(config.retention_ms))
+                }
+                brook_storage::StorageError::InvalidConfig { field: "producer_id_expiration_ms", .. } => {
+                    ("producer.id.expiration.ms", config.producer_id_expiration_ms.to_string())
                 }
                 _ => ("flush.policy", format_flush_policy(config.flush_policy)),
             };
@@ -178,6 +186,7 @@ impl TopicConfig {
             ("flush.policy".to_string(), format_flush_policy(self.flush_policy)),
             ("unclean.leader.election.enable".to_string(), self.unclean_leader_election.to_string()),
             ("compression.type".to_string(), self.compression.map_or("producer", |codec| codec.name()).to_string()),
+            ("producer.id.expiration.ms".to_string(), self.producer_id_expiration_ms.to_string()),
         ])
     }
 
@@ -189,6 +198,7 @@ impl TopicConfig {
             retention_bytes: self.retention_bytes,
             max_batch_bytes: self.max_message_bytes,
             flush_policy: self.flush_policy,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
             ..LogConfig::default()
         }
     }
@@ -207,6 +217,9 @@ mod tests {
         }
         let configs = BTreeMap::from([("segment.ms".to_string(), "0".to_string())]);
         assert!(TopicConfig::from_map(&configs).is_err(), "a segment.ms of 0 would roll on every append");
+        let configs = BTreeMap::from([("producer.id.expiration.ms".to_string(), "0".to_string())]);
+        let error = TopicConfig::from_map(&configs).expect_err("refused");
+        assert!(error.to_string().contains("producer.id.expiration.ms"), "{error}");
     }
 
     #[test]
