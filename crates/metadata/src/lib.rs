@@ -35,6 +35,7 @@
 mod assignment;
 mod cluster_state;
 mod command;
+pub mod group_assignment;
 mod liveness;
 mod log_store;
 mod network;
