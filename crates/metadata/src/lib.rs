@@ -28,6 +28,12 @@
 //! change (`wait_applied`), and knows when its state is current after a
 //! restart (`caught_up`).
 //!
+//! [`group_assignment`] holds the consumer groups' server-side assignors
+//! (uniform and range, and KIP-848's incremental reconcile step) as pure
+//! functions of the members and the topics, so that every broker computes
+//! the same target; the group coordinator that will call them is not built
+//! yet.
+//!
 //! Never: apply a command that was not committed; depend on the clock or
 //! on I/O inside `apply`; know about partition logs (brokers react to the
 //! state, this crate does not reach up into them).
