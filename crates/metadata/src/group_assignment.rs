@@ -35,18 +35,26 @@ pub struct MemberView {
     pub owned: BTreeSet<Partition>,
 }
 
+/// Every member, with nothing assigned yet.
+fn empty_targets(members: &BTreeMap<String, MemberView>) -> BTreeMap<String, BTreeSet<Partition>> {
+    members.keys().map(|member| (member.clone(), BTreeSet::new())).collect()
+}
+
+/// The members subscribed to `topic`, by id.
+fn subscribers_of<'a>(members: &'a BTreeMap<String, MemberView>, topic: &str) -> Vec<&'a String> {
+    members.iter().filter(|(_, view)| view.subscribed.contains(topic)).map(|(id, _)| id).collect()
+}
+
 /// Balanced, sticky assignment of every subscribed topic's partitions.
 pub fn uniform(
     members: &BTreeMap<String, MemberView>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<Partition>> {
-    let mut target: BTreeMap<String, BTreeSet<Partition>> =
-        members.keys().map(|member| (member.clone(), BTreeSet::new())).collect();
+    let mut target = empty_targets(members);
     // Every partition some member subscribes to, with its candidates.
     let mut candidates: BTreeMap<Partition, Vec<&String>> = BTreeMap::new();
     for (topic, count) in partitions {
-        let subscribers: Vec<&String> =
-            members.iter().filter(|(_, view)| view.subscribed.contains(topic)).map(|(id, _)| id).collect();
+        let subscribers = subscribers_of(members, topic);
         if subscribers.is_empty() {
             continue;
         }
@@ -162,11 +170,9 @@ pub fn range(
     members: &BTreeMap<String, MemberView>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<Partition>> {
-    let mut target: BTreeMap<String, BTreeSet<Partition>> =
-        members.keys().map(|member| (member.clone(), BTreeSet::new())).collect();
+    let mut target = empty_targets(members);
     for (topic, count) in partitions {
-        let subscribers: Vec<&String> =
-            members.iter().filter(|(_, view)| view.subscribed.contains(topic)).map(|(id, _)| id).collect();
+        let subscribers = subscribers_of(members, topic);
         if subscribers.is_empty() {
             continue;
         }
