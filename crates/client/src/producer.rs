@@ -559,6 +559,11 @@ async fn run_sender(shared: Arc<Shared>) {
                     Send::Many(address, requests) => send_many(&shared, &address, requests).await,
                 }
                 drop(permit);
+                // A new identity waits for every request to finish: the
+                // sender looks again once this one's permit is back.
+                if shared.lock_accumulator().reset_identity {
+                    shared.wake.notify_one();
+                }
             });
         }
         if closing && *shared.outstanding.borrow() == 0 {
