@@ -31,8 +31,8 @@
 //! - A reader sees only whole batches below the LEO it loaded: bytes are
 //!   written before the LEO that covers them is published.
 //! - Leader epochs never decrease along the log.
-//! - The producers' state ([`producer_state`](crate::ProducerRefusal)'s
-//!   module) matches the batches below the log end: the leader's append
+//! - The idempotent producers' state (`producer_state.rs`) matches the
+//!   batches below the log end: the leader's append
 //!   writes nothing unless every idempotent batch is the next of its
 //!   producer (a retry of an earlier append is answered with that append's
 //!   offsets instead); followers and recovery record what they append;
