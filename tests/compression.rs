@@ -2,7 +2,10 @@
 //! `kafka-protocol` crate's record encoder builds gzip, snappy, lz4 and
 //! zstd batches; a real broker stores them as sent, and Brook's consumer
 //! reads every record back. A batch naming a codec Kafka does not have is
-//! refused with the codec named.
+//! refused with the codec named. A topic whose `compression.type` names a
+//! codec stores every batch in it. Idempotent batches that kafka-protocol
+//! encodes (its producer id, epoch and sequences) are deduplicated and
+//! checked for gaps like the Brook producer's.
 
 mod harness;
 
@@ -219,4 +222,53 @@ async fn a_topic_that_names_a_codec_stores_every_batch_in_it() {
         }
     }
     assert_eq!(read, 100, "every record of both batches, in order");
+}
+
+/// A batch from an idempotent producer, encoded by kafka-protocol: its
+/// producer id, epoch and base sequence sit where Kafka puts them.
+fn kafka_idempotent_batch(producer_id: i64, first_sequence: i32, count: i32) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|index| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(index),
+            sequence: first_sequence + index,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("kafka-{}", first_sequence + index))),
+            headers: Default::default(),
+            delete_horizon: Default::default(),
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
+    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes");
+    buffer.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_batches_encoded_by_kafka_protocol_are_deduplicated() {
+    let broker = Broker::start().await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("z", 1, 1)).await.expect("create");
+    let mut records = harness::records_client(&broker.address).await;
+    let id = records
+        .init_producer_id(brook_client::proto::InitProducerIdRequest { producer_key: String::new() })
+        .await
+        .expect("producer id")
+        .into_inner()
+        .producer_id;
+    let first = records.produce(produce(kafka_idempotent_batch(id, 0, 10))).await.expect("first").into_inner();
+    let retry = records.produce(produce(kafka_idempotent_batch(id, 0, 10))).await.expect("retry").into_inner();
+    assert!(retry.duplicate && !first.duplicate);
+    assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
+    let next = records.produce(produce(kafka_idempotent_batch(id, 10, 5))).await.expect("next").into_inner();
+    assert_eq!(next.base_offset, 10);
+    let gap = records.produce(produce(kafka_idempotent_batch(id, 20, 1))).await.expect_err("a gap");
+    assert_eq!(gap.code(), tonic::Code::FailedPrecondition, "{gap:?}");
+    assert!(gap.message().contains("expected 15"), "{gap:?}");
 }
