@@ -135,7 +135,37 @@ pub fn uniform(
             break;
         }
     }
+    balance_alike(members, &mut target);
     target
+}
+
+/// Members with the same subscriptions can take each other's partitions:
+/// within each such class, move from the fullest to the emptiest (what the
+/// giver did not own first) until they are within one of each other.
+fn balance_alike(members: &BTreeMap<String, MemberView>, target: &mut BTreeMap<String, BTreeSet<Partition>>) {
+    let mut classes: BTreeMap<&BTreeSet<String>, Vec<&String>> = BTreeMap::new();
+    for (member, view) in members {
+        classes.entry(&view.subscribed).or_default().push(member);
+    }
+    for class in classes.values().filter(|class| class.len() > 1) {
+        loop {
+            let fullest =
+                class.iter().max_by_key(|member| (target[member.as_str()].len(), std::cmp::Reverse(member.as_str())));
+            let emptiest = class.iter().min_by_key(|member| (target[member.as_str()].len(), member.as_str()));
+            let (Some(fullest), Some(emptiest)) = (fullest, emptiest) else { break };
+            if target[fullest.as_str()].len() <= target[emptiest.as_str()].len() + 1 {
+                break;
+            }
+            let owned = &members[fullest.as_str()].owned;
+            let partition = target[fullest.as_str()]
+                .iter()
+                .min_by_key(|partition| (owned.contains(*partition), (*partition).clone()))
+                .cloned()
+                .expect("the fullest member holds at least two partitions");
+            target.get_mut(fullest.as_str()).expect("member").remove(&partition);
+            target.get_mut(emptiest.as_str()).expect("member").insert(partition);
+        }
+    }
 }
 
 /// How many partitions each member should hold: the partitions are dealt
@@ -324,7 +354,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        // PROPTEST_CASES raises the count for a long run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|value| value.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// Any group, any prior ownership: each partition of a subscribed
         /// topic goes to exactly one subscriber, members with the same
@@ -385,12 +420,13 @@ mod tests {
             // (with the same subscriptions everywhere, the common case; with
             // mixed ones a partition may move once more).
             let same_subscriptions = group.values().all(|view| view.subscribed == group.values().next().map(|first| first.subscribed.clone()).unwrap_or_default());
-            prop_assume!(same_subscriptions);
+            if same_subscriptions {
             let settled: BTreeMap<String, MemberView> = group
                 .iter()
                 .map(|(id, view)| (id.clone(), MemberView { subscribed: view.subscribed.clone(), owned: target[id].clone() }))
                 .collect();
             prop_assert_eq!(&uniform(&settled, &topics), &target, "a settled group keeps its assignment");
+            }
         }
     }
 }
