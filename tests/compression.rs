@@ -17,8 +17,10 @@ use bytes::{Bytes, BytesMut};
 use harness::Broker;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
-fn kafka_batch(compression: Compression, first: i64, count: i64) -> Bytes {
-    let records: Vec<Record> = (first..first + count)
+/// `count` records numbered from `first` (key `key-N`), as kafka-protocol's
+/// `Record`s without a producer id.
+fn kafka_records(first: i64, count: i64) -> Vec<Record> {
+    (first..first + count)
         .map(|index| Record {
             transactional: false,
             control: false,
@@ -36,11 +38,19 @@ fn kafka_batch(compression: Compression, first: i64, count: i64) -> Bytes {
             headers: Default::default(),
             delete_horizon: Default::default(),
         })
-        .collect();
+        .collect()
+}
+
+/// `records` as one batch, by kafka-protocol's encoder.
+fn kafka_encode(records: &[Record], compression: Compression) -> Bytes {
     let mut buffer = BytesMut::new();
     let options = RecordEncodeOptions { version: 2, compression };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes");
+    RecordBatchEncoder::encode(&mut buffer, records, &options).expect("kafka-protocol encodes");
     buffer.freeze()
+}
+
+fn kafka_batch(compression: Compression, first: i64, count: i64) -> Bytes {
+    kafka_encode(&kafka_records(first, count), compression)
 }
 
 fn produce(records: Bytes) -> ProduceRequest {
@@ -227,27 +237,13 @@ async fn a_topic_that_names_a_codec_stores_every_batch_in_it() {
 /// A batch from an idempotent producer, encoded by kafka-protocol: its
 /// producer id, epoch and base sequence sit where Kafka puts them.
 fn kafka_idempotent_batch(producer_id: i64, first_sequence: i32, count: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|index| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(index),
-            sequence: first_sequence + index,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("kafka-{}", first_sequence + index))),
-            headers: Default::default(),
-            delete_horizon: Default::default(),
-        })
-        .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("kafka-protocol encodes");
-    buffer.freeze()
+    let mut records = kafka_records(0, i64::from(count));
+    for record in &mut records {
+        record.producer_id = producer_id;
+        record.producer_epoch = 0;
+        record.sequence += first_sequence;
+    }
+    kafka_encode(&records, Compression::Lz4)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

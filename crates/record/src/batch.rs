@@ -206,6 +206,14 @@ pub fn stamp_batch_head(head: &mut [u8; STAMPED_HEAD_BYTES], base_offset: Offset
     stamp_fields(head, base_offset, leader_epoch);
 }
 
+/// Whether the first batch of `pieces` carries an idempotent producer's
+/// id (a request's batches come from one producer): only such batches can
+/// be refused as out of order.
+pub fn carries_producer_id(pieces: &[bytes::Bytes]) -> bool {
+    let first = pieces.iter().find(|piece| !piece.is_empty());
+    first.and_then(|piece| BatchHeader::parse(piece).ok()).is_some_and(|header| header.producer_id >= 0)
+}
+
 /// Where the idempotent-producer fields start: producer id (8 bytes),
 /// producer epoch (2), base sequence (4). The CRC covers them.
 const PRODUCER_ID_AT: usize = 43;

@@ -323,6 +323,12 @@ impl Replica {
         pieces: Vec<Bytes>,
         wait: Duration,
     ) -> Result<(AppendInfo, LeaderEpoch), ReplicaError> {
+        // Only a producer's batches can be out of order: others are appended
+        // as they are, without the clone a retry would need (a clone makes
+        // the buffer shared, and its batches are then stamped in copies).
+        if !brook_record::carries_producer_id(&pieces) {
+            return self.append_pieces(pieces).await;
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut appended = self.appended.subscribe();
         loop {

@@ -256,10 +256,12 @@ impl RecordsService {
             work.into_iter()
                 .map(|(partition, pieces, compression)| {
                     let pieces = recompress_pieces(pieces, compression);
-                    // Kept (cheap clones) for a partition whose request
-                    // overtook an earlier one of its producer: appended
-                    // again below once that one is.
-                    (partition.append_pieces_blocking(pieces.clone()), pieces)
+                    // Kept (cheap clones) when a producer's request may have
+                    // overtaken an earlier one: appended again below once
+                    // that one is. Others are not cloned (a clone makes the
+                    // buffer shared, and its batches are then stamped in copies).
+                    let kept = brook_record::carries_producer_id(&pieces).then(|| pieces.clone());
+                    (partition.append_pieces_blocking(pieces), kept)
                 })
                 .collect::<Vec<_>>()
         })
@@ -271,7 +273,7 @@ impl RecordsService {
             let span = tracing::info_span!("partition", topic = %topic, partition, offset = tracing::field::Empty);
             async move {
                 let appended = match (&admitted, appended) {
-                    (Ok(admitted), Some((Err(error), pieces))) if error.is_sequence_ahead() => {
+                    (Ok(admitted), Some((Err(error), Some(pieces)))) if error.is_sequence_ahead() => {
                         Some(admitted.partition.append_in_order(pieces, OVERTAKEN_WAIT).await)
                     }
                     (_, appended) => appended.map(|(result, _)| result),
