@@ -44,7 +44,9 @@ use std::time::Duration;
 
 use brook_proto::v1::records_client::RecordsClient;
 use brook_proto::v1::{InitProducerIdRequest, PartitionBatches, ProduceManyRequest, ProduceRequest};
-use brook_record::{restamp_producer, BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES};
+use brook_record::{
+    restamp_producer, sequence_after, BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES,
+};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -176,10 +178,6 @@ struct Identity {
     epoch: i16,
 }
 
-fn sequence_after(sequence: i32, records: u64) -> i32 {
-    ((i64::from(sequence) + records as i64) % (1i64 << 31)) as i32
-}
-
 #[derive(Debug)]
 struct OpenBatch {
     builder: BatchBuilder,
@@ -224,7 +222,7 @@ impl PartitionQueue {
             let (builder, sequence) = match identity {
                 Some(identity) => {
                     let sequence = self.next_sequence;
-                    self.next_sequence = sequence_after(sequence, records);
+                    self.next_sequence = sequence_after(sequence, records as i64);
                     (open.builder.with_producer(identity.producer_id, identity.epoch, sequence), Some(sequence))
                 }
                 None => (open.builder, None),
@@ -959,7 +957,7 @@ async fn reset_identity(shared: &Shared) {
                     batch.bytes =
                         Bytes::from(restamp_producer(&batch.bytes, identity.producer_id, identity.epoch, sequence));
                     batch.sequence = Some(sequence);
-                    sequence = sequence_after(sequence, batch.records);
+                    sequence = sequence_after(sequence, batch.records as i64);
                     renumbered += 1;
                 }
             }

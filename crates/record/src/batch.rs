@@ -206,6 +206,19 @@ pub fn stamp_batch_head(head: &mut [u8; STAMPED_HEAD_BYTES], base_offset: Offset
     stamp_fields(head, base_offset, leader_epoch);
 }
 
+/// Producer sequences wrap from `i32::MAX` to 0, as Kafka's.
+const SEQUENCE_SPACE: i64 = 1 << 31;
+
+/// The sequence `records` after `sequence`, wrapping past `i32::MAX`.
+pub fn sequence_after(sequence: i32, records: i64) -> i32 {
+    (i64::from(sequence) + records).rem_euclid(SEQUENCE_SPACE) as i32
+}
+
+/// How far `to` is after `from` in wrapping sequence space (0..2^31).
+pub fn sequence_distance(from: i32, to: i32) -> i64 {
+    (i64::from(to) - i64::from(from)).rem_euclid(SEQUENCE_SPACE)
+}
+
 /// Whether the first batch of `pieces` carries an idempotent producer's
 /// id (a request's batches come from one producer): only such batches can
 /// be refused as out of order.

@@ -58,8 +58,8 @@ mod topic_id;
 mod varint;
 
 pub use batch::{
-    carries_producer_id, recompress, restamp_producer, stamp_batch, stamp_batch_head, validate_batch, BatchHeader,
-    BatchView, Batches, HEADER_BYTES, MAGIC, STAMPED_HEAD_BYTES,
+    carries_producer_id, recompress, restamp_producer, sequence_after, sequence_distance, stamp_batch,
+    stamp_batch_head, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC, STAMPED_HEAD_BYTES,
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use compression::Compression;

@@ -84,7 +84,7 @@ impl ReplicaError {
     pub fn is_sequence_ahead(&self) -> bool {
         match self {
             ReplicaError::Producer { source: ProducerRefusal::OutOfOrder { expected, got, .. }, .. } => {
-                let ahead = (i64::from(*got) - i64::from(*expected)).rem_euclid(1 << 31);
+                let ahead = brook_record::sequence_distance(*expected, *got);
                 ahead > 0 && ahead < 1 << 30
             }
             _ => false,

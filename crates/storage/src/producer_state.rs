@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use brook_record::{BatchHeader, Offset};
+use brook_record::{sequence_after, sequence_distance as distance, BatchHeader, Offset};
 
 use crate::error::StorageError;
 use crate::recovery::write_file_replacing;
@@ -36,20 +36,9 @@ use crate::recovery::write_file_replacing;
 pub const RUNS_KEPT: usize = 5;
 /// The most records one run covers.
 const RUN_CAP: i64 = 1 << 30;
-/// Sequences wrap from `i32::MAX` to 0, as Kafka's.
-const SEQUENCE_SPACE: i64 = 1 << 31;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"BPS1";
 /// Snapshots kept per log: the newest, and one in case it is damaged.
 const SNAPSHOTS_KEPT: usize = 2;
-
-/// How far `to` is after `from` in wrapping sequence space.
-fn distance(from: i32, to: i32) -> i64 {
-    (i64::from(to) - i64::from(from)).rem_euclid(SEQUENCE_SPACE)
-}
-
-fn sequence_after(sequence: i32, records: i64) -> i32 {
-    ((i64::from(sequence) + records).rem_euclid(SEQUENCE_SPACE)) as i32
-}
 
 /// Consecutive batches of one producer: sequences `first..=last` at
 /// offsets `first_offset..`, one offset per sequence.
