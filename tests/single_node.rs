@@ -156,6 +156,9 @@ async fn a_consumer_in_a_group_resumes_from_its_committed_offset() {
     let batch = first.poll(Duration::from_secs(5)).await.expect("poll");
     assert_eq!(batch.len(), 30);
     first.commit().await.expect("commit");
+    // A group shares its partitions: the one partition is the first
+    // member's until it leaves.
+    first.close().await.expect("leave");
 
     let mut second = Consumer::connect(&broker.address, config).await.expect("consumer");
     second.subscribe(&["events"]).await.expect("subscribe");

@@ -4,6 +4,7 @@
 //! `brook-error` metadata entry, so clients can tell a retriable
 //! `NOT_LEADER` from a final `INVALID_TOPIC` without parsing messages.
 
+use brook_metadata::CommandError;
 use brook_record::{BrokerId, LeaderEpoch};
 use brook_replication::ReplicaError;
 use brook_storage::ProducerRefusal;
@@ -49,6 +50,14 @@ pub enum BrokerError {
     DataDir { path: std::path::PathBuf, reason: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("broker {broker_id} does not coordinate consumer groups{}; {}", if group.is_empty() { String::new() } else { format!(" ('{group}')") }, match coordinator { Some(id) => format!("broker {id} does (the controller)"), None => "no controller is elected right now".to_string() })]
+    NotCoordinator { group: String, broker_id: BrokerId, coordinator: Option<BrokerId> },
+    #[error("broker {broker_id} could not be asked: {reason}")]
+    PeerUnavailable { broker_id: BrokerId, reason: String },
+    /// A consumer group refusal from the metadata group (member epochs,
+    /// unknown members, non-empty groups).
+    #[error(transparent)]
+    Group(brook_metadata::CommandError),
 }
 
 impl BrokerError {
@@ -67,6 +76,9 @@ impl BrokerError {
             BrokerError::Replica(error) => error.code_name(),
             BrokerError::NoController(_) | BrokerError::ShuttingDown => "BROKER_NOT_AVAILABLE",
             BrokerError::DataDir { .. } => "KAFKA_STORAGE_ERROR",
+            BrokerError::NotCoordinator { .. } => "NOT_COORDINATOR",
+            BrokerError::PeerUnavailable { .. } => "LEADER_NOT_AVAILABLE",
+            BrokerError::Group(error) => group_code_name(error),
         }
     }
 
@@ -85,7 +97,23 @@ impl BrokerError {
             | BrokerError::NoController(_) => Code::Unavailable,
             BrokerError::Replica(error) => replica_code(error),
             BrokerError::DataDir { .. } => Code::Internal,
+            BrokerError::NotCoordinator { .. } | BrokerError::PeerUnavailable { .. } => Code::Unavailable,
+            BrokerError::Group(CommandError::UnknownGroup { .. }) => Code::NotFound,
+            BrokerError::Group(CommandError::InvalidGroupRequest { .. }) => Code::InvalidArgument,
+            BrokerError::Group(_) => Code::FailedPrecondition,
         }
+    }
+}
+
+/// The Kafka error name of a group refusal.
+fn group_code_name(error: &CommandError) -> &'static str {
+    match error {
+        CommandError::UnknownMemberId { .. } => "UNKNOWN_MEMBER_ID",
+        CommandError::FencedMemberEpoch { .. } => "FENCED_MEMBER_EPOCH",
+        CommandError::StaleMemberEpoch { .. } => "STALE_MEMBER_EPOCH",
+        CommandError::GroupNotEmpty { .. } => "NON_EMPTY_GROUP",
+        CommandError::UnknownGroup { .. } => "GROUP_ID_NOT_FOUND",
+        _ => "INVALID_REQUEST",
     }
 }
 

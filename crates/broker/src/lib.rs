@@ -55,6 +55,7 @@
 
 pub mod config;
 pub mod error;
+pub mod group_coordinator;
 pub mod metrics;
 pub mod producer_ids;
 pub mod replica_network;

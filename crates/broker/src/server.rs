@@ -32,6 +32,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::producer_ids::ProducerIds;
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
@@ -113,6 +114,8 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let metrics = Arc::new(Metrics::new(config.id));
     let tasks = TaskTracker::new();
     start_duties(&tasks, &config, &metadata, &registry, &metrics, &advertised, &shutdown);
+    let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
+    tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {
         let (config, registry, node, tracker, stop) =
             (Arc::clone(&config), Arc::clone(&registry), Arc::clone(&node), tasks.clone(), shutdown.clone());
@@ -143,7 +146,7 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         "brook broker {} ready on {local_address}",
         config.id
     );
-    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &shutdown).await;
+    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &coordinator, &shutdown).await;
 
     shutdown.cancel();
     tasks.close();
@@ -285,6 +288,7 @@ async fn serve_grpc(
     registry: &Arc<TopicRegistry>,
     node: &Arc<NodeInfo>,
     metrics: &Arc<Metrics>,
+    coordinator: &Arc<GroupCoordinator>,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
     let limit = config.max_request_bytes;
@@ -299,7 +303,8 @@ async fn serve_grpc(
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    let groups = GroupsServer::new(GroupsService { registry: Arc::clone(registry) }).max_decoding_message_size(limit);
+    let groups = GroupsServer::new(GroupsService::new(Arc::clone(registry), Arc::clone(coordinator)))
+        .max_decoding_message_size(limit);
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
 
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -201,6 +201,12 @@ impl From<CommandError> for BrokerError {
                 BrokerError::InvalidReplicationFactor { requested, brokers: alive }
             }
             CommandError::InvalidTopicName { name, reason } => BrokerError::InvalidTopicName { name, reason },
+            group @ (CommandError::UnknownMemberId { .. }
+            | CommandError::FencedMemberEpoch { .. }
+            | CommandError::StaleMemberEpoch { .. }
+            | CommandError::GroupNotEmpty { .. }
+            | CommandError::UnknownGroup { .. }
+            | CommandError::InvalidGroupRequest { .. }) => BrokerError::Group(group),
             other => BrokerError::InvalidRequest(other.to_string()),
         }
     }
@@ -323,20 +329,6 @@ impl TopicRegistry {
         validate_topic_name(name)?;
         self.metadata.propose(Command::V1(CommandV1::DeleteTopic { name: name.to_string() })).await??;
         self.wait_applied(|topics| !topics.contains_key(name)).await
-    }
-
-    /// Commits a group's offsets (through the metadata group, so every
-    /// broker answers for them and they survive any one broker).
-    pub async fn commit_offsets(
-        &self,
-        group: String,
-        offsets: Vec<brook_metadata::OffsetCommit>,
-    ) -> Result<(), BrokerError> {
-        for commit in &offsets {
-            self.topic(&commit.topic)?.slot(commit.partition)?;
-        }
-        self.metadata.propose(Command::V1(CommandV1::CommitOffsets { group, offsets })).await??;
-        Ok(())
     }
 
     /// The group's committed offsets: of `wanted` (absent ones as none), or

@@ -12,12 +12,12 @@ pub struct ConsumeArgs {
     /// Only this partition (default: all of them).
     #[arg(long)]
     partition: Option<u32>,
-    /// Start at the earliest offset (default: the group's committed offset,
-    /// else only new records).
+    /// Start at the earliest offset (default: only new records). With
+    /// --group: where a partition the group never committed starts.
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
-    /// Start at this offset (of each consumed partition).
-    #[arg(long)]
+    /// Start at this offset (of each consumed partition; not with --group).
+    #[arg(long, conflicts_with = "group")]
     offset: Option<u64>,
     /// Stop after this many records.
     #[arg(long)]
@@ -25,9 +25,17 @@ pub struct ConsumeArgs {
     /// Stop once no record arrived for this many milliseconds.
     #[arg(long)]
     idle_timeout: Option<u64>,
-    /// Commit consumed offsets under this group id, and start from them.
+    /// Join this consumer group: consume the partitions it assigns (shared
+    /// with the group's other members), from its committed offsets, and
+    /// commit what was printed (every 5 s, when partitions move, at exit).
+    /// With --partition: that partition only, outside the group protocol
+    /// (refused while the group has members).
     #[arg(long)]
     group: Option<String>,
+    /// The group session timeout (ms): a member not heard from for this
+    /// long loses its partitions to the others.
+    #[arg(long, default_value_t = 45_000)]
+    session_timeout_ms: u64,
     /// Print the key before the value, tab-separated.
     #[arg(long)]
     print_key: bool,
@@ -40,6 +48,7 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     let config = ConsumerConfig {
         group_id: args.group.clone(),
         auto_offset_reset: if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest },
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::connect(bootstrap, config).await?;
@@ -47,7 +56,11 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
         Some(partition) => consumer.assign(vec![TopicPartition::new(&args.topic, partition)]).await?,
         None => consumer.subscribe(&[&args.topic]).await?,
     }
+    let in_group = args.group.is_some() && args.partition.is_none();
     let start = match (args.from_beginning, args.offset) {
+        // A group starts each partition at its committed offset, else by
+        // the reset policy (earliest, with --from-beginning).
+        _ if in_group => None,
         (true, _) => Some(Seek::Beginning),
         (false, Some(offset)) => Some(Seek::Offset(brook_client::Offset(offset))),
         (false, None) => None,
@@ -63,9 +76,10 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     let max_messages = args.max_messages.unwrap_or(u64::MAX);
     let idle_timeout = args.idle_timeout.map(Duration::from_millis);
     let mut printed = 0u64;
-    // What was printed, per partition: what a group commits (poll may
-    // return more than --max-messages lets through).
-    let mut next_offsets = std::collections::BTreeMap::new();
+    // Where each partition's first record that was returned but not
+    // printed is (poll may return more than --max-messages lets through):
+    // the group's position goes back there before it commits.
+    let mut unprinted = std::collections::BTreeMap::new();
     let mut last_record = Instant::now();
     while printed < max_messages {
         let wait = idle_timeout.map_or(Duration::from_millis(500), |idle| idle.saturating_sub(last_record.elapsed()));
@@ -80,7 +94,8 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
         last_record = Instant::now();
         for record in records {
             if printed == max_messages {
-                break;
+                unprinted.entry(TopicPartition::new(&*record.topic, record.partition)).or_insert(record.offset);
+                continue;
             }
             if args.print_offset {
                 write!(out, "{}:{}\t", record.partition, record.offset)?;
@@ -92,12 +107,18 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
             out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
             out.write_all(b"\n")?;
             printed += 1;
-            next_offsets.insert(TopicPartition::new(&*record.topic, record.partition), record.offset.plus(1));
         }
     }
     out.flush().context("writing stdout")?;
-    if args.group.is_some() && !next_offsets.is_empty() {
-        consumer.commit_offsets(next_offsets).await?;
+    for (tp, offset) in unprinted {
+        consumer.seek(&tp, Seek::Offset(offset)).await?;
+    }
+    if in_group {
+        // Commits what was printed and leaves: the partitions go to the
+        // group's other members at once.
+        consumer.close().await?;
+    } else if args.group.is_some() {
+        consumer.commit().await?;
     }
     Ok(())
 }

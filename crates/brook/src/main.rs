@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod dev;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
+    /// List, describe (members, lag), reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Send each line of stdin as one record; exit 0 only once every line
     /// was acknowledged at the requested level.
     Produce(produce::ProduceArgs),
@@ -73,7 +79,9 @@ enum ClusterCommand {
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 /// Blocking-pool threads per broker in this process (see `main`).
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
             Command::Cluster { command: ClusterCommand::Info } => cluster::info(&cli.bootstrap).await,
             Command::Health => cluster::health(&cli.bootstrap).await,
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
+            Command::Group { command } => group::run(command, &cli.bootstrap).await,
             Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap).await,
             Command::Bench { command } => bench::run(command, &cli.bootstrap).await,

@@ -1,12 +1,14 @@
-//! `Admin`: topics and cluster information.
+//! `Admin`: topics, consumer groups and cluster information.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use brook_proto::v1::admin_client::AdminClient;
+use brook_proto::v1::groups_client::GroupsClient;
 use brook_proto::v1::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicRequest,
-    ListTopicsRequest, TopicDescription, TopicSummary,
+    CommittedOffset, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeGroupsRequest, DescribeTopicRequest, GroupDescription, GroupSummary,
+    ListGroupsRequest, ListTopicsRequest, ResetOffsetsRequest, ResetTo, TopicDescription, TopicSummary,
 };
 
 use crate::cluster::Cluster;
@@ -33,6 +35,21 @@ impl NewTopic {
     }
 }
 
+/// How long group calls look for the coordinator (the controller) while
+/// it moves.
+const GROUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where `Admin::reset_offsets` moves a group's positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetOffsets {
+    Earliest,
+    Latest,
+    /// Clamped into each partition's earliest..latest.
+    Offset(i64),
+    /// The first record at or after this time (ms); the latest if none.
+    Timestamp(i64),
+}
+
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
@@ -46,6 +63,72 @@ impl Admin {
     /// Connects to `bootstrap` (`host:port[,host:port...]`).
     pub async fn connect(bootstrap: &str) -> Result<Admin, ClientError> {
         Ok(Admin::new(Cluster::connect(bootstrap).await?))
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>, ClientError> {
+        self.cluster
+            .with_coordinator(GROUP_PATIENCE, |channel| async move {
+                Ok(GroupsClient::new(channel).list_groups(ListGroupsRequest {}).await?.into_inner().groups)
+            })
+            .await
+    }
+
+    /// Members, assignments, committed and end offsets, and lag.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, ClientError> {
+        let request = DescribeGroupsRequest { group_ids: vec![group_id.to_string()] };
+        let mut groups = self
+            .cluster
+            .with_coordinator(GROUP_PATIENCE, |channel| {
+                let request = request.clone();
+                async move { Ok(GroupsClient::new(channel).describe_groups(request).await?.into_inner().groups) }
+            })
+            .await?;
+        groups.pop().ok_or_else(|| ClientError::InvalidArgument("broker answered without the group".into()))
+    }
+
+    /// Forgets a group without members: its committed offsets too.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
+        let request = DeleteGroupRequest { group_id: group_id.to_string() };
+        self.cluster
+            .with_coordinator(GROUP_PATIENCE, |channel| {
+                let request = request.clone();
+                async move {
+                    GroupsClient::new(channel).delete_group(request).await?;
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    /// Moves a group's committed offsets on `topic` (every partition when
+    /// `partitions` is empty); refused while the group has live members.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partitions: &[u32],
+        to: ResetOffsets,
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
+        let (to, offset, timestamp_ms) = match to {
+            ResetOffsets::Earliest => (ResetTo::Earliest, 0, 0),
+            ResetOffsets::Latest => (ResetTo::Latest, 0, 0),
+            ResetOffsets::Offset(offset) => (ResetTo::Offset, offset, 0),
+            ResetOffsets::Timestamp(timestamp_ms) => (ResetTo::Timestamp, 0, timestamp_ms),
+        };
+        let request = ResetOffsetsRequest {
+            group_id: group_id.to_string(),
+            topic: topic.to_string(),
+            partitions: partitions.to_vec(),
+            to: to as i32,
+            offset,
+            timestamp_ms,
+        };
+        self.cluster
+            .with_coordinator(GROUP_PATIENCE, |channel| {
+                let request = request.clone();
+                async move { Ok(GroupsClient::new(channel).reset_offsets(request).await?.into_inner().offsets) }
+            })
+            .await
     }
 
     pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicDescription, ClientError> {

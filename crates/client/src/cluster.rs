@@ -15,6 +15,8 @@ use crate::error::ClientError;
 /// Large enough for a fetch of several MiB of batches.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause before asking again where the group coordinator is.
+const COORDINATOR_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct MetadataCache {
@@ -24,6 +26,8 @@ struct MetadataCache {
     /// Topics whose leaders may have moved: refreshed before the next
     /// leader lookup (their partition counts stay usable meanwhile).
     stale: std::collections::HashSet<String>,
+    /// The controller, which coordinates consumer groups (0: none known).
+    controller: u32,
 }
 
 /// A partition's leader as the metadata named it.
@@ -116,6 +120,41 @@ impl Cluster {
         })
     }
 
+    /// Runs `call` against the consumer group coordinator (the
+    /// controller), finding it again while it moves or is being elected,
+    /// for at most `patience`.
+    pub(crate) async fn with_coordinator<T, F, Fut>(&self, patience: Duration, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let give_up_at = tokio::time::Instant::now() + patience;
+        loop {
+            let address = {
+                let cache = self.lock_metadata();
+                cache.brokers.get(&cache.controller).cloned()
+            };
+            let result = match address {
+                Some(address) => call(self.channel(&address)?).await,
+                None => Err(ClientError::Broker {
+                    code: tonic::Code::Unavailable,
+                    code_name: Some("NOT_COORDINATOR".into()),
+                    message: "no controller (group coordinator) is known yet".into(),
+                }),
+            };
+            match result {
+                Err(error) if error.is_retriable() && tokio::time::Instant::now() < give_up_at => {
+                    tracing::debug!(%error, "group coordinator unavailable; looking for it again");
+                    tokio::time::sleep(COORDINATOR_RETRY_PAUSE).await;
+                    if let Err(error) = self.refresh(&[]).await {
+                        tracing::debug!(%error, "metadata refresh failed");
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     fn lock_metadata(&self) -> std::sync::MutexGuard<'_, MetadataCache> {
         self.metadata.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -133,6 +172,7 @@ impl Cluster {
                     let response = response.into_inner();
                     let mut cache = self.lock_metadata();
                     cache.brokers = response.brokers.iter().map(|broker| (broker.id, broker.address.clone())).collect();
+                    cache.controller = response.controller_id;
                     for topic in &response.topics {
                         let mut leaders = vec![Leader::default(); topic.partitions.len()];
                         let cached = cache.topics.get(&topic.name);

@@ -40,6 +40,8 @@ const RETRIABLE: &[&str] = &[
     "BROKER_NOT_AVAILABLE",
     "FENCED_LEADER_EPOCH",
     "UNKNOWN_LEADER_EPOCH",
+    "NOT_COORDINATOR",
+    "LEADER_NOT_AVAILABLE",
 ];
 
 impl ClientError {

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use brook_record::{LeaderEpoch, TopicId};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
+use crate::command::{
+    BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
+};
+use crate::consumer_group::{Committer, ConsumerGroup};
 
 /// The topic config that allows electing an out-of-sync replica (Kafka's
 /// name); off unless set to `true`.
@@ -86,6 +89,10 @@ pub struct ClusterState {
     pub applied_index: u64,
     #[serde(default)]
     pub producer_ids: ProducerIds,
+    /// Consumer groups with (or once with) members; a group that only
+    /// stores offsets has none here.
+    #[serde(default)]
+    pub groups: BTreeMap<String, ConsumerGroup>,
 }
 
 impl ClusterState {
@@ -128,6 +135,21 @@ impl ClusterState {
                 Ok(self.take_producer_ids(PRODUCER_ID_BLOCK))
             }
             CommandV1::InitKeyedProducer { key } => self.init_keyed_producer(key),
+            CommandV1::GroupHeartbeat(heartbeat) => {
+                let group = self.groups.entry(heartbeat.group.clone()).or_default();
+                let (member_epoch, assigned) = group.heartbeat(heartbeat, &self.topics)?;
+                Ok(Outcome::GroupMember { member_epoch, assigned })
+            }
+            CommandV1::RemoveGroupMembers { group, member_ids } => {
+                if let Some(state) = self.groups.get_mut(group) {
+                    state.remove_members(member_ids, &self.topics);
+                }
+                Ok(Outcome::Done)
+            }
+            CommandV1::CommitGroupOffsets { commits } => {
+                Ok(Outcome::Committed(commits.iter().map(|commit| self.commit_group_offsets(commit)).collect()))
+            }
+            CommandV1::DeleteGroup { group } => self.delete_group(group),
         };
         self.debug_check_invariants();
         result
@@ -347,6 +369,28 @@ impl ClusterState {
         };
         self.producer_ids.keyed.insert(key.into(), (producer_id, producer_epoch));
         Ok(Outcome::Producer { producer_id, producer_epoch })
+    }
+
+    fn commit_group_offsets(&mut self, commit: &GroupCommit) -> Result<(), CommandError> {
+        if let Some(group) = self.groups.get(&commit.group) {
+            group.check_commit(&commit.group, &commit.committer)?;
+        } else if let Committer::Member { member_id, .. } = &commit.committer {
+            return Err(CommandError::UnknownMemberId { group: commit.group.clone(), member_id: member_id.clone() });
+        }
+        self.commit_offsets(&commit.group, &commit.offsets).map(|_| ())
+    }
+
+    fn delete_group(&mut self, group: &str) -> CommandResult {
+        if let Some(state) = self.groups.get(group) {
+            if !state.members.is_empty() {
+                return Err(CommandError::GroupNotEmpty { group: group.into(), members: state.members.len() });
+            }
+        }
+        let known = self.groups.remove(group).is_some() | self.offsets.remove(group).is_some();
+        if !known {
+            return Err(CommandError::UnknownGroup { group: group.into() });
+        }
+        Ok(Outcome::Done)
     }
 
     fn commit_offsets(&mut self, group: &str, offsets: &[OffsetCommit]) -> CommandResult {

@@ -6,10 +6,13 @@
 //! version it does not know stops applying rather than guess (a rolling
 //! upgrade finishes before new versions are proposed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use brook_record::{LeaderEpoch, TopicId};
 use serde::{Deserialize, Serialize};
+
+pub use crate::consumer_group::{Committer, GroupHeartbeat};
+use crate::group_assignment::Partition;
 
 pub use brook_record::BrokerId;
 
@@ -75,6 +78,33 @@ pub enum CommandV1 {
     InitKeyedProducer {
         key: String,
     },
+    /// A consumer group member's heartbeat that changes the group (a
+    /// join, a new subscription, a confirmed revocation, a step towards
+    /// the target): answered with `Outcome::GroupMember`.
+    GroupHeartbeat(GroupHeartbeat),
+    /// Members that left, or whose sessions the coordinator saw expire.
+    RemoveGroupMembers {
+        group: String,
+        member_ids: Vec<String>,
+    },
+    /// Offsets of many groups at once (the coordinator batches the
+    /// commits that arrive while a proposal is in flight), each checked
+    /// on its own: answered with `Outcome::Committed`, one result each.
+    CommitGroupOffsets {
+        commits: Vec<GroupCommit>,
+    },
+    /// Forgets a group with no members: its offsets and its state.
+    DeleteGroup {
+        group: String,
+    },
+}
+
+/// One group's share of a `CommitGroupOffsets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommit {
+    pub group: String,
+    pub committer: Committer,
+    pub offsets: Vec<OffsetCommit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +131,13 @@ pub enum Outcome {
         producer_id: i64,
         producer_epoch: i16,
     },
+    /// A group member's epoch and the partitions it may own now.
+    GroupMember {
+        member_epoch: u32,
+        assigned: BTreeSet<Partition>,
+    },
+    /// Per `GroupCommit`, in order: committed, or why not.
+    Committed(Vec<Result<(), CommandError>>),
 }
 
 /// One partition whose leadership a command moved.
@@ -143,6 +180,18 @@ pub enum CommandError {
     InvalidProducerKey { key: String, reason: String },
     #[error("invalid ISR for {topic}-{partition}: {reason}")]
     InvalidIsr { topic: String, partition: u32, reason: String },
+    #[error("member '{member_id}' is not in group '{group}' (it left or its session expired); join again")]
+    UnknownMemberId { group: String, member_id: String },
+    #[error("member '{member_id}' of group '{group}' is at epoch {current}, not {epoch}; join again")]
+    FencedMemberEpoch { group: String, member_id: String, epoch: u32, current: u32 },
+    #[error("member '{member_id}' of group '{group}' committed at epoch {epoch}; it is at {current} now")]
+    StaleMemberEpoch { group: String, member_id: String, epoch: u32, current: u32 },
+    #[error("group '{group}' has {members} live member(s); only they commit, and it cannot be reset or deleted")]
+    GroupNotEmpty { group: String, members: usize },
+    #[error("group '{group}' does not exist")]
+    UnknownGroup { group: String },
+    #[error("invalid request for group '{group}': {reason}")]
+    InvalidGroupRequest { group: String, reason: String },
 }
 
 /// The state machine's answer to one command.

@@ -41,6 +41,7 @@
 mod assignment;
 mod cluster_state;
 mod command;
+pub mod consumer_group;
 pub mod group_assignment;
 mod liveness;
 mod log_store;
@@ -55,7 +56,10 @@ pub use cluster_state::{
     BrokerRecord, ClusterState, CommittedOffset, PartitionRecord, ProducerIds, TopicRecord, MAX_PRODUCER_KEY_BYTES,
     PRODUCER_ID_BLOCK, UNCLEAN_ELECTION,
 };
-pub use command::{BrokerId, Command, CommandError, CommandResult, CommandV1, LeaderChange, OffsetCommit, Outcome};
+pub use command::{
+    BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
+};
+pub use consumer_group::{Assignor, Committer, ConsumerGroup, GroupHeartbeat, GroupMember};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;
 pub use network::{ClusterSecret, GrpcNetwork};
