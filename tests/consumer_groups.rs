@@ -620,3 +620,51 @@ async fn bad_group_requests_get_clear_errors_and_the_broker_stays_up() {
     // Still up and answering.
     assert!(admin.list_groups().await.expect("list").iter().any(|group| group.group_id == "g"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_is_a_stream_of_records_and_auto_commits_what_it_yielded() {
+    use tokio_stream::StreamExt;
+
+    let broker = harness::Broker::start().await;
+    create_topic(&broker.address, "stream", 2, 1).await;
+    produce(&broker.address, "stream", 0, 100).await;
+    let config = ConsumerConfig {
+        group_id: Some("streamers".into()),
+        auto_offset_reset: OffsetReset::Earliest,
+        auto_commit_interval: Duration::from_millis(100),
+        max_poll_records: 10,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(&broker.address, config).await.expect("consumer");
+    consumer.subscribe(&["stream"]).await.expect("subscribe");
+    let stream = consumer.into_stream(Duration::from_millis(200));
+    tokio::pin!(stream);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 100 {
+        let record = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("a record in time")
+            .expect("the stream goes on")
+            .expect("a record");
+        assert!(seen.insert((record.partition, record.offset.0)), "each record once");
+    }
+    // Auto-commit runs inside the next poll, once everything yielded so
+    // far was taken: the group's offsets reach the end.
+    let committed = eventually("auto-commit of everything yielded", Duration::from_secs(10), || {
+        let address = broker.address.clone();
+        async move {
+            let described = describe(&address, "streamers").await?;
+            let committed: i64 = described.partitions.iter().map(|p| p.committed_offset.max(0)).sum();
+            if committed == 100 {
+                Ok(committed)
+            } else {
+                Err(format!("{committed} committed"))
+            }
+        }
+    });
+    // The stream is polled while waiting, so auto-commit can run.
+    tokio::select! {
+        committed = committed => assert_eq!(committed, 100),
+        _ = stream.next() => panic!("no record beyond the 100 produced"),
+    }
+}

@@ -49,3 +49,49 @@ async fn metrics_count_requests_bytes_and_partition_offsets() {
     let missing = tokio::task::spawn_blocking(move || http_get(&metrics_address, "/nope")).await.expect("task");
     assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");
 }
+
+/// The value of the one series of `metric` whose labels include all of `labels`.
+fn value_with(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{metric}{{")) && labels.iter().all(|label| line.contains(label)))
+        .unwrap_or_else(|| panic!("{metric} {labels:?} missing:\n{text}"));
+    line.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("bad line {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_group_lag_members_and_rebalances() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use brook_client::{Consumer, ConsumerConfig, Offset, TopicPartition};
+
+    let metrics_address = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(&["--metrics-listen", &metrics_address]).await;
+    Admin::connect(&broker.address).await.expect("admin").create_topic(NewTopic::new("g", 2, 1)).await.expect("create");
+    let producer = Producer::connect(&broker.address, ProducerConfig::default()).await.expect("producer");
+    for index in 0..100u32 {
+        producer.send(ProducerRecord::new("g", index.to_string()).partition(index % 2)).await.expect("send");
+    }
+    producer.close().await;
+    let config = ConsumerConfig { group_id: Some("readers".into()), ..ConsumerConfig::default() };
+    let mut outside = Consumer::connect(&broker.address, config.clone()).await.expect("consumer");
+    outside.assign(vec![TopicPartition::new("g", 0), TopicPartition::new("g", 1)]).await.expect("assign");
+    let commits =
+        BTreeMap::from([(TopicPartition::new("g", 0), Offset(10)), (TopicPartition::new("g", 1), Offset(45))]);
+    outside.commit_offsets(commits).await.expect("commit");
+    let config = ConsumerConfig { enable_auto_commit: false, ..config };
+    let mut member = Consumer::connect(&broker.address, config).await.expect("member");
+    member.subscribe(&["g"]).await.expect("subscribe");
+    while member.assignment().len() < 2 {
+        member.poll(Duration::from_millis(100)).await.expect("poll");
+    }
+
+    let response = tokio::task::spawn_blocking(move || http_get(&metrics_address, "/metrics")).await.expect("task");
+    let lag = |partition: &str| value_with(&response, "brook_consumer_group_lag", &["group=\"readers\"", partition]);
+    assert_eq!(lag("partition=\"0\""), 40.0);
+    assert_eq!(lag("partition=\"1\""), 5.0);
+    assert_eq!(value_with(&response, "brook_consumer_group_members", &["group=\"readers\""]), 1.0);
+    assert!(value_with(&response, "brook_consumer_group_epoch", &["group=\"readers\""]) >= 1.0);
+    assert!(response.contains("brook_request_duration_seconds_bucket{api=\"consumer_group_heartbeat\""));
+}

@@ -29,6 +29,13 @@
 //! offsets and counted, not appended. `InitProducerId` hands out ids from a
 //! block the metadata group gave this broker (`producer_ids.rs`).
 //!
+//! Consumer groups: the controller is every group's coordinator
+//! (`group_coordinator.rs`): it answers heartbeats from the applied state
+//! when nothing changes and proposes when something does, expires
+//! sessions (a new controller starts them afresh), and batches commits
+//! into one metadata proposal at a time; `service/groups.rs` serves the
+//! `Groups` API (other brokers answer NOT_COORDINATOR naming it).
+//!
 //! Tasks: every task the node starts runs on one `TaskTracker` and is
 //! awaited at shutdown (`server.rs`); client connections are bounded
 //! (`max_connections`).

@@ -17,6 +17,7 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::BrokerError;
 use crate::topics::TopicRegistry;
 
 /// The longest request head the endpoint reads; scrapers send far less.
@@ -47,6 +48,9 @@ pub struct Metrics {
     partitions: IntGauge,
     raft_term: IntGauge,
     controller_id: IntGauge,
+    group_lag: IntGaugeVec,
+    group_members: IntGaugeVec,
+    group_epoch: IntGaugeVec,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -131,8 +135,48 @@ impl Metrics {
                 &registry,
                 IntGauge::new("controller_id", "Broker id of the controller (the Raft leader)").expect("valid metric"),
             ),
+            group_lag: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "consumer_group_lag",
+                        "Records between a group's committed offset and the high watermark, by the partition's leader",
+                    ),
+                    &["group", "topic", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            group_members: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("consumer_group_members", "Live members of a consumer group, by its coordinator"),
+                    &["group"],
+                )
+                .expect("valid metric"),
+            ),
+            group_epoch: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "consumer_group_epoch",
+                        "A consumer group's epoch, by its coordinator: bumped by every rebalance (its rate is the \
+                         rebalance rate)",
+                    ),
+                    &["group"],
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
+    }
+
+    /// Counts one answered request under its outcome (`ok` or the error name).
+    pub fn observe_result<T>(&self, api: &str, started: std::time::Instant, result: &Result<T, BrokerError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => error.code_name(),
+        };
+        self.observe(api, outcome, started.elapsed());
     }
 
     /// Counts one answered request and its duration.
@@ -171,6 +215,7 @@ impl Metrics {
         }
         self.partitions.set(partitions);
         self.under_replicated.set(under_replicated);
+        self.render_groups(topics);
         let metadata = topics.metadata();
         let (term, controller) = (metadata.term(), metadata.controller().unwrap_or(0));
         self.raft_term.set(i64::try_from(term).unwrap_or(i64::MAX));
@@ -180,6 +225,35 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
         }
         text
+    }
+}
+
+impl Metrics {
+    /// Group gauges: lag by the leader of each partition (each partition's
+    /// lag appears once in the cluster, where its high watermark is
+    /// exact), members and epochs by the coordinator.
+    fn render_groups(&self, topics: &TopicRegistry) {
+        for gauge in [&self.group_lag, &self.group_members, &self.group_epoch] {
+            gauge.reset();
+        }
+        let state = topics.metadata().state().borrow().clone();
+        for (group, committed) in &state.offsets {
+            for (topic, partitions) in committed {
+                let Ok(led) = topics.topic(topic) else { continue };
+                for (partition, offset) in partitions {
+                    let Ok(replica) = led.led_partition(*partition, topics.broker_id()) else { continue };
+                    let high_watermark = i64::try_from(replica.high_watermark().0).unwrap_or(i64::MAX);
+                    let labels = [group.as_str(), topic.as_str(), &partition.to_string()];
+                    self.group_lag.with_label_values(&labels).set((high_watermark - offset.offset).max(0));
+                }
+            }
+        }
+        if topics.metadata().is_controller() {
+            for (group, state) in &state.groups {
+                self.group_members.with_label_values(&[group.as_str()]).set(state.members.len() as i64);
+                self.group_epoch.with_label_values(&[group.as_str()]).set(i64::from(state.group_epoch));
+            }
+        }
     }
 }
 

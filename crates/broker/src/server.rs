@@ -303,8 +303,9 @@ async fn serve_grpc(
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    let groups = GroupsServer::new(GroupsService::new(Arc::clone(registry), Arc::clone(coordinator)))
-        .max_decoding_message_size(limit);
+    let groups =
+        GroupsServer::new(GroupsService::new(Arc::clone(registry), Arc::clone(coordinator), Arc::clone(metrics)))
+            .max_decoding_message_size(limit);
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
 
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -3,7 +3,9 @@
 //! Owns the client side of Brook's gRPC API: [`Admin`] for topics,
 //! [`Producer`] (batching, bounded memory, retries, Kafka's murmur2
 //! partitioner) and [`Consumer`] (assigned partitions, pipelined long-poll
-//! fetches, committed offsets). A shared [`Cluster`] caches metadata and
+//! fetches, committed offsets, and membership in a consumer group: the
+//! coordinator's assignments applied in `poll`, auto-commit, [`ConsumerEvent`]s,
+//! a `Stream` of records). A shared [`Cluster`] caches metadata and
 //! keeps one HTTP/2 channel per broker.
 //!
 //! Invariants: a partition's log holds its records in `send` order: with
@@ -16,7 +18,10 @@
 //! failure may duplicate; a sealed batch's bytes change only when the
 //! producer renumbers unsent batches under a new producer id or epoch; a
 //! producer never buffers more than `buffer_memory` bytes of records; the
-//! consumer returns each partition's records in offset order.
+//! consumer returns each partition's records in offset order; a group
+//! member consumes a partition only while the coordinator's latest answer
+//! gives it, commits before it gives one up (with auto-commit), and
+//! returns no record while its session may have ended.
 //!
 //! Never: allocate per record in the encoder or decoder (records are
 //! encoded straight into their batch, and decoded records share the fetched

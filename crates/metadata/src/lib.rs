@@ -2,8 +2,8 @@
 //!
 //! Owns what the brokers of a cluster agree on: brokers, topics (each with
 //! its topic id, given at creation and never reused), replica
-//! assignments, partition leaders, leader epochs, ISRs, committed
-//! consumer offsets and the producer ids handed out (blocks of
+//! assignments, partition leaders, leader epochs, ISRs, consumer groups
+//! and their committed offsets, and the producer ids handed out (blocks of
 //! [`PRODUCER_ID_BLOCK`] per broker; keyed producers' id and epoch)
 //! ([`ClusterState`]), changed only by committed
 //! [`Command`]s of one openraft group whose log, vote and state machine
@@ -28,11 +28,16 @@
 //! change (`wait_applied`), and knows when its state is current after a
 //! restart (`caught_up`).
 //!
-//! [`group_assignment`] holds the consumer groups' server-side assignors
-//! (uniform and range, and KIP-848's incremental reconcile step) as pure
-//! functions of the members and the topics, so that every broker computes
-//! the same target; the group coordinator that will call them is not built
-//! yet.
+//! Consumer groups ([`consumer_group`]): members with their epochs,
+//! subscriptions and assignments, the target assignment, and committed
+//! offsets, changed only by committed commands (`GroupHeartbeat`,
+//! `RemoveGroupMembers`, `CommitGroupOffsets`, `DeleteGroup`), so a group
+//! survives its coordinator. [`group_assignment`] holds the server-side
+//! assignors (uniform and range) and KIP-848's incremental reconcile step
+//! as pure functions of the members and the topics, so every broker
+//! computes the same target. Invariant: a partition is never assigned to
+//! a member while another member owns it (assigned, or revoking until it
+//! confirms); member and group epochs never decrease.
 //!
 //! Never: apply a command that was not committed; depend on the clock or
 //! on I/O inside `apply`; know about partition logs (brokers react to the

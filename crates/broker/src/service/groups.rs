@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brook_metadata::consumer_group::{
     MAX_MEMBER_ID_BYTES, MAX_SESSION_TIMEOUT_MS, MAX_SUBSCRIBED_TOPICS, MIN_SESSION_TIMEOUT_MS,
@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
 use crate::group_coordinator::{heartbeat_interval, GroupCoordinator};
+use crate::metrics::Metrics;
 use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
@@ -52,6 +53,7 @@ pub struct GroupsService {
     /// Channels to other brokers' client ports, for the end offsets of
     /// partitions they lead.
     pub(crate) peers: Mutex<HashMap<String, Channel>>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
@@ -143,8 +145,18 @@ fn group_state(group: Option<&ConsumerGroup>) -> &'static str {
 }
 
 impl GroupsService {
-    pub fn new(registry: Arc<TopicRegistry>, coordinator: Arc<GroupCoordinator>) -> GroupsService {
-        GroupsService { registry, coordinator, peers: Mutex::default() }
+    pub fn new(
+        registry: Arc<TopicRegistry>,
+        coordinator: Arc<GroupCoordinator>,
+        metrics: Arc<Metrics>,
+    ) -> GroupsService {
+        GroupsService { registry, coordinator, peers: Mutex::default(), metrics }
+    }
+
+    /// Counts and times a finished call, and makes its answer.
+    fn answer<T>(&self, api: &str, started: Instant, result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
+        self.metrics.observe_result(api, started, &result);
+        Ok(Response::new(result?))
     }
 
     async fn heartbeat(
@@ -442,16 +454,23 @@ impl Groups for GroupsService {
         &self,
         request: Request<ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
-        Ok(Response::new(self.heartbeat(request.into_inner()).await?))
+        let started = Instant::now();
+        let result = self.heartbeat(request.into_inner()).await;
+        self.answer("consumer_group_heartbeat", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id, member = %request.get_ref().member_id))]
     async fn leave_group(&self, request: Request<LeaveGroupRequest>) -> Result<Response<LeaveGroupResponse>, Status> {
+        let started = Instant::now();
         let request = request.into_inner();
-        validate_group_id(&request.group_id)?;
-        validate_member_id(&request.member_id)?;
-        self.coordinator.leave(request.group_id, request.member_id).await?;
-        Ok(Response::new(LeaveGroupResponse {}))
+        let result = async {
+            validate_group_id(&request.group_id)?;
+            validate_member_id(&request.member_id)?;
+            self.coordinator.leave(request.group_id, request.member_id).await?;
+            Ok(LeaveGroupResponse {})
+        }
+        .await;
+        self.answer("leave_group", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id, member = %request.get_ref().member_id))]
@@ -459,8 +478,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
-        self.commit(request.into_inner()).await?;
-        Ok(Response::new(CommitOffsetsResponse {}))
+        let started = Instant::now();
+        let result = self.commit(request.into_inner()).await.map(|()| CommitOffsetsResponse {});
+        self.answer("commit_offsets", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id))]
@@ -468,12 +488,16 @@ impl Groups for GroupsService {
         &self,
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
-        Ok(Response::new(GroupsService::fetch_offsets(self, request.into_inner())?))
+        let started = Instant::now();
+        let result = GroupsService::fetch_offsets(self, request.into_inner());
+        self.answer("fetch_offsets", started, result)
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_groups(&self, _request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
-        Ok(Response::new(GroupsService::list_groups(self)?))
+        let started = Instant::now();
+        let result = GroupsService::list_groups(self);
+        self.answer("list_groups", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(groups = ?request.get_ref().group_ids))]
@@ -481,7 +505,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<DescribeGroupsRequest>,
     ) -> Result<Response<DescribeGroupsResponse>, Status> {
-        Ok(Response::new(GroupsService::describe_groups(self, request.into_inner()).await?))
+        let started = Instant::now();
+        let result = GroupsService::describe_groups(self, request.into_inner()).await;
+        self.answer("describe_groups", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id))]
@@ -489,8 +515,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
-        GroupsService::delete_group(self, request.into_inner()).await?;
-        Ok(Response::new(DeleteGroupResponse {}))
+        let started = Instant::now();
+        let result = GroupsService::delete_group(self, request.into_inner()).await.map(|()| DeleteGroupResponse {});
+        self.answer("delete_group", started, result)
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group_id, topic = %request.get_ref().topic))]
@@ -498,6 +525,8 @@ impl Groups for GroupsService {
         &self,
         request: Request<ResetOffsetsRequest>,
     ) -> Result<Response<ResetOffsetsResponse>, Status> {
-        Ok(Response::new(GroupsService::reset_offsets(self, request.into_inner()).await?))
+        let started = Instant::now();
+        let result = GroupsService::reset_offsets(self, request.into_inner()).await;
+        self.answer("reset_offsets", started, result)
     }
 }

@@ -7,6 +7,7 @@
 
 mod consume;
 mod e2e;
+mod group_commits;
 mod latency;
 mod limits;
 mod metadata;
@@ -32,6 +33,9 @@ pub enum BenchCommand {
     /// Topics created and deleted per second through the admin API (in a
     /// cluster: through the metadata Raft group).
     Metadata(metadata::MetadataArgs),
+    /// Offset commits per second through the group coordinator, from many
+    /// members of one group.
+    GroupCommits(group_commits::GroupCommitsArgs),
     /// Measure this machine's references: sequential disk write and read of
     /// the data directory, and loopback TCP bandwidth.
     Limits(limits::LimitsArgs),
@@ -44,6 +48,7 @@ pub async fn run(command: BenchCommand, bootstrap: &str) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => e2e::run(args, bootstrap).await,
         BenchCommand::Limits(args) => limits::run(args).await,
         BenchCommand::Metadata(args) => metadata::run(args, bootstrap).await,
+        BenchCommand::GroupCommits(args) => group_commits::run(args, bootstrap).await,
     }
 }
 
