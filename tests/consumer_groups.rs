@@ -412,6 +412,7 @@ async fn a_member_paused_past_its_session_is_fenced_and_does_not_process_what_it
     let described = describe(&bootstrap, "zombies").await.expect("describe");
     let rejoined = described.members.iter().find(|m| m.member_id == zombie.member_id).expect("rejoined");
     assert!(rejoined.assigned.is_empty(), "the partition stays with the member that took it over");
+    assert!(rejoined.member_epoch > zombie.member_epoch, "it came back at a new epoch: {rejoined:?}");
     assert_eq!(paused.lines().len(), lines_when_paused, "the fenced member processed nothing it had lost");
 }
 
@@ -455,6 +456,7 @@ async fn the_group_outlives_its_coordinator_with_the_same_members_and_its_offset
         async move {
             let described = describe(&survivors, "auditors").await?;
             let committed: i64 = described.partitions.iter().map(|p| p.committed_offset.max(0)).sum();
+            assert!(committed >= 400, "committed offsets went back after the failover: {described:?}");
             if committed == 800 {
                 Ok((killed_at.elapsed(), described))
             } else {
@@ -667,4 +669,36 @@ async fn a_group_member_is_a_stream_of_records_and_auto_commits_what_it_yielded(
         committed = committed => assert_eq!(committed, 100),
         _ = stream.next() => panic!("no record beyond the 100 produced"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stopped_with_sigterm_commits_and_leaves_at_once() {
+    let broker = harness::Broker::start().await;
+    create_topic(&broker.address, "leaving", 1, 1).await;
+    produce(&broker.address, "leaving", 0, 20).await;
+    // Kafka's default 45 s session: only a leave frees the partition soon.
+    let mut process = ConsumerProcess::start(&broker.address, "leavers", "leaving", 45_000, &[]);
+    wait_stable(&broker.address, "leavers", &[1], Duration::from_secs(20)).await;
+    eventually("20 records printed", Duration::from_secs(20), || async {
+        let printed = process.lines().len();
+        if printed == 20 {
+            Ok(())
+        } else {
+            Err(format!("{printed}"))
+        }
+    })
+    .await;
+    process.signal("-TERM");
+    let described = eventually("the member left", Duration::from_secs(10), || async {
+        let described = describe(&broker.address, "leavers").await?;
+        if described.members.is_empty() {
+            Ok(described)
+        } else {
+            Err(format!("{} members", described.members.len()))
+        }
+    })
+    .await;
+    assert_eq!(described.partitions[0].committed_offset, 20, "what was printed is committed");
+    let status = process.child.0.wait().expect("wait");
+    assert!(status.success(), "exit status {status}; stderr: {}", process.stderr());
 }

@@ -386,13 +386,24 @@ async fn serve_internal(
 /// until shutdown.
 async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
     let (mut state, mut caught_up) = (metadata.state(), metadata.caught_up());
+    // What the registry last followed: most new states change only what
+    // it does not read (committed offsets, groups, producer ids), and
+    // reconciling every topic for each commit cost the coordinator a
+    // tenth of its offset commits (BENCHMARKS.md).
+    let mut followed: Option<Arc<brook_metadata::ClusterState>> = None;
     loop {
-        tokio::select! {
-            changed = state.changed() => if changed.is_err() { return },
-            changed = caught_up.changed() => if changed.is_err() { return },
+        let caught_up_changed = tokio::select! {
+            changed = state.changed() => if changed.is_err() { return } else { false },
+            changed = caught_up.changed() => if changed.is_err() { return } else { true },
             () = shutdown.cancelled() => return,
-        }
+        };
         let current = state.borrow_and_update().clone();
+        let unchanged =
+            followed.as_ref().is_some_and(|last| last.topics == current.topics && last.brokers == current.brokers);
+        if unchanged && !caught_up_changed {
+            continue;
+        }
+        followed = Some(Arc::clone(&current));
         let registry = Arc::clone(&registry);
         if let Err(error) = tokio::task::spawn_blocking(move || registry.reconcile(&current)).await {
             tracing::error!(%error, "applying the cluster state panicked");

@@ -81,9 +81,17 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     // the group's position goes back there before it commits.
     let mut unprinted = std::collections::BTreeMap::new();
     let mut last_record = Instant::now();
+    // Ctrl-C or SIGTERM ends the run like --max-messages does: what was
+    // printed is committed and a group member leaves its group, so its
+    // partitions go to the others at once rather than after its session.
+    let stop = crate::serve::wait_for_signal();
+    tokio::pin!(stop);
     while printed < max_messages {
         let wait = idle_timeout.map_or(Duration::from_millis(500), |idle| idle.saturating_sub(last_record.elapsed()));
-        let records = consumer.poll(wait.max(Duration::from_millis(1))).await?;
+        let records = tokio::select! {
+            records = consumer.poll(wait.max(Duration::from_millis(1))) => records?,
+            () = &mut stop => break,
+        };
         if records.is_empty() {
             out.flush().context("writing stdout")?;
             if idle_timeout.is_some_and(|idle| last_record.elapsed() >= idle) {
