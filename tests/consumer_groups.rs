@@ -702,3 +702,39 @@ async fn a_consumer_stopped_with_sigterm_commits_and_leaves_at_once() {
     let status = process.child.0.wait().expect("wait");
     assert!(status.success(), "exit status {status}; stderr: {}", process.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_polling_leaves_and_its_partitions_go_to_one_that_polls() {
+    let broker = harness::Broker::start().await;
+    create_topic(&broker.address, "slow", 2, 1).await;
+    let config = ConsumerConfig {
+        group_id: Some("pollers".into()),
+        session_timeout: Duration::from_secs(30),
+        max_poll_interval: Duration::from_millis(1_500),
+        ..ConsumerConfig::default()
+    };
+    let mut stuck = Consumer::connect(&broker.address, config.clone()).await.expect("consumer");
+    stuck.subscribe(&["slow"]).await.expect("subscribe");
+    let busy = Member::start(&broker.address, "pollers", "slow", Duration::from_secs(30)).await;
+    let started = Instant::now();
+    while stuck.assignment().len() != 1 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the two members share the partitions");
+        stuck.poll(Duration::from_millis(100)).await.expect("poll");
+    }
+    stuck.take_events();
+    // It stops polling (its heartbeats go on): past max_poll_interval it
+    // leaves, long before its 30 s session would end.
+    let described = wait_stable(&broker.address, "pollers", &[2], Duration::from_secs(10)).await;
+    assert_eq!(described.members[0].member_id, busy.member_id(), "the member that polls has both");
+    // Polling again: what it had is lost (not committed), and it joins again.
+    let started = Instant::now();
+    let mut events = Vec::new();
+    while !events.iter().any(|event| matches!(event, ConsumerEvent::Assigned(_))) {
+        assert!(started.elapsed() < Duration::from_secs(20), "it joins again: {events:?}");
+        stuck.poll(Duration::from_millis(100)).await.expect("poll");
+        events.extend(stuck.take_events());
+    }
+    assert!(matches!(events.first(), Some(ConsumerEvent::Lost(lost)) if lost.len() == 1), "{events:?}");
+    wait_stable(&broker.address, "pollers", &[1, 1], Duration::from_secs(10)).await;
+    busy.stop().await;
+}

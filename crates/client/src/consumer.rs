@@ -121,6 +121,10 @@ pub struct ConsumerConfig {
     pub group_assignor: String,
     /// Shown by `brook group describe`. Default "brook-client".
     pub client_id: String,
+    /// A group member that does not poll for this long leaves the group,
+    /// so its partitions go to members that do, and joins again at its
+    /// next poll (Kafka's `max.poll.interval.ms`). Default 5 minutes.
+    pub max_poll_interval: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -138,6 +142,7 @@ impl Default for ConsumerConfig {
             auto_commit_interval: Duration::from_secs(5),
             group_assignor: "uniform".to_string(),
             client_id: "brook-client".to_string(),
+            max_poll_interval: Duration::from_secs(300),
         }
     }
 }
@@ -265,6 +270,7 @@ impl Consumer {
                 group_id,
                 topics: topics.iter().map(|topic| topic.to_string()).collect(),
                 session_timeout: self.config.session_timeout,
+                max_poll_interval: self.config.max_poll_interval,
                 assignor: self.config.group_assignor.clone(),
                 client_id: self.config.client_id.clone(),
             };
@@ -434,6 +440,11 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Waiting inside poll is polling (a long poll must not count
+            // against max_poll_interval).
+            if let Some(membership) = &self.membership {
+                membership.polled();
+            }
             self.follow_group().await?;
             let answered = self.membership.as_ref().map(|membership| Arc::clone(&membership.answered));
             if let Some(membership) = &self.membership {

@@ -36,6 +36,9 @@ pub(crate) struct MemberConfig {
     pub group_id: String,
     pub topics: BTreeSet<String>,
     pub session_timeout: Duration,
+    /// A consumer that does not poll for this long leaves the group
+    /// (Kafka's `max.poll.interval.ms`), and joins again when it polls.
+    pub max_poll_interval: Duration,
     pub assignor: String,
     pub client_id: String,
 }
@@ -58,6 +61,11 @@ pub(crate) struct MemberState {
     /// When the coordinator last answered.
     pub last_answer: Option<Instant>,
     pub last_error: Option<ClientError>,
+    /// When the consumer last polled (see `MemberConfig::max_poll_interval`).
+    pub last_poll: Instant,
+    /// The member left because the consumer stopped polling; it joins
+    /// again once the consumer polls.
+    pub left_idle: bool,
 }
 
 #[derive(Debug)]
@@ -94,6 +102,8 @@ impl Membership {
             lost: false,
             last_answer: None,
             last_error: None,
+            last_poll: Instant::now(),
+            left_idle: false,
         }));
         let (wake, answered) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let heartbeats = Heartbeats {
@@ -134,25 +144,40 @@ impl Membership {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
+    /// Notes a poll: a member that left for not polling joins again.
+    pub fn polled(&self) {
+        let mut state = self.lock();
+        state.last_poll = Instant::now();
+        if std::mem::take(&mut state.left_idle) {
+            drop(state);
+            tracing::info!(group = %self.config.group_id, member = %self.member_id, "polling again: joining the group again");
+            self.wake.notify_one();
+        }
+    }
+
     /// Leaves the group (its partitions go to the others at once) and
     /// stops heartbeating.
     pub async fn leave(self, cluster: &Cluster) -> Result<(), ClientError> {
         self.task.abort();
-        let request = LeaveGroupRequest { group_id: self.config.group_id.clone(), member_id: self.member_id.clone() };
-        let result = cluster
-            .with_coordinator(self.config.session_timeout, |channel| {
-                let request = request.clone();
-                async move {
-                    GroupsClient::new(channel).leave_group(request).await?;
-                    Ok(())
-                }
-            })
-            .await;
-        match result {
-            // Already gone (its session ended): nothing to leave.
-            Err(error) if error.code_name() == Some("UNKNOWN_MEMBER_ID") => Ok(()),
-            other => other,
-        }
+        leave_group(cluster, &self.config, &self.member_id).await
+    }
+}
+
+async fn leave_group(cluster: &Cluster, config: &MemberConfig, member_id: &str) -> Result<(), ClientError> {
+    let request = LeaveGroupRequest { group_id: config.group_id.clone(), member_id: member_id.to_string() };
+    let result = cluster
+        .with_coordinator(config.session_timeout, |channel| {
+            let request = request.clone();
+            async move {
+                GroupsClient::new(channel).leave_group(request).await?;
+                Ok(())
+            }
+        })
+        .await;
+    match result {
+        // Already gone (its session ended): nothing to leave.
+        Err(error) if error.code_name() == Some("UNKNOWN_MEMBER_ID") => Ok(()),
+        other => other,
     }
 }
 
@@ -168,6 +193,12 @@ struct Heartbeats {
 impl Heartbeats {
     async fn run(self) {
         loop {
+            if self.idle_past_poll_interval().await {
+                // Not a member until the consumer polls again.
+                self.answered.notify_waiters();
+                self.wake.notified().await;
+                continue;
+            }
             let pause = match self.heartbeat().await {
                 Ok(interval) => interval,
                 Err(error) if matches!(error.code_name(), Some("UNKNOWN_MEMBER_ID" | "FENCED_MEMBER_EPOCH")) => {
@@ -189,6 +220,36 @@ impl Heartbeats {
             self.answered.notify_waiters();
             let _ = tokio::time::timeout(pause, self.wake.notified()).await;
         }
+    }
+
+    /// Whether the consumer stopped polling for `max_poll_interval`: then
+    /// this member leaves the group (its partitions go to members that do
+    /// poll) and counts as fenced, as Kafka's consumer does.
+    async fn idle_past_poll_interval(&self) -> bool {
+        let (idle, left, joined) = {
+            let state = lock(&self.state);
+            (state.last_poll.elapsed() > self.config.max_poll_interval, state.left_idle, state.member_epoch > 0)
+        };
+        if !idle {
+            return false;
+        }
+        if left {
+            return true;
+        }
+        tracing::warn!(group = %self.config.group_id, member = %self.member_id, interval = ?self.config.max_poll_interval, "the consumer did not poll within max_poll_interval: leaving the group");
+        if joined {
+            if let Err(error) = leave_group(&self.cluster, &self.config, &self.member_id).await {
+                tracing::warn!(group = %self.config.group_id, %error, "could not leave; the session will end it");
+            }
+        }
+        let mut state = lock(&self.state);
+        state.left_idle = true;
+        state.member_epoch = 0;
+        state.lost = true;
+        state.assignment = None;
+        state.owned.clear();
+        state.version += 1;
+        true
     }
 
     /// One heartbeat; the interval the coordinator asks for.

@@ -351,13 +351,15 @@ mod tests {
         members: &mut BTreeMap<String, (u32, BTreeSet<Partition>)>,
     ) {
         for _ in 0..10 {
-            let before = members.clone();
+            // A member's answer can stay the same while the group moves (a
+            // confirmed revocation frees a partition for the next round).
+            let before = (members.clone(), group.clone());
             for (id, (epoch, owned)) in members.iter_mut() {
                 let (next_epoch, assigned) = group.heartbeat(&beat(id, *epoch, owned), topics).expect("heartbeat");
                 *epoch = next_epoch;
                 *owned = assigned;
             }
-            if *members == before {
+            if (members.clone(), group.clone()) == before {
                 return;
             }
         }
@@ -442,6 +444,23 @@ mod tests {
     }
 
     #[test]
+    fn the_range_assignor_named_by_the_first_member_gives_contiguous_ranges() {
+        let topics = topics(&[("orders", 5)]);
+        let mut group = ConsumerGroup::default();
+        let mut members = BTreeMap::new();
+        let first = GroupHeartbeat { assignor: Some(Assignor::Range), ..join("a", "orders") };
+        members.insert("a".to_string(), group.heartbeat(&first, &topics).expect("join"));
+        // A later member's choice does not change the group's assignor.
+        let second = GroupHeartbeat { assignor: Some(Assignor::Uniform), ..join("b", "orders") };
+        members.insert("b".to_string(), group.heartbeat(&second, &topics).expect("join"));
+        settle(&mut group, &topics, &mut members);
+        assert_eq!(group.assignor, Assignor::Range);
+        let partitions = |id: &str| members[id].1.iter().map(|(_, partition)| *partition).collect::<Vec<_>>();
+        assert_eq!(partitions("a"), [0, 1, 2]);
+        assert_eq!(partitions("b"), [3, 4]);
+    }
+
+    #[test]
     fn a_new_partition_count_makes_a_new_target() {
         let mut topics = topics(&[("orders", 2)]);
         let mut group = ConsumerGroup::default();
@@ -454,5 +473,53 @@ mod tests {
         settle(&mut group, &topics, &mut members);
         assert!(group.group_epoch > epoch);
         assert_eq!(members["a"].1.len(), 3);
+    }
+
+    proptest::proptest! {
+        /// Any order of joins, leaves, heartbeats and topic growth: the
+        /// partitions members consume (what each last heard it may own)
+        /// never overlap, and once everyone has heartbeated enough, every
+        /// partition is consumed.
+        #[test]
+        fn members_never_consume_the_same_partition(
+            ops in proptest::collection::vec((0u8..4, 0usize..5), 1..60),
+        ) {
+            let ids = ["a", "b", "c", "d", "e"];
+            let mut topics = topics(&[("orders", 7)]);
+            let mut group = ConsumerGroup::default();
+            // What each live member consumes, with its epoch.
+            let mut members: BTreeMap<String, (u32, BTreeSet<Partition>)> = BTreeMap::new();
+            for (op, who) in ops {
+                let id = ids[who];
+                match op {
+                    0 if !members.contains_key(id) => {
+                        let answer = group.heartbeat(&join(id, "orders"), &topics).expect("join");
+                        members.insert(id.to_string(), answer);
+                    }
+                    1 if members.contains_key(id) => {
+                        group.remove_members(&[id.to_string()], &topics);
+                        members.remove(id);
+                    }
+                    2 => {
+                        let grown = topics.get_mut("orders").expect("topic");
+                        if grown.partitions.len() < 12 {
+                            grown.partitions.push(grown.partitions[0].clone());
+                        }
+                    }
+                    _ => {
+                        if let Some((epoch, owned)) = members.get(id).cloned() {
+                            let answer = group.heartbeat(&beat(id, epoch, &owned), &topics).expect("heartbeat");
+                            members.insert(id.to_string(), answer);
+                        }
+                    }
+                }
+                assert_no_partition_owned_twice(&members);
+            }
+            if !members.is_empty() {
+                settle(&mut group, &topics, &mut members);
+                let consumed: usize = members.values().map(|(_, owned)| owned.len()).sum();
+                proptest::prop_assert_eq!(consumed, topics["orders"].partitions.len());
+            }
+        }
     }
 }
