@@ -134,6 +134,25 @@ impl Broker {
         }
     }
 
+    /// SIGTERM, and waits (30 s at most) for the broker to stop: its
+    /// controlled shutdown, then a clean close. Its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let mut child = self.child.take().expect("broker running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the broker") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not stop within 30 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the broker again on the same port and data dir.
     pub async fn restart(&mut self) {
         self.kill();

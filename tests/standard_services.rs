@@ -44,3 +44,63 @@ async fn health_and_reflection_are_served() {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_until_the_metadata_caught_up() {
+    // A cluster member alone: without a majority its metadata never
+    // catches up, so it must not say it serves.
+    let internal = format!("127.0.0.1:{}", harness::free_port());
+    let peers = format!("1={internal},2=127.0.0.1:{},3=127.0.0.1:{}", harness::free_port(), harness::free_port());
+    let address = format!("127.0.0.1:{}", harness::free_port());
+    let args =
+        ["--id", "1", "--peers", &peers, "--internal-listen", &internal, "--controlled-shutdown-timeout-ms", "300"];
+    let lone =
+        Broker::start_prepared(address, &args, &[("BROOK_CLUSTER_SECRET", "a-secret-of-enough-length")], |_| {}).await;
+    let channel =
+        Channel::from_shared(format!("http://{}", lone.address)).expect("uri").connect().await.expect("connect");
+    let status = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+    assert_eq!(status.expect("health check").into_inner().status, ServingStatus::NotServing as i32);
+    let health = lone.command().arg("health").output().expect("brook health");
+    assert!(!health.status.success(), "brook health fails: {}", String::from_utf8_lossy(&health.stdout));
+    assert!(String::from_utf8_lossy(&health.stderr).contains("not serving"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_health_passes_only_with_every_broker_up_and_every_isr_full() {
+    let mut cluster = harness::TestCluster::start(3).await;
+    let admin = brook_client::Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    admin.create_topic(brook_client::NewTopic::new("h", 2, 3)).await.expect("create");
+    let cluster_health = |cluster: &harness::TestCluster| {
+        let output = std::process::Command::new(harness::BROOK)
+            .args(["cluster", "health"])
+            .env("BROOK_BOOTSTRAP", cluster.address(1))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("brook cluster health");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).to_string())
+    };
+    harness::eventually("a healthy cluster", std::time::Duration::from_secs(20), || {
+        let (healthy, text) = cluster_health(&cluster);
+        async move {
+            if healthy {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
+    cluster.broker(3).kill();
+    let text = harness::eventually("broker 3 reported down", std::time::Duration::from_secs(20), || {
+        let (healthy, text) = cluster_health(&cluster);
+        async move {
+            if !healthy && text.contains("broker 3") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
+    assert!(text.contains("is down"), "{text}");
+}

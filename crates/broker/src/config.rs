@@ -84,6 +84,11 @@ pub struct BrokerConfig {
     /// replication factor so a default never makes a topic unwritable with
     /// acks=all. Default 1.
     pub default_min_insync_replicas: u32,
+    /// On SIGTERM (or Ctrl-C) a cluster member first hands its partition
+    /// leaderships to other in-sync replicas, waiting at most this long,
+    /// then stops (Kafka's controlled shutdown). 0: stop at once, as after
+    /// a crash. Default 10 s.
+    pub controlled_shutdown_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +114,7 @@ impl Default for BrokerConfig {
             replica_lag_max_ms: 10_000,
             default_replication_factor: 1,
             default_min_insync_replicas: 1,
+            controlled_shutdown_timeout_ms: 10_000,
         }
     }
 }

@@ -81,9 +81,13 @@ pub enum ServeError {
     Config(String),
 }
 
-/// Runs a broker until `shutdown` is cancelled, then stops its tasks and
-/// closes its logs.
-pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+/// Runs a broker until `stop` is cancelled: then, in a cluster, it hands
+/// its leaderships over (Kafka's controlled shutdown, bounded by
+/// `controlled_shutdown_timeout_ms`), stops its tasks and closes its logs.
+pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), ServeError> {
+    // `stop` asks for the end; `shutdown` ends every task, once the
+    // leaderships are handed over.
+    let shutdown = CancellationToken::new();
     config.validate().map_err(ServeError::Config)?;
     let secret = match &config.cluster_secret {
         Some(secret) => ClusterSecret::new(&secret.0)
@@ -101,7 +105,10 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         None => None,
     };
 
-    let metadata = start_metadata(&config, &advertised, &secret).await?;
+    let metadata = tokio::select! {
+        started = start_metadata(&config, &advertised, &secret) => started?,
+        () = stop.cancelled() => return Ok(()),
+    };
     let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
         broker_id: BrokerId(config.id),
@@ -113,6 +120,13 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     });
     let metrics = Arc::new(Metrics::new(config.id));
     let tasks = TaskTracker::new();
+    tasks.spawn(stop_when_asked(
+        stop.clone(),
+        shutdown.clone(),
+        metadata.clone(),
+        BrokerId(config.id),
+        (!config.peers.is_empty()).then(|| Duration::from_millis(config.controlled_shutdown_timeout_ms)),
+    ));
     start_duties(&tasks, &config, &metadata, &registry, &metrics, &advertised, &shutdown);
     let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
@@ -146,7 +160,8 @@ pub async fn serve(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         "brook broker {} ready on {local_address}",
         config.id
     );
-    let served = serve_grpc(listener, &config, &registry, &node, &metrics, &coordinator, &shutdown).await;
+    let parts = ClientServiceParts { registry: &registry, node: &node, metrics: &metrics, coordinator: &coordinator };
+    let served = serve_grpc(listener, &config, parts, &tasks, &stop, &shutdown).await;
 
     shutdown.cancel();
     tasks.close();
@@ -279,18 +294,26 @@ fn start_fetchers(
     }
 }
 
+/// What the client services are built on.
+struct ClientServiceParts<'a> {
+    registry: &'a Arc<TopicRegistry>,
+    node: &'a Arc<NodeInfo>,
+    metrics: &'a Arc<Metrics>,
+    coordinator: &'a Arc<GroupCoordinator>,
+}
+
 /// Serves the client services (records, admin, groups, metadata), gRPC
 /// health and reflection on `listener` until `shutdown`. Nothing a broker
 /// asks of another is served here (see [`serve_internal`]).
 async fn serve_grpc(
     listener: TcpListener,
     config: &Arc<BrokerConfig>,
-    registry: &Arc<TopicRegistry>,
-    node: &Arc<NodeInfo>,
-    metrics: &Arc<Metrics>,
-    coordinator: &Arc<GroupCoordinator>,
+    parts: ClientServiceParts<'_>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
+    let ClientServiceParts { registry, node, metrics, coordinator } = parts;
     let limit = config.max_request_bytes;
     let admin = AdminServer::new(AdminService { registry: Arc::clone(registry), node: Arc::clone(node) })
         .max_decoding_message_size(limit);
@@ -309,8 +332,7 @@ async fn serve_grpc(
     let metadata = MetadataServer::new(MetadataService { registry: Arc::clone(registry), node: Arc::clone(node) });
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<RecordsServer<RecordsService>>().await;
-    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    tasks.spawn(report_health(health_reporter, registry.metadata().caught_up(), stop.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(brook_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -409,6 +431,64 @@ async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistr
             tracing::error!(%error, "applying the cluster state panicked");
         }
     }
+}
+
+/// Waits for `stop`, then (in a cluster: `handover` is the bound) moves
+/// this broker's leaderships to other in-sync replicas before it ends
+/// every task: producers are redirected to the new leaders rather than
+/// waiting out a session timeout, as after a crash.
+async fn stop_when_asked(
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    metadata: MetadataNode,
+    broker_id: BrokerId,
+    handover: Option<Duration>,
+) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = shutdown.cancelled() => return,
+    }
+    if let Some(timeout) = handover.filter(|timeout| !timeout.is_zero()) {
+        tracing::info!(%broker_id, "controlled shutdown: handing this broker's leaderships to other in-sync replicas");
+        let started = std::time::Instant::now();
+        if metadata.controlled_shutdown(broker_id, timeout).await {
+            tracing::info!(%broker_id, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: this broker leads nothing now; stopping");
+        } else {
+            tracing::warn!(%broker_id, ?timeout, "controlled shutdown did not complete in time; stopping anyway");
+        }
+    }
+    shutdown.cancel();
+}
+
+/// The standard health service's answers: NOT_SERVING until this broker's
+/// metadata has caught up (before that it leads nothing and its view of
+/// the cluster may be old), SERVING after, NOT_SERVING again from the
+/// moment it is asked to stop.
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    mut caught_up: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    const SERVICES: [&str; 5] = ["", "brook.v1.Records", "brook.v1.Admin", "brook.v1.Groups", "brook.v1.Metadata"];
+    let set = |status: ServingStatus| {
+        let reporter = reporter.clone();
+        async move {
+            for service in SERVICES {
+                reporter.set_service_status(service, status).await;
+            }
+        }
+    };
+    set(ServingStatus::NotServing).await;
+    let became_current = tokio::select! {
+        seen = caught_up.wait_for(|caught_up| *caught_up) => seen.is_ok(),
+        () = stop.cancelled() => false,
+    };
+    if became_current {
+        set(ServingStatus::Serving).await;
+    }
+    stop.cancelled().await;
+    set(ServingStatus::NotServing).await;
 }
 
 /// Runs blocking `work` on the registry every `interval` (on the blocking

@@ -1,5 +1,6 @@
 //! `brook cluster info`: brokers, the controller, and for each partition
-//! its leader, epoch, replicas and ISR.
+//! its leader, epoch, replicas and ISR; `brook cluster health`: whether
+//! all of that is as it should be; `brook health`: one broker's own.
 
 use brook_client::Admin;
 
@@ -27,7 +28,53 @@ pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The standard gRPC health check against the first bootstrap address.
+/// Exits 0 only if every registered broker is alive, a controller is
+/// elected, and every partition has a leader and its full ISR (for
+/// scripts: a rolling restart waits for this before the next broker).
+/// Otherwise prints what is wrong, one line each, and fails.
+pub async fn health_of_cluster(bootstrap: &str) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    let cluster = admin.describe_cluster().await?;
+    let mut problems = Vec::new();
+    if cluster.controller_id == 0 {
+        problems.push("no controller is elected".to_string());
+    }
+    for broker in cluster.brokers.iter().filter(|broker| !broker.alive) {
+        problems.push(format!("broker {} ({}) is down", broker.id, broker.address));
+    }
+    let mut partitions = 0;
+    for summary in admin.list_topics().await? {
+        let topic = admin.describe_topic(&summary.name).await?;
+        for partition in topic.partitions {
+            partitions += 1;
+            let name = format!("{}-{}", topic.name, partition.partition);
+            if partition.leader == 0 {
+                problems.push(format!("{name} has no leader"));
+            } else if partition.isr.len() < partition.replicas.len() {
+                problems.push(format!(
+                    "{name} is under-replicated: isr {:?} of replicas {:?}",
+                    partition.isr, partition.replicas
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "healthy: {} broker(s) alive, controller {}, {partitions} partition(s) led with full ISRs",
+            cluster.brokers.len(),
+            cluster.controller_id
+        );
+        return Ok(());
+    }
+    for problem in &problems {
+        println!("{problem}");
+    }
+    anyhow::bail!("the cluster is not healthy: {} problem(s)", problems.len())
+}
+
+/// The standard gRPC health check against the first bootstrap address:
+/// SERVING only once the broker's metadata caught up, and not while it
+/// shuts down.
 pub async fn health(bootstrap: &str) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;

@@ -63,6 +63,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         if args.nodes > 1 {
             command.args(["--peers", &peers, "--internal-listen", &internal[index], "--cluster-secret-file"]);
             command.arg(&secret_file);
+            // Every broker stops at once: there is nobody to hand
+            // leaderships to (a rolling restart stops one at a time).
+            command.args(["--controlled-shutdown-timeout-ms", "0"]);
         }
         let child =
             command.stdin(Stdio::null()).kill_on_drop(true).spawn().with_context(|| format!("starting broker {id}"))?;

@@ -40,7 +40,8 @@ enum Command {
     /// Run a local cluster of N brokers in one command, until Ctrl-C.
     Dev(dev::DevArgs),
     /// Exit 0 if the broker at --bootstrap answers the gRPC health check as
-    /// serving, 1 otherwise (for container health checks).
+    /// serving (it has caught up with the cluster and is not shutting
+    /// down), 1 otherwise (for container health checks).
     Health,
     /// Show the cluster: brokers, controller, partition leaders and ISRs.
     Cluster {
@@ -74,6 +75,9 @@ enum ClusterCommand {
     /// Brokers, which is controller, and each partition's leader, epoch,
     /// replicas and ISR.
     Info,
+    /// Exit 0 only if every broker is alive and every partition has a
+    /// leader and its full ISR; otherwise print what is wrong and exit 1.
+    Health,
 }
 
 fn init_logging(default_level: &str) {
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Cluster { command: ClusterCommand::Info } => cluster::info(&cli.bootstrap).await,
+            Command::Cluster { command: ClusterCommand::Health } => cluster::health_of_cluster(&cli.bootstrap).await,
             Command::Health => cluster::health(&cli.bootstrap).await,
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
             Command::Group { command } => group::run(command, &cli.bootstrap).await,

@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// replication factor [default: 1].
     #[arg(long)]
     default_min_insync_replicas: Option<u32>,
+    /// On SIGTERM or Ctrl-C, hand this broker's partition leaderships to
+    /// other in-sync replicas for at most this long before stopping
+    /// (Kafka's controlled shutdown); 0 stops at once. Default 10000.
+    #[arg(long)]
+    controlled_shutdown_timeout_ms: Option<u64>,
     /// A TOML file with any BrokerConfig fields; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -109,6 +114,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(min_insync) = args.default_min_insync_replicas {
         config.default_min_insync_replicas = min_insync;
+    }
+    if let Some(timeout_ms) = args.controlled_shutdown_timeout_ms {
+        config.controlled_shutdown_timeout_ms = timeout_ms;
     }
     anyhow::ensure!(config.default_replication_factor >= 1, "the default replication factor must be at least 1");
     anyhow::ensure!(config.default_min_insync_replicas >= 1, "the default min.insync.replicas must be at least 1");

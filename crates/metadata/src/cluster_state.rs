@@ -27,6 +27,10 @@ pub struct BrokerRecord {
     pub id: BrokerId,
     pub address: String,
     pub alive: bool,
+    /// It announced a controlled shutdown: its heartbeats no longer make
+    /// it alive; registering again does.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,9 +111,18 @@ impl ClusterState {
             CommandV1::RegisterBroker { broker_id, address } => {
                 // A (re)starting broker is alive: partitions left without a
                 // leader get it back if it is in their ISR.
-                self.brokers
-                    .insert(*broker_id, BrokerRecord { id: *broker_id, address: address.clone(), alive: false });
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRecord { id: *broker_id, address: address.clone(), alive: false, shutting_down: false },
+                );
                 self.set_broker_alive(*broker_id, true)
+            }
+            CommandV1::ControlledShutdown { broker_id } => {
+                let result = self.set_broker_alive(*broker_id, false)?;
+                if let Some(broker) = self.brokers.get_mut(broker_id) {
+                    broker.shutting_down = true;
+                }
+                Ok(result)
             }
             CommandV1::SetBrokerAlive { broker_id, alive } => self.set_broker_alive(*broker_id, *alive),
             CommandV1::CreateTopic { name, topic_id, replication_factor, configs, assignments } => {

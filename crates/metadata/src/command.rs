@@ -35,6 +35,13 @@ pub enum CommandV1 {
         broker_id: BrokerId,
         alive: bool,
     },
+    /// A broker about to stop (Kafka's controlled shutdown): as a broker
+    /// going down (its leaderships move to other ISR members, it leaves
+    /// every ISR), but it stays down until it registers again, whatever
+    /// heartbeats were still on their way.
+    ControlledShutdown {
+        broker_id: BrokerId,
+    },
     /// A topic with replicas already assigned (see `assignment.rs`): the
     /// first replica of each partition leads, at epoch 0, ISR = replicas.
     CreateTopic {

@@ -124,7 +124,7 @@ pub fn liveness_changes(
                 last_seen.get(&broker.id).is_some_and(|seen| now.saturating_duration_since(*seen) <= session_timeout);
             if broker.alive && silent_for > session_timeout {
                 Some(CommandV1::SetBrokerAlive { broker_id: broker.id, alive: false })
-            } else if !broker.alive && heard_recently {
+            } else if !broker.alive && heard_recently && !broker.shutting_down {
                 Some(CommandV1::SetBrokerAlive { broker_id: broker.id, alive: true })
             } else {
                 None

@@ -419,6 +419,49 @@ impl MetadataNode {
         }
     }
 
+    /// Kafka's controlled shutdown: stops heartbeating, asks the
+    /// controller to move every leadership this broker holds to another
+    /// in-sync replica (and to take it out of every ISR), and waits until
+    /// this broker's own state shows it leads nothing, for at most
+    /// `timeout`. Whether it got there. A partition with no other in-sync
+    /// replica is left without a leader until this broker returns, as a
+    /// crash would leave it.
+    pub async fn controlled_shutdown(&self, broker_id: BrokerId, timeout: Duration) -> bool {
+        let started = tokio::time::Instant::now();
+        self.withhold_heartbeats_until(Instant::now() + Duration::from_secs(24 * 3600));
+        let leads_nothing = |state: &ClusterState| {
+            state
+                .topics
+                .values()
+                .flat_map(|topic| &topic.partitions)
+                .all(|partition| partition.leader != Some(broker_id))
+        };
+        let proposed = tokio::time::timeout(
+            timeout,
+            self.propose_indexed(Command::V1(CommandV1::ControlledShutdown { broker_id })),
+        )
+        .await;
+        match proposed {
+            Ok(Ok((Ok(_), index))) => {
+                let remaining = timeout.saturating_sub(started.elapsed());
+                if !self.wait_applied(index, remaining).await {
+                    return false;
+                }
+            }
+            Ok(Ok((Err(error), _))) => {
+                tracing::warn!(%error, "the controller refused the controlled shutdown");
+                return false;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "controlled shutdown not committed");
+                return false;
+            }
+            Err(_) => return false,
+        }
+        let state = self.inner.state.borrow().clone();
+        leads_nothing(&state)
+    }
+
     /// Stops Raft (the storage stays as it is, for a restart).
     pub async fn shutdown(&self) {
         if let Err(error) = self.inner.raft.shutdown().await {
