@@ -55,6 +55,9 @@ pub const MAX_FRAME_BYTES: u32 = 256 << 10;
 const MAX_REPLICA_FETCH_RESPONSE_BYTES: usize = 256 << 20;
 /// How often moved high watermarks are checkpointed.
 const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a broker that handed its leaderships over keeps answering
+/// before it stops.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 /// Pauses after a failed accept, doubling up to the maximum.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -453,6 +456,10 @@ async fn stop_when_asked(
         let started = std::time::Instant::now();
         if metadata.controlled_shutdown(broker_id, timeout).await {
             tracing::info!(%broker_id, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: this broker leads nothing now; stopping");
+            // Clients that have not heard yet still send here for a moment:
+            // they get NOT_LEADER (and go to the new leader at once) rather
+            // than a refused connection (and a retry backoff).
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
         } else {
             tracing::warn!(%broker_id, ?timeout, "controlled shutdown did not complete in time; stopping anyway");
         }

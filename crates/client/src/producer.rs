@@ -813,6 +813,15 @@ enum Verdict {
     Fail,
 }
 
+/// The pause before the `attempt`-th retry after a leader moved or went
+/// silent: none for the first, then doubling from 5 ms up to `cap`.
+fn redirect_backoff(attempt: u32, cap: Duration) -> Duration {
+    match attempt {
+        0 | 1 => Duration::ZERO,
+        n => (Duration::from_millis(5) * 2u32.saturating_pow(n.saturating_sub(2).min(16))).min(cap),
+    }
+}
+
 fn judge(
     shared: &Shared,
     topic: &str,
@@ -1005,12 +1014,23 @@ async fn attempt_batches(
     };
     let mut failed = failed;
     let mut retried_now = false;
+    // A leader that says it no longer leads has handed over (a controlled
+    // shutdown, a failover), and one that stopped answering may have: the
+    // first such failure is followed at once, with fresh metadata, and the
+    // next ones after 5, 10, 20 ... ms up to `retry_backoff` (the metadata
+    // asked may be a moment behind), not after a full backoff each (a
+    // rolling restart's pause was the 100 ms backoff; BENCHMARKS.md).
+    let mut redirects = 0u32;
     let result = loop {
         if let Some(error) = failed.take() {
             let verdict = judge(shared, topic, partition, batches, &error, retried_now);
             let backoff = match verdict {
                 Verdict::Fail => break Err(error),
                 Verdict::SendAgain => return Attempt::SendAgain,
+                Verdict::Retry if error.code_name() == Some("NOT_LEADER") || error.is_unreachable() => {
+                    redirects += 1;
+                    redirect_backoff(redirects, config.retry_backoff)
+                }
                 Verdict::Retry => config.retry_backoff,
                 Verdict::RetryNow => {
                     retried_now = true;
