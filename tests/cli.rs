@@ -201,3 +201,66 @@ fn serve_refuses_a_data_dir_in_the_old_single_node_format() {
     assert!(data_dir.join("catalog").is_dir(), "nothing in it is touched");
     assert!(!data_dir.join("metadata").exists(), "nothing is added to it");
 }
+
+#[test]
+fn serve_settings_come_from_flag_then_environment_then_file_and_print_config_says_which() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("brook.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"/from/file\"\nmax_connections = 50\nsession_timeout_ms = 900\nmax_fetch_bytes = 65536\n",
+    )
+    .expect("write config");
+    let printed = std::process::Command::new(harness::BROOK)
+        .args(["serve", "--print-config", "--max-connections", "70", "--config"])
+        .arg(&config)
+        .env("BROOK_DATA_DIR", "/from/env")
+        .env("BROOK_SESSION_TIMEOUT_MS", "950")
+        .env("BROOK_MAX_CONNECTIONS", "60")
+        .env_remove("BROOK_CLUSTER_SECRET")
+        .output()
+        .expect("run brook serve --print-config");
+    assert!(printed.status.success(), "{}", text(&printed.stderr));
+    let shown = text(&printed.stdout);
+    for line in [
+        "max_connections = 70  # flag --max-connections",
+        "data_dir = \"/from/env\"  # environment BROOK_DATA_DIR",
+        "session_timeout_ms = 950  # environment BROOK_SESSION_TIMEOUT_MS",
+        &format!("max_fetch_bytes = 65536  # file {}", config.display()),
+        "heartbeat_interval_ms = 100  # default",
+    ] {
+        assert!(shown.lines().any(|shown| shown == line), "missing '{line}' in:\n{shown}");
+    }
+    // A bad value from the environment is refused, naming the setting.
+    let refused = std::process::Command::new(harness::BROOK)
+        .args(["serve", "--print-config"])
+        .env("BROOK_MAX_CONNECTIONS", "lots")
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("--max-connections"), "{}", text(&refused.stderr));
+    let refused = std::process::Command::new(harness::BROOK)
+        .args(["serve", "--print-config"])
+        .env("BROOK_HEARTBEAT_INTERVAL_MS", "0")
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("heartbeat_interval_ms must be positive"), "{}", text(&refused.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_json_object_per_line() {
+    let mut broker = harness::Broker::start_with(&["--log-format", "json"]).await;
+    let status = broker.terminate();
+    assert!(status.success(), "{status}");
+    let log = broker.log();
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(object["timestamp"].is_string() && object["level"].is_string(), "{line}");
+        messages.push(object["fields"]["message"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(messages.iter().any(|message| message.contains("ready on")), "{log}");
+    assert!(messages.iter().any(|message| message.contains("logs closed cleanly")), "{log}");
+}

@@ -120,6 +120,31 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Every field's name, in order (what `brook serve --print-config` lists).
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "listen",
+        "advertised_address",
+        "data_dir",
+        "max_request_bytes",
+        "max_fetch_bytes",
+        "default_fetch_bytes",
+        "max_fetch_wait_ms",
+        "default_produce_timeout_ms",
+        "log_maintenance_interval_ms",
+        "max_connections",
+        "metrics_listen",
+        "peers",
+        "internal_listen",
+        "cluster_secret",
+        "session_timeout_ms",
+        "heartbeat_interval_ms",
+        "replica_lag_max_ms",
+        "default_replication_factor",
+        "default_min_insync_replicas",
+        "controlled_shutdown_timeout_ms",
+    ];
+
     /// Every setting within its limits, checked at start; the error names
     /// the setting. (A heartbeat interval of 0 would panic a timer; a
     /// session not longer than two heartbeats would declare live brokers
