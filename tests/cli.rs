@@ -264,3 +264,79 @@ async fn json_logs_are_one_json_object_per_line() {
     assert!(messages.iter().any(|message| message.contains("ready on")), "{log}");
     assert!(messages.iter().any(|message| message.contains("logs closed cleanly")), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_consume_output_round_trips_through_json_produce_byte_exact() {
+    let broker = Broker::start().await;
+    for topic in ["first", "second"] {
+        assert!(run(&broker, &["topic", "create", topic], None).status.success());
+    }
+    // Binary and text keys, values and headers, a null value, a set timestamp.
+    let input = concat!(
+        "{\"key\":{\"base64\":\"AP8=\"},\"value\":{\"base64\":\"gICA/w==\"},\"headers\":[{\"key\":\"h\",\"value\":{\"base64\":\"AQI=\"}}],\"timestamp_ms\":1700000000123}\n",
+        "{\"key\":\"plain\",\"value\":\"tab\\tand newline\\n\",\"headers\":[{\"key\":\"empty\",\"value\":null}]}\n",
+        "{\"key\":null,\"value\":null}\n",
+    );
+    let produced =
+        run(&broker, &["produce", "first", "--format", "json", "--header", "via=cli"], Some(input.as_bytes()));
+    assert!(produced.status.success(), "{}", text(&produced.stderr));
+    let consume_json = |topic: &str| {
+        let output =
+            run(&broker, &["consume", topic, "--from-beginning", "--max-messages", "3", "--format", "json"], None);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let first = consume_json("first");
+    assert_eq!(first.lines().count(), 3, "{first}");
+    let produced = run(&broker, &["produce", "second", "--format", "json"], Some(first.as_bytes()));
+    assert!(produced.status.success(), "{}", text(&produced.stderr));
+    let second = consume_json("second");
+    // Everything but where the record was read is the same.
+    let comparable = |lines: &str| -> Vec<serde_json::Value> {
+        lines
+            .lines()
+            .map(|line| {
+                let mut record: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                let object = record.as_object_mut().expect("an object");
+                object.remove("topic");
+                record
+            })
+            .collect()
+    };
+    assert_eq!(comparable(&first), comparable(&second));
+    let records = comparable(&first);
+    assert_eq!(records[0]["key"], serde_json::json!({"base64": "AP8="}));
+    assert_eq!(records[0]["value"], serde_json::json!({"base64": "gICA/w=="}));
+    assert_eq!(records[0]["timestamp_ms"], 1_700_000_000_123i64);
+    assert_eq!(records[0]["headers"][1], serde_json::json!({"key": "via", "value": "cli"}));
+    assert_eq!(records[1]["value"], "tab\tand newline\n");
+    assert!(records[2]["value"].is_null() && records[2]["key"].is_null());
+
+    let templated = run(
+        &broker,
+        &["consume", "first", "--from-beginning", "--max-messages", "3", "--format", "{offset}|{key}|{headers}\\n"],
+        None,
+    );
+    assert!(templated.status.success(), "{}", text(&templated.stderr));
+    assert!(
+        templated.stdout.starts_with(b"0|\x00\xff|h=\x01\x02,via=cli\n1|plain|empty=null,via=cli\n"),
+        "{:?}",
+        templated.stdout
+    );
+    let bad = run(&broker, &["produce", "first", "--format", "json"], Some(b"{\"value\": 5}\n"));
+    assert!(!bad.status.success() && text(&bad.stderr).contains("line 1 is not a record"), "{}", text(&bad.stderr));
+    let bad_format = run(&broker, &["consume", "first", "--format", "xml"], None);
+    assert!(!bad_format.status.success() && text(&bad_format.stderr).contains("--format must be"));
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, expected) in [("bash", "_brook()"), ("zsh", "#compdef brook"), ("fish", "complete -c brook")] {
+        let output = std::process::Command::new(harness::BROOK).args(["completions", shell]).output().expect("run");
+        assert!(output.status.success(), "{shell}: {}", text(&output.stderr));
+        let script = text(&output.stdout);
+        assert!(script.contains(expected) && script.contains("reset-offsets"), "{shell}: {script}");
+    }
+    let unknown = std::process::Command::new(harness::BROOK).args(["completions", "cmd.exe"]).output().expect("run");
+    assert!(!unknown.status.success() && text(&unknown.stderr).contains("possible values"));
+}

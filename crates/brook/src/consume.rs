@@ -42,9 +42,22 @@ pub struct ConsumeArgs {
     /// Print partition:offset before the record, tab-separated.
     #[arg(long)]
     print_offset: bool,
+    /// `value` (the value, one per line; with --print-key/--print-offset);
+    /// `json` (one object per line: topic, partition, offset, timestamp_ms,
+    /// key, value, headers; bytes that are not UTF-8 as {"base64": ...}:
+    /// `brook produce --format json` reads it back); or a template such as
+    /// '{partition}:{offset} {key}={value} [{headers}]\n' ({topic},
+    /// {timestamp} too; \n and \t as escapes; no newline is added).
+    #[arg(long, default_value = "value")]
+    format: String,
 }
 
 pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(args.format.as_str(), "value" | "json") || args.format.contains('{'),
+        "--format must be value, json or a template with {{fields}} (e.g. '{{offset}} {{value}}\\n'), not '{}'",
+        args.format
+    );
     let config = ConsumerConfig {
         group_id: args.group.clone(),
         auto_offset_reset: if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest },
@@ -105,15 +118,25 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
                 unprinted.entry(TopicPartition::new(&*record.topic, record.partition)).or_insert(record.offset);
                 continue;
             }
-            if args.print_offset {
-                write!(out, "{}:{}\t", record.partition, record.offset)?;
+            match args.format.as_str() {
+                "value" => {
+                    if args.print_offset {
+                        write!(out, "{}:{}\t", record.partition, record.offset)?;
+                    }
+                    if args.print_key {
+                        out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
+                        out.write_all(b"\t")?;
+                    }
+                    out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
+                    out.write_all(b"\n")?;
+                }
+                "json" => writeln!(out, "{}", crate::record_format::to_json(&record))?,
+                template => {
+                    let mut rendered = Vec::new();
+                    crate::record_format::render_template(template, &record, &mut rendered);
+                    out.write_all(&rendered)?;
+                }
             }
-            if args.print_key {
-                out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
-                out.write_all(b"\t")?;
-            }
-            out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
-            out.write_all(b"\n")?;
             printed += 1;
         }
     }

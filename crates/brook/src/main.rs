@@ -8,6 +8,7 @@ mod consume;
 mod dev;
 mod group;
 mod produce;
+mod record_format;
 mod serve;
 mod topic;
 
@@ -73,6 +74,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// Print shell completions: `brook completions bash > /etc/bash_completion.d/brook`,
+    /// `brook completions zsh > ~/.zfunc/_brook`, `brook completions fish > ~/.config/fish/completions/brook.fish`.
+    Completions { shell: clap_complete::Shell },
     /// Measure throughput and latency (and the machine's own limits).
     Bench {
         #[command(subcommand)]
@@ -135,6 +139,15 @@ fn main() -> ExitCode {
             Command::Health => cluster::health(&cli.bootstrap).await,
             Command::Topic { command } => topic::run(command, &cli.bootstrap).await,
             Command::Group { command } => group::run(command, &cli.bootstrap).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                // Into a buffer first: clap_complete panics on a write error
+                // (a closed pipe), this reports it.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "brook", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)
+                    .map_err(|error| anyhow::anyhow!("writing the completions: {error}"))
+            }
             Command::Produce(args) => produce::run(args, &cli.bootstrap).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap).await,
             Command::Bench { command } => bench::run(command, &cli.bootstrap).await,

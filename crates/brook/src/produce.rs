@@ -30,6 +30,29 @@ pub struct ProduceArgs {
     /// the same key fences the batches of the one before.
     #[arg(long)]
     producer_key: Option<String>,
+    /// A header on every record, as key=value (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// `line`: each line is a value (or key and value, with
+    /// --key-separator); `json`: each line is a record as `brook consume
+    /// --format json` prints it (key, value, headers and timestamp_ms are
+    /// taken; binary as {"base64": ...}; topic, partition and offset are
+    /// not: the record goes to this topic, by --partition or its key).
+    #[arg(long, value_enum, default_value_t = InputFormat::Line)]
+    format: InputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    Line,
+    Json,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .filter(|(key, _)| !key.is_empty())
+        .ok_or_else(|| format!("header '{text}' is not key=value"))
 }
 
 pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
@@ -73,11 +96,24 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     let mut send_error = None;
     while let Some(line) = lines.next_line().await.context("reading stdin")? {
         lines_read += 1;
-        let (key, value) = match args.key_separator.as_deref().and_then(|separator| line.split_once(separator)) {
-            Some((key, value)) => (Some(Bytes::copy_from_slice(key.as_bytes())), value.to_string()),
-            None => (None, line),
+        let mut record = match args.format {
+            InputFormat::Json => crate::record_format::from_json(&line, topic.clone(), false)
+                .with_context(|| format!("line {lines_read} is not a record"))?,
+            InputFormat::Line => {
+                let (key, value) = match args.key_separator.as_deref().and_then(|separator| line.split_once(separator))
+                {
+                    Some((key, value)) => (Some(Bytes::copy_from_slice(key.as_bytes())), value.to_string()),
+                    None => (None, line),
+                };
+                ProducerRecord { key, ..ProducerRecord::new(topic.clone(), value) }
+            }
         };
-        let record = ProducerRecord { key, partition: args.partition, ..ProducerRecord::new(topic.clone(), value) };
+        record.partition = args.partition;
+        for (key, value) in &args.headers {
+            record
+                .headers
+                .push((Bytes::copy_from_slice(key.as_bytes()), Some(Bytes::copy_from_slice(value.as_bytes()))));
+        }
         match producer.send(record).await {
             Ok(delivery) => {
                 if deliveries.send(delivery).await.is_err() {
