@@ -340,3 +340,61 @@ fn completions_are_generated_for_each_shell() {
     let unknown = std::process::Command::new(harness::BROOK).args(["completions", "cmd.exe"]).output().expect("run");
     assert!(!unknown.status.success() && text(&unknown.stderr).contains("possible values"));
 }
+
+/// The partition lines of `brook topic describe`.
+fn described_partitions(broker: &Broker, topic: &str) -> Vec<String> {
+    let described = run(broker, &["topic", "describe", topic], None);
+    assert!(described.status.success(), "{}", text(&described.stderr));
+    text(&described.stdout).lines().filter(|line| line.starts_with("partition ")).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_config_changes_retention_and_add_partitions_grows_a_topic_producers_then_use() {
+    let broker = Broker::start_with(&["--log-maintenance-interval-ms", "200"]).await;
+    assert!(run(&broker, &["topic", "create", "a"], None).status.success());
+    let lines: String = (0..2000).map(|index| format!("record-{index:06}-{}\n", "x".repeat(64))).collect();
+    assert!(run(&broker, &["produce", "a"], Some(lines.as_bytes())).status.success());
+    let altered = run(
+        &broker,
+        &["topic", "alter-config", "a", "--set", "segment.bytes=16384", "--set", "retention.bytes=32768"],
+        None,
+    );
+    assert!(altered.status.success(), "{}", text(&altered.stderr));
+    assert!(text(&altered.stdout).contains("retention.bytes=32768"), "{}", text(&altered.stdout));
+    // The next appends roll small segments, and retention drops the old ones.
+    assert!(run(&broker, &["produce", "a"], Some(lines.as_bytes())).status.success());
+    let start = harness::eventually("retention moved the log start", std::time::Duration::from_secs(20), || async {
+        let described = described_partitions(&broker, "a");
+        let line = described.first().cloned().unwrap_or_default();
+        let start: i64 = line
+            .split('\t')
+            .find_map(|field| field.strip_prefix("log-start="))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        if start > 0 {
+            Ok(start)
+        } else {
+            Err(line)
+        }
+    })
+    .await;
+    assert!(start > 2000, "the records before the change are gone: log start {start}");
+    let deleted = run(&broker, &["topic", "alter-config", "a", "--delete", "retention.bytes"], None);
+    assert!(
+        deleted.status.success() && text(&deleted.stdout).contains("retention.bytes=-1"),
+        "{}",
+        text(&deleted.stdout)
+    );
+    let bad = run(&broker, &["topic", "alter-config", "a", "--set", "retention.ms=soon"], None);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("retention.ms"), "{}", text(&bad.stderr));
+
+    assert!(run(&broker, &["topic", "create", "g", "--partitions", "2"], None).status.success());
+    let grown = run(&broker, &["topic", "add-partitions", "g", "--to", "4"], None);
+    assert!(grown.status.success() && text(&grown.stdout).contains("now has 4 partitions"), "{}", text(&grown.stderr));
+    let shrink = run(&broker, &["topic", "add-partitions", "g", "--to", "3"], None);
+    assert!(!shrink.status.success() && text(&shrink.stderr).contains("can only grow"), "{}", text(&shrink.stderr));
+    let produced = run(&broker, &["produce", "g", "--partition", "3"], Some(b"on the new partition\n"));
+    assert!(produced.status.success(), "{}", text(&produced.stderr));
+    let consumed = run(&broker, &["consume", "g", "--partition", "3", "--from-beginning", "--max-messages", "1"], None);
+    assert_eq!(text(&consumed.stdout), "on the new partition\n");
+}

@@ -25,6 +25,8 @@ pub enum BrokerError {
     InvalidConfig { key: String, value: String, reason: String },
     #[error("invalid partition count {partitions}: must be between 1 and {max}")]
     InvalidPartitions { partitions: u32, max: u32 },
+    #[error("topic '{topic}' has {current} partitions; it can only grow (asked for {requested})")]
+    PartitionsOnlyGrow { topic: String, current: u32, requested: u32 },
     #[error("replication factor {requested} is invalid: the cluster has {brokers} broker(s)")]
     InvalidReplicationFactor { requested: u32, brokers: u32 },
     #[error("invalid request: {0}")]
@@ -68,7 +70,7 @@ impl BrokerError {
             BrokerError::InvalidTopicName { .. } => "INVALID_TOPIC",
             BrokerError::TopicAlreadyExists { .. } => "TOPIC_ALREADY_EXISTS",
             BrokerError::InvalidConfig { .. } => "INVALID_CONFIG",
-            BrokerError::InvalidPartitions { .. } => "INVALID_PARTITIONS",
+            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionsOnlyGrow { .. } => "INVALID_PARTITIONS",
             BrokerError::InvalidReplicationFactor { .. } => "INVALID_REPLICATION_FACTOR",
             BrokerError::InvalidRequest(_) => "INVALID_REQUEST",
             BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
@@ -89,6 +91,7 @@ impl BrokerError {
             BrokerError::InvalidTopicName { .. }
             | BrokerError::InvalidConfig { .. }
             | BrokerError::InvalidPartitions { .. }
+            | BrokerError::PartitionsOnlyGrow { .. }
             | BrokerError::InvalidReplicationFactor { .. }
             | BrokerError::InvalidRequest(_) => Code::InvalidArgument,
             BrokerError::NotEnoughReplicas { .. }

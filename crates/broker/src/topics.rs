@@ -324,6 +324,51 @@ impl TopicRegistry {
         self.topic(&name)
     }
 
+    /// Changes a topic's configs: `set` ones set, `delete` ones back to
+    /// their defaults; the result is validated as a whole before it is
+    /// proposed. Every replica applies it when it applies the change.
+    pub async fn alter_config(
+        self: &Arc<Self>,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let topic = self.topic(name)?;
+        let mut configs = topic.configs.clone();
+        for key in &delete {
+            configs.remove(key);
+        }
+        configs.extend(set);
+        let config = TopicConfig::from_map(&configs)?;
+        let configs = config.to_map();
+        let command =
+            CommandV1::AlterTopicConfig { name: name.to_string(), topic_id: topic.id, configs: configs.clone() };
+        self.metadata.propose(Command::V1(command)).await??;
+        self.wait_applied(|topics| topics.get(name).is_some_and(|topic| topic.configs == configs)).await?;
+        tracing::info!(topic = %name, ?configs, "topic configs changed");
+        self.topic(name)
+    }
+
+    /// Grows a topic to `to` partitions (Kafka's CreatePartitions: only up).
+    pub async fn add_partitions(self: &Arc<Self>, name: &str, to: u32) -> Result<Arc<Topic>, BrokerError> {
+        let topic = self.topic(name)?;
+        let current = topic.partition_count();
+        if to <= current {
+            return Err(BrokerError::PartitionsOnlyGrow { topic: name.to_string(), current, requested: to });
+        }
+        if to > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitions { partitions: to, max: MAX_PARTITIONS });
+        }
+        let alive = self.metadata.state().borrow().alive_brokers();
+        let start = name.bytes().fold(current as usize, |hash, byte| hash.wrapping_mul(31).wrapping_add(byte as usize));
+        let assignments = assign_replicas(&alive, to - current, topic.replication_factor, start)?;
+        let command = CommandV1::CreatePartitions { name: name.to_string(), topic_id: topic.id, current, assignments };
+        self.metadata.propose(Command::V1(command)).await??;
+        self.wait_applied(|topics| topics.get(name).is_some_and(|topic| topic.partition_count() == to)).await?;
+        tracing::info!(topic = %name, from = current, to, "topic grew");
+        self.topic(name)
+    }
+
     /// Deletes a topic: every replica closes its log and removes its files.
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
         validate_topic_name(name)?;
@@ -403,6 +448,7 @@ impl TopicRegistry {
         // A previous topic of the same name but another id is another
         // topic: none of its replicas carry over.
         let previous = previous.filter(|topic| topic.id == record.id);
+        let config_changed = previous.is_some_and(|topic| topic.configs != record.configs);
         let partitions = record
             .partitions
             .iter()
@@ -414,7 +460,13 @@ impl TopicRegistry {
                     assignment.leader = None;
                 }
                 let previous_slot = previous.and_then(|topic| topic.partitions.get(index));
-                self.reconcile_slot(record, &config, index as u32, assignment, previous_slot)
+                let slot = self.reconcile_slot(record, &config, index as u32, assignment, previous_slot);
+                if let (true, Some(log), Some(_)) = (config_changed, &slot.log, previous_slot) {
+                    if let Err(error) = log.set_log_config(config.log_config()) {
+                        tracing::error!(topic = %record.name, partition = index, %error, "could not apply the topic's new config");
+                    }
+                }
+                slot
             })
             .collect();
         Some(Topic {

@@ -23,6 +23,32 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Change a topic's configs; every replica applies them at once
+    /// (retention at its next pass, segment size at its next append).
+    ///
+    /// Example: brook topic alter-config orders --set retention.ms=3600000 --delete segment.bytes
+    AlterConfig {
+        name: String,
+        /// key=value to set (repeatable).
+        #[arg(long = "set", value_parser = parse_key_value)]
+        set: Vec<(String, String)>,
+        /// A config to remove, back to its default (repeatable).
+        #[arg(long = "delete")]
+        delete: Vec<String>,
+    },
+    /// Grow a topic to N partitions (Kafka's semantics: only up). Keyed
+    /// records are placed by hash of the key over the partition count, so
+    /// the keys that now hash to a new partition land there from now on:
+    /// their older records stay where they were (per-key order across the
+    /// change is not kept).
+    ///
+    /// Example: brook topic add-partitions orders --to 12
+    AddPartitions {
+        name: String,
+        /// The new partition count.
+        #[arg(long)]
+        to: u32,
+    },
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -34,6 +60,23 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
     let admin = Admin::connect(bootstrap).await?;
     match command {
+        TopicCommand::AlterConfig { name, set, delete } => {
+            anyhow::ensure!(
+                !set.is_empty() || !delete.is_empty(),
+                "say what to change: --set key=value or --delete key"
+            );
+            let topic = admin.alter_topic_config(&name, set.into_iter().collect(), delete).await?;
+            let mut configs: Vec<_> = topic.configs.into_iter().collect();
+            configs.sort();
+            println!(
+                "topic {name} configs: {}",
+                configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            );
+        }
+        TopicCommand::AddPartitions { name, to } => {
+            let topic = admin.add_partitions(&name, to).await?;
+            println!("topic {name} now has {} partitions", topic.partitions.len());
+        }
         TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let mut topic = NewTopic::new(&name, partitions, replication_factor.unwrap_or(0));
             topic.configs.extend(configs);

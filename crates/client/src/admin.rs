@@ -6,9 +6,10 @@ use std::sync::Arc;
 use brook_proto::v1::admin_client::AdminClient;
 use brook_proto::v1::groups_client::GroupsClient;
 use brook_proto::v1::{
-    CommittedOffset, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeGroupsRequest, DescribeTopicRequest, GroupDescription, GroupSummary,
-    ListGroupsRequest, ListTopicsRequest, ResetOffsetsRequest, ResetTo, TopicDescription, TopicSummary,
+    AddPartitionsRequest, AlterTopicConfigRequest, CommittedOffset, CreateTopicRequest, DeleteGroupRequest,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeTopicRequest,
+    GroupDescription, GroupSummary, ListGroupsRequest, ListTopicsRequest, ResetOffsetsRequest, ResetTo,
+    TopicDescription, TopicSummary,
 };
 
 use crate::cluster::Cluster;
@@ -145,6 +146,39 @@ impl Admin {
                 async move { Ok(AdminClient::new(channel).create_topic(request).await?.into_inner()) }
             })
             .await?;
+        response.topic.ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
+    }
+
+    /// Sets `set` and removes `delete` (back to defaults) in a topic's configs.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<TopicDescription, ClientError> {
+        let request = AlterTopicConfigRequest { name: name.to_string(), set: set.into_iter().collect(), delete };
+        let response = self
+            .cluster
+            .with_any_broker(|channel| {
+                let request = request.clone();
+                async move { Ok(AdminClient::new(channel).alter_topic_config(request).await?.into_inner()) }
+            })
+            .await?;
+        response.topic.ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
+    }
+
+    /// Grows a topic to `partitions` (only up). Keyed records whose keys now
+    /// hash to another partition go there from now on.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicDescription, ClientError> {
+        let request = AddPartitionsRequest { name: name.to_string(), partitions };
+        let response = self
+            .cluster
+            .with_any_broker(|channel| {
+                let request = request.clone();
+                async move { Ok(AdminClient::new(channel).add_partitions(request).await?.into_inner()) }
+            })
+            .await?;
+        self.cluster.invalidate(name);
         response.topic.ok_or_else(|| ClientError::InvalidArgument("broker answered without the topic".into()))
     }
 

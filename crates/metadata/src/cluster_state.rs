@@ -137,6 +137,18 @@ impl ClusterState {
                 }
                 Ok(Outcome::Done)
             }
+            CommandV1::AlterTopicConfig { name, topic_id, configs } => {
+                let topic =
+                    self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic { topic: name.clone() })?;
+                if topic.id != *topic_id {
+                    return Err(CommandError::TopicIdMismatch { topic: name.clone(), topic_id: *topic_id });
+                }
+                topic.configs = configs.clone();
+                Ok(Outcome::Done)
+            }
+            CommandV1::CreatePartitions { name, topic_id, current, assignments } => {
+                self.create_partitions(name, *topic_id, *current, assignments)
+            }
             CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, partition_epoch, isr } => {
                 self.change_isr(topic, *topic_id, *partition, *leader_epoch, *partition_epoch, isr)
             }
@@ -382,6 +394,52 @@ impl ClusterState {
         };
         self.producer_ids.keyed.insert(key.into(), (producer_id, producer_epoch));
         Ok(Outcome::Producer { producer_id, producer_epoch })
+    }
+
+    fn create_partitions(
+        &mut self,
+        name: &str,
+        topic_id: TopicId,
+        current: u32,
+        assignments: &[Vec<BrokerId>],
+    ) -> CommandResult {
+        let registered: Vec<BrokerId> = self.brokers.keys().copied().collect();
+        let topic = self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic { topic: name.into() })?;
+        if topic.id != topic_id {
+            return Err(CommandError::TopicIdMismatch { topic: name.into(), topic_id });
+        }
+        if topic.partitions.len() as u32 != current {
+            return Err(CommandError::InvalidAssignment {
+                reason: format!("'{name}' has {} partitions now, not {current}", topic.partitions.len()),
+            });
+        }
+        for replicas in assignments {
+            let mut distinct = replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if replicas.is_empty()
+                || distinct.len() != replicas.len()
+                || replicas.len() as u32 != topic.replication_factor
+                || replicas.iter().any(|replica| !registered.contains(replica))
+            {
+                return Err(CommandError::InvalidAssignment {
+                    reason: format!(
+                        "replicas {replicas:?} are not {} distinct registered brokers",
+                        topic.replication_factor
+                    ),
+                });
+            }
+        }
+        for replicas in assignments {
+            topic.partitions.push(PartitionRecord {
+                replicas: replicas.clone(),
+                leader: replicas.first().copied(),
+                leader_epoch: LeaderEpoch(0),
+                isr: replicas.clone(),
+                partition_epoch: 0,
+            });
+        }
+        Ok(Outcome::Done)
     }
 
     fn commit_group_offsets(&mut self, commit: &GroupCommit) -> Result<(), CommandError> {

@@ -55,6 +55,23 @@ pub enum CommandV1 {
     DeleteTopic {
         name: String,
     },
+    /// Replaces a topic's configs (validated by the proposer); the topic
+    /// id guards against a topic deleted and created again meanwhile.
+    AlterTopicConfig {
+        name: String,
+        topic_id: TopicId,
+        configs: BTreeMap<String, String>,
+    },
+    /// Grows a topic to `assignments.len()` partitions more (Kafka's
+    /// CreatePartitions: only up); each new partition led by its first
+    /// replica at epoch 0.
+    CreatePartitions {
+        name: String,
+        topic_id: TopicId,
+        /// The partition count the proposer saw: refused if it changed.
+        current: u32,
+        assignments: Vec<Vec<BrokerId>>,
+    },
     /// A partition leader's request to change its ISR, valid only for the
     /// epoch it leads in.
     ChangeIsr {

@@ -255,6 +255,13 @@ impl Replica {
         *self.storage_failed_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Applies a topic's changed config to its log (segment size,
+    /// retention, flush policy, ...): from the next append and the next
+    /// retention pass on. Blocking (it takes the log's lock).
+    pub fn set_log_config(&self, config: brook_storage::LogConfig) -> Result<(), ReplicaError> {
+        self.with_log(|log| log.set_config(config))
+    }
+
     fn with_log<T>(&self, work: impl FnOnce(&mut PartitionLog) -> Result<T, StorageError>) -> Result<T, ReplicaError> {
         // A poisoned lock means an append panicked; the log itself is only
         // changed through its own methods, which keep it consistent.

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use brook_proto::v1::admin_server::Admin;
 use brook_proto::v1::{
-    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse, ListTopicsRequest, ListTopicsResponse,
-    PartitionDescription, TopicDescription, TopicSummary,
+    AddPartitionsRequest, AddPartitionsResponse, AlterTopicConfigRequest, AlterTopicConfigResponse, CreateTopicRequest,
+    CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeTopicRequest, DescribeTopicResponse, ListTopicsRequest, ListTopicsResponse, PartitionDescription,
+    TopicDescription, TopicSummary,
 };
 use tonic::{Request, Response, Status};
 
@@ -115,6 +116,27 @@ impl Admin for AdminService {
     ) -> Result<Response<DescribeTopicResponse>, Status> {
         let topic = self.registry.topic(&request.into_inner().name)?;
         Ok(Response::new(DescribeTopicResponse { topic: Some(self.describe(&topic)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        let request = request.into_inner();
+        let topic =
+            self.registry.alter_config(&request.name, request.set.into_iter().collect(), request.delete).await?;
+        Ok(Response::new(AlterTopicConfigResponse { topic: Some(self.describe(&topic)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name, partitions = request.get_ref().partitions))]
+    async fn add_partitions(
+        &self,
+        request: Request<AddPartitionsRequest>,
+    ) -> Result<Response<AddPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let topic = self.registry.add_partitions(&request.name, request.partitions).await?;
+        Ok(Response::new(AddPartitionsResponse { topic: Some(self.describe(&topic)) }))
     }
 
     #[tracing::instrument(skip_all)]
