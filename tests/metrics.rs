@@ -45,6 +45,16 @@ async fn metrics_count_requests_bytes_and_partition_offsets() {
     assert_eq!(value_of(&response, "brook_under_replicated_partitions{broker=\"1\"}"), 0.0);
     assert_eq!(value_of(&response, "brook_partitions{broker=\"1\"}"), 2.0);
     assert!(response.contains("brook_request_duration_seconds_bucket{api=\"produce\""));
+    // Every call is timed, admin ones included; the standard process metrics.
+    assert!(
+        value_with(
+            &response,
+            "brook_rpc_duration_seconds_count",
+            &["method=\"CreateTopic\"", "service=\"brook.v1.Admin\""]
+        ) >= 1.0
+    );
+    assert!(value_of(&response, "process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value_of(&response, "process_open_fds") > 0.0);
 
     let missing = tokio::task::spawn_blocking(move || http_get(&metrics_address, "/nope")).await.expect("task");
     assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");

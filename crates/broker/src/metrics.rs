@@ -1,6 +1,7 @@
-//! The broker's Prometheus metrics and the small HTTP endpoint that serves
-//! them (`GET /metrics`, text format 0.0.4), off unless `metrics_listen`
-//! is set.
+//! The broker's Prometheus metrics and the HTTP endpoint that serves them
+//! (`GET /metrics`, text format 0.0.4, on axum), off unless
+//! `metrics_listen` is set; the standard `process_*` metrics; every gRPC
+//! call timed by a tower layer on the server.
 //!
 //! Request metrics are counted on the request path; per-partition gauges
 //! (log end offset, high watermark, ISR size, log size) are read from the
@@ -14,19 +15,16 @@ use std::time::Duration;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BrokerError;
 use crate::topics::TopicRegistry;
 
-/// The longest request head the endpoint reads; scrapers send far less.
-const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, unprefixed.
+    process_registry: Registry,
     /// `brook_requests_total{api, outcome}`: outcome is `ok` or the Kafka-style error name.
     pub requests: IntCounterVec,
     /// `brook_request_duration_seconds{api}`.
@@ -39,6 +37,9 @@ pub struct Metrics {
     /// `brook_duplicate_batches_total{topic}`: producer retries answered
     /// from the log instead of appended again.
     pub duplicates: IntCounterVec,
+    /// `brook_rpc_duration_seconds{service, method}`: every gRPC call,
+    /// timed at the server (see [`RpcTimingLayer`]).
+    pub rpc_duration: HistogramVec,
     log_end_offset: IntGaugeVec,
     high_watermark: IntGaugeVec,
     log_start_offset: IntGaugeVec,
@@ -63,6 +64,14 @@ impl Metrics {
         let registry =
             Registry::new_custom(Some("brook".into()), Some([("broker".to_string(), broker_id.to_string())].into()))
                 .expect("static registry labels are valid");
+        // The standard process_* metrics (CPU seconds, resident memory,
+        // open file descriptors, start time), under their own names.
+        let process_registry = Registry::new_custom(None, Some([("broker".to_string(), broker_id.to_string())].into()))
+            .expect("static registry labels are valid");
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(error) = process_registry.register(Box::new(process)) {
+            tracing::warn!(%error, "process metrics unavailable");
+        }
         let partition_labels = &["topic", "partition"];
         let gauge = |name: &str, help: &str| {
             registered(&registry, IntGaugeVec::new(Opts::new(name, help), partition_labels).expect("valid metric"))
@@ -111,6 +120,21 @@ impl Metrics {
                     &["topic"],
                 )
                 .expect("valid"),
+            ),
+            rpc_duration: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rpc_duration_seconds",
+                        "Time to answer a gRPC call, by service and method (every call, admin included)",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0,
+                    ]),
+                    &["service", "method"],
+                )
+                .expect("valid metric"),
             ),
             log_end_offset: gauge("log_end_offset", "Next offset the partition's log will write (LEO)"),
             high_watermark: gauge("high_watermark", "Offset below which every in-sync replica has the records (HW)"),
@@ -167,6 +191,7 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             registry,
+            process_registry,
         }
     }
 
@@ -221,7 +246,9 @@ impl Metrics {
         self.raft_term.set(i64::try_from(term).unwrap_or(i64::MAX));
         self.controller_id.set(i64::try_from(controller).unwrap_or(i64::MAX));
         let mut text = Vec::new();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+        let mut families = self.registry.gather();
+        families.extend(self.process_registry.gather());
+        if let Err(error) = TextEncoder::new().encode(&families, &mut text) {
             tracing::error!(%error, "encoding metrics failed");
         }
         text
@@ -257,59 +284,81 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `address` until `shutdown`.
+/// Serves `GET /metrics` on `address` until `shutdown` (axum; anything
+/// else is a 404 that says what is served).
 pub async fn serve_metrics(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     topics: Arc<TopicRegistry>,
-    tasks: tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = shutdown.cancelled() => return Ok(()),
-        };
+    let render = move || {
         let (metrics, topics) = (Arc::clone(&metrics), Arc::clone(&topics));
-        tasks.spawn(async move {
-            let mut head = Vec::with_capacity(512);
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, async {
-                while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES {
-                    let count = stream.read(&mut chunk).await?;
-                    if count == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&chunk[..count]);
-                }
-                std::io::Result::Ok(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let request_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
-            let (status, content_type, body) = if request_line.starts_with(b"GET /metrics ") {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&topics)).await.unwrap_or_default();
-                ("200 OK", "text/plain; version=0.0.4", body)
-            } else {
-                ("404 Not Found", "text/plain", b"only GET /metrics is served here\n".to_vec())
-            };
-            let header = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            if let Err(error) = async {
-                stream.write_all(header.as_bytes()).await?;
-                stream.write_all(&body).await?;
-                stream.shutdown().await
-            }
-            .await
-            {
-                tracing::debug!(%peer, %error, "metrics client went away");
-            }
-        });
+        async move {
+            // The partition gauges read every hosted log: off the async workers.
+            let body = tokio::task::spawn_blocking(move || metrics.render(&topics)).await.unwrap_or_default();
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+        }
+    };
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(render))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only GET /metrics is served here\n") });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// A tower layer that times every gRPC call the server answers, by
+/// service and method (`brook_rpc_duration_seconds`), admin and metadata
+/// calls included.
+#[derive(Debug, Clone)]
+pub struct RpcTimingLayer {
+    histogram: HistogramVec,
+}
+
+impl RpcTimingLayer {
+    pub fn new(metrics: &Metrics) -> RpcTimingLayer {
+        RpcTimingLayer { histogram: metrics.rpc_duration.clone() }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcTimingLayer {
+    type Service = RpcTiming<S>;
+
+    fn layer(&self, inner: S) -> RpcTiming<S> {
+        RpcTiming { inner, histogram: self.histogram.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcTiming<S> {
+    inner: S,
+    histogram: HistogramVec,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RpcTiming<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // gRPC paths are /package.Service/Method.
+        let path = request.uri().path();
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", path));
+        let timer = self.histogram.with_label_values(&[service, method]).start_timer();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answered = answer.await;
+            timer.observe_duration();
+            answered
+        })
     }
 }

@@ -33,7 +33,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group_coordinator::GroupCoordinator;
-use crate::metrics::{serve_metrics, Metrics};
+use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
 use crate::producer_ids::ProducerIds;
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
@@ -266,10 +266,9 @@ fn start_duties(
         maintain_logs,
     ));
     if let Some(address) = config.metrics_listen {
-        let (metrics, registry, tracker, stop) =
-            (Arc::clone(metrics), Arc::clone(registry), tasks.clone(), shutdown.clone());
+        let (metrics, registry, stop) = (Arc::clone(metrics), Arc::clone(registry), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(error) = serve_metrics(address, metrics, registry, tracker, stop).await {
+            if let Err(error) = serve_metrics(address, metrics, registry, stop).await {
                 tracing::error!(%address, %error, "metrics endpoint failed");
             }
         });
@@ -346,6 +345,7 @@ async fn serve_grpc(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .layer(RpcTimingLayer::new(metrics))
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
