@@ -63,3 +63,17 @@ async fn bench_produce_consume_and_e2e_print_their_results_as_json() {
         assert!(number(&limits, field) > 0.0, "{field} in {limits}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_drawn_only_on_a_terminal_and_a_pipe_gets_just_the_results() {
+    let broker = Broker::start().await;
+    let output = broker
+        .command()
+        .args(["bench", "produce", "--topic", "p", "--records", "200000", "--record-size", "10"])
+        .output()
+        .expect("run brook bench produce");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains('\r') && !stderr.contains("records acked"), "progress on a pipe: {stderr:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("200000 records sent"));
+}

@@ -99,6 +99,9 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     // partitions go to the others at once rather than after its session.
     let stop = crate::serve::wait_for_signal();
     tokio::pin!(stop);
+    // A bar only towards a --max-messages goal, and only on a terminal
+    // (stderr), so the records on stdout stay as they are.
+    let bar = args.max_messages.map(|goal| crate::progress::Progress::new(Some(goal), "records"));
     while printed < max_messages {
         let wait = idle_timeout.map_or(Duration::from_millis(500), |idle| idle.saturating_sub(last_record.elapsed()));
         let records = tokio::select! {
@@ -139,6 +142,12 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
             }
             printed += 1;
         }
+        if let Some(bar) = &bar {
+            bar.set(printed);
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
     }
     out.flush().context("writing stdout")?;
     for (tp, offset) in unprinted {

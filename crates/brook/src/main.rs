@@ -8,6 +8,7 @@ mod consume;
 mod dev;
 mod group;
 mod produce;
+mod progress;
 mod record_format;
 mod serve;
 mod topic;

@@ -40,6 +40,7 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
+    let bar = crate::progress::Progress::new(Some(args.records), "records read");
     while records < args.records {
         let polled = consumer.poll(Duration::from_secs(args.idle_timeout_sec)).await?;
         anyhow::ensure!(
@@ -54,7 +55,9 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
             records += 1;
             bytes += record.value.map_or(0, |value| value.len() as u64);
         }
+        bar.set(records);
     }
+    bar.finish();
     report(&args, &setup, records, bytes, start.elapsed())
 }
 

@@ -78,6 +78,7 @@ pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
 
     let mut latencies = LatencyRecorder::default();
     let mut received = 0u64;
+    let bar = crate::progress::Progress::new(Some(args.records), "records received");
     while received < args.records {
         let polled = consumer.poll(Duration::from_secs(10)).await?;
         anyhow::ensure!(!polled.is_empty(), "only {received} of {} records arrived", args.records);
@@ -89,7 +90,9 @@ pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
             latencies.record(now.saturating_sub(Duration::from_nanos(u64::from_le_bytes(due))));
             received += 1;
         }
+        bar.set(received);
     }
+    bar.finish();
     sending.await??;
     if args.json {
         let result = json!({

@@ -7,7 +7,6 @@
 //! once per batch), not when this tool got round to looking. Timing starts
 //! after a warm-up of one acknowledged record per partition (not counted).
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,12 +188,14 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
             .await
         }));
     }
-    let reporter = tokio::spawn(report_progress(Arc::clone(&progress), args.record_size, start));
+    let bar = crate::progress::Progress::new(Some(args.records), "records acked");
+    let reporter = tokio::spawn(report_progress(Arc::clone(&progress), bar.clone(), args.record_size, start));
     for task in tasks {
         task.await??;
     }
     let elapsed = start.elapsed();
     reporter.abort();
+    bar.finish();
 
     let latencies = progress.merged();
     let acknowledged = progress.acknowledged.load(Ordering::Relaxed);
@@ -349,23 +350,17 @@ async fn run_producer(
     Ok(())
 }
 
-async fn report_progress(progress: Arc<Progress>, record_bytes: usize, start: Instant) {
-    let terminal = std::io::stderr().is_terminal();
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+/// Keeps the progress bar current (it draws only on a terminal).
+async fn report_progress(progress: Arc<Progress>, bar: crate::progress::Progress, record_bytes: usize, start: Instant) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
     ticks.tick().await;
     loop {
         ticks.tick().await;
         let acknowledged = progress.acknowledged.load(Ordering::Relaxed);
-        let (records_per_sec, mb_per_sec) = rates(acknowledged, acknowledged * record_bytes as u64, start.elapsed());
+        let (_, mb_per_sec) = rates(acknowledged, acknowledged * record_bytes as u64, start.elapsed());
         let p99 = progress.merged().quantile_ms(0.99);
-        let line = format!(
-            "{acknowledged} records acked, {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s, p99 {p99:.2} ms so far"
-        );
-        if terminal {
-            eprint!("\r{line}   ");
-        } else {
-            eprintln!("{line}");
-        }
+        bar.set(acknowledged);
+        bar.note(format!("{mb_per_sec:.1} MB/s, p99 {p99:.2} ms"));
     }
 }
 
