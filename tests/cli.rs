@@ -398,3 +398,42 @@ async fn alter_config_changes_retention_and_add_partitions_grows_a_topic_produce
     let consumed = run(&broker, &["consume", "g", "--partition", "3", "--from-beginning", "--max-messages", "1"], None);
     assert_eq!(text(&consumed.stdout), "on the new partition\n");
 }
+
+#[test]
+fn every_command_has_an_example_in_its_help() {
+    let commands: &[&[&str]] = &[
+        &["serve"],
+        &["dev"],
+        &["health"],
+        &["cluster", "info"],
+        &["cluster", "health"],
+        &["topic", "create"],
+        &["topic", "list"],
+        &["topic", "describe"],
+        &["topic", "delete"],
+        &["topic", "alter-config"],
+        &["topic", "add-partitions"],
+        &["group", "list"],
+        &["group", "describe"],
+        &["group", "reset-offsets"],
+        &["group", "delete"],
+        &["produce"],
+        &["consume"],
+        &["completions"],
+        &["bench", "produce"],
+        &["bench", "consume"],
+        &["bench", "e2e"],
+        &["bench", "metadata"],
+        &["bench", "group-commits"],
+        &["bench", "limits"],
+    ];
+    for command in commands {
+        let output = std::process::Command::new(harness::BROOK).args(*command).arg("--help").output().expect("run");
+        assert!(output.status.success(), "{command:?}: {}", text(&output.stderr));
+        assert!(
+            text(&output.stdout).contains("Example: "),
+            "{command:?} --help has no example:\n{}",
+            text(&output.stdout)
+        );
+    }
+}

@@ -6,6 +6,8 @@ use brook_client::{Admin, ResetOffsets};
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCommand {
     /// List groups: state (Empty, Stable, Reconciling) and member count.
+    ///
+    /// Example: brook group list
     List,
     /// One line per partition: owner, committed offset, end offset, lag;
     /// then the members.
@@ -36,6 +38,8 @@ pub enum GroupCommand {
         to_datetime: Option<String>,
     },
     /// Forget a group without members, with its committed offsets.
+    ///
+    /// Example: brook group delete billing
     Delete { group: String },
 }
 

@@ -48,37 +48,58 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker until Ctrl-C or SIGTERM (then close its logs cleanly).
+    ///
+    /// Example: brook serve --id 1 --listen 127.0.0.1:9092 --data-dir ./data   (BROOK_* variables work too; --print-config shows the result)
     Serve(Box<serve::ServeArgs>),
     /// Run a local cluster of N brokers in one command, until Ctrl-C.
+    ///
+    /// Example: brook dev --nodes 3 --base-port 9092
     Dev(dev::DevArgs),
     /// Exit 0 if the broker at --bootstrap answers the gRPC health check as
     /// serving (it has caught up with the cluster and is not shutting
     /// down), 1 otherwise (for container health checks).
+    ///
+    /// Example: brook health --bootstrap 127.0.0.1:9092
     Health,
     /// Show the cluster: brokers, controller, partition leaders and ISRs.
+    ///
+    /// Example: brook cluster info; brook cluster health
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// Create, list, describe and delete topics.
+    ///
+    /// Example: brook topic create orders --partitions 6 --replication-factor 3
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
     /// List, describe (members, lag), reset and delete consumer groups.
+    ///
+    /// Example: brook group describe billing
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
     },
     /// Send each line of stdin as one record; exit 0 only once every line
     /// was acknowledged at the requested level.
+    ///
+    /// Example: seq 1 100 | brook produce orders --acks all --header source=seq
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
+    ///
+    /// Example: brook consume orders --group billing --format json
     Consume(consume::ConsumeArgs),
-    /// Print shell completions: `brook completions bash > /etc/bash_completion.d/brook`,
-    /// `brook completions zsh > ~/.zfunc/_brook`, `brook completions fish > ~/.config/fish/completions/brook.fish`.
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    ///
+    /// Example: brook completions bash > /etc/bash_completion.d/brook;
+    /// brook completions zsh > ~/.zfunc/_brook;
+    /// brook completions fish > ~/.config/fish/completions/brook.fish
     Completions { shell: clap_complete::Shell },
     /// Measure throughput and latency (and the machine's own limits).
+    ///
+    /// Example: brook bench produce --records 1000000 --acks all
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
@@ -89,9 +110,13 @@ enum Command {
 enum ClusterCommand {
     /// Brokers, which is controller, and each partition's leader, epoch,
     /// replicas and ISR.
+    ///
+    /// Example: brook cluster info
     Info,
     /// Exit 0 only if every broker is alive and every partition has a
     /// leader and its full ISR; otherwise print what is wrong and exit 1.
+    ///
+    /// Example: brook cluster health || brook cluster info
     Health,
 }
 

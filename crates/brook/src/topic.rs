@@ -5,6 +5,8 @@ use brook_client::{Admin, NewTopic};
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
+    ///
+    /// Example: brook topic create orders --partitions 6 --replication-factor 3 --config retention.ms=86400000
     Create {
         name: String,
         #[arg(long, default_value_t = 1)]
@@ -18,10 +20,16 @@ pub enum TopicCommand {
         configs: Vec<(String, String)>,
     },
     /// List topics.
+    ///
+    /// Example: brook topic list
     List,
     /// Show a topic's partitions, offsets and configs.
+    ///
+    /// Example: brook topic describe orders
     Describe { name: String },
     /// Delete a topic and its data.
+    ///
+    /// Example: brook topic delete orders
     Delete { name: String },
     /// Change a topic's configs; every replica applies them at once
     /// (retention at its next pass, segment size at its next append).

@@ -24,20 +24,32 @@ pub use latency::LatencyRecorder;
 pub enum BenchCommand {
     /// Send records as fast as possible (or at a set rate) and report
     /// throughput and send-to-ack latency percentiles.
+    ///
+    /// Example: brook bench produce --records 5000000 --acks 1 --partitions 6
     Produce(produce::ProduceArgs),
     /// Read records from the beginning of a topic as fast as possible.
+    ///
+    /// Example: brook bench consume --records 5000000
     Consume(consume::ConsumeArgs),
     /// Produce at a fixed rate while consuming; report produce-to-receipt
     /// latency percentiles.
+    ///
+    /// Example: brook bench e2e --throughput 10000 --records 100000
     E2e(e2e::E2eArgs),
     /// Topics created and deleted per second through the admin API (in a
     /// cluster: through the metadata Raft group).
+    ///
+    /// Example: brook bench metadata --topics 200 --replication-factor 3
     Metadata(metadata::MetadataArgs),
     /// Offset commits per second through the group coordinator, from many
     /// members of one group.
+    ///
+    /// Example: brook bench group-commits --members 100 --duration-secs 10
     GroupCommits(group_commits::GroupCommitsArgs),
     /// Measure this machine's references: sequential disk write and read of
     /// the data directory, and loopback TCP bandwidth.
+    ///
+    /// Example: brook bench limits --dir ./data
     Limits(limits::LimitsArgs),
 }
 
