@@ -169,7 +169,8 @@ impl Broker {
         self.signal("-CONT");
     }
 
-    fn signal(&self, signal: &str) {
+    /// Sends `signal` (`-TERM`, `-STOP`, ...) to the broker process.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("broker running").id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
         assert!(status.success(), "kill {signal} {pid} failed");

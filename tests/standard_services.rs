@@ -104,3 +104,35 @@ async fn cluster_health_passes_only_with_every_broker_up_and_every_isr_full() {
     .await;
     assert!(text.contains("is down"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_as_soon_as_a_broker_is_asked_to_stop() {
+    let mut cluster = harness::TestCluster::start(3).await;
+    let address = cluster.address(3);
+    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connect");
+    let mut health = HealthClient::new(channel);
+    let status = |response: Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status>| {
+        response.ok().map(|response| response.into_inner().status)
+    };
+    let serving = status(health.check(HealthCheckRequest { service: String::new() }).await);
+    assert_eq!(serving, Some(ServingStatus::Serving as i32), "a caught-up cluster member serves");
+    // SIGTERM: it hands its leaderships over and keeps answering a moment
+    // longer before it stops; from the signal on, it is not serving.
+    cluster.broker(3).signal("-TERM");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let answer = status(health.check(HealthCheckRequest { service: String::new() }).await);
+        seen.push(answer);
+        if answer.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(seen.contains(&Some(ServingStatus::NotServing as i32)), "NOT_SERVING while stopping: {seen:?}");
+    let after_not_serving = seen.iter().skip_while(|answer| **answer != Some(ServingStatus::NotServing as i32));
+    assert!(
+        after_not_serving.clone().all(|answer| *answer != Some(ServingStatus::Serving as i32)),
+        "never serving again once stopping: {seen:?}"
+    );
+}
