@@ -38,7 +38,10 @@
 //!
 //! Tasks: every task the node starts runs on one `TaskTracker` and is
 //! awaited at shutdown (`server.rs`); client connections are bounded
-//! (`max_connections`).
+//! (`max_connections`). Stopping (SIGTERM) is Kafka's controlled shutdown:
+//! the leaderships move to other in-sync replicas first, so producers are
+//! redirected instead of waiting out a session. Every gRPC call is timed
+//! (`metrics::RpcTimingLayer`); `/metrics` is served by axum.
 //!
 //! Invariants: a batch is stored exactly as the producer built it, but for
 //! its base offset and leader epoch (and, on a topic whose

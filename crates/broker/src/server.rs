@@ -1,12 +1,15 @@
 //! Wiring the broker together and serving it, in the shape of mini-redis's
 //! `server.rs`: [`serve`] reads as its steps (check the data directory,
 //! bind, join the metadata group, open the replicas, start the background
-//! duties, serve until shutdown, stop every task, close every log).
+//! duties, serve until asked to stop, hand the leaderships over (Kafka's
+//! controlled shutdown, `stop_when_asked`), stop every task, close every
+//! log). The health service says SERVING only between the metadata
+//! catching up and the request to stop (`report_health`).
 //!
 //! Ownership: every task the node starts, background duties and the ones
-//! handlers start (an ISR proposal, a metrics connection), is spawned on
-//! one [`TaskTracker`] and awaited at shutdown; each stops when the shared
-//! `CancellationToken` is cancelled. Client connections are bounded by
+//! handlers start (an ISR proposal), is spawned on one [`TaskTracker`] and
+//! awaited at shutdown; each stops when the shared `CancellationToken` is
+//! cancelled. Client connections are bounded by
 //! `max_connections` ([`LimitedIncoming`]): past it the listener stops
 //! accepting until one closes (backpressure, not unbounded memory).
 

@@ -14,7 +14,9 @@
 //! internal listener, or a proxy), with the [`ClusterSecret`] on every
 //! call, forwards proposals to the controller (the Raft leader), and runs
 //! the controller's liveness duty ([`liveness_changes`]; time the
-//! controller itself did not run is no broker's silence).
+//! controller itself did not run is no broker's silence; a broker that
+//! announced a controlled shutdown stays down, whatever heartbeat was
+//! still on its way, until it registers again).
 //!
 //! Invariants: `ClusterState::apply` is deterministic; a command is applied
 //! exactly once, in log order, on every member; leader epochs never
