@@ -196,12 +196,12 @@ impl Metrics {
     }
 
     /// Counts one answered request under its outcome (`ok` or the error name).
-    pub fn observe_result<T>(&self, api: &str, started: std::time::Instant, result: &Result<T, BrokerError>) {
+    pub fn observe_result<T>(&self, api: &str, elapsed: Duration, result: &Result<T, BrokerError>) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(error) => error.code_name(),
         };
-        self.observe(api, outcome, started.elapsed());
+        self.observe(api, outcome, elapsed);
     }
 
     /// Counts one answered request and its duration.

@@ -33,7 +33,6 @@ use tonic::{Request, Response, Status};
 use crate::error::BrokerError;
 use crate::group_coordinator::{heartbeat_interval, GroupCoordinator};
 use crate::metrics::Metrics;
-use crate::service::admin::wire_offset;
 use crate::topics::TopicRegistry;
 
 /// The longest group id and commit metadata accepted, in bytes.
@@ -155,7 +154,7 @@ impl GroupsService {
 
     /// Counts and times a finished call, and makes its answer.
     fn answer<T>(&self, api: &str, started: Instant, result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
-        self.metrics.observe_result(api, started, &result);
+        self.metrics.observe_result(api, started.elapsed(), &result);
         Ok(Response::new(result?))
     }
 
@@ -404,15 +403,7 @@ impl GroupsService {
     ) -> Result<i64, BrokerError> {
         let led = self.registry.topic(topic)?.led_partition(partition, self.registry.broker_id());
         let leader = match led {
-            Ok(replica) => {
-                return Ok(match spec {
-                    OffsetSpec::Latest => wire_offset(replica.high_watermark()),
-                    OffsetSpec::Earliest => wire_offset(replica.log_start_offset()),
-                    OffsetSpec::Timestamp => {
-                        replica.offset_for_timestamp(timestamp_ms).await?.map_or(-1, |(offset, _)| wire_offset(offset))
-                    }
-                })
-            }
+            Ok(replica) => return Ok(crate::service::offset_by_spec(&replica, spec, timestamp_ms).await?.0),
             Err(BrokerError::NotLeader { leader: Some(leader), .. }) => leader,
             Err(error) => return Err(error),
         };

@@ -45,6 +45,26 @@ impl NodeInfo {
 
 pub type Node = Arc<NodeInfo>;
 
+/// A partition's offset by `spec`, from its replica here: the high
+/// watermark, the log start, or the first record at or after
+/// `timestamp_ms` below the HW (with its timestamp; -1 and -1 if none).
+/// Shared by `ListOffsets` and the groups' describe and reset.
+pub(crate) async fn offset_by_spec(
+    replica: &Arc<brook_replication::Replica>,
+    spec: brook_proto::v1::OffsetSpec,
+    timestamp_ms: i64,
+) -> Result<(i64, i64), crate::error::BrokerError> {
+    use brook_proto::v1::OffsetSpec;
+    Ok(match spec {
+        OffsetSpec::Latest => (admin::wire_offset(replica.high_watermark()), -1),
+        OffsetSpec::Earliest => (admin::wire_offset(replica.log_start_offset()), -1),
+        OffsetSpec::Timestamp => match replica.offset_for_timestamp(timestamp_ms).await? {
+            Some((offset, timestamp_ms)) => (admin::wire_offset(offset), timestamp_ms),
+            None => (-1, -1),
+        },
+    })
+}
+
 /// A broker id on the wire; 0 for none (no leader).
 pub(crate) fn wire_broker(id: Option<brook_record::BrokerId>) -> u32 {
     id.map_or(0, |id| id.0)

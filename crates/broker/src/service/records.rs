@@ -100,11 +100,7 @@ pub struct RecordsService {
 impl RecordsService {
     /// Counts a finished request under its outcome (`ok` or the error name).
     fn observe<T>(&self, api: &str, started: Instant, result: &Result<T, BrokerError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(error) => error.code_name(),
-        };
-        self.metrics.observe(api, outcome, started.elapsed());
+        self.metrics.observe_result(api, started.elapsed(), result);
     }
 
     /// What comes before an append: the acks value, leadership, the ISR
@@ -359,14 +355,7 @@ impl RecordsService {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let spec = OffsetSpec::try_from(request.spec)
             .map_err(|_| BrokerError::InvalidRequest(format!("offset spec {} is unknown", request.spec)))?;
-        let (offset, timestamp_ms) = match spec {
-            OffsetSpec::Latest => (wire_offset(partition.high_watermark()), -1),
-            OffsetSpec::Earliest => (wire_offset(partition.log_start_offset()), -1),
-            OffsetSpec::Timestamp => match partition.offset_for_timestamp(request.timestamp_ms).await? {
-                Some((offset, timestamp_ms)) => (wire_offset(offset), timestamp_ms),
-                None => (-1, -1),
-            },
-        };
+        let (offset, timestamp_ms) = crate::service::offset_by_spec(&partition, spec, request.timestamp_ms).await?;
         Ok(ListOffsetsResponse { offset, timestamp_ms })
     }
 
