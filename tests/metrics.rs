@@ -93,7 +93,9 @@ async fn metrics_show_group_lag_members_and_rebalances() {
     let config = ConsumerConfig { enable_auto_commit: false, ..config };
     let mut member = Consumer::connect(&broker.address, config).await.expect("member");
     member.subscribe(&["g"]).await.expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while member.assignment().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the member got both partitions in time");
         member.poll(Duration::from_millis(100)).await.expect("poll");
     }
 
