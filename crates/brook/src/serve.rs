@@ -116,7 +116,7 @@ type Sources = std::collections::BTreeMap<&'static str, String>;
 
 /// The settings given on the command line or in the environment, as
 /// `BrokerConfig` fields, each with where it came from.
-fn given_settings(args: &ServeArgs) -> anyhow::Result<(toml::Table, Sources)> {
+fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     let matches = <crate::Cli as clap::CommandFactory>::command().get_matches();
     let serve = matches.subcommand_matches("serve");
     let mut table = toml::Table::new();
@@ -161,7 +161,7 @@ fn given_settings(args: &ServeArgs) -> anyhow::Result<(toml::Table, Sources)> {
     given("default_produce_timeout_ms", number(args.default_produce_timeout_ms.map(u64::from)));
     given("log_maintenance_interval_ms", number(args.log_maintenance_interval_ms));
     given("max_connections", number(args.max_connections.map(|count| count as u64)));
-    Ok((table, sources))
+    (table, sources)
 }
 
 /// The effective configuration (flag > environment > file > default),
@@ -177,7 +177,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(BrokerConfig, Sources)> {
     };
     let mut sources: Sources = Sources::new();
     let file_keys: Vec<String> = table.keys().cloned().collect();
-    let (given, given_sources) = given_settings(args)?;
+    let (given, given_sources) = given_settings(args);
     table.extend(given);
     // TOML keys are strings; the peer map's are broker ids.
     let peers = match table.remove("peers") {
