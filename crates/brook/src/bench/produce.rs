@@ -39,6 +39,10 @@ pub struct ProduceArgs {
     producers: usize,
     #[arg(long, default_value_t = 16 * 1024)]
     batch_size: usize,
+    /// Bytes of records each producer buffers before `send` waits (the
+    /// producer's `buffer_memory`; Kafka's `buffer.memory`).
+    #[arg(long, default_value_t = ProducerConfig::default().buffer_memory)]
+    buffer_memory: usize,
     /// Milliseconds a batch waits to fill.
     #[arg(long, default_value_t = 5)]
     linger: u64,
@@ -148,6 +152,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
     let config = ProducerConfig {
         acks: args.acks,
         batch_size: args.batch_size,
+        buffer_memory: args.buffer_memory,
         linger,
         compression: args.compression,
         enable_idempotence: args.idempotence,
