@@ -139,3 +139,56 @@ async fn a_long_poll_fetch_answers_when_records_arrive() {
     assert_eq!(fetched.high_watermark, 1);
     assert!(!fetched.records.is_empty(), "the waiting fetch carries the new record");
 }
+
+/// Batches of 64 KiB and more travel as the producer sealed them, not
+/// copied into one request buffer (`produce_call`): through `Produce` (one
+/// partition ready) and `ProduceMany` (several at once), they come back
+/// byte for byte and in order, beside small batches sent the usual way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_sent_as_pieces_come_back_byte_exact() {
+    let broker = Broker::start().await;
+    Admin::connect(&broker.address).await.expect("admin").create_topic(NewTopic::new("t", 3, 1)).await.expect("create");
+    let config =
+        ProducerConfig { batch_size: 256 * 1024, linger: Duration::from_millis(20), ..ProducerConfig::default() };
+    let producer = Producer::connect(&broker.address, config).await.expect("producer");
+    // A different value per record, 1 byte to 6 KiB, so a misplaced piece
+    // shows; partition 2 only gets a few small records (its batches stay
+    // under the copying threshold).
+    let value = |index: u32| -> Bytes {
+        let len = 1 + (index as usize * 7919) % 6000;
+        Bytes::from((0..len).map(|at| (index as usize * 31 + at) as u8).collect::<Vec<u8>>())
+    };
+    let mut deliveries = Vec::new();
+    for index in 0..3000u32 {
+        let partition = if index % 100 == 0 { 2 } else { index % 2 };
+        let record = ProducerRecord { partition: Some(partition), ..ProducerRecord::new("t", value(index)) };
+        deliveries.push((partition, index, producer.send(record).await.expect("send")));
+    }
+    let mut expected: [Vec<(Offset, u32)>; 3] = Default::default();
+    for (partition, index, delivery) in deliveries {
+        let landed = delivery.await.expect("delivered");
+        expected[partition as usize].push((landed.offset.expect("acks=all gives an offset"), index));
+    }
+    producer.close().await;
+
+    let mut consumer = Consumer::connect(&broker.address, ConsumerConfig::default()).await.expect("consumer");
+    let partitions: Vec<TopicPartition> = (0..3).map(|partition| TopicPartition::new("t", partition)).collect();
+    consumer.assign(partitions.clone()).await.expect("assign");
+    for tp in &partitions {
+        consumer.seek(tp, Seek::Beginning).await.expect("seek");
+    }
+    let mut read: [Vec<(Offset, Bytes)>; 3] = Default::default();
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while read.iter().map(Vec::len).sum::<usize>() < 3000 && std::time::Instant::now() < give_up {
+        for record in consumer.poll(Duration::from_secs(1)).await.expect("poll") {
+            read[record.partition as usize].push((record.offset, record.value.expect("a value")));
+        }
+    }
+    for partition in 0..3 {
+        let want: Vec<(Offset, Bytes)> =
+            expected[partition].iter().map(|(offset, index)| (*offset, value(*index))).collect();
+        assert_eq!(read[partition].len(), want.len(), "partition {partition}: records read back");
+        assert!(read[partition] == want, "partition {partition}: a record differs from what was sent");
+    }
+    assert!(expected[0].len() > 1000 && expected[2].len() == 30);
+}

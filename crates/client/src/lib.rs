@@ -34,6 +34,7 @@ mod consumer;
 mod error;
 mod group_member;
 mod partitioner;
+mod produce_call;
 mod producer;
 mod record;
 

@@ -57,6 +57,7 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
+use crate::produce_call;
 use crate::record::ProducerRecord;
 
 /// How many acknowledgements a send waits for.
@@ -698,10 +699,8 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
             .collect(),
     };
     let attempt = async {
-        let mut client = RecordsClient::new(shared.cluster.channel(address)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        client.produce_many(request).await.map(tonic::Response::into_inner).map_err(ClientError::from_status)
+        let channel = shared.cluster.channel(address)?;
+        produce_call::produce_many(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
     };
     let answered = match tokio::time::timeout(config.request_timeout, attempt).await {
         Ok(Ok(response)) => {
@@ -1059,10 +1058,9 @@ async fn attempt_batches(
         }
         let attempt = async {
             let channel = shared.cluster.leader(topic, partition).await?;
-            let mut client = RecordsClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            client.produce(request.clone()).await.map(tonic::Response::into_inner).map_err(ClientError::from_status)
+            // The batches go out as they are, not copied into tonic's
+            // encode buffer (see `produce_call`).
+            produce_call::produce(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
         };
         failed = Some(match tokio::time::timeout(config.request_timeout, attempt).await {
             Ok(Ok(response)) => break Ok(response.base_offset),
