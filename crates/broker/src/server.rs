@@ -42,6 +42,7 @@ use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
+use crate::service::produce_path::ProduceFastPathLayer;
 use crate::service::records::RecordsService;
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
@@ -322,15 +323,16 @@ async fn serve_grpc(
     let limit = config.max_request_bytes;
     let admin = AdminServer::new(AdminService { registry: Arc::clone(registry), node: Arc::clone(node) })
         .max_decoding_message_size(limit);
-    let records = RecordsServer::new(RecordsService {
+    let records_service = Arc::new(RecordsService {
         registry: Arc::clone(registry),
         config: Arc::clone(config),
         shutdown: shutdown.clone(),
         metrics: Arc::clone(metrics),
         producer_ids: Arc::new(ProducerIds::new(registry.metadata().clone(), registry.broker_id())),
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    });
+    let produce_path = ProduceFastPathLayer::new(Arc::clone(&records_service), limit);
+    let records =
+        RecordsServer::from_arc(records_service).max_decoding_message_size(limit).max_encoding_message_size(limit);
     let groups =
         GroupsServer::new(GroupsService::new(Arc::clone(registry), Arc::clone(coordinator), Arc::clone(metrics)))
             .max_decoding_message_size(limit);
@@ -348,7 +350,9 @@ async fn serve_grpc(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .layer(RpcTimingLayer::new(metrics))
+        // Timing outermost, so that produce calls taken by the fast path
+        // are timed like every other call.
+        .layer(tower::ServiceBuilder::new().layer(RpcTimingLayer::new(metrics)).layer(produce_path).into_inner())
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)

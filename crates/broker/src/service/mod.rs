@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod groups;
 pub mod metadata;
+pub mod produce_path;
 pub mod records;
 pub mod replication;
 

@@ -1,0 +1,333 @@
+//! `Records/Produce` decoded from the request's HTTP/2 frames as they
+//! arrived, without joining them first.
+//!
+//! tonic's server copies every DATA frame of a request into one buffer
+//! before it decodes the message: every produced byte is copied once more
+//! than the append needs. This layer sits in front of the client-facing
+//! routes and takes only plain (uncompressed) gRPC calls to
+//! `/brook.v1.Records/Produce`: it keeps the frames as they came, decodes
+//! the message with prost over them (a batch that lies within one frame
+//! becomes a slice of it, one that straddles two is copied), and hands it
+//! to the same handler tonic calls ([`Records::produce`]), so validation,
+//! spans, metrics and errors are the same. Everything else, and any call
+//! this path does not recognise exactly, goes on to tonic unchanged.
+//!
+//! The answer is what tonic writes for a unary call: the message in one
+//! frame and `grpc-status: 0` in the trailers, or a trailers-only status.
+//! Limits are tonic's too: a message over the broker's
+//! `max_request_bytes` is refused with OUT_OF_RANGE before it is read
+//! whole, a body that is not exactly one gRPC message with INTERNAL.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use brook_proto::v1::records_server::Records;
+use brook_proto::v1::ProduceRequest;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::{Body as _, Frame};
+use prost::Message;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use super::records::RecordsService;
+
+/// The one call this path serves.
+pub const PRODUCE_PATH: &str = "/brook.v1.Records/Produce";
+
+/// Wraps the client-facing routes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ProduceFastPathLayer {
+    records: Arc<RecordsService>,
+    /// The largest message accepted (the broker's `max_request_bytes`).
+    limit: usize,
+}
+
+impl ProduceFastPathLayer {
+    pub fn new(records: Arc<RecordsService>, limit: usize) -> ProduceFastPathLayer {
+        ProduceFastPathLayer { records, limit }
+    }
+}
+
+impl<S> tower::Layer<S> for ProduceFastPathLayer {
+    type Service = ProduceFastPath<S>;
+
+    fn layer(&self, inner: S) -> ProduceFastPath<S> {
+        ProduceFastPath { inner, records: Arc::clone(&self.records), limit: self.limit }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceFastPath<S> {
+    inner: S,
+    records: Arc<RecordsService>,
+    limit: usize,
+}
+
+impl<S> tower::Service<http::Request<Body>> for ProduceFastPath<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !is_plain_produce(&request) {
+            return Box::pin(self.inner.call(request));
+        }
+        let records = Arc::clone(&self.records);
+        let limit = self.limit;
+        Box::pin(async move {
+            Ok(match produce(&records, request, limit).await {
+                Ok(message) => unary_answer(message),
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+/// A plain gRPC `Produce` call: POST, `application/grpc` (or `+proto`),
+/// no message compression. Anything else is tonic's to answer.
+fn is_plain_produce(request: &http::Request<Body>) -> bool {
+    let headers = request.headers();
+    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let identity = headers.get("grpc-encoding").is_none_or(|value| value == "identity");
+    request.method() == http::Method::POST
+        && request.uri().path() == PRODUCE_PATH
+        && matches!(content_type, Some("application/grpc" | "application/grpc+proto"))
+        && identity
+}
+
+/// Reads the request's frames, decodes the message over them and runs the
+/// produce handler.
+async fn produce(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Bytes, Status> {
+    let (parts, body) = request.into_parts();
+    let frames = read_frames(body, limit).await?;
+    let message = ProduceRequest::decode(frames)
+        .map_err(|error| Status::internal(format!("failed to decode Protobuf message: {error}")))?;
+    let request = tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, message);
+    let response = Records::produce(records, request).await?;
+    Ok(response.into_inner().encode_to_vec().into())
+}
+
+/// The request body's frames holding one gRPC message (its 5-byte prefix
+/// taken off), refused as soon as it can be told to be too large, or
+/// compressed, or not exactly one message.
+async fn read_frames(mut body: Body, limit: usize) -> Result<Frames, Status> {
+    let mut frames = Frames::default();
+    let mut expected: Option<usize> = None;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame?.into_data() else { continue };
+        frames.push(data);
+        if expected.is_none() && frames.remaining() >= 5 {
+            let mut prefix = [0u8; 5];
+            frames.copy_to_slice(&mut prefix);
+            if prefix[0] != 0 {
+                return Err(Status::unimplemented("compressed messages are not accepted: compression is not enabled"));
+            }
+            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            if len > limit {
+                return Err(Status::out_of_range(format!(
+                    "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+                )));
+            }
+            expected = Some(len);
+        }
+        if let Some(len) = expected {
+            if frames.remaining() > len {
+                return Err(Status::internal("a unary request carried more than one message"));
+            }
+        }
+    }
+    match expected {
+        Some(len) if frames.remaining() == len => Ok(frames),
+        Some(len) => Err(Status::internal(format!(
+            "the request ended after {} of its message's {len} bytes",
+            frames.remaining()
+        ))),
+        None => Err(Status::internal("the request carried no message")),
+    }
+}
+
+/// A message's bytes as the frames that carried them. `copy_to_bytes`
+/// (what prost calls for a `bytes` field) slices a frame when the field
+/// lies within it and copies only when it straddles two.
+#[derive(Debug, Default)]
+struct Frames {
+    frames: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Frames {
+    fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.remaining += frame.len();
+            self.frames.push_back(frame);
+        }
+    }
+}
+
+impl Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.frames.front().map_or(&[], |frame| &frame[..])
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        assert!(count <= self.remaining, "advanced past the end of the frames");
+        self.remaining -= count;
+        while count > 0 {
+            let Some(front) = self.frames.front_mut() else { return };
+            if count < front.len() {
+                front.advance(count);
+                return;
+            }
+            count -= front.len();
+            self.frames.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(len <= self.remaining, "took more bytes than the frames hold");
+        if let Some(front) = self.frames.front_mut() {
+            if len <= front.len() {
+                let taken = front.split_to(len);
+                if front.is_empty() {
+                    self.frames.pop_front();
+                }
+                self.remaining -= len;
+                return taken;
+            }
+        }
+        let mut joined = BytesMut::with_capacity(len);
+        joined.put(self.take(len));
+        joined.freeze()
+    }
+}
+
+/// A unary gRPC answer: `message` in one frame, then `grpc-status: 0`.
+fn unary_answer(message: Bytes) -> http::Response<Body> {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put(message);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = UnaryBody { message: Some(framed.freeze()), trailers: Some(trailers) };
+    let mut response = http::Response::new(Body::new(body));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// One data frame, then the trailers.
+#[derive(Debug)]
+struct UnaryBody {
+    message: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(message) = self.message.take() {
+            return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.message.is_none() && self.trailers.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(pieces: &[&[u8]]) -> Frames {
+        let mut frames = Frames::default();
+        for piece in pieces {
+            frames.push(Bytes::copy_from_slice(piece));
+        }
+        frames
+    }
+
+    #[test]
+    fn a_field_within_one_frame_is_a_slice_of_it_and_one_across_two_is_joined() {
+        let mut frames = Frames::default();
+        let first = Bytes::from_static(b"abcdef");
+        frames.push(first.clone());
+        frames.push(Bytes::from_static(b"ghij"));
+        let within = frames.copy_to_bytes(4);
+        assert_eq!(&within[..], b"abcd");
+        assert_eq!(within.as_ptr(), first.as_ptr(), "no copy within a frame");
+        let across = frames.copy_to_bytes(4);
+        assert_eq!(&across[..], b"efgh");
+        assert_eq!(frames.remaining(), 2);
+        assert_eq!(frames.chunk(), b"ij");
+        frames.advance(2);
+        assert_eq!(frames.remaining(), 0);
+        assert_eq!(frames.chunk(), b"");
+    }
+
+    #[test]
+    fn a_request_decoded_over_frames_is_the_request_encoded() {
+        let request = ProduceRequest {
+            topic: "orders".into(),
+            partition: 3,
+            acks: 2,
+            timeout_ms: 1000,
+            records: Bytes::new(),
+            batches: vec![Bytes::from(vec![7u8; 5000]), Bytes::from(vec![9u8; 20_000]), Bytes::from_static(b"x")],
+        };
+        let encoded = request.encode_to_vec();
+        // Cut into frames at every size from 1 byte to whole.
+        for cut in [1, 7, 100, 4096, 16_384, encoded.len()] {
+            let pieces: Vec<&[u8]> = encoded.chunks(cut).collect();
+            let decoded = ProduceRequest::decode(frames(&pieces)).expect("decodes");
+            assert_eq!(decoded, request, "cut every {cut} bytes");
+        }
+    }
+
+    async fn read(pieces: Vec<Vec<u8>>, limit: usize) -> Result<Frames, Status> {
+        let chunks = pieces.into_iter().map(|piece| Ok::<_, Status>(Frame::data(Bytes::from(piece))));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+        read_frames(Body::new(body), limit).await
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_one_plain_message_is_refused_by_what_is_wrong() {
+        let message = |len: u32, body: &[u8]| {
+            let mut framed = vec![0];
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(body);
+            framed
+        };
+        let whole = read(vec![message(3, b"ab"), b"c".to_vec()], 100).await.expect("one message in two frames");
+        assert_eq!(whole.remaining(), 3);
+        let too_large = read(vec![message(101, b"")], 100).await.expect_err("over the limit");
+        assert_eq!(too_large.code(), tonic::Code::OutOfRange);
+        let compressed = read(vec![vec![1, 0, 0, 0, 1, 9]], 100).await.expect_err("compressed");
+        assert_eq!(compressed.code(), tonic::Code::Unimplemented);
+        let cut = read(vec![message(5, b"ab")], 100).await.expect_err("cut short");
+        assert!(cut.message().contains("after 2 of its message's 5 bytes"), "{cut}");
+        let two = read(vec![message(1, b"a"), message(1, b"b")], 100).await.expect_err("two messages");
+        assert!(two.message().contains("more than one message"), "{two}");
+        let empty = read(vec![], 100).await.expect_err("no message");
+        assert!(empty.message().contains("no message"), "{empty}");
+    }
+}
