@@ -43,6 +43,10 @@ pub struct ProduceArgs {
     /// producer's `buffer_memory`; Kafka's `buffer.memory`).
     #[arg(long, default_value_t = ProducerConfig::default().buffer_memory)]
     buffer_memory: usize,
+    /// The most bytes of batches one produce request carries (the
+    /// producer's `max_request_bytes`; Kafka's `max.request.size`).
+    #[arg(long, default_value_t = ProducerConfig::default().max_request_bytes)]
+    max_request_bytes: usize,
     /// Milliseconds a batch waits to fill.
     #[arg(long, default_value_t = 5)]
     linger: u64,
@@ -153,6 +157,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &str) -> anyhow::Result<()> {
         acks: args.acks,
         batch_size: args.batch_size,
         buffer_memory: args.buffer_memory,
+        max_request_bytes: args.max_request_bytes,
         linger,
         compression: args.compression,
         enable_idempotence: args.idempotence,
