@@ -23,6 +23,10 @@
 //! gives it, commits before it gives one up (with auto-commit), and
 //! returns no record while its session may have ended.
 //!
+//! Produce requests are written by the client itself (`produce_call.rs`):
+//! byte for byte the message tonic would encode, but with each batch of
+//! 64 KiB or more sent from the buffer it was sealed in rather than copied.
+//!
 //! Never: allocate per record in the encoder or decoder (records are
 //! encoded straight into their batch, and decoded records share the fetched
 //! buffer); block a runtime thread.
