@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse};
+use brook_proto::MessagePrefix;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -73,9 +74,8 @@ impl Pieces {
     /// bytes (uncompressed).
     fn framed(len: usize) -> Pieces {
         let mut pieces = Pieces::default();
-        pieces.running.put_u8(0);
-        pieces.running.put_u32(len as u32);
-        pieces.len = 5;
+        pieces.running.put_slice(&MessagePrefix::uncompressed(len).encode());
+        pieces.len = MessagePrefix::BYTES;
         pieces
     }
 
@@ -127,7 +127,7 @@ fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
         pieces.put_bytes_field(PRODUCE_BATCHES, batch);
     }
     let (pieces, written) = pieces.finish();
-    debug_assert_eq!(written, len + 5);
+    debug_assert_eq!(written, len + MessagePrefix::BYTES);
     pieces
 }
 
@@ -143,7 +143,7 @@ fn produce_many_pieces(request: &ProduceManyRequest) -> Vec<Bytes> {
         }
     }
     let (pieces, written) = pieces.finish();
-    debug_assert_eq!(written, request.encoded_len() + 5);
+    debug_assert_eq!(written, request.encoded_len() + MessagePrefix::BYTES);
     pieces
 }
 
@@ -209,16 +209,16 @@ async fn call<R: Message + Default>(
 
 /// The one message of a unary answer's body.
 fn decode_message<R: Message + Default>(body: Bytes, max_response: usize) -> Result<R, Status> {
-    if body.len() < 5 {
+    let Some(prefix) = body.first_chunk::<{ MessagePrefix::BYTES }>() else {
         return Err(Status::internal(format!(
             "the broker's answer is {} bytes, shorter than a gRPC frame",
             body.len()
         )));
-    }
-    if body[0] != 0 {
+    };
+    let MessagePrefix { compressed, len } = MessagePrefix::decode(*prefix);
+    if compressed {
         return Err(Status::internal("the broker's answer is compressed, which was not asked for"));
     }
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if len > max_response {
         return Err(Status::out_of_range(format!(
             "the broker's answer is {len} bytes, over the limit of {max_response}"

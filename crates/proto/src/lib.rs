@@ -6,8 +6,12 @@
 //! descriptor set that gRPC reflection serves. The `.proto` files are the
 //! source of truth; this crate only compiles them.
 //!
-//! Never: hand-edit generated code, or put logic here. Broker and client
-//! both depend on this crate; it depends on neither.
+//! Besides: gRPC's 5-byte message prefix ([`MessagePrefix`]), for the two
+//! places that write gRPC bodies themselves (the client's produce calls,
+//! the broker's produce path).
+//!
+//! Never: hand-edit generated code, or put other logic here. Broker and
+//! client both depend on this crate; it depends on neither.
 
 #![allow(missing_debug_implementations)]
 
@@ -35,3 +39,45 @@ pub const ERROR_CODE_KEY: &str = "brook-error";
 /// broker-to-broker call (`brook.internal.v1`); the internal listener
 /// refuses a call without it.
 pub const CLUSTER_SECRET_KEY: &str = "brook-cluster-secret";
+
+/// gRPC's length prefix of a message in a request or response body: a
+/// compressed flag (one byte) and the message's length (four bytes, big
+/// endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePrefix {
+    pub compressed: bool,
+    pub len: usize,
+}
+
+impl MessagePrefix {
+    /// Bytes of the prefix on the wire.
+    pub const BYTES: usize = 5;
+
+    /// The prefix of an uncompressed message of `len` bytes.
+    pub fn uncompressed(len: usize) -> MessagePrefix {
+        MessagePrefix { compressed: false, len }
+    }
+
+    pub fn encode(self) -> [u8; 5] {
+        let len = u32::try_from(self.len).unwrap_or(u32::MAX).to_be_bytes();
+        [u8::from(self.compressed), len[0], len[1], len[2], len[3]]
+    }
+
+    pub fn decode(bytes: [u8; 5]) -> MessagePrefix {
+        MessagePrefix {
+            compressed: bytes[0] != 0,
+            len: u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessagePrefix;
+
+    #[test]
+    fn a_message_prefix_is_a_flag_and_a_big_endian_length() {
+        assert_eq!(MessagePrefix::uncompressed(258).encode(), [0, 0, 0, 1, 2]);
+        assert_eq!(MessagePrefix::decode([1, 0, 1, 0, 0]), MessagePrefix { compressed: true, len: 65_536 });
+    }
+}

@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::ProduceRequest;
+use brook_proto::MessagePrefix;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use prost::Message;
@@ -128,13 +129,13 @@ async fn read_frames(mut body: Body, limit: usize) -> Result<Frames, Status> {
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let Ok(data) = frame?.into_data() else { continue };
         frames.push(data);
-        if expected.is_none() && frames.remaining() >= 5 {
-            let mut prefix = [0u8; 5];
+        if expected.is_none() && frames.remaining() >= MessagePrefix::BYTES {
+            let mut prefix = [0u8; MessagePrefix::BYTES];
             frames.copy_to_slice(&mut prefix);
-            if prefix[0] != 0 {
+            let MessagePrefix { compressed, len } = MessagePrefix::decode(prefix);
+            if compressed {
                 return Err(Status::unimplemented("compressed messages are not accepted: compression is not enabled"));
             }
-            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
             if len > limit {
                 return Err(Status::out_of_range(format!(
                     "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
@@ -219,9 +220,8 @@ impl Buf for Frames {
 
 /// A unary gRPC answer: `message` in one frame, then `grpc-status: 0`.
 fn unary_answer(message: Bytes) -> http::Response<Body> {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.put_u8(0);
-    framed.put_u32(message.len() as u32);
+    let mut framed = BytesMut::with_capacity(MessagePrefix::BYTES + message.len());
+    framed.put_slice(&MessagePrefix::uncompressed(message.len()).encode());
     framed.put(message);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
