@@ -271,6 +271,10 @@ struct Accumulator {
     fenced: Option<ClientError>,
     /// xorshift state for picking sticky partitions.
     random: u64,
+    /// When the sender looks again by itself (the earliest linger deadline
+    /// it saw), `None` if only a wake-up brings it back: `send` wakes it
+    /// only when it would otherwise look too late (see `enqueue`).
+    sender_deadline: Option<Instant>,
 }
 
 impl Accumulator {
@@ -520,6 +524,7 @@ fn enqueue(
         });
         shared.outstanding.send_modify(|count| *count += 1);
     }
+    let in_flight_full = queue.in_flight >= shared.config.in_flight_per_partition();
     let open = queue.open.as_mut().expect("an open batch was just ensured");
     open.builder.push(new_record);
     open.permits += size;
@@ -534,7 +539,18 @@ fn enqueue(
         let step = 1 + (random % u64::from(partitions - 1)) as u32;
         topic.sticky = (partition + step) % partitions;
     }
-    Some(Ok((delivery, sealed || created)))
+    // The sender needs waking only if it would otherwise look too late: a
+    // sealed batch whose partition may send now (one whose requests are
+    // all in flight is sent when one of them completes), or a new batch
+    // while the sender waits for no deadline (every batch lingers as long,
+    // so a new one's deadline is never before one the sender already
+    // waits for). A wake-up is a thread woken on another core.
+    let mut wake = sealed && !in_flight_full;
+    if created && accumulator.sender_deadline.is_none() {
+        accumulator.sender_deadline = Some(Instant::now() + shared.config.linger);
+        wake = true;
+    }
+    Some(Ok((delivery, wake)))
 }
 
 /// The sender task: seals lingering batches, dispatches ready ones, sleeps
@@ -661,6 +677,7 @@ fn collect_ready(shared: &Shared, closing: bool) -> (Vec<Request>, Option<Instan
         let batches = take_ready(queue, shared.config.max_request_bytes);
         requests.push((Arc::clone(topic), partition, batches));
     }
+    accumulator.sender_deadline = next_deadline;
     (requests, next_deadline)
 }
 
