@@ -71,9 +71,12 @@ struct Pieces {
 
 impl Pieces {
     /// Starts with the 5-byte gRPC frame header for a message of `len`
-    /// bytes (uncompressed).
-    fn framed(len: usize) -> Pieces {
-        let mut pieces = Pieces::default();
+    /// bytes (uncompressed), of which `referenced` are batches sent as they
+    /// are: the rest is copied into one buffer, allocated once at its size
+    /// (growing it as it fills copied it again and again).
+    fn framed(len: usize, referenced: usize) -> Pieces {
+        let mut pieces =
+            Pieces { running: BytesMut::with_capacity(MessagePrefix::BYTES + len - referenced), ..Pieces::default() };
         pieces.running.put_slice(&MessagePrefix::uncompressed(len).encode());
         pieces.len = MessagePrefix::BYTES;
         pieces
@@ -112,6 +115,11 @@ impl Pieces {
     }
 }
 
+/// Bytes of the batches sent as they are, not copied.
+fn referenced_bytes(batches: &[Bytes]) -> usize {
+    batches.iter().map(Bytes::len).filter(|&len| len >= COPY_BELOW).sum()
+}
+
 /// The length of a `bytes` field holding `len` bytes, key included.
 fn bytes_field_len(field: u32, len: usize) -> usize {
     prost::encoding::key_len(field) + prost::encoding::encoded_len_varint(len as u64) + len
@@ -121,7 +129,7 @@ fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
     let head = ProduceRequest { batches: Vec::new(), ..request.clone() };
     let len = head.encoded_len()
         + request.batches.iter().map(|batch| bytes_field_len(PRODUCE_BATCHES, batch.len())).sum::<usize>();
-    let mut pieces = Pieces::framed(len);
+    let mut pieces = Pieces::framed(len, referenced_bytes(&request.batches));
     pieces.put_message(&head);
     for batch in &request.batches {
         pieces.put_bytes_field(PRODUCE_BATCHES, batch);
@@ -133,7 +141,8 @@ fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
 
 fn produce_many_pieces(request: &ProduceManyRequest) -> Vec<Bytes> {
     let head = ProduceManyRequest { partitions: Vec::new(), ..*request };
-    let mut pieces = Pieces::framed(request.encoded_len());
+    let referenced = request.partitions.iter().map(|partition| referenced_bytes(&partition.batches)).sum();
+    let mut pieces = Pieces::framed(request.encoded_len(), referenced);
     pieces.put_message(&head);
     for partition in &request.partitions {
         pieces.put_length_delimited_key(PRODUCE_MANY_PARTITIONS, partition.encoded_len());
