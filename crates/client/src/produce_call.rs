@@ -126,7 +126,16 @@ fn bytes_field_len(field: u32, len: usize) -> usize {
 }
 
 fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
-    let head = ProduceRequest { batches: Vec::new(), ..request.clone() };
+    // The fields but the batches (cloning the request would clone every
+    // batch's handle too).
+    let head = ProduceRequest {
+        topic: request.topic.clone(),
+        partition: request.partition,
+        acks: request.acks,
+        timeout_ms: request.timeout_ms,
+        records: request.records.clone(),
+        batches: Vec::new(),
+    };
     let len = head.encoded_len()
         + request.batches.iter().map(|batch| bytes_field_len(PRODUCE_BATCHES, batch.len())).sum::<usize>();
     let mut pieces = Pieces::framed(len, referenced_bytes(&request.batches));
@@ -146,7 +155,9 @@ fn produce_many_pieces(request: &ProduceManyRequest) -> Vec<Bytes> {
     pieces.put_message(&head);
     for partition in &request.partitions {
         pieces.put_length_delimited_key(PRODUCE_MANY_PARTITIONS, partition.encoded_len());
-        pieces.put_message(&PartitionBatches { batches: Vec::new(), ..partition.clone() });
+        let head =
+            PartitionBatches { topic: partition.topic.clone(), partition: partition.partition, batches: Vec::new() };
+        pieces.put_message(&head);
         for batch in &partition.batches {
             pieces.put_bytes_field(PARTITION_BATCHES, batch);
         }
