@@ -307,3 +307,84 @@ async fn connections_past_the_limit_wait_for_one_to_close() {
     let topics = answered.expect("served once the others closed").expect("joined").expect("an answer");
     assert!(topics.is_empty());
 }
+
+/// Sends a request body as it is, whatever it holds.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Produce bodies that are not what they claim, through the broker's own
+/// produce path (it decodes `Produce` over the request's frames, without
+/// tonic): a precise status each, nothing appended, the broker up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_body_that_is_no_request_is_refused_precisely() {
+    let broker = Broker::start_with(&["--max-request-bytes", "65536"]).await;
+    let channel =
+        Channel::from_shared(format!("http://{}", broker.address)).expect("uri").connect().await.expect("connect");
+    let mut admin = AdminClient::new(channel.clone());
+    let mut records = RecordsClient::new(channel.clone());
+    admin.create_topic(create("t", 2)).await.expect("create t");
+    records.produce(produce("t", 0, batch(&[b"one", b"two"]))).await.expect("a good batch");
+    let raw = |body: Vec<u8>| {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        async move {
+            grpc.ready().await.expect("ready");
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/brook.v1.Records/Produce");
+            grpc.unary(tonic::Request::new(body), path, RawCodec).await
+        }
+    };
+
+    let garbage = raw(vec![0xff; 16]).await.expect_err("not protobuf");
+    assert_eq!(garbage.code(), Code::Internal, "{garbage:?}");
+    assert!(garbage.message().contains("failed to decode Protobuf message"), "{garbage:?}");
+    still_serving(&mut records, &mut admin).await;
+
+    // A well-formed request over the broker's max_request_bytes.
+    use prost::Message;
+    let large = produce("t", 0, batch(&[&[b'v'; 70_000][..]])).encode_to_vec();
+    let refused = raw(large).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("the limit is: 65536 bytes"), "{refused:?}");
+    still_serving(&mut records, &mut admin).await;
+
+    // The same path takes a good request sent this way.
+    let good = raw(produce("t", 1, batch(&[b"three"])).encode_to_vec()).await.expect("a good request, raw");
+    let answer = brook_client::proto::ProduceResponse::decode(good.into_inner()).expect("a produce answer");
+    assert_eq!(answer.base_offset, 0);
+    still_serving(&mut records, &mut admin).await;
+}
