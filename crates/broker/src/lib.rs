@@ -19,10 +19,11 @@
 //! leader's side of replica fetches (`service/replication.rs`).
 //!
 //! The data path: a plain gRPC `Produce` call is decoded over the HTTP/2
-//! frames it arrived in, without tonic joining them first
-//! (`service/produce_path.rs`, a layer in front of the routes; anything
-//! else goes to tonic), and reaches the same handler as every other call:
-//! the produce handler (`service/records.rs`) looks the
+//! frames it arrived in, without tonic joining them first, and a `Fetch`
+//! answered with its records as they were read, without tonic's encode
+//! copy (`service/records_path.rs`, a layer in front of the routes;
+//! anything else goes to tonic); both reach the same handlers as every
+//! other call. The produce handler (`service/records.rs`) looks the
 //! partition up in the registry and calls `Replica::append_pieces`, which
 //! hands the request's bytes to the log on the blocking pool (a
 //! ProduceMany hands all its partitions' bytes to one blocking task); a

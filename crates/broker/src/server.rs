@@ -42,8 +42,8 @@ use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
-use crate::service::produce_path::ProduceFastPathLayer;
 use crate::service::records::RecordsService;
+use crate::service::records_path::RecordsFastPathLayer;
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topics::TopicRegistry;
@@ -333,7 +333,7 @@ async fn serve_grpc(
         metrics: Arc::clone(metrics),
         producer_ids: Arc::new(ProducerIds::new(registry.metadata().clone(), registry.broker_id())),
     });
-    let produce_path = ProduceFastPathLayer::new(Arc::clone(&records_service), limit);
+    let records_path = RecordsFastPathLayer::new(Arc::clone(&records_service), limit);
     let records =
         RecordsServer::from_arc(records_service).max_decoding_message_size(limit).max_encoding_message_size(limit);
     let groups =
@@ -353,9 +353,9 @@ async fn serve_grpc(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        // Timing outermost, so that produce calls taken by the fast path
+        // Timing outermost, so that the calls taken by the records path
         // are timed like every other call.
-        .layer(tower::ServiceBuilder::new().layer(RpcTimingLayer::new(metrics)).layer(produce_path).into_inner())
+        .layer(tower::ServiceBuilder::new().layer(RpcTimingLayer::new(metrics)).layer(records_path).into_inner())
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)

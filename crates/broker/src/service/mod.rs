@@ -5,8 +5,8 @@
 pub mod admin;
 pub mod groups;
 pub mod metadata;
-pub mod produce_path;
 pub mod records;
+pub mod records_path;
 pub mod replication;
 
 use std::sync::Arc;

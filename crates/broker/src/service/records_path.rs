@@ -1,22 +1,30 @@
-//! `Records/Produce` decoded from the request's HTTP/2 frames as they
-//! arrived, without joining them first.
+//! `Records/Produce` and `Records/Fetch` without tonic's copies of the
+//! records they carry.
 //!
 //! tonic's server copies every DATA frame of a request into one buffer
-//! before it decodes the message: every produced byte is copied once more
-//! than the append needs. This layer sits in front of the client-facing
-//! routes and takes only plain (uncompressed) gRPC calls to
-//! `/brook.v1.Records/Produce`: it keeps the frames as they came, decodes
-//! the message with prost over them (a batch that lies within one frame
-//! becomes a slice of it, one that straddles two is copied), and hands it
-//! to the same handler tonic calls ([`Records::produce`]), so validation,
-//! spans, metrics and errors are the same. Everything else, and any call
-//! this path does not recognise exactly, goes on to tonic unchanged.
+//! before it decodes the message, and encodes every answer into one buffer
+//! before it sends it: every produced byte is copied once more than the
+//! append needs, every fetched byte once more than the read. This layer
+//! sits in front of the client-facing routes and takes only plain
+//! (uncompressed) gRPC calls to these two methods:
 //!
-//! The answer is what tonic writes for a unary call: the message in one
-//! frame and `grpc-status: 0` in the trailers, or a trailers-only status.
-//! Limits are tonic's too: a message over the broker's
-//! `max_request_bytes` is refused with OUT_OF_RANGE before it is read
-//! whole, a body that is not exactly one gRPC message with INTERNAL.
+//! - `Produce`: it keeps the request's frames as they came, decodes the
+//!   message with prost over them (a batch that lies within one frame
+//!   becomes a slice of it, one that straddles two is copied);
+//! - `Fetch`: it answers with the encoded small fields and the fetched
+//!   records as they were read, two pieces of one message;
+//!
+//! and hands each call to the same handler tonic calls ([`Records`]), so
+//! validation, spans, metrics and errors are the same. Everything else,
+//! and any call this path does not recognise exactly, goes on to tonic
+//! unchanged.
+//!
+//! The answer is what tonic writes for a unary call: the message, then
+//! `grpc-status: 0` in the trailers, or a trailers-only status. Limits are
+//! tonic's too: a request over the broker's `max_request_bytes` is refused
+//! with OUT_OF_RANGE before it is read whole, a body that is not exactly
+//! one gRPC message with INTERNAL, an answer over the limit with
+//! OUT_OF_RANGE.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use brook_proto::v1::records_server::Records;
-use brook_proto::v1::ProduceRequest;
+use brook_proto::v1::{FetchRequest, FetchResponse, ProduceRequest};
 use brook_proto::MessagePrefix;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as _, Frame};
@@ -36,39 +44,42 @@ use tonic::Status;
 
 use super::records::RecordsService;
 
-/// The one call this path serves.
 pub const PRODUCE_PATH: &str = "/brook.v1.Records/Produce";
+pub const FETCH_PATH: &str = "/brook.v1.Records/Fetch";
+/// Field number of `FetchResponse.records` (proto/brook/v1/records.proto).
+const FETCH_RECORDS: u32 = 1;
 
 /// Wraps the client-facing routes (see the module docs).
 #[derive(Debug, Clone)]
-pub struct ProduceFastPathLayer {
+pub struct RecordsFastPathLayer {
     records: Arc<RecordsService>,
-    /// The largest message accepted (the broker's `max_request_bytes`).
+    /// The largest message accepted or answered (the broker's
+    /// `max_request_bytes`).
     limit: usize,
 }
 
-impl ProduceFastPathLayer {
-    pub fn new(records: Arc<RecordsService>, limit: usize) -> ProduceFastPathLayer {
-        ProduceFastPathLayer { records, limit }
+impl RecordsFastPathLayer {
+    pub fn new(records: Arc<RecordsService>, limit: usize) -> RecordsFastPathLayer {
+        RecordsFastPathLayer { records, limit }
     }
 }
 
-impl<S> tower::Layer<S> for ProduceFastPathLayer {
-    type Service = ProduceFastPath<S>;
+impl<S> tower::Layer<S> for RecordsFastPathLayer {
+    type Service = RecordsFastPath<S>;
 
-    fn layer(&self, inner: S) -> ProduceFastPath<S> {
-        ProduceFastPath { inner, records: Arc::clone(&self.records), limit: self.limit }
+    fn layer(&self, inner: S) -> RecordsFastPath<S> {
+        RecordsFastPath { inner, records: Arc::clone(&self.records), limit: self.limit }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct ProduceFastPath<S> {
+pub struct RecordsFastPath<S> {
     inner: S,
     records: Arc<RecordsService>,
     limit: usize,
 }
 
-impl<S> tower::Service<http::Request<Body>> for ProduceFastPath<S>
+impl<S> tower::Service<http::Request<Body>> for RecordsFastPath<S>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
@@ -82,42 +93,93 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if !is_plain_produce(&request) {
-            return Box::pin(self.inner.call(request));
-        }
         let records = Arc::clone(&self.records);
         let limit = self.limit;
-        Box::pin(async move {
-            Ok(match produce(&records, request, limit).await {
-                Ok(message) => unary_answer(message),
-                Err(status) => status.into_http(),
-            })
-        })
+        if is_plain_call(&request, PRODUCE_PATH) {
+            return Box::pin(async move { Ok(answer(produce(&records, request, limit).await)) });
+        }
+        if is_plain_call(&request, FETCH_PATH) {
+            return Box::pin(async move { Ok(answer(fetch(&records, request, limit).await)) });
+        }
+        Box::pin(self.inner.call(request))
     }
 }
 
-/// A plain gRPC `Produce` call: POST, `application/grpc` (or `+proto`),
+/// A plain gRPC call to `path`: POST, `application/grpc` (or `+proto`),
 /// no message compression. Anything else is tonic's to answer.
-fn is_plain_produce(request: &http::Request<Body>) -> bool {
+fn is_plain_call(request: &http::Request<Body>, path: &str) -> bool {
     let headers = request.headers();
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let identity = headers.get("grpc-encoding").is_none_or(|value| value == "identity");
     request.method() == http::Method::POST
-        && request.uri().path() == PRODUCE_PATH
+        && request.uri().path() == path
         && matches!(content_type, Some("application/grpc" | "application/grpc+proto"))
         && identity
 }
 
-/// Reads the request's frames, decodes the message over them and runs the
-/// produce handler.
-async fn produce(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Bytes, Status> {
+/// The request's message, decoded over the frames it came in, with its
+/// headers and extensions as tonic hands them to a handler.
+async fn decoded<M: Message + Default>(
+    request: http::Request<Body>,
+    limit: usize,
+) -> Result<tonic::Request<M>, Status> {
     let (parts, body) = request.into_parts();
     let frames = read_frames(body, limit).await?;
-    let message = ProduceRequest::decode(frames)
-        .map_err(|error| Status::internal(format!("failed to decode Protobuf message: {error}")))?;
-    let request = tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, message);
-    let response = Records::produce(records, request).await?;
-    Ok(response.into_inner().encode_to_vec().into())
+    let message =
+        M::decode(frames).map_err(|error| Status::internal(format!("failed to decode Protobuf message: {error}")))?;
+    Ok(tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, message))
+}
+
+/// Runs the produce handler on the request decoded over its frames.
+async fn produce(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Vec<Bytes>, Status> {
+    let request = decoded::<ProduceRequest>(request, limit).await?;
+    let response = Records::produce(records, request).await?.into_inner();
+    framed(vec![response.encode_to_vec().into()], limit)
+}
+
+/// Runs the fetch handler and answers with its records as they were read:
+/// the small fields and the records' field header in one piece, the
+/// records in another.
+async fn fetch(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Vec<Bytes>, Status> {
+    let request = decoded::<FetchRequest>(request, limit).await?;
+    let response = Records::fetch(records, request).await?.into_inner();
+    framed(fetch_pieces(response), limit)
+}
+
+/// A fetch answer as two pieces: every field but the records, with the
+/// records' field header, then the records themselves (no copy).
+fn fetch_pieces(mut response: FetchResponse) -> Vec<Bytes> {
+    let fetched = std::mem::take(&mut response.records);
+    let mut head = BytesMut::with_capacity(response.encoded_len() + 16);
+    response.encode_raw(&mut head);
+    if !fetched.is_empty() {
+        prost::encoding::encode_key(FETCH_RECORDS, prost::encoding::WireType::LengthDelimited, &mut head);
+        prost::encoding::encode_varint(fetched.len() as u64, &mut head);
+    }
+    vec![head.freeze(), fetched]
+}
+
+/// `pieces` of one message, behind its gRPC prefix; refused as tonic
+/// refuses an answer over its limit.
+fn framed(mut pieces: Vec<Bytes>, limit: usize) -> Result<Vec<Bytes>, Status> {
+    pieces.retain(|piece| !piece.is_empty());
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    if len > limit {
+        return Err(Status::out_of_range(format!(
+            "Error, encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+        )));
+    }
+    pieces.insert(0, Bytes::copy_from_slice(&MessagePrefix::uncompressed(len).encode()));
+    Ok(pieces)
+}
+
+/// The HTTP answer to a unary call: its message's pieces and `grpc-status:
+/// 0`, or the status alone.
+fn answer(result: Result<Vec<Bytes>, Status>) -> http::Response<Body> {
+    match result {
+        Ok(pieces) => unary_answer(pieces),
+        Err(status) => status.into_http(),
+    }
 }
 
 /// The request body's frames holding one gRPC message (its 5-byte prefix
@@ -218,23 +280,21 @@ impl Buf for Frames {
     }
 }
 
-/// A unary gRPC answer: `message` in one frame, then `grpc-status: 0`.
-fn unary_answer(message: Bytes) -> http::Response<Body> {
-    let mut framed = BytesMut::with_capacity(MessagePrefix::BYTES + message.len());
-    framed.put_slice(&MessagePrefix::uncompressed(message.len()).encode());
-    framed.put(message);
+/// A unary gRPC answer: the message's pieces (its prefix first), then
+/// `grpc-status: 0`.
+fn unary_answer(pieces: Vec<Bytes>) -> http::Response<Body> {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    let body = UnaryBody { message: Some(framed.freeze()), trailers: Some(trailers) };
+    let body = UnaryBody { pieces: pieces.into(), trailers: Some(trailers) };
     let mut response = http::Response::new(Body::new(body));
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     response
 }
 
-/// One data frame, then the trailers.
+/// The message's pieces as data frames, then the trailers.
 #[derive(Debug)]
 struct UnaryBody {
-    message: Option<Bytes>,
+    pieces: VecDeque<Bytes>,
     trailers: Option<http::HeaderMap>,
 }
 
@@ -243,14 +303,14 @@ impl http_body::Body for UnaryBody {
     type Error = std::convert::Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(message) = self.message.take() {
-            return Poll::Ready(Some(Ok(Frame::data(message))));
+        if let Some(piece) = self.pieces.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
         Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.message.is_none() && self.trailers.is_none()
+        self.pieces.is_empty() && self.trailers.is_none()
     }
 }
 
@@ -301,6 +361,31 @@ mod tests {
             let decoded = ProduceRequest::decode(frames(&pieces)).expect("decodes");
             assert_eq!(decoded, request, "cut every {cut} bytes");
         }
+    }
+
+    #[test]
+    fn a_fetch_answer_in_pieces_decodes_to_itself_and_sends_the_records_as_read() {
+        let records = Bytes::from(vec![5u8; 70_000]);
+        for response in [
+            FetchResponse { records: records.clone(), high_watermark: 9, log_start_offset: 2, next_offset: 7 },
+            FetchResponse { records: Bytes::new(), high_watermark: 3, log_start_offset: 0, next_offset: 3 },
+            FetchResponse::default(),
+        ] {
+            let pieces = framed(fetch_pieces(response.clone()), 1 << 20).expect("within the limit");
+            let body: Vec<u8> = pieces.concat();
+            let prefix = MessagePrefix::decode(body[..5].try_into().expect("5 bytes"));
+            assert_eq!(prefix, MessagePrefix::uncompressed(body.len() - 5));
+            assert_eq!(FetchResponse::decode(&body[5..]).expect("decodes"), response);
+            if !response.records.is_empty() {
+                assert_eq!(
+                    pieces.last().map(|piece| piece.as_ptr()),
+                    Some(records.as_ptr()),
+                    "the records, not a copy"
+                );
+            }
+        }
+        let too_large = framed(fetch_pieces(FetchResponse { records, ..Default::default() }), 1000);
+        assert_eq!(too_large.expect_err("over the limit").code(), tonic::Code::OutOfRange);
     }
 
     async fn read(pieces: Vec<Vec<u8>>, limit: usize) -> Result<Frames, Status> {
