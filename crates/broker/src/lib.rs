@@ -22,8 +22,10 @@
 //! frames it arrived in, without tonic joining them first, and a `Fetch`
 //! answered with its records as they were read, without tonic's encode
 //! copy (`service/records_path.rs`, a layer in front of the routes;
-//! anything else goes to tonic); both reach the same handlers as every
-//! other call. The produce handler (`service/records.rs`) looks the
+//! anything else goes to tonic), and so is a follower's replica fetch on
+//! the internal listener (the cluster secret checked first); all reach the
+//! same handlers as every other call. The produce handler
+//! (`service/records.rs`) looks the
 //! partition up in the registry and calls `Replica::append_pieces`, which
 //! hands the request's bytes to the log on the blocking pool (a
 //! ProduceMany hands all its partitions' bytes to one blocking task); a

@@ -43,7 +43,7 @@ use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
 use crate::service::records::RecordsService;
-use crate::service::records_path::RecordsFastPathLayer;
+use crate::service::records_path::{RecordsFastPathLayer, ReplicaFetchPathLayer};
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topics::TopicRegistry;
@@ -383,28 +383,36 @@ async fn serve_internal(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
-    let check = move |request: tonic::Request<()>| {
-        if secret.admits(&request) {
-            Ok(request)
-        } else {
-            Err(tonic::Status::unauthenticated(
-                "this is the internal listener, for brokers of the cluster: the call lacks the cluster secret",
-            ))
-        }
-    };
-    let replication = ReplicationServer::new(ReplicationService {
+    let replication_service = Arc::new(ReplicationService {
         registry: Arc::clone(registry),
         proposer: Arc::new(MetadataIsrProposer::new(node.metadata.clone())),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
-    })
-    .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
-    .max_decoding_message_size(config.max_request_bytes);
+    });
+    let replica_fetch_path = ReplicaFetchPathLayer::new(
+        Arc::clone(&replication_service),
+        secret.clone(),
+        config.max_request_bytes,
+        MAX_REPLICA_FETCH_RESPONSE_BYTES,
+    );
+    let check = move |request: tonic::Request<()>| {
+        if secret.admits(&request) {
+            Ok(request)
+        } else {
+            Err(lacks_cluster_secret())
+        }
+    };
+    let replication = ReplicationServer::from_arc(replication_service)
+        .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
+        .max_decoding_message_size(config.max_request_bytes);
     let (raft_transport, forwarding) = node.metadata.services();
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        // Replica fetches answered with their records as read (the secret
+        // checked there too); everything else through the interceptor.
+        .layer(replica_fetch_path)
         .add_service(InterceptedService::new(raft_transport, check.clone()))
         .add_service(InterceptedService::new(forwarding, check.clone()))
         .add_service(InterceptedService::new(replication, check))
@@ -414,6 +422,13 @@ async fn serve_internal(
         )
         .await
         .map_err(ServeError::from)
+}
+
+/// The refusal of an internal call without the cluster secret.
+pub(crate) fn lacks_cluster_secret() -> tonic::Status {
+    tonic::Status::unauthenticated(
+        "this is the internal listener, for brokers of the cluster: the call lacks the cluster secret",
+    )
 }
 
 /// Applies every new cluster state to the hosted partitions, and the state

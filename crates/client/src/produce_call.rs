@@ -3,9 +3,10 @@
 //!
 //! tonic's generated client encodes a request into one buffer before it
 //! writes it: every batch is copied once more on its way to the socket.
-//! These calls write the same gRPC message as a list of pieces instead:
-//! the small encoded fields, and each batch of 64 KiB or more as the
-//! `Bytes` the producer sealed, so HTTP/2 sends it from where it is.
+//! These calls write the same gRPC message as a list of pieces instead
+//! (`brook_proto::MessagePieces`): the small encoded fields, and each batch
+//! of 64 KiB or more as the `Bytes` the producer sealed, so HTTP/2 sends it
+//! from where it is.
 //! Smaller batches are copied into the running piece as tonic would: each
 //! piece becomes an HTTP/2 DATA frame of its own, and a frame for every
 //! 16 KiB batch (plus one for the few bytes of field header before it)
@@ -23,8 +24,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse};
-use brook_proto::MessagePrefix;
-use bytes::{BufMut, Bytes, BytesMut};
+use brook_proto::{MessagePieces, MessagePrefix};
+use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
@@ -37,10 +38,6 @@ use tonic::{Code, Status};
 const PRODUCE_BATCHES: u32 = 6;
 const PRODUCE_MANY_PARTITIONS: u32 = 3;
 const PARTITION_BATCHES: u32 = 3;
-/// Batches shorter than this are copied into the running piece instead of
-/// being sent on their own (an HTTP/2 frame each, and one more for the
-/// field header before them).
-const COPY_BELOW: usize = 64 << 10;
 
 /// Sends `request` to `channel` as `Records/Produce`.
 pub(crate) async fn produce(
@@ -60,71 +57,6 @@ pub(crate) async fn produce_many(
     call(channel, "/brook.v1.Records/ProduceMany", produce_many_pieces(request), max_response).await
 }
 
-/// A gRPC message built as pieces: encoded fields go into a running
-/// buffer, large `bytes` values are referenced as they are.
-#[derive(Debug, Default)]
-struct Pieces {
-    done: Vec<Bytes>,
-    running: BytesMut,
-    len: usize,
-}
-
-impl Pieces {
-    /// Starts with the 5-byte gRPC frame header for a message of `len`
-    /// bytes (uncompressed), of which `referenced` are batches sent as they
-    /// are: the rest is copied into one buffer, allocated once at its size
-    /// (growing it as it fills copied it again and again).
-    fn framed(len: usize, referenced: usize) -> Pieces {
-        let mut pieces =
-            Pieces { running: BytesMut::with_capacity(MessagePrefix::BYTES + len - referenced), ..Pieces::default() };
-        pieces.running.put_slice(&MessagePrefix::uncompressed(len).encode());
-        pieces.len = MessagePrefix::BYTES;
-        pieces
-    }
-
-    fn put_message(&mut self, message: &impl Message) {
-        self.len += message.encoded_len();
-        message.encode_raw(&mut self.running);
-    }
-
-    fn put_length_delimited_key(&mut self, field: u32, len: usize) {
-        let before = self.running.len();
-        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut self.running);
-        prost::encoding::encode_varint(len as u64, &mut self.running);
-        self.len += self.running.len() - before;
-    }
-
-    fn put_bytes_field(&mut self, field: u32, value: &Bytes) {
-        self.put_length_delimited_key(field, value.len());
-        self.len += value.len();
-        if value.len() < COPY_BELOW {
-            self.running.extend_from_slice(value);
-        } else {
-            if !self.running.is_empty() {
-                self.done.push(self.running.split().freeze());
-            }
-            self.done.push(value.clone());
-        }
-    }
-
-    fn finish(mut self) -> (Vec<Bytes>, usize) {
-        if !self.running.is_empty() {
-            self.done.push(self.running.split().freeze());
-        }
-        (self.done, self.len)
-    }
-}
-
-/// Bytes of the batches sent as they are, not copied.
-fn referenced_bytes(batches: &[Bytes]) -> usize {
-    batches.iter().map(Bytes::len).filter(|&len| len >= COPY_BELOW).sum()
-}
-
-/// The length of a `bytes` field holding `len` bytes, key included.
-fn bytes_field_len(field: u32, len: usize) -> usize {
-    prost::encoding::key_len(field) + prost::encoding::encoded_len_varint(len as u64) + len
-}
-
 fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
     // The fields but the batches (cloning the request would clone every
     // batch's handle too).
@@ -137,8 +69,12 @@ fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
         batches: Vec::new(),
     };
     let len = head.encoded_len()
-        + request.batches.iter().map(|batch| bytes_field_len(PRODUCE_BATCHES, batch.len())).sum::<usize>();
-    let mut pieces = Pieces::framed(len, referenced_bytes(&request.batches));
+        + request
+            .batches
+            .iter()
+            .map(|batch| MessagePieces::length_delimited_len(PRODUCE_BATCHES, batch.len()))
+            .sum::<usize>();
+    let mut pieces = MessagePieces::new(len, MessagePieces::referenced_bytes(&request.batches));
     pieces.put_message(&head);
     for batch in &request.batches {
         pieces.put_bytes_field(PRODUCE_BATCHES, batch);
@@ -150,8 +86,9 @@ fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
 
 fn produce_many_pieces(request: &ProduceManyRequest) -> Vec<Bytes> {
     let head = ProduceManyRequest { partitions: Vec::new(), ..*request };
-    let referenced = request.partitions.iter().map(|partition| referenced_bytes(&partition.batches)).sum();
-    let mut pieces = Pieces::framed(request.encoded_len(), referenced);
+    let referenced =
+        MessagePieces::referenced_bytes(request.partitions.iter().flat_map(|partition| &partition.batches));
+    let mut pieces = MessagePieces::new(request.encoded_len(), referenced);
     pieces.put_message(&head);
     for partition in &request.partitions {
         pieces.put_length_delimited_key(PRODUCE_MANY_PARTITIONS, partition.encoded_len());
@@ -272,9 +209,11 @@ mod tests {
 
     #[test]
     fn a_produce_request_in_pieces_is_what_prost_encodes() {
-        for batches in
-            [vec![], vec![batch(10, 1)], vec![batch(16_000, 2), batch(3, 3), batch(70_000, 4), batch(COPY_BELOW, 5)]]
-        {
+        for batches in [
+            vec![],
+            vec![batch(10, 1)],
+            vec![batch(16_000, 2), batch(3, 3), batch(70_000, 4), batch(MessagePieces::COPY_BELOW, 5)],
+        ] {
             let request = ProduceRequest {
                 topic: "orders".into(),
                 partition: 7,
@@ -290,7 +229,7 @@ mod tests {
 
     #[test]
     fn large_batches_are_sent_as_they_are_and_small_ones_copied() {
-        let big = batch(COPY_BELOW, 9);
+        let big = batch(MessagePieces::COPY_BELOW, 9);
         let small = batch(16 << 10, 8);
         let request = ProduceRequest {
             topic: "t".into(),

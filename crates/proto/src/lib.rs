@@ -6,9 +6,10 @@
 //! descriptor set that gRPC reflection serves. The `.proto` files are the
 //! source of truth; this crate only compiles them.
 //!
-//! Besides: gRPC's 5-byte message prefix ([`MessagePrefix`]), for the two
-//! places that write gRPC bodies themselves (the client's produce calls,
-//! the broker's produce path).
+//! Besides: gRPC's message framing ([`MessagePrefix`], and
+//! [`MessagePieces`] to write a message whose large `bytes` fields are
+//! sent as they are), for the places that write gRPC bodies themselves
+//! (the client's produce calls, the broker's records path).
 //!
 //! Never: hand-edit generated code, or put other logic here. Broker and
 //! client both depend on this crate; it depends on neither.
@@ -68,6 +69,81 @@ impl MessagePrefix {
             compressed: bytes[0] != 0,
             len: u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize,
         }
+    }
+}
+
+/// A gRPC message (prefix included) written as pieces, each sent as an
+/// HTTP/2 DATA frame of its own: encoded fields go into a running buffer,
+/// and `bytes` values of [`MessagePieces::COPY_BELOW`] or more are sent as
+/// the `Bytes` they are, not copied. Smaller values are copied: a frame
+/// costs a few microseconds at each end, more than copying 16 KiB
+/// (BENCHMARKS.md). The pieces joined are byte for byte what prost
+/// encodes, given the same fields in the same order.
+#[derive(Debug, Default)]
+pub struct MessagePieces {
+    done: Vec<bytes::Bytes>,
+    running: bytes::BytesMut,
+    len: usize,
+}
+
+impl MessagePieces {
+    pub const COPY_BELOW: usize = 64 << 10;
+
+    /// Starts a message of `len` bytes (uncompressed), of which
+    /// `referenced` are values sent as they are: the rest is copied into
+    /// one buffer, allocated once at its size.
+    pub fn new(len: usize, referenced: usize) -> MessagePieces {
+        let mut running = bytes::BytesMut::with_capacity(MessagePrefix::BYTES + len.saturating_sub(referenced));
+        running.extend_from_slice(&MessagePrefix::uncompressed(len).encode());
+        MessagePieces { done: Vec::new(), running, len: MessagePrefix::BYTES }
+    }
+
+    /// Bytes of `values` that will be sent as they are.
+    pub fn referenced_bytes<'a>(values: impl IntoIterator<Item = &'a bytes::Bytes>) -> usize {
+        values.into_iter().map(bytes::Bytes::len).filter(|&len| len >= Self::COPY_BELOW).sum()
+    }
+
+    /// The length of a `bytes` field (or embedded message) of `len` bytes,
+    /// key included.
+    pub fn length_delimited_len(field: u32, len: usize) -> usize {
+        prost::encoding::key_len(field) + prost::encoding::encoded_len_varint(len as u64) + len
+    }
+
+    /// Appends `message`'s fields.
+    pub fn put_message(&mut self, message: &impl prost::Message) {
+        self.len += message.encoded_len();
+        message.encode_raw(&mut self.running);
+    }
+
+    /// Appends the key and length of a length-delimited field of `len`
+    /// bytes, whose contents follow.
+    pub fn put_length_delimited_key(&mut self, field: u32, len: usize) {
+        let before = self.running.len();
+        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut self.running);
+        prost::encoding::encode_varint(len as u64, &mut self.running);
+        self.len += self.running.len() - before;
+    }
+
+    /// Appends a `bytes` field holding `value`.
+    pub fn put_bytes_field(&mut self, field: u32, value: &bytes::Bytes) {
+        self.put_length_delimited_key(field, value.len());
+        self.len += value.len();
+        if value.len() < Self::COPY_BELOW {
+            self.running.extend_from_slice(value);
+        } else {
+            if !self.running.is_empty() {
+                self.done.push(self.running.split().freeze());
+            }
+            self.done.push(value.clone());
+        }
+    }
+
+    /// The pieces, and how many bytes they hold (the prefix included).
+    pub fn finish(mut self) -> (Vec<bytes::Bytes>, usize) {
+        if !self.running.is_empty() {
+            self.done.push(self.running.split().freeze());
+        }
+        (self.done, self.len)
     }
 }
 

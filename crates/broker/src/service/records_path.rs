@@ -32,9 +32,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use brook_metadata::ClusterSecret;
+use brook_proto::internal::replication_server::Replication;
+use brook_proto::internal::{PartitionData, ReplicaFetchRequest, ReplicaFetchResponse};
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::{FetchRequest, FetchResponse, ProduceRequest};
-use brook_proto::MessagePrefix;
+use brook_proto::{MessagePieces, MessagePrefix};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use prost::Message;
@@ -43,11 +46,17 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::records::RecordsService;
+use super::replication::ReplicationService;
 
 pub const PRODUCE_PATH: &str = "/brook.v1.Records/Produce";
 pub const FETCH_PATH: &str = "/brook.v1.Records/Fetch";
-/// Field number of `FetchResponse.records` (proto/brook/v1/records.proto).
+pub const REPLICA_FETCH_PATH: &str = "/brook.internal.v1.Replication/Fetch";
+/// Field numbers (proto/brook/v1/records.proto, internal.proto):
+/// `FetchResponse.records`, `ReplicaFetchResponse.partitions`,
+/// `PartitionData.records`.
 const FETCH_RECORDS: u32 = 1;
+const REPLICA_FETCH_PARTITIONS: u32 = 1;
+const PARTITION_RECORDS: u32 = 3;
 
 /// Wraps the client-facing routes (see the module docs).
 #[derive(Debug, Clone)]
@@ -105,6 +114,110 @@ where
     }
 }
 
+/// Wraps the internal routes: a follower's replica fetch is answered with
+/// its records as they were read. The cluster secret is checked first,
+/// from the headers, as the internal services' interceptor checks it.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchPathLayer {
+    replication: Arc<ReplicationService>,
+    secret: ClusterSecret,
+    /// The largest request accepted (`max_request_bytes`) and answer sent.
+    request_limit: usize,
+    answer_limit: usize,
+}
+
+impl ReplicaFetchPathLayer {
+    pub fn new(
+        replication: Arc<ReplicationService>,
+        secret: ClusterSecret,
+        request_limit: usize,
+        answer_limit: usize,
+    ) -> ReplicaFetchPathLayer {
+        ReplicaFetchPathLayer { replication, secret, request_limit, answer_limit }
+    }
+}
+
+impl<S> tower::Layer<S> for ReplicaFetchPathLayer {
+    type Service = ReplicaFetchPath<S>;
+
+    fn layer(&self, inner: S) -> ReplicaFetchPath<S> {
+        ReplicaFetchPath { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchPath<S> {
+    inner: S,
+    layer: ReplicaFetchPathLayer,
+}
+
+impl<S> tower::Service<http::Request<Body>> for ReplicaFetchPath<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !is_plain_call(&request, REPLICA_FETCH_PATH) {
+            return Box::pin(self.inner.call(request));
+        }
+        let layer = self.layer.clone();
+        Box::pin(async move { Ok(answer(replica_fetch(&layer, request).await)) })
+    }
+}
+
+/// Checks the secret, then runs the replica fetch handler and answers with
+/// its records as they were read.
+async fn replica_fetch(layer: &ReplicaFetchPathLayer, request: http::Request<Body>) -> Result<Vec<Bytes>, Status> {
+    let headers = MetadataMap::from_headers(request.headers().clone());
+    if !layer.secret.admits(&tonic::Request::from_parts(headers, http::Extensions::default(), ())) {
+        return Err(crate::server::lacks_cluster_secret());
+    }
+    let request = decoded::<ReplicaFetchRequest>(request, layer.request_limit).await?;
+    let response = Replication::fetch(&*layer.replication, request).await?.into_inner();
+    within_limit(replica_fetch_pieces(response), layer.answer_limit)
+}
+
+/// A replica fetch answer as pieces: per partition, its small fields, then
+/// its records (sent as they are when large).
+fn replica_fetch_pieces(response: ReplicaFetchResponse) -> MessagePieces {
+    let partitions: Vec<(PartitionData, Bytes)> = response
+        .partitions
+        .into_iter()
+        .map(|mut data| {
+            let records = std::mem::take(&mut data.records);
+            (data, records)
+        })
+        .collect();
+    let partition_len = |data: &PartitionData, records: &Bytes| {
+        data.encoded_len()
+            + if records.is_empty() { 0 } else { MessagePieces::length_delimited_len(PARTITION_RECORDS, records.len()) }
+    };
+    let len = partitions
+        .iter()
+        .map(|(data, records)| {
+            MessagePieces::length_delimited_len(REPLICA_FETCH_PARTITIONS, partition_len(data, records))
+        })
+        .sum();
+    let mut pieces =
+        MessagePieces::new(len, MessagePieces::referenced_bytes(partitions.iter().map(|(_, records)| records)));
+    for (data, records) in &partitions {
+        pieces.put_length_delimited_key(REPLICA_FETCH_PARTITIONS, partition_len(data, records));
+        pieces.put_message(data);
+        if !records.is_empty() {
+            pieces.put_bytes_field(PARTITION_RECORDS, records);
+        }
+    }
+    pieces
+}
+
 /// A plain gRPC call to `path`: POST, `application/grpc` (or `+proto`),
 /// no message compression. Anything else is tonic's to answer.
 fn is_plain_call(request: &http::Request<Body>, path: &str) -> bool {
@@ -134,42 +247,42 @@ async fn decoded<M: Message + Default>(
 async fn produce(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Vec<Bytes>, Status> {
     let request = decoded::<ProduceRequest>(request, limit).await?;
     let response = Records::produce(records, request).await?.into_inner();
-    framed(vec![response.encode_to_vec().into()], limit)
+    let mut pieces = MessagePieces::new(response.encoded_len(), 0);
+    pieces.put_message(&response);
+    within_limit(pieces, limit)
 }
 
-/// Runs the fetch handler and answers with its records as they were read:
-/// the small fields and the records' field header in one piece, the
-/// records in another.
+/// Runs the fetch handler and answers with its records as they were read.
 async fn fetch(records: &RecordsService, request: http::Request<Body>, limit: usize) -> Result<Vec<Bytes>, Status> {
     let request = decoded::<FetchRequest>(request, limit).await?;
     let response = Records::fetch(records, request).await?.into_inner();
-    framed(fetch_pieces(response), limit)
+    within_limit(fetch_pieces(response), limit)
 }
 
-/// A fetch answer as two pieces: every field but the records, with the
-/// records' field header, then the records themselves (no copy).
-fn fetch_pieces(mut response: FetchResponse) -> Vec<Bytes> {
+/// A fetch answer as pieces: the small fields, then the records (sent as
+/// they are when large).
+fn fetch_pieces(mut response: FetchResponse) -> MessagePieces {
     let fetched = std::mem::take(&mut response.records);
-    let mut head = BytesMut::with_capacity(response.encoded_len() + 16);
-    response.encode_raw(&mut head);
+    let records_len =
+        if fetched.is_empty() { 0 } else { MessagePieces::length_delimited_len(FETCH_RECORDS, fetched.len()) };
+    let mut pieces =
+        MessagePieces::new(response.encoded_len() + records_len, MessagePieces::referenced_bytes([&fetched]));
+    pieces.put_message(&response);
     if !fetched.is_empty() {
-        prost::encoding::encode_key(FETCH_RECORDS, prost::encoding::WireType::LengthDelimited, &mut head);
-        prost::encoding::encode_varint(fetched.len() as u64, &mut head);
+        pieces.put_bytes_field(FETCH_RECORDS, &fetched);
     }
-    vec![head.freeze(), fetched]
+    pieces
 }
 
-/// `pieces` of one message, behind its gRPC prefix; refused as tonic
-/// refuses an answer over its limit.
-fn framed(mut pieces: Vec<Bytes>, limit: usize) -> Result<Vec<Bytes>, Status> {
-    pieces.retain(|piece| !piece.is_empty());
-    let len: usize = pieces.iter().map(Bytes::len).sum();
+/// The finished pieces; refused as tonic refuses an answer over its limit.
+fn within_limit(pieces: MessagePieces, limit: usize) -> Result<Vec<Bytes>, Status> {
+    let (pieces, written) = pieces.finish();
+    let len = written - MessagePrefix::BYTES;
     if len > limit {
         return Err(Status::out_of_range(format!(
             "Error, encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
         )));
     }
-    pieces.insert(0, Bytes::copy_from_slice(&MessagePrefix::uncompressed(len).encode()));
     Ok(pieces)
 }
 
@@ -364,19 +477,26 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_answer_in_pieces_decodes_to_itself_and_sends_the_records_as_read() {
+    fn a_fetch_answer_in_pieces_decodes_to_itself_and_sends_large_records_as_read() {
         let records = Bytes::from(vec![5u8; 70_000]);
         for response in [
             FetchResponse { records: records.clone(), high_watermark: 9, log_start_offset: 2, next_offset: 7 },
-            FetchResponse { records: Bytes::new(), high_watermark: 3, log_start_offset: 0, next_offset: 3 },
+            FetchResponse {
+                records: Bytes::from_static(b"small"),
+                high_watermark: 3,
+                log_start_offset: 0,
+                next_offset: 3,
+            },
             FetchResponse::default(),
         ] {
-            let pieces = framed(fetch_pieces(response.clone()), 1 << 20).expect("within the limit");
+            let pieces = within_limit(fetch_pieces(response.clone()), 1 << 20).expect("within the limit");
             let body: Vec<u8> = pieces.concat();
             let prefix = MessagePrefix::decode(body[..5].try_into().expect("5 bytes"));
             assert_eq!(prefix, MessagePrefix::uncompressed(body.len() - 5));
             assert_eq!(FetchResponse::decode(&body[5..]).expect("decodes"), response);
-            if !response.records.is_empty() {
+            let large = response.records.len() >= MessagePieces::COPY_BELOW;
+            assert_eq!(pieces.len(), if large { 2 } else { 1 }, "small answers travel as one piece");
+            if large {
                 assert_eq!(
                     pieces.last().map(|piece| piece.as_ptr()),
                     Some(records.as_ptr()),
@@ -384,8 +504,36 @@ mod tests {
                 );
             }
         }
-        let too_large = framed(fetch_pieces(FetchResponse { records, ..Default::default() }), 1000);
+        let too_large = within_limit(fetch_pieces(FetchResponse { records, ..Default::default() }), 1000);
         assert_eq!(too_large.expect_err("over the limit").code(), tonic::Code::OutOfRange);
+    }
+
+    #[test]
+    fn a_replica_fetch_answer_in_pieces_decodes_to_itself() {
+        let large = Bytes::from(vec![3u8; 100_000]);
+        let partition = |topic: &str, records: Bytes, error: &str| PartitionData {
+            topic: topic.into(),
+            partition: 4,
+            records,
+            high_watermark: 10,
+            log_start_offset: 1,
+            error: error.into(),
+            message: String::new(),
+        };
+        let response = ReplicaFetchResponse {
+            partitions: vec![
+                partition("a", large.clone(), ""),
+                partition("b", Bytes::from_static(b"tiny"), ""),
+                partition("c", Bytes::new(), "NOT_LEADER"),
+            ],
+        };
+        let pieces = within_limit(replica_fetch_pieces(response.clone()), 1 << 20).expect("within the limit");
+        let body: Vec<u8> = pieces.concat();
+        assert_eq!(MessagePrefix::decode(body[..5].try_into().expect("5 bytes")).len, body.len() - 5);
+        assert_eq!(ReplicaFetchResponse::decode(&body[5..]).expect("decodes"), response);
+        assert!(pieces.iter().any(|piece| piece.as_ptr() == large.as_ptr()), "the large records are not copied");
+        let empty = within_limit(replica_fetch_pieces(ReplicaFetchResponse::default()), 10).expect("empty");
+        assert_eq!(empty.concat(), vec![0, 0, 0, 0, 0]);
     }
 
     async fn read(pieces: Vec<Vec<u8>>, limit: usize) -> Result<Frames, Status> {
