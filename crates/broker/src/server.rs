@@ -43,7 +43,7 @@ use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
 use crate::service::records::RecordsService;
-use crate::service::records_path::{RecordsFastPathLayer, ReplicaFetchPathLayer};
+use crate::service::records_path::{RecordsPath, ReplicaFetchPath};
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topics::TopicRegistry;
@@ -333,7 +333,7 @@ async fn serve_grpc(
         metrics: Arc::clone(metrics),
         producer_ids: Arc::new(ProducerIds::new(registry.metadata().clone(), registry.broker_id())),
     });
-    let records_path = RecordsFastPathLayer::new(Arc::clone(&records_service), limit);
+    let records_path = RecordsPath::layer(Arc::clone(&records_service), limit);
     let records =
         RecordsServer::from_arc(records_service).max_decoding_message_size(limit).max_encoding_message_size(limit);
     let groups =
@@ -389,7 +389,7 @@ async fn serve_internal(
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });
-    let replica_fetch_path = ReplicaFetchPathLayer::new(
+    let replica_fetch_path = ReplicaFetchPath::layer(
         Arc::clone(&replication_service),
         secret.clone(),
         config.max_request_bytes,

@@ -1,23 +1,26 @@
-//! `Records/Produce` and `Records/Fetch` without tonic's copies of the
-//! records they carry.
+//! `Records/Produce`, `Records/Fetch` and the internal
+//! `Replication/Fetch` without tonic's copies of the records they carry.
 //!
 //! tonic's server copies every DATA frame of a request into one buffer
 //! before it decodes the message, and encodes every answer into one buffer
 //! before it sends it: every produced byte is copied once more than the
-//! append needs, every fetched byte once more than the read. This layer
-//! sits in front of the client-facing routes and takes only plain
-//! (uncompressed) gRPC calls to these two methods:
+//! append needs, every fetched byte once more than the read. A
+//! [`FastPathLayer`] sits in front of a server's routes and takes only
+//! plain (uncompressed) gRPC calls to these methods ([`RecordsPath`] on
+//! the client listener, [`ReplicaFetchPath`] on the internal one):
 //!
 //! - `Produce`: it keeps the request's frames as they came, decodes the
 //!   message with prost over them (a batch that lies within one frame
 //!   becomes a slice of it, one that straddles two is copied);
-//! - `Fetch`: it answers with the encoded small fields and the fetched
-//!   records as they were read, two pieces of one message;
+//! - `Fetch` and `Replication/Fetch`: it answers with the encoded small
+//!   fields and the records as they were read (`MessagePieces`; records
+//!   under 64 KiB are copied, a frame costing more);
 //!
-//! and hands each call to the same handler tonic calls ([`Records`]), so
-//! validation, spans, metrics and errors are the same. Everything else,
-//! and any call this path does not recognise exactly, goes on to tonic
-//! unchanged.
+//! and hands each call to the same handler tonic calls ([`Records`],
+//! [`Replication`]), so validation, spans, metrics and errors are the same;
+//! a replica fetch is refused without the cluster secret before its body
+//! is read, as the internal interceptor refuses it. Everything else, and
+//! any call a path does not recognise exactly, goes on to tonic unchanged.
 //!
 //! The answer is what tonic writes for a unary call: the message, then
 //! `grpc-status: 0` in the trailers, or a trailers-only status. Limits are
@@ -58,40 +61,45 @@ const FETCH_RECORDS: u32 = 1;
 const REPLICA_FETCH_PARTITIONS: u32 = 1;
 const PARTITION_RECORDS: u32 = 3;
 
-/// Wraps the client-facing routes (see the module docs).
-#[derive(Debug, Clone)]
-pub struct RecordsFastPathLayer {
-    records: Arc<RecordsService>,
-    /// The largest message accepted or answered (the broker's
-    /// `max_request_bytes`).
-    limit: usize,
+/// An answer on its way: the message's pieces, or a status.
+type Answering = Pin<Box<dyn Future<Output = Result<Vec<Bytes>, Status>> + Send>>;
+
+/// What a fast path takes: the calls it answers itself, and how.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Whether this path answers `request` (else the routes behind do).
+    fn takes(&self, request: &http::Request<Body>) -> bool;
+
+    /// The answer to a request it takes.
+    fn answer(&self, request: http::Request<Body>) -> Answering;
 }
 
-impl RecordsFastPathLayer {
-    pub fn new(records: Arc<RecordsService>, limit: usize) -> RecordsFastPathLayer {
-        RecordsFastPathLayer { records, limit }
+/// A layer in front of a server's routes that answers what its handler
+/// takes and passes everything else on (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FastPathLayer<H>(H);
+
+impl<H, S> tower::Layer<S> for FastPathLayer<H>
+where
+    H: Clone,
+{
+    type Service = FastPath<S, H>;
+
+    fn layer(&self, inner: S) -> FastPath<S, H> {
+        FastPath { inner, handler: self.0.clone() }
     }
 }
 
-impl<S> tower::Layer<S> for RecordsFastPathLayer {
-    type Service = RecordsFastPath<S>;
-
-    fn layer(&self, inner: S) -> RecordsFastPath<S> {
-        RecordsFastPath { inner, records: Arc::clone(&self.records), limit: self.limit }
-    }
-}
-
 #[derive(Debug, Clone)]
-pub struct RecordsFastPath<S> {
+pub struct FastPath<S, H> {
     inner: S,
-    records: Arc<RecordsService>,
-    limit: usize,
+    handler: H,
 }
 
-impl<S> tower::Service<http::Request<Body>> for RecordsFastPath<S>
+impl<S, H> tower::Service<http::Request<Body>> for FastPath<S, H>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
+    H: Handler,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -102,23 +110,50 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let records = Arc::clone(&self.records);
-        let limit = self.limit;
-        if is_plain_call(&request, PRODUCE_PATH) {
-            return Box::pin(async move { Ok(answer(produce(&records, request, limit).await)) });
+        if !self.handler.takes(&request) {
+            return Box::pin(self.inner.call(request));
         }
-        if is_plain_call(&request, FETCH_PATH) {
-            return Box::pin(async move { Ok(answer(fetch(&records, request, limit).await)) });
-        }
-        Box::pin(self.inner.call(request))
+        let answering = self.handler.answer(request);
+        Box::pin(async move { Ok(answer(answering.await)) })
     }
 }
 
-/// Wraps the internal routes: a follower's replica fetch is answered with
-/// its records as they were read. The cluster secret is checked first,
-/// from the headers, as the internal services' interceptor checks it.
+/// The client routes' fast path: `Produce` and `Fetch`.
 #[derive(Debug, Clone)]
-pub struct ReplicaFetchPathLayer {
+pub struct RecordsPath {
+    records: Arc<RecordsService>,
+    /// The largest message accepted or answered (the broker's
+    /// `max_request_bytes`).
+    limit: usize,
+}
+
+impl RecordsPath {
+    pub fn layer(records: Arc<RecordsService>, limit: usize) -> FastPathLayer<RecordsPath> {
+        FastPathLayer(RecordsPath { records, limit })
+    }
+}
+
+impl Handler for RecordsPath {
+    fn takes(&self, request: &http::Request<Body>) -> bool {
+        is_plain_call(request, PRODUCE_PATH) || is_plain_call(request, FETCH_PATH)
+    }
+
+    fn answer(&self, request: http::Request<Body>) -> Answering {
+        let (records, limit) = (Arc::clone(&self.records), self.limit);
+        if request.uri().path() == PRODUCE_PATH {
+            Box::pin(async move { produce(&records, request, limit).await })
+        } else {
+            Box::pin(async move { fetch(&records, request, limit).await })
+        }
+    }
+}
+
+/// The internal routes' fast path: a follower's replica fetch, answered
+/// with its records as they were read. The cluster secret is checked
+/// first, from the headers, as the internal services' interceptor checks
+/// it.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchPath {
     replication: Arc<ReplicationService>,
     secret: ClusterSecret,
     /// The largest request accepted (`max_request_bytes`) and answer sent.
@@ -126,63 +161,38 @@ pub struct ReplicaFetchPathLayer {
     answer_limit: usize,
 }
 
-impl ReplicaFetchPathLayer {
-    pub fn new(
+impl ReplicaFetchPath {
+    pub fn layer(
         replication: Arc<ReplicationService>,
         secret: ClusterSecret,
         request_limit: usize,
         answer_limit: usize,
-    ) -> ReplicaFetchPathLayer {
-        ReplicaFetchPathLayer { replication, secret, request_limit, answer_limit }
+    ) -> FastPathLayer<ReplicaFetchPath> {
+        FastPathLayer(ReplicaFetchPath { replication, secret, request_limit, answer_limit })
     }
 }
 
-impl<S> tower::Layer<S> for ReplicaFetchPathLayer {
-    type Service = ReplicaFetchPath<S>;
-
-    fn layer(&self, inner: S) -> ReplicaFetchPath<S> {
-        ReplicaFetchPath { inner, layer: self.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ReplicaFetchPath<S> {
-    inner: S,
-    layer: ReplicaFetchPathLayer,
-}
-
-impl<S> tower::Service<http::Request<Body>> for ReplicaFetchPath<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Handler for ReplicaFetchPath {
+    fn takes(&self, request: &http::Request<Body>) -> bool {
+        is_plain_call(request, REPLICA_FETCH_PATH)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if !is_plain_call(&request, REPLICA_FETCH_PATH) {
-            return Box::pin(self.inner.call(request));
-        }
-        let layer = self.layer.clone();
-        Box::pin(async move { Ok(answer(replica_fetch(&layer, request).await)) })
+    fn answer(&self, request: http::Request<Body>) -> Answering {
+        let path = self.clone();
+        Box::pin(async move { replica_fetch(&path, request).await })
     }
 }
 
 /// Checks the secret, then runs the replica fetch handler and answers with
 /// its records as they were read.
-async fn replica_fetch(layer: &ReplicaFetchPathLayer, request: http::Request<Body>) -> Result<Vec<Bytes>, Status> {
+async fn replica_fetch(path: &ReplicaFetchPath, request: http::Request<Body>) -> Result<Vec<Bytes>, Status> {
     let headers = MetadataMap::from_headers(request.headers().clone());
-    if !layer.secret.admits(&tonic::Request::from_parts(headers, http::Extensions::default(), ())) {
+    if !path.secret.admits(&tonic::Request::from_parts(headers, http::Extensions::default(), ())) {
         return Err(crate::server::lacks_cluster_secret());
     }
-    let request = decoded::<ReplicaFetchRequest>(request, layer.request_limit).await?;
-    let response = Replication::fetch(&*layer.replication, request).await?.into_inner();
-    within_limit(replica_fetch_pieces(response), layer.answer_limit)
+    let request = decoded::<ReplicaFetchRequest>(request, path.request_limit).await?;
+    let response = Replication::fetch(&*path.replication, request).await?.into_inner();
+    within_limit(replica_fetch_pieces(response), path.answer_limit)
 }
 
 /// A replica fetch answer as pieces: per partition, its small fields, then
