@@ -6,10 +6,11 @@
 //! descriptor set that gRPC reflection serves. The `.proto` files are the
 //! source of truth; this crate only compiles them.
 //!
-//! Besides: gRPC's message framing ([`MessagePrefix`], and
-//! [`MessagePieces`] to write a message whose large `bytes` fields are
-//! sent as they are), for the places that write gRPC bodies themselves
-//! (the client's produce calls, the broker's records path).
+//! Besides: gRPC's message framing ([`MessagePrefix`]; [`MessagePieces`]
+//! to write a message whose large `bytes` fields are sent as they are;
+//! [`Frames`] to decode one over the HTTP/2 frames it came in), for the
+//! places that write and read gRPC bodies themselves (the client's records
+//! calls, the broker's records path).
 //!
 //! Never: hand-edit generated code, or put other logic here. Broker and
 //! client both depend on this crate; it depends on neither.
@@ -147,13 +148,92 @@ impl MessagePieces {
     }
 }
 
+/// A message's bytes as the frames that carried them. `copy_to_bytes`
+/// (what prost calls for a `bytes` field) slices a frame when the field
+/// lies within it and copies only when it straddles two.
+#[derive(Debug, Default)]
+pub struct Frames {
+    frames: std::collections::VecDeque<bytes::Bytes>,
+    remaining: usize,
+}
+
+impl Frames {
+    /// Adds the next frame's data.
+    pub fn push(&mut self, frame: bytes::Bytes) {
+        if !frame.is_empty() {
+            self.remaining += frame.len();
+            self.frames.push_back(frame);
+        }
+    }
+}
+
+impl bytes::Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.frames.front().map_or(&[], |frame| &frame[..])
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        assert!(count <= self.remaining, "advanced past the end of the frames");
+        self.remaining -= count;
+        while count > 0 {
+            let Some(front) = self.frames.front_mut() else { return };
+            if count < front.len() {
+                front.advance(count);
+                return;
+            }
+            count -= front.len();
+            self.frames.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> bytes::Bytes {
+        assert!(len <= self.remaining, "took more bytes than the frames hold");
+        if let Some(front) = self.frames.front_mut() {
+            if len <= front.len() {
+                let taken = front.split_to(len);
+                if front.is_empty() {
+                    self.frames.pop_front();
+                }
+                self.remaining -= len;
+                return taken;
+            }
+        }
+        use bytes::BufMut;
+        let mut joined = bytes::BytesMut::with_capacity(len);
+        joined.put(self.take(len));
+        joined.freeze()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::MessagePrefix;
+    use super::{Frames, MessagePrefix};
+    use bytes::Buf;
 
     #[test]
     fn a_message_prefix_is_a_flag_and_a_big_endian_length() {
         assert_eq!(MessagePrefix::uncompressed(258).encode(), [0, 0, 0, 1, 2]);
         assert_eq!(MessagePrefix::decode([1, 0, 1, 0, 0]), MessagePrefix { compressed: true, len: 65_536 });
+    }
+    #[test]
+    fn a_field_within_one_frame_is_a_slice_of_it_and_one_across_two_is_joined() {
+        let mut frames = Frames::default();
+        let first = bytes::Bytes::from_static(b"abcdef");
+        frames.push(first.clone());
+        frames.push(bytes::Bytes::from_static(b"ghij"));
+        let within = frames.copy_to_bytes(4);
+        assert_eq!(&within[..], b"abcd");
+        assert_eq!(within.as_ptr(), first.as_ptr(), "no copy within a frame");
+        let across = frames.copy_to_bytes(4);
+        assert_eq!(&across[..], b"efgh");
+        assert_eq!(frames.remaining(), 2);
+        assert_eq!(frames.chunk(), b"ij");
+        frames.advance(2);
+        assert_eq!(frames.remaining(), 0);
+        assert_eq!(frames.chunk(), b"");
     }
 }

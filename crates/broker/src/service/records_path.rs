@@ -40,8 +40,8 @@ use brook_proto::internal::replication_server::Replication;
 use brook_proto::internal::{PartitionData, ReplicaFetchRequest, ReplicaFetchResponse};
 use brook_proto::v1::records_server::Records;
 use brook_proto::v1::{FetchRequest, FetchResponse, ProduceRequest};
-use brook_proto::{MessagePieces, MessagePrefix};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use brook_proto::{Frames, MessagePieces, MessagePrefix};
+use bytes::{Buf, Bytes};
 use http_body::{Body as _, Frame};
 use prost::Message;
 use tonic::body::Body;
@@ -344,65 +344,6 @@ async fn read_frames(mut body: Body, limit: usize) -> Result<Frames, Status> {
     }
 }
 
-/// A message's bytes as the frames that carried them. `copy_to_bytes`
-/// (what prost calls for a `bytes` field) slices a frame when the field
-/// lies within it and copies only when it straddles two.
-#[derive(Debug, Default)]
-struct Frames {
-    frames: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl Frames {
-    fn push(&mut self, frame: Bytes) {
-        if !frame.is_empty() {
-            self.remaining += frame.len();
-            self.frames.push_back(frame);
-        }
-    }
-}
-
-impl Buf for Frames {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.frames.front().map_or(&[], |frame| &frame[..])
-    }
-
-    fn advance(&mut self, mut count: usize) {
-        assert!(count <= self.remaining, "advanced past the end of the frames");
-        self.remaining -= count;
-        while count > 0 {
-            let Some(front) = self.frames.front_mut() else { return };
-            if count < front.len() {
-                front.advance(count);
-                return;
-            }
-            count -= front.len();
-            self.frames.pop_front();
-        }
-    }
-
-    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
-        assert!(len <= self.remaining, "took more bytes than the frames hold");
-        if let Some(front) = self.frames.front_mut() {
-            if len <= front.len() {
-                let taken = front.split_to(len);
-                if front.is_empty() {
-                    self.frames.pop_front();
-                }
-                self.remaining -= len;
-                return taken;
-            }
-        }
-        let mut joined = BytesMut::with_capacity(len);
-        joined.put(self.take(len));
-        joined.freeze()
-    }
-}
-
 /// A unary gRPC answer: the message's pieces (its prefix first), then
 /// `grpc-status: 0`.
 fn unary_answer(pieces: Vec<Bytes>) -> http::Response<Body> {
@@ -447,24 +388,6 @@ mod tests {
             frames.push(Bytes::copy_from_slice(piece));
         }
         frames
-    }
-
-    #[test]
-    fn a_field_within_one_frame_is_a_slice_of_it_and_one_across_two_is_joined() {
-        let mut frames = Frames::default();
-        let first = Bytes::from_static(b"abcdef");
-        frames.push(first.clone());
-        frames.push(Bytes::from_static(b"ghij"));
-        let within = frames.copy_to_bytes(4);
-        assert_eq!(&within[..], b"abcd");
-        assert_eq!(within.as_ptr(), first.as_ptr(), "no copy within a frame");
-        let across = frames.copy_to_bytes(4);
-        assert_eq!(&across[..], b"efgh");
-        assert_eq!(frames.remaining(), 2);
-        assert_eq!(frames.chunk(), b"ij");
-        frames.advance(2);
-        assert_eq!(frames.remaining(), 0);
-        assert_eq!(frames.chunk(), b"");
     }
 
     #[test]
