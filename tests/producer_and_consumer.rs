@@ -141,7 +141,7 @@ async fn a_long_poll_fetch_answers_when_records_arrive() {
 }
 
 /// Batches of 64 KiB and more travel as the producer sealed them, not
-/// copied into one request buffer (`produce_call`): through `Produce` (one
+/// copied into one request buffer (`records_call`): through `Produce` (one
 /// partition ready) and `ProduceMany` (several at once), they come back
 /// byte for byte and in order, beside small batches sent the usual way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

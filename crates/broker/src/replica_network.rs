@@ -40,9 +40,9 @@ impl GrpcLeaderClient {
             .tcp_nodelay(true)
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
-            // Fetch answers in frames of up to 256 KiB, as the client's
-            // consumers take them (4 MiB frames read 1 KiB records 2-13%
-            // slower there).
+            // Fetch answers in frames of up to 256 KiB: this client
+            // decodes through tonic, which joins the frames, and consumers
+            // that did read 1 KiB records 2-13% slower with 4 MiB frames.
             .max_frame_size(256 << 10)
             .connect_lazy();
         let client = ReplicationClient::new(channel).max_decoding_message_size(MAX_FETCH_RESPONSE_BYTES);

@@ -41,6 +41,7 @@ use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 use crate::group_member::{MemberConfig, Membership};
 use crate::record::ConsumerRecord;
+use crate::records_call;
 
 /// How often a commit refused for a stale member epoch is tried again
 /// (after the next heartbeat answer).
@@ -406,7 +407,7 @@ impl Consumer {
                 let mut checked = checked_at;
                 let result = async {
                     let (channel, epoch) = cluster.leader_and_epoch(&tp.topic, tp.partition).await?;
-                    let mut client = RecordsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+                    let mut client = RecordsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
                     // A new leadership since the position was last checked:
                     // does this leader's log still hold what was read?
                     if let (Some(read_epoch), Some(current)) = (fetched_epoch, epoch) {
@@ -427,7 +428,9 @@ impl Consumer {
                         }
                     }
                     let request = FetchRequest { current_leader_epoch: epoch, ..request };
-                    Ok(Fetched::Records(client.fetch(request).await?.into_inner()))
+                    // Decoded over the answer's frames: the records are not
+                    // joined into one buffer first (`records_call`).
+                    Ok(Fetched::Records(records_call::fetch(channel, &request, MAX_MESSAGE_BYTES).await?))
                 }
                 .await;
                 (tp, generation, checked, result)

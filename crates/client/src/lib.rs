@@ -23,9 +23,11 @@
 //! gives it, commits before it gives one up (with auto-commit), and
 //! returns no record while its session may have ended.
 //!
-//! Produce requests are written by the client itself (`produce_call.rs`):
-//! byte for byte the message tonic would encode, but with each batch of
-//! 64 KiB or more sent from the buffer it was sealed in rather than copied.
+//! Produce and fetch calls are written and read by the client itself
+//! (`records_call.rs`): byte for byte the messages tonic would encode, but
+//! each batch of 64 KiB or more sent from the buffer it was sealed in, and
+//! fetched records decoded as slices of the HTTP/2 frames they came in,
+//! rather than copied.
 //!
 //! Never: allocate per record in the encoder or decoder (records are
 //! encoded straight into their batch, and decoded records share the fetched
@@ -38,9 +40,9 @@ mod consumer;
 mod error;
 mod group_member;
 mod partitioner;
-mod produce_call;
 mod producer;
 mod record;
+mod records_call;
 
 pub use admin::{Admin, NewTopic, ResetOffsets};
 pub use brook_proto::v1 as proto;

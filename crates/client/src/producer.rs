@@ -57,8 +57,8 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
-use crate::produce_call;
 use crate::record::ProducerRecord;
+use crate::records_call;
 
 /// How many acknowledgements a send waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -717,7 +717,7 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
     };
     let attempt = async {
         let channel = shared.cluster.channel(address)?;
-        produce_call::produce_many(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
+        records_call::produce_many(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
     };
     let answered = match tokio::time::timeout(config.request_timeout, attempt).await {
         Ok(Ok(response)) => {
@@ -1076,8 +1076,8 @@ async fn attempt_batches(
         let attempt = async {
             let channel = shared.cluster.leader(topic, partition).await?;
             // The batches go out as they are, not copied into tonic's
-            // encode buffer (see `produce_call`).
-            produce_call::produce(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
+            // encode buffer (see `records_call`).
+            records_call::produce(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
         };
         failed = Some(match tokio::time::timeout(config.request_timeout, attempt).await {
             Ok(Ok(response)) => break Ok(response.base_offset),

@@ -1,18 +1,19 @@
-//! `Produce` and `ProduceMany` calls that send large batches without
-//! copying them.
+//! `Produce`, `ProduceMany` and `Fetch` calls written and read by the
+//! client itself, without tonic's copies of the records they carry.
 //!
 //! tonic's generated client encodes a request into one buffer before it
-//! writes it: every batch is copied once more on its way to the socket.
-//! These calls write the same gRPC message as a list of pieces instead
-//! (`brook_proto::MessagePieces`): the small encoded fields, and each batch
-//! of 64 KiB or more as the `Bytes` the producer sealed, so HTTP/2 sends it
-//! from where it is.
-//! Smaller batches are copied into the running piece as tonic would: each
-//! piece becomes an HTTP/2 DATA frame of its own, and a frame for every
-//! 16 KiB batch (plus one for the few bytes of field header before it)
-//! cost the broker more than the copy saved (measured: +0.25 s of broker
-//! CPU per GiB of 1 KiB records; BENCHMARKS.md). With 128 KiB batches the
-//! producer spends 0.51-0.54 s of CPU per GiB instead of 0.59-0.67 s.
+//! writes it, and joins an answer's frames into one buffer before it
+//! decodes it. These calls write the same gRPC message as a list of pieces
+//! instead (`brook_proto::MessagePieces`): the small encoded fields, and
+//! each batch of 64 KiB or more as the `Bytes` the producer sealed, so
+//! HTTP/2 sends it from where it is. Smaller batches are copied into the
+//! running piece as tonic would: each piece becomes an HTTP/2 DATA frame
+//! of its own, and a frame for every 16 KiB batch (plus one for the few
+//! bytes of field header before it) cost the broker more than the copy
+//! saved (measured: +0.25 s of broker CPU per GiB of 1 KiB records;
+//! BENCHMARKS.md). Answers are decoded over the frames they came in
+//! (`brook_proto::Frames`): fetched records that lie within one frame (the
+//! client takes frames of up to 4 MiB) are a slice of it.
 //!
 //! What the broker receives is byte for byte what tonic would have sent
 //! (unit tests check it), so the broker is unchanged. The answer is
@@ -23,9 +24,12 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use brook_proto::v1::{PartitionBatches, ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse};
-use brook_proto::{MessagePieces, MessagePrefix};
-use bytes::Bytes;
+use brook_proto::v1::{
+    FetchRequest, FetchResponse, PartitionBatches, ProduceManyRequest, ProduceManyResponse, ProduceRequest,
+    ProduceResponse,
+};
+use brook_proto::{Frames, MessagePieces, MessagePrefix};
+use bytes::{Buf, Bytes};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
@@ -55,6 +59,19 @@ pub(crate) async fn produce_many(
     max_response: usize,
 ) -> Result<ProduceManyResponse, Status> {
     call(channel, "/brook.v1.Records/ProduceMany", produce_many_pieces(request), max_response).await
+}
+
+/// Sends `request` to `channel` as `Records/Fetch`; the records in the
+/// answer are a slice of the frame they came in when they lie within one
+/// (no joining copy).
+pub(crate) async fn fetch(
+    channel: Channel,
+    request: &FetchRequest,
+    max_response: usize,
+) -> Result<FetchResponse, Status> {
+    let mut pieces = MessagePieces::new(request.encoded_len(), 0);
+    pieces.put_message(request);
+    call(channel, "/brook.v1.Records/Fetch", pieces.finish().0, max_response).await
 }
 
 fn produce_pieces(request: &ProduceRequest) -> Vec<Bytes> {
@@ -155,36 +172,57 @@ async fn call<R: Message + Default>(
             status
         });
     }
-    let collected = response.into_body().collect().await?;
-    if let Some(status) = collected.trailers().and_then(Status::from_header_map) {
+    let mut body = response.into_body();
+    let mut frames = Frames::default();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        match frame?.into_data() {
+            Ok(data) => {
+                frames.push(data);
+                if frames.remaining() > MessagePrefix::BYTES + max_response {
+                    return Err(too_large(frames.remaining() - MessagePrefix::BYTES, max_response));
+                }
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    if let Some(status) = trailers.as_ref().and_then(Status::from_header_map) {
         if status.code() != Code::Ok {
             return Err(status);
         }
     }
-    decode_message(collected.to_bytes(), max_response)
+    decode_message(frames, max_response)
 }
 
-/// The one message of a unary answer's body.
-fn decode_message<R: Message + Default>(body: Bytes, max_response: usize) -> Result<R, Status> {
-    let Some(prefix) = body.first_chunk::<{ MessagePrefix::BYTES }>() else {
+fn too_large(len: usize, max_response: usize) -> Status {
+    Status::out_of_range(format!("the broker's answer is {len} bytes, over the limit of {max_response}"))
+}
+
+/// The one message of a unary answer's body, decoded over the frames it
+/// came in (a large `bytes` field within one frame is a slice of it).
+fn decode_message<R: Message + Default>(mut body: Frames, max_response: usize) -> Result<R, Status> {
+    if body.remaining() < MessagePrefix::BYTES {
         return Err(Status::internal(format!(
             "the broker's answer is {} bytes, shorter than a gRPC frame",
-            body.len()
+            body.remaining()
         )));
-    };
-    let MessagePrefix { compressed, len } = MessagePrefix::decode(*prefix);
+    }
+    let mut prefix = [0u8; MessagePrefix::BYTES];
+    body.copy_to_slice(&mut prefix);
+    let MessagePrefix { compressed, len } = MessagePrefix::decode(prefix);
     if compressed {
         return Err(Status::internal("the broker's answer is compressed, which was not asked for"));
     }
     if len > max_response {
-        return Err(Status::out_of_range(format!(
-            "the broker's answer is {len} bytes, over the limit of {max_response}"
+        return Err(too_large(len, max_response));
+    }
+    if body.remaining() != len {
+        return Err(Status::internal(format!(
+            "the broker's answer holds {} bytes of a {len}-byte message",
+            body.remaining()
         )));
     }
-    let message = body.get(5..5 + len).ok_or_else(|| {
-        Status::internal(format!("the broker's answer holds {} bytes of a {len}-byte message", body.len() - 5))
-    })?;
-    R::decode(message).map_err(|error| Status::internal(format!("the broker's answer does not decode: {error}")))
+    R::decode(body).map_err(|error| Status::internal(format!("the broker's answer does not decode: {error}")))
 }
 
 #[cfg(test)]
@@ -261,18 +299,42 @@ mod tests {
         assert_eq!(joined(produce_many_pieces(&empty)), framed(&empty));
     }
 
+    fn frames(body: &[u8]) -> Frames {
+        let mut frames = Frames::default();
+        frames.push(Bytes::copy_from_slice(body));
+        frames
+    }
+
     #[test]
     fn a_bad_answer_body_is_refused_by_what_is_wrong() {
-        let short = decode_message::<ProduceResponse>(Bytes::from_static(&[0, 0]), 100).unwrap_err();
+        let short = decode_message::<ProduceResponse>(frames(&[0, 0]), 100).unwrap_err();
         assert!(short.message().contains("shorter than a gRPC frame"), "{short}");
-        let compressed = decode_message::<ProduceResponse>(Bytes::from_static(&[1, 0, 0, 0, 0]), 100).unwrap_err();
+        let compressed = decode_message::<ProduceResponse>(frames(&[1, 0, 0, 0, 0]), 100).unwrap_err();
         assert!(compressed.message().contains("compressed"), "{compressed}");
-        let too_big = decode_message::<ProduceResponse>(Bytes::from_static(&[0, 0, 0, 1, 0]), 100).unwrap_err();
+        let too_big = decode_message::<ProduceResponse>(frames(&[0, 0, 0, 1, 0]), 100).unwrap_err();
         assert_eq!(too_big.code(), Code::OutOfRange);
-        let cut = decode_message::<ProduceResponse>(Bytes::from_static(&[0, 0, 0, 0, 9, 8]), 100).unwrap_err();
+        let cut = decode_message::<ProduceResponse>(frames(&[0, 0, 0, 0, 9, 8]), 100).unwrap_err();
         assert!(cut.message().contains("holds 1 bytes of a 9-byte message"), "{cut}");
         let response = ProduceResponse { base_offset: 42, ..Default::default() };
-        let decoded: ProduceResponse = decode_message(Bytes::from(framed(&response)), 100).unwrap();
+        let decoded: ProduceResponse = decode_message(frames(&framed(&response)), 100).unwrap();
         assert_eq!(decoded, response);
+    }
+
+    #[test]
+    fn fetched_records_within_one_frame_are_a_slice_of_it() {
+        let response = FetchResponse {
+            records: Bytes::from(vec![7u8; 100_000]),
+            high_watermark: 5,
+            log_start_offset: 0,
+            next_offset: 5,
+        };
+        let body = Bytes::from(framed(&response));
+        let mut split = Frames::default();
+        split.push(body.slice(..3));
+        split.push(body.slice(3..));
+        let decoded: FetchResponse = decode_message(split, 1 << 20).unwrap();
+        assert_eq!(decoded, response);
+        let within = body.as_ptr_range().contains(&decoded.records.as_ptr());
+        assert!(within, "the records are a slice of the frame, not a copy");
     }
 }
