@@ -10,7 +10,7 @@
 //! handlers start (an ISR proposal), is spawned on one [`TaskTracker`] and
 //! awaited at shutdown; each stops when the shared `CancellationToken` is
 //! cancelled. Client connections are bounded by
-//! `max_connections` ([`LimitedIncoming`]): past it the listener stops
+//! `max_connections` (`LimitedIncoming`): past it the listener stops
 //! accepting until one closes (backpressure, not unbounded memory).
 
 use std::pin::Pin;
