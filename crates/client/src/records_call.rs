@@ -201,15 +201,12 @@ fn too_large(len: usize, max_response: usize) -> Status {
 /// The one message of a unary answer's body, decoded over the frames it
 /// came in (a large `bytes` field within one frame is a slice of it).
 fn decode_message<R: Message + Default>(mut body: Frames, max_response: usize) -> Result<R, Status> {
-    if body.remaining() < MessagePrefix::BYTES {
+    let Some(MessagePrefix { compressed, len }) = body.take_prefix() else {
         return Err(Status::internal(format!(
             "the broker's answer is {} bytes, shorter than a gRPC frame",
             body.remaining()
         )));
-    }
-    let mut prefix = [0u8; MessagePrefix::BYTES];
-    body.copy_to_slice(&mut prefix);
-    let MessagePrefix { compressed, len } = MessagePrefix::decode(prefix);
+    };
     if compressed {
         return Err(Status::internal("the broker's answer is compressed, which was not asked for"));
     }
@@ -235,10 +232,7 @@ mod tests {
 
     fn framed(message: &impl Message) -> Vec<u8> {
         let body = message.encode_to_vec();
-        let mut framed = vec![0];
-        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&body);
-        framed
+        [&MessagePrefix::uncompressed(body.len()).encode()[..], &body].concat()
     }
 
     fn batch(len: usize, fill: u8) -> Bytes {

@@ -165,6 +165,18 @@ impl Frames {
             self.frames.push_back(frame);
         }
     }
+
+    /// Takes the message prefix off the front, once all five of its bytes
+    /// are here (`None` before).
+    pub fn take_prefix(&mut self) -> Option<MessagePrefix> {
+        use bytes::Buf;
+        if self.remaining < MessagePrefix::BYTES {
+            return None;
+        }
+        let mut prefix = [0u8; MessagePrefix::BYTES];
+        self.copy_to_slice(&mut prefix);
+        Some(MessagePrefix::decode(prefix))
+    }
 }
 
 impl bytes::Buf for Frames {

@@ -198,28 +198,28 @@ async fn replica_fetch(path: &ReplicaFetchPath, request: http::Request<Body>) ->
 /// A replica fetch answer as pieces: per partition, its small fields, then
 /// its records (sent as they are when large).
 fn replica_fetch_pieces(response: ReplicaFetchResponse) -> MessagePieces {
-    let partitions: Vec<(PartitionData, Bytes)> = response
+    // Each partition without its records, the records, and the length of
+    // the partition's message with them.
+    let partitions: Vec<(PartitionData, Bytes, usize)> = response
         .partitions
         .into_iter()
         .map(|mut data| {
             let records = std::mem::take(&mut data.records);
-            (data, records)
+            let records_len = if records.is_empty() {
+                0
+            } else {
+                MessagePieces::length_delimited_len(PARTITION_RECORDS, records.len())
+            };
+            let len = data.encoded_len() + records_len;
+            (data, records, len)
         })
         .collect();
-    let partition_len = |data: &PartitionData, records: &Bytes| {
-        data.encoded_len()
-            + if records.is_empty() { 0 } else { MessagePieces::length_delimited_len(PARTITION_RECORDS, records.len()) }
-    };
-    let len = partitions
-        .iter()
-        .map(|(data, records)| {
-            MessagePieces::length_delimited_len(REPLICA_FETCH_PARTITIONS, partition_len(data, records))
-        })
-        .sum();
+    let len =
+        partitions.iter().map(|(_, _, len)| MessagePieces::length_delimited_len(REPLICA_FETCH_PARTITIONS, *len)).sum();
     let mut pieces =
-        MessagePieces::new(len, MessagePieces::referenced_bytes(partitions.iter().map(|(_, records)| records)));
-    for (data, records) in &partitions {
-        pieces.put_length_delimited_key(REPLICA_FETCH_PARTITIONS, partition_len(data, records));
+        MessagePieces::new(len, MessagePieces::referenced_bytes(partitions.iter().map(|(_, records, _)| records)));
+    for (data, records, len) in &partitions {
+        pieces.put_length_delimited_key(REPLICA_FETCH_PARTITIONS, *len);
         pieces.put_message(data);
         if !records.is_empty() {
             pieces.put_bytes_field(PARTITION_RECORDS, records);
@@ -314,10 +314,9 @@ async fn read_frames(mut body: Body, limit: usize) -> Result<Frames, Status> {
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let Ok(data) = frame?.into_data() else { continue };
         frames.push(data);
-        if expected.is_none() && frames.remaining() >= MessagePrefix::BYTES {
-            let mut prefix = [0u8; MessagePrefix::BYTES];
-            frames.copy_to_slice(&mut prefix);
-            let MessagePrefix { compressed, len } = MessagePrefix::decode(prefix);
+        // The prefix, taken once its five bytes are here.
+        let prefix = if expected.is_none() { frames.take_prefix() } else { None };
+        if let Some(MessagePrefix { compressed, len }) = prefix {
             if compressed {
                 return Err(Status::unimplemented("compressed messages are not accepted: compression is not enabled"));
             }
