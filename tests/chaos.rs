@@ -8,7 +8,11 @@
 //! returns), or cuts a broker off from the controller only (a partition
 //! leader, when one is not the controller: clients and the third broker
 //! still reach it), or holds one direction of one link between two
-//! brokers (requests, or only the answers to them). Every link between
+//! brokers (requests, or only the answers to them), or takes a broker's
+//! data away and restarts it at once, within its session: its whole data
+//! directory (a replaced disk), or what it had not fsynced (a power loss;
+//! the brokers note each segment fsync, `BROOK_FAULT_NOTE_SYNCED`), once
+//! every replica is back in sync (a minority loses data). Every link between
 //! brokers goes through a proxy of the harness (`TestCluster::start_proxied`)
 //! that can hold its bytes. The failover gaps are reported per fault kind.
 //!
@@ -81,6 +85,12 @@ enum Fault {
     /// One direction of one link held for this long: `from`'s requests to
     /// `to`, or only `to`'s answers to them (served, never heard of).
     OneWayCut { from: u32, to: u32, direction: LinkDirection, for_ms: u64 },
+    /// SIGKILL, the data directory deleted (a replaced disk), restarted
+    /// at once: back within its session, without its data.
+    LoseDisk { broker: u32 },
+    /// SIGKILL, every segment cut to what its last fsync covered (a power
+    /// loss that took the page cache), restarted at once.
+    LosePower { broker: u32 },
 }
 
 impl Fault {
@@ -93,15 +103,18 @@ impl Fault {
             Fault::ControllerCut { .. } => "cut from the controller only",
             Fault::OneWayCut { direction: LinkDirection::Requests, .. } => "one-way cut: requests",
             Fault::OneWayCut { direction: LinkDirection::Answers, .. } => "one-way cut: answers",
+            Fault::LoseDisk { .. } => "disk lost, restarted at once",
+            Fault::LosePower { .. } => "power lost, restarted at once",
         }
     }
 }
 
 /// The next fault: a kill of any broker, a pause of the controller or of
 /// a partition's leader, both at once, a leader cut off from the
-/// controller, or one direction of one link cut.
+/// controller, one direction of one link cut, or a broker back at once
+/// without its disk or without what it had not fsynced.
 async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
-    let pick = next_random(random) % 10;
+    let pick = next_random(random) % 12;
     let any = |random: &mut u64| (next_random(random) % 3) as u32 + 1;
     let for_ms = 1000 + next_random(random) % 3000;
     let admin = Admin::connect(bootstrap).await.expect("admin");
@@ -126,12 +139,14 @@ async fn choose_fault(random: &mut u64, bootstrap: &str) -> Fault {
             let broker = if (1..=3).contains(&leader) && leader != controller { leader } else { controller % 3 + 1 };
             Fault::ControllerCut { broker, controller, for_ms }
         }
-        _ => {
+        8 | 9 => {
             let from = any(random);
             let to = (from + next_random(random) as u32 % 2) % 3 + 1;
             let direction = if pick == 8 { LinkDirection::Requests } else { LinkDirection::Answers };
             Fault::OneWayCut { from, to, direction, for_ms }
         }
+        10 => Fault::LoseDisk { broker: known(leader, random) },
+        _ => Fault::LosePower { broker: known(leader, random) },
     }
 }
 
@@ -227,6 +242,22 @@ async fn assert_replicas_identical(cluster: &mut TestCluster) {
 /// The failover gaps of each fault kind (median and worst): a gap belongs
 /// to the last fault injected before it ended (the fault itself, or the
 /// return of its victim).
+/// Waits (60 s at most) until every replica is back in its partition's
+/// ISR: data is lost only on a minority at a time (losing it on the last
+/// in-sync replica is no fault a cluster survives), so a broker that lost
+/// its data must have caught up before another one loses its own.
+async fn wait_full_isrs(bootstrap: &str) {
+    eventually("every replica in sync before a broker loses data", Duration::from_secs(60), || async move {
+        let admin = Admin::connect(bootstrap).await.map_err(|e| e.to_string())?;
+        let topic = admin.describe_topic("chaos").await.map_err(|e| e.to_string())?;
+        match topic.partitions.iter().find(|partition| partition.isr.len() < 3) {
+            Some(partition) => Err(format!("chaos-{}: isr {:?}", partition.partition, partition.isr)),
+            None => Ok(()),
+        }
+    })
+    .await;
+}
+
 fn print_gaps_per_kind(gaps: &[(Instant, Duration)], faults: &[(Instant, &'static str)]) {
     let mut per_kind: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for (start, gap) in gaps {
@@ -245,7 +276,8 @@ fn print_gaps_per_kind(gaps: &[(Instant, Duration)], faults: &[(Instant, &'stati
 async fn run_chaos(acks: Acks, rounds: u32) -> Report {
     let mut random = seed();
     println!("chaos: acks={acks:?}, {rounds} rounds, BROOK_CHAOS_SEED={random}");
-    let mut cluster = TestCluster::start_proxied(3).await;
+    // Each segment fsync is noted, for the power-loss fault.
+    let mut cluster = TestCluster::start_proxied_with_env(3, &[("BROOK_FAULT_NOTE_SYNCED", "1")]).await;
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     // BROOK_CHAOS_FLUSH_POLICY=always: every append fsyncs (a slow disk
@@ -345,6 +377,17 @@ async fn run_chaos(acks: Acks, rounds: u32) -> Report {
                 cluster.link(from, to).cut(direction, true);
                 tokio::time::sleep(Duration::from_millis(for_ms)).await;
                 cluster.heal_links();
+            }
+            Fault::LoseDisk { broker } => {
+                wait_full_isrs(&bootstrap).await;
+                cluster.broker(broker).kill_and_lose_disk();
+                cluster.broker(broker).restart().await;
+            }
+            Fault::LosePower { broker } => {
+                wait_full_isrs(&bootstrap).await;
+                let dropped = cluster.broker(broker).kill_and_lose_unsynced();
+                println!("round {round}: broker {broker} lost {dropped} unsynced bytes");
+                cluster.broker(broker).restart().await;
             }
         }
         cluster.wait_all_alive().await;

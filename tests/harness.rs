@@ -153,6 +153,46 @@ impl Broker {
         }
     }
 
+    /// SIGKILL, then the disk is replaced: the data directory is gone
+    /// (`restart` then starts the broker on an empty one).
+    pub fn kill_and_lose_disk(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.data_dir).expect("remove the data directory");
+    }
+
+    /// SIGKILL, then a power loss: the page cache is gone, so every segment
+    /// file keeps only what its last fsync covered (the broker must run
+    /// with `BROOK_FAULT_NOTE_SYNCED=1`; a segment never fsynced is empty),
+    /// and what is written without fsync beside them (indexes, producer
+    /// snapshots) is gone too; the broker rebuilds those. The number of
+    /// bytes dropped.
+    pub fn kill_and_lose_unsynced(&mut self) -> u64 {
+        self.kill();
+        let mut dropped = 0;
+        let Ok(partitions) = std::fs::read_dir(self.data_dir.join("topics")) else { return 0 };
+        for partition in partitions.flatten() {
+            for file in std::fs::read_dir(partition.path()).into_iter().flatten().flatten() {
+                let path = file.path();
+                let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
+                if name.ends_with(".index") || name.ends_with(".timeindex") || name.ends_with(".snapshot") {
+                    std::fs::remove_file(&path).expect("drop an unsynced file");
+                } else if name.ends_with(".log") {
+                    let synced: u64 = std::fs::read_to_string(path.with_file_name(format!("{name}.synced")))
+                        .ok()
+                        .and_then(|text| text.trim().parse().ok())
+                        .unwrap_or(0);
+                    let segment = std::fs::OpenOptions::new().write(true).open(&path).expect("open a segment");
+                    let length = segment.metadata().expect("segment size").len();
+                    if synced < length {
+                        segment.set_len(synced).expect("cut a segment to what was fsynced");
+                        dropped += length - synced;
+                    }
+                }
+            }
+        }
+        dropped
+    }
+
     /// Starts the broker again on the same port and data dir.
     pub async fn restart(&mut self) {
         self.kill();
@@ -376,6 +416,11 @@ impl TestCluster {
     /// created) data directory.
     pub async fn start_prepared(nodes: u32, prepare: &dyn Fn(u32, &Path)) -> TestCluster {
         TestCluster::start_inner_prepared(nodes, &[], &[], false, prepare).await
+    }
+
+    /// `start_proxied`, with extra environment variables for every `brook serve`.
+    pub async fn start_proxied_with_env(nodes: u32, env: &[(&str, &str)]) -> TestCluster {
+        TestCluster::start_inner_prepared(nodes, &[], env, true, &|_, _| {}).await
     }
 
     /// `start`, with extra environment variables for every `brook serve`.

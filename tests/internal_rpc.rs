@@ -44,7 +44,9 @@ fn vote() -> Payload {
 }
 
 fn heartbeat(broker: u32) -> Payload {
-    payload(serde_json::to_vec(&BrokerId(broker)).expect("json"))
+    // As a broker's current incarnation would send it (its epoch cannot
+    // be older than the state's): only the secret keeps it out.
+    payload(serde_json::to_vec(&serde_json::json!({ "broker_id": broker, "broker_epoch": u64::MAX })).expect("json"))
 }
 
 fn forged_topic(name: &str) -> Payload {
@@ -63,6 +65,7 @@ fn replica_fetch(topic_id: &[u8]) -> ReplicaFetchRequest {
         follower_id: 2,
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        broker_epoch: 0,
         partitions: vec![PartitionFetch {
             topic: "t".into(),
             partition: 0,

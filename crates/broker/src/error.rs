@@ -56,6 +56,10 @@ pub enum BrokerError {
     NotCoordinator { group: String, broker_id: BrokerId, coordinator: Option<BrokerId> },
     #[error("broker {broker_id} could not be asked: {reason}")]
     PeerUnavailable { broker_id: BrokerId, reason: String },
+    /// A replica fetch from a broker's older incarnation (KIP-903), or from
+    /// a newer one this broker's metadata has not applied yet.
+    #[error("broker {broker_id} fetched as incarnation epoch {epoch}; {}", if epoch < current { format!("it restarted since (its epoch is {current} now): a fetch of the old process never counts") } else { format!("this broker's metadata knows it at epoch {current} only so far; fetch again") })]
+    StaleBrokerEpoch { broker_id: BrokerId, epoch: u64, current: u64 },
     /// A consumer group refusal from the metadata group (member epochs,
     /// unknown members, non-empty groups).
     #[error(transparent)]
@@ -80,6 +84,7 @@ impl BrokerError {
             BrokerError::DataDir { .. } => "KAFKA_STORAGE_ERROR",
             BrokerError::NotCoordinator { .. } => "NOT_COORDINATOR",
             BrokerError::PeerUnavailable { .. } => "LEADER_NOT_AVAILABLE",
+            BrokerError::StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
             BrokerError::Group(error) => group_code_name(error),
         }
     }
@@ -101,6 +106,8 @@ impl BrokerError {
             BrokerError::Replica(error) => replica_code(error),
             BrokerError::DataDir { .. } => Code::Internal,
             BrokerError::NotCoordinator { .. } | BrokerError::PeerUnavailable { .. } => Code::Unavailable,
+            BrokerError::StaleBrokerEpoch { epoch, current, .. } if epoch < current => Code::FailedPrecondition,
+            BrokerError::StaleBrokerEpoch { .. } => Code::Unavailable,
             BrokerError::Group(CommandError::UnknownGroup { .. }) => Code::NotFound,
             BrokerError::Group(CommandError::InvalidGroupRequest { .. }) => Code::InvalidArgument,
             BrokerError::Group(_) => Code::FailedPrecondition,

@@ -24,17 +24,20 @@ const FETCH_GRACE: Duration = Duration::from_secs(5);
 /// The largest replica fetch answer decoded.
 const MAX_FETCH_RESPONSE_BYTES: usize = 256 << 20;
 
-/// A leader broker, reached over gRPC.
+/// A leader broker, reached over gRPC, by this broker's current
+/// incarnation (its fetches carry the broker epoch `metadata` holds).
 #[derive(Debug, Clone)]
 pub struct GrpcLeaderClient {
     client: ReplicationClient<Channel>,
     secret: ClusterSecret,
+    metadata: MetadataNode,
 }
 
 impl GrpcLeaderClient {
     /// A client for the broker at `address`; connects on first use (and
     /// again after a failure).
-    pub fn connect_lazy(address: &str, secret: ClusterSecret) -> Result<GrpcLeaderClient, tonic::transport::Error> {
+    pub fn connect_lazy(address: &str, metadata: MetadataNode) -> Result<GrpcLeaderClient, tonic::transport::Error> {
+        let secret = metadata.cluster_secret();
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
@@ -46,7 +49,7 @@ impl GrpcLeaderClient {
             .max_frame_size(256 << 10)
             .connect_lazy();
         let client = ReplicationClient::new(channel).max_decoding_message_size(MAX_FETCH_RESPONSE_BYTES);
-        Ok(GrpcLeaderClient { client, secret })
+        Ok(GrpcLeaderClient { client, secret, metadata })
     }
 }
 
@@ -62,6 +65,7 @@ impl LeaderClient for GrpcLeaderClient {
             follower_id: request.follower.0,
             max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
             max_bytes: request.max_bytes_per_partition,
+            broker_epoch: self.metadata.broker_epoch().0,
             partitions: request
                 .partitions
                 .iter()

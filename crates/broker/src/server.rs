@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use brook_metadata::{ClusterSecret, MetadataConfig, MetadataNode};
+use brook_metadata::{BrokerRegistration, ClusterSecret, Incarnation, MetadataConfig, MetadataError, MetadataNode};
 use brook_proto::internal::replication_server::ReplicationServer;
 use brook_proto::v1::admin_server::AdminServer;
 use brook_proto::v1::groups_server::GroupsServer;
 use brook_proto::v1::metadata_server::MetadataServer;
 use brook_proto::v1::records_server::RecordsServer;
-use brook_record::BrokerId;
+use brook_record::{BrokerId, TopicId};
 use brook_replication::{run_fetcher, shrink_lagging_isrs};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::BrokerConfig;
+use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
 use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
@@ -46,7 +47,7 @@ use crate::service::records::RecordsService;
 use crate::service::records_path::{RecordsPath, ReplicaFetchPath};
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
-use crate::topics::TopicRegistry;
+use crate::topics::{partition_dir, TopicRegistry, TOPICS_DIR};
 
 /// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
 /// stall every large produce or fetch on a window update.
@@ -68,9 +69,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 /// Pauses after a failed accept, doubling up to the maximum.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// What the single-node catalog of earlier versions left in a data
-/// directory: its presence means the directory is in the old format.
-const OLD_CATALOG_DIR: &str = "catalog";
 
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +87,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Registration(MetadataError),
 }
 
 /// Runs a broker until `stop` is cancelled: then, in a cluster, it hands
@@ -105,7 +105,7 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         None => ClusterSecret::default(),
     };
     let config = Arc::new(config);
-    prepare_data_dir(&config.data_dir)?;
+    let directory = data_dir::open(&config.data_dir, BrokerId(config.id))?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
@@ -119,11 +119,13 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         started = start_metadata(&config, &advertised, &secret) => started?,
         () = stop.cancelled() => return Ok(()),
     };
+    // Before the registry opens (and creates) the replicas' directories:
+    // which of them this broker's last known state assigns here are gone.
+    let lost_replicas = lost_replicas(&config.data_dir, BrokerId(config.id), &metadata);
     let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
         broker_id: BrokerId(config.id),
         address: advertised.clone(),
-        cluster_id: "brook-cluster".to_string(),
         metadata: metadata.clone(),
         default_replication_factor: config.default_replication_factor,
         default_min_insync_replicas: config.default_min_insync_replicas,
@@ -137,7 +139,16 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         BrokerId(config.id),
         (!config.peers.is_empty()).then(|| Duration::from_millis(config.controlled_shutdown_timeout_ms)),
     ));
-    start_duties(&tasks, &config, &metadata, &registry, &metrics, &advertised, &shutdown);
+    let registration = BrokerRegistration {
+        broker_id: BrokerId(config.id),
+        address: advertised.clone(),
+        incarnation: Incarnation::random(),
+        directory_id: directory.directory_id,
+        cluster_id: directory.cluster_id,
+        lost_replicas,
+    };
+    let refused = Arc::new(std::sync::OnceLock::new());
+    start_duties(&tasks, &config, &metadata, &registry, &metrics, (registration, directory), &refused, &stop, &shutdown);
     let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {
@@ -180,27 +191,29 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
     let closing = Arc::clone(&registry);
     tokio::task::spawn_blocking(move || closing.close()).await.map_err(|_| BrokerError::ShuttingDown)?;
     tracing::info!(broker_id = config.id, "broker stopped; logs closed cleanly");
+    if let Some(refusal) = Arc::into_inner(refused).and_then(std::sync::OnceLock::into_inner) {
+        return Err(ServeError::Registration(refusal));
+    }
     served
 }
 
-/// Creates the data directory, and refuses one in the old single-node
-/// format (topics in a local sled catalog): this version keeps every
-/// broker's topics in the metadata group, and nothing migrates them.
-fn prepare_data_dir(data_dir: &std::path::Path) -> Result<(), BrokerError> {
-    if data_dir.join(OLD_CATALOG_DIR).is_dir() {
-        return Err(BrokerError::DataDir {
-            path: data_dir.to_path_buf(),
-            reason: format!(
-                "it is in the old single-node format (it has a '{OLD_CATALOG_DIR}' directory); this version keeps \
-                 topics in the metadata group even on a single broker and cannot read it: start with an empty \
-                 data directory"
-            ),
-        });
+/// The replicas that `metadata`'s state (as this broker last applied it)
+/// assigns here but whose directories are gone: lost, though the data
+/// directory is the one this broker had (a directory that is new is lost
+/// as a whole, and the metadata group tells that by its id).
+fn lost_replicas(data_dir: &std::path::Path, me: BrokerId, metadata: &MetadataNode) -> Vec<(TopicId, u32)> {
+    let (state, topics_dir) = (metadata.state().borrow().clone(), data_dir.join(TOPICS_DIR));
+    let mut lost = Vec::new();
+    for topic in state.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let dir = partition_dir(&topics_dir, &topic.name, topic.id, index as u32);
+            if partition.replicas.contains(&me) && !dir.is_dir() {
+                tracing::warn!(topic = %topic.name, partition = index, dir = %dir.display(), "a replica's directory is gone: it starts empty, as a follower");
+                lost.push((topic.id, index as u32));
+            }
+        }
     }
-    std::fs::create_dir_all(data_dir).map_err(|error| BrokerError::DataDir {
-        path: data_dir.to_path_buf(),
-        reason: format!("cannot create it: {error}"),
-    })
+    lost
 }
 
 /// Starts this broker's member of the metadata group: with `--peers`, the
@@ -238,20 +251,41 @@ async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result
 /// metadata group (registration, heartbeats, the controller's liveness
 /// duty), one replica fetcher per other broker, the ISR shrink check, HW
 /// checkpoints, log maintenance and the metrics endpoint.
+#[allow(clippy::too_many_arguments)]
 fn start_duties(
     tasks: &TaskTracker,
     config: &Arc<BrokerConfig>,
     metadata: &MetadataNode,
     registry: &Arc<TopicRegistry>,
     metrics: &Arc<Metrics>,
-    advertised: &str,
+    (registration, directory): (BrokerRegistration, DirectoryIdentity),
+    refused: &Arc<std::sync::OnceLock<MetadataError>>,
+    stop: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
     tasks.spawn(follow_cluster_state(metadata.clone(), Arc::clone(registry), shutdown.clone()));
-    let (duties, broker_id, address, stop) =
-        (metadata.clone(), BrokerId(config.id), advertised.to_string(), shutdown.clone());
-    tasks.spawn(async move { duties.run_broker_duties(broker_id, address, stop).await });
-    start_fetchers(tasks, config, registry, &metadata.cluster_secret(), shutdown);
+    let (duties, refused, stop_now, ending) = (metadata.clone(), Arc::clone(refused), stop.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(error) = duties.run_broker_duties(registration, ending).await {
+            tracing::error!(%error, "stopping: this broker cannot join the cluster");
+            let _ = refused.set(error);
+            stop_now.cancel();
+        }
+    });
+    let (joined, data_dir, ending) = (metadata.clone(), config.data_dir.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = joined.wait_caught_up() => {}
+            () = ending.cancelled() => return,
+        }
+        let Some(cluster_id) = joined.state().borrow().cluster_id else { return };
+        let written =
+            tokio::task::spawn_blocking(move || data_dir::record_cluster_id(&data_dir, &directory, cluster_id)).await;
+        if let Ok(Err(error)) = written {
+            tracing::error!(%error, "could not write the cluster id into the data directory");
+        }
+    });
+    start_fetchers(tasks, config, registry, metadata, shutdown);
     tasks.spawn(shrink_lagging_isrs(
         Arc::clone(registry),
         Arc::new(MetadataIsrProposer::new(metadata.clone())),
@@ -288,12 +322,12 @@ fn start_fetchers(
     tasks: &TaskTracker,
     config: &BrokerConfig,
     registry: &Arc<TopicRegistry>,
-    secret: &ClusterSecret,
+    metadata: &MetadataNode,
     shutdown: &CancellationToken,
 ) {
     let me = registry.broker_id();
     for (&leader, address) in config.peers.iter().filter(|(id, _)| BrokerId(**id) != me) {
-        match GrpcLeaderClient::connect_lazy(address, secret.clone()) {
+        match GrpcLeaderClient::connect_lazy(address, metadata.clone()) {
             Ok(client) => {
                 let fetcher = run_fetcher(me, BrokerId(leader), client, Arc::clone(registry), shutdown.clone());
                 tasks.spawn(fetcher);

@@ -58,6 +58,25 @@ pub struct Assignment {
     pub partition_epoch: u32,
     /// Replicas on brokers the metadata shows not alive.
     pub unavailable: Vec<BrokerId>,
+    /// The last in-sync replica that came back without its data, while
+    /// that keeps the partition offline.
+    pub lost_by: Option<BrokerId>,
+}
+
+impl Assignment {
+    /// Why the partition has no leader; `None` while it has one.
+    pub fn offline_reason(&self) -> Option<String> {
+        if self.leader.is_some() {
+            return None;
+        }
+        Some(match self.lost_by {
+            Some(broker) => format!(
+                "its last in-sync replica, broker {broker}, came back without its data; only an unclean election \
+                 (unclean.leader.election.enable=true) gives it a leader, losing what that replica lacks"
+            ),
+            None => format!("no in-sync replica {:?} is alive", self.isr.iter().map(|id| id.0).collect::<Vec<_>>()),
+        })
+    }
 }
 
 impl From<&PartitionRecord> for Assignment {
@@ -71,6 +90,7 @@ impl From<&PartitionRecord> for Assignment {
             // Every replica, narrowed to those not alive by the caller,
             // which knows the brokers (`reconcile_topic`).
             unavailable: record.replicas.clone(),
+            lost_by: record.lost_by,
         }
     }
 }
@@ -161,8 +181,11 @@ fn parse_partition_dir(file_name: &str) -> Option<(TopicId, u32)> {
     Some((topic_id, partition))
 }
 
+/// Where the partition directories are, in the data directory.
+pub const TOPICS_DIR: &str = "topics";
+
 fn create_topics_dir(data_dir: &Path) -> Result<PathBuf, BrokerError> {
-    let topics_dir = data_dir.join("topics");
+    let topics_dir = data_dir.join(TOPICS_DIR);
     std::fs::create_dir_all(&topics_dir).map_err(|error| BrokerError::DataDir {
         path: topics_dir.clone(),
         reason: format!("cannot create it: {error}"),

@@ -23,6 +23,9 @@ pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
                 "{}-{}\tleader={leader}\tepoch={}\treplicas={:?}\tisr={:?}",
                 topic.name, partition.partition, partition.leader_epoch, partition.replicas, partition.isr
             );
+            if !partition.offline_reason.is_empty() {
+                println!("\toffline: {}", partition.offline_reason);
+            }
         }
     }
     Ok(())
@@ -49,7 +52,8 @@ pub async fn health_of_cluster(bootstrap: &str) -> anyhow::Result<()> {
             partitions += 1;
             let name = format!("{}-{}", topic.name, partition.partition);
             if partition.leader == 0 {
-                problems.push(format!("{name} has no leader"));
+                let reason = if partition.offline_reason.is_empty() { "" } else { ": " };
+                problems.push(format!("{name} has no leader{reason}{}", partition.offline_reason));
             } else if partition.isr.len() < partition.replicas.len() {
                 problems.push(format!(
                     "{name} is under-replicated: isr {:?} of replicas {:?}",

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
 };
+use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 use crate::consumer_group::{Committer, ConsumerGroup};
 
 /// The topic config that allows electing an out-of-sync replica (Kafka's
@@ -31,6 +32,16 @@ pub struct BrokerRecord {
     /// it alive; registering again does.
     #[serde(default)]
     pub shutting_down: bool,
+    /// The broker's current process (see `incarnation.rs`).
+    #[serde(default)]
+    pub incarnation: Incarnation,
+    /// The epoch of that incarnation: heartbeats and replica fetches from
+    /// an older one are refused.
+    #[serde(default)]
+    pub broker_epoch: BrokerEpoch,
+    /// The data directory it registered with last.
+    #[serde(default)]
+    pub directory_id: DirectoryId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +58,12 @@ pub struct PartitionRecord {
     /// never undoes a newer change nor adds a replica that restarted since.
     #[serde(default)]
     pub partition_epoch: u32,
+    /// Set while the partition is offline because its last in-sync
+    /// replica came back without its data: the ISR is then empty, and
+    /// only an unclean election (`unclean.leader.election.enable`) gives
+    /// it a leader again, accepting the loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_by: Option<BrokerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +114,12 @@ pub struct ClusterState {
     /// stores offsets has none here.
     #[serde(default)]
     pub groups: BTreeMap<String, ConsumerGroup>,
+    /// Taken from the first broker that registers (see `incarnation.rs`).
+    #[serde(default)]
+    pub cluster_id: Option<ClusterId>,
+    /// The last broker epoch given: each new incarnation gets the next.
+    #[serde(default)]
+    pub last_broker_epoch: u64,
 }
 
 impl ClusterState {
@@ -108,14 +131,9 @@ impl ClusterState {
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         let Command::V1(command) = command;
         let result = match command {
-            CommandV1::RegisterBroker { broker_id, address } => {
-                // A (re)starting broker is alive: partitions left without a
-                // leader get it back if it is in their ISR.
-                self.brokers.insert(
-                    *broker_id,
-                    BrokerRecord { id: *broker_id, address: address.clone(), alive: false, shutting_down: false },
-                );
-                self.set_broker_alive(*broker_id, true)
+            CommandV1::RegisterBroker { broker_id, address, incarnation, directory_id, cluster_id, lost_replicas } => {
+                let lost = LostData { everything: false, replicas: lost_replicas };
+                self.register_broker(*broker_id, address, *incarnation, *directory_id, *cluster_id, lost)
             }
             CommandV1::ControlledShutdown { broker_id } => {
                 let result = self.set_broker_alive(*broker_id, false)?;
@@ -138,13 +156,18 @@ impl ClusterState {
                 Ok(Outcome::Done)
             }
             CommandV1::AlterTopicConfig { name, topic_id, configs } => {
+                let alive = self.alive_brokers();
                 let topic =
                     self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic { topic: name.clone() })?;
                 if topic.id != *topic_id {
                     return Err(CommandError::TopicIdMismatch { topic: name.clone(), topic_id: *topic_id });
                 }
                 topic.configs = configs.clone();
-                Ok(Outcome::Done)
+                // Allowing unclean election elects, at once, a live replica
+                // for each partition that has no leader (as Kafka's
+                // controller does when the config changes).
+                let moved = elect_unclean_where_allowed(topic, &alive);
+                Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
             }
             CommandV1::CreatePartitions { name, topic_id, current, assignments } => {
                 self.create_partitions(name, *topic_id, *current, assignments)
@@ -238,6 +261,7 @@ impl ClusterState {
                 leader_epoch: LeaderEpoch(0),
                 isr: replicas.clone(),
                 partition_epoch: 0,
+                lost_by: None,
             })
             .collect();
         self.topics.insert(
@@ -248,21 +272,103 @@ impl ClusterState {
     }
 
     fn set_broker_alive(&mut self, broker_id: BrokerId, alive: bool) -> CommandResult {
+        let moved = self.change_liveness(broker_id, alive, &LostData::NOTHING)?;
+        Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
+    }
+
+    /// A broker registers. A broker registering for the first time joins
+    /// alive. A new incarnation of a registered broker is a restart (Kafka
+    /// treats it so since KIP-903): the broker goes down and comes back in
+    /// one command, so before it may lead or count toward any HW again it
+    /// has left every ISR it was in (it rejoins by catching up as a
+    /// follower), and every partition it led has a new leader at the next
+    /// epoch. The last member of an ISR stays in it, as when it dies, and
+    /// leads again at a new epoch, unless it came back without its data
+    /// (another directory id, or the partition's files lost): then the
+    /// partition stays offline and says why (`lost_by`). A repeat of the
+    /// current incarnation's registration (a retry) changes nothing.
+    fn register_broker(
+        &mut self,
+        broker_id: BrokerId,
+        address: &str,
+        incarnation: Incarnation,
+        directory_id: DirectoryId,
+        cluster_id: Option<ClusterId>,
+        mut lost: LostData<'_>,
+    ) -> CommandResult {
+        let cluster = match (self.cluster_id, cluster_id) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                return Err(CommandError::ForeignDirectory { broker_id, directory_cluster: theirs, cluster: ours })
+            }
+            (Some(ours), _) => ours,
+            (None, theirs) if incarnation.is_unknown() && theirs.is_none() => ClusterId::default(),
+            (None, theirs) => *self.cluster_id.insert(theirs.unwrap_or(ClusterId(incarnation.0))),
+        };
+        let previous = self.brokers.get(&broker_id);
+        if let Some(current) = previous.filter(|broker| !incarnation.is_unknown() && broker.incarnation == incarnation) {
+            return Ok(Outcome::Registered { broker_epoch: current.broker_epoch, cluster_id: cluster, moved: vec![] });
+        }
+        let restarted = previous.is_some() && !incarnation.is_unknown();
+        lost.everything = previous.is_some_and(|broker| {
+            !broker.directory_id.is_unknown() && !directory_id.is_unknown() && broker.directory_id != directory_id
+        });
+        self.last_broker_epoch += 1;
+        let broker_epoch = BrokerEpoch(self.last_broker_epoch);
+        self.brokers.insert(
+            broker_id,
+            BrokerRecord {
+                id: broker_id,
+                address: address.into(),
+                alive: false,
+                shutting_down: false,
+                incarnation,
+                broker_epoch,
+                directory_id,
+            },
+        );
+        let mut moved = if restarted { self.change_liveness(broker_id, false, &lost)? } else { Vec::new() };
+        moved.extend(self.change_liveness(broker_id, true, &LostData::NOTHING)?);
+        // A partition the restart moved twice (down, then back to this
+        // broker as the last ISR member) is reported once, as it ends.
+        let mut last_per_partition = BTreeMap::new();
+        for change in moved {
+            last_per_partition.insert((change.topic.clone(), change.partition), change);
+        }
+        let moved = last_per_partition.into_values().collect();
+        Ok(Outcome::Registered { broker_epoch, cluster_id: cluster, moved })
+    }
+
+    /// A broker goes down (`alive` false: it leaves every ISR it is not the
+    /// last member of, and what it led moves to another live ISR member at
+    /// the next epoch) or comes back (a partition with no leader gets it if
+    /// it is in the ISR, or, where unclean election is allowed, if it is a
+    /// replica). `lost` names the replicas it no longer holds: as the last
+    /// ISR member of one of those it leaves the ISR too, and the partition
+    /// is offline. The leaderships that moved.
+    fn change_liveness(
+        &mut self,
+        broker_id: BrokerId,
+        alive: bool,
+        lost: &LostData<'_>,
+    ) -> Result<Vec<LeaderChange>, CommandError> {
         let broker = self.brokers.get_mut(&broker_id).ok_or(CommandError::UnknownBroker { broker_id })?;
         broker.alive = alive;
         let alive_brokers = self.alive_brokers();
         let mut moved = Vec::new();
         for topic in self.topics.values_mut() {
-            let unclean_allowed = topic.configs.get(UNCLEAN_ELECTION).is_some_and(|value| value == "true");
+            let unclean_allowed = unclean_election_allowed(topic);
             for (index, partition) in topic.partitions.iter_mut().enumerate() {
                 let before = (partition.leader, partition.isr.clone());
                 if !alive {
                     // A dead broker leaves every ISR it is in, unless it is
                     // the last member: then the ISR keeps it, so it can
                     // lead again when it returns (unless the topic allows
-                    // unclean election).
+                    // unclean election), except when it lost the data.
                     if partition.isr.len() > 1 {
                         partition.isr.retain(|&member| member != broker_id);
+                    } else if partition.isr == [broker_id] && lost.holds(topic.id, index as u32) {
+                        partition.isr.clear();
+                        partition.lost_by = Some(broker_id);
                     }
                     if partition.leader == Some(broker_id) {
                         let in_sync = partition
@@ -283,27 +389,18 @@ impl ClusterState {
                         if in_sync.is_none() {
                             if let Some(leader) = successor {
                                 partition.isr = vec![leader];
+                                partition.lost_by = None;
                             }
                         }
-                        partition.leader = successor;
-                        partition.leader_epoch = partition.leader_epoch.next();
-                        moved.push(LeaderChange {
-                            topic: topic.name.clone(),
-                            partition: index as u32,
-                            leader: successor,
-                            leader_epoch: partition.leader_epoch,
-                        });
+                        moved.push(partition.elect(&topic.name, index, successor));
                     }
                 } else if partition.leader.is_none() && partition.isr.contains(&broker_id) {
                     // A partition with no leader gets the returning ISR member.
-                    partition.leader = Some(broker_id);
-                    partition.leader_epoch = partition.leader_epoch.next();
-                    moved.push(LeaderChange {
-                        topic: topic.name.clone(),
-                        partition: index as u32,
-                        leader: Some(broker_id),
-                        leader_epoch: partition.leader_epoch,
-                    });
+                    moved.push(partition.elect(&topic.name, index, Some(broker_id)));
+                } else if partition.leader.is_none() && unclean_allowed && partition.replicas.contains(&broker_id) {
+                    partition.isr = vec![broker_id];
+                    partition.lost_by = None;
+                    moved.push(partition.elect(&topic.name, index, Some(broker_id)));
                 }
                 // A replica that died or came back is another replica (a
                 // restarted one may be far behind): any proposal built
@@ -315,7 +412,7 @@ impl ClusterState {
                 }
             }
         }
-        Ok(if moved.is_empty() { Outcome::Done } else { Outcome::LeadersChanged(moved) })
+        Ok(moved)
     }
 
     fn change_isr(
@@ -437,6 +534,7 @@ impl ClusterState {
                 leader_epoch: LeaderEpoch(0),
                 isr: replicas.clone(),
                 partition_epoch: 0,
+                lost_by: None,
             });
         }
         Ok(Outcome::Done)
@@ -486,10 +584,64 @@ impl ClusterState {
                     if let Some(leader) = partition.leader {
                         debug_assert!(partition.isr.contains(&leader), "the leader is in the ISR");
                     }
+                    if partition.lost_by.is_some() {
+                        debug_assert!(partition.isr.is_empty() && partition.leader.is_none(), "offline for lost data");
+                    }
                 }
             }
         }
     }
+}
+
+/// Replicas a registering broker no longer holds.
+struct LostData<'a> {
+    /// It came back with another data directory.
+    everything: bool,
+    /// (topic id, partition) of replicas whose files it did not find.
+    replicas: &'a [(TopicId, u32)],
+}
+
+impl LostData<'_> {
+    const NOTHING: LostData<'static> = LostData { everything: false, replicas: &[] };
+
+    fn holds(&self, topic_id: TopicId, partition: u32) -> bool {
+        self.everything || self.replicas.contains(&(topic_id, partition))
+    }
+}
+
+fn unclean_election_allowed(topic: &TopicRecord) -> bool {
+    topic.configs.get(UNCLEAN_ELECTION).is_some_and(|value| value == "true")
+}
+
+impl PartitionRecord {
+    /// `leader` leads (or, `None`, nobody does) from the next epoch.
+    fn elect(&mut self, topic: &str, partition: usize, leader: Option<BrokerId>) -> LeaderChange {
+        self.leader = leader;
+        self.leader_epoch = self.leader_epoch.next();
+        LeaderChange { topic: topic.into(), partition: partition as u32, leader, leader_epoch: self.leader_epoch }
+    }
+}
+
+/// Where the topic allows unclean election: each partition without a
+/// leader gets its first live replica, whose log becomes the partition's
+/// (what it lacks is lost, as Kafka's unclean election accepts).
+fn elect_unclean_where_allowed(topic: &mut TopicRecord, alive: &[BrokerId]) -> Vec<LeaderChange> {
+    if !unclean_election_allowed(topic) {
+        return Vec::new();
+    }
+    let mut moved = Vec::new();
+    for (index, partition) in topic.partitions.iter_mut().enumerate() {
+        if partition.leader.is_some() {
+            continue;
+        }
+        if let Some(leader) = partition.replicas.iter().copied().find(|replica| alive.contains(replica)) {
+            partition.isr = vec![leader];
+            partition.lost_by = None;
+            partition.partition_epoch += 1;
+            moved.push(partition.elect(&topic.name, index, Some(leader)));
+        }
+    }
+    moved
 }
 
 #[cfg(test)]
@@ -503,7 +655,7 @@ mod tests {
     fn state_with_brokers(raw: &[u32]) -> ClusterState {
         let mut state = ClusterState::default();
         for id in ids(raw) {
-            let command = CommandV1::RegisterBroker { broker_id: id, address: format!("127.0.0.1:{}", 9091 + id.0) };
+            let command = CommandV1::register(id, format!("127.0.0.1:{}", 9091 + id.0), Incarnation::random(), DirectoryId::random());
             state.apply(&Command::V1(command)).expect("register");
         }
         state
@@ -704,5 +856,113 @@ mod tests {
         let fresh = change_isr(&state, 0, &[1, 2]);
         state.apply(&Command::V1(fresh.clone())).expect("applies");
         assert!(matches!(state.apply(&Command::V1(fresh)), Err(CommandError::StalePartitionEpoch { .. })));
+    }
+    /// Broker `id` registers again: a new process (incarnation) on
+    /// `directory`, not finding `lost` replicas.
+    fn restart(state: &mut ClusterState, id: u32, directory: DirectoryId, lost: Vec<(TopicId, u32)>) -> CommandResult {
+        state.apply(&Command::V1(CommandV1::RegisterBroker {
+            broker_id: BrokerId(id),
+            address: format!("127.0.0.1:{}", 9091 + id),
+            incarnation: Incarnation::random(),
+            directory_id: directory,
+            cluster_id: state.cluster_id,
+            lost_replicas: lost,
+        }))
+    }
+
+    #[test]
+    fn a_restarted_leader_is_fenced_before_it_leads_or_counts_toward_a_high_watermark() {
+        let mut state = state_with_brokers(&[1, 2, 3]);
+        create(&mut state, "t", vec![ids(&[3, 1, 2])]).expect("create");
+        let before = state.brokers[&BrokerId(3)].clone();
+        // Restarted within its session: the controller never saw it die.
+        let outcome = restart(&mut state, 3, before.directory_id, vec![]).expect("registers");
+        let Outcome::Registered { broker_epoch, moved, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(broker_epoch > before.broker_epoch, "a new incarnation gets a new broker epoch");
+        assert_eq!(
+            moved,
+            vec![LeaderChange { topic: "t".into(), partition: 0, leader: Some(BrokerId(1)), leader_epoch: LeaderEpoch(1) }]
+        );
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!(partition.isr, ids(&[1, 2]), "it rejoins the ISR by catching up as a follower");
+        assert!(state.brokers[&BrokerId(3)].alive);
+        assert_eq!(state.brokers[&BrokerId(3)].broker_epoch, broker_epoch);
+    }
+
+    #[test]
+    fn a_repeated_registration_of_the_same_incarnation_changes_nothing() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
+        let broker = state.brokers[&BrokerId(1)].clone();
+        let again = CommandV1::register(BrokerId(1), broker.address.clone(), broker.incarnation, broker.directory_id);
+        let before = state.clone();
+        let outcome = state.apply(&Command::V1(again)).expect("a retry is answered");
+        assert!(matches!(outcome, Outcome::Registered { broker_epoch, ref moved, .. } if broker_epoch == broker.broker_epoch && moved.is_empty()));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_back_with_its_data_leads_again_at_a_new_epoch() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
+        state.apply(&Command::V1(change_isr(&state, 0, &[1]))).expect("2 lags");
+        let directory = state.brokers[&BrokerId(1)].directory_id;
+        restart(&mut state, 1, directory, vec![]).expect("registers");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!((partition.leader, partition.isr.clone()), (Some(BrokerId(1)), ids(&[1])));
+        assert!(partition.leader_epoch > LeaderEpoch(0), "a new incarnation leads at a new epoch");
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_back_without_its_data_leaves_the_partition_offline_until_an_unclean_election() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![ids(&[1, 2]), ids(&[2, 1])]).expect("create");
+        state.apply(&Command::V1(change_isr(&state, 0, &[1]))).expect("2 lags on t-0");
+        // A replaced disk: another directory id.
+        restart(&mut state, 1, DirectoryId::random(), vec![]).expect("registers");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!(
+            (partition.leader, partition.isr.clone(), partition.lost_by),
+            (None, vec![], Some(BrokerId(1))),
+            "an empty log never leads"
+        );
+        let other = &state.topics["t"].partitions[1];
+        assert_eq!((other.leader, other.isr.clone()), (Some(BrokerId(2)), ids(&[2])), "t-1 keeps its complete leader");
+        // Only an unclean election, asked for, ends it.
+        let topic = &state.topics["t"];
+        let configs = BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]);
+        let allow = CommandV1::AlterTopicConfig { name: "t".into(), topic_id: topic.id, configs };
+        let outcome = state.apply(&Command::V1(allow)).expect("alter");
+        assert!(matches!(outcome, Outcome::LeadersChanged(ref moved) if moved.len() == 1), "{outcome:?}");
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!((partition.leader, partition.isr.clone(), partition.lost_by), (Some(BrokerId(1)), ids(&[1]), None));
+    }
+
+    #[test]
+    fn a_lost_partition_directory_counts_as_lost_data_for_that_partition_only() {
+        let mut state = state_with_brokers(&[1]);
+        create(&mut state, "t", vec![ids(&[1]), ids(&[1])]).expect("create");
+        let (topic_id, directory) = (state.topics["t"].id, state.brokers[&BrokerId(1)].directory_id);
+        restart(&mut state, 1, directory, vec![(topic_id, 1)]).expect("registers");
+        let partitions = &state.topics["t"].partitions;
+        assert_eq!(partitions[0].leader, Some(BrokerId(1)));
+        assert_eq!((partitions[1].leader, partitions[1].lost_by), (None, Some(BrokerId(1))));
+    }
+
+    #[test]
+    fn a_directory_of_another_cluster_is_refused() {
+        let mut state = state_with_brokers(&[1, 2]);
+        let cluster = state.cluster_id.expect("the first registration names the cluster");
+        let before = state.clone();
+        let mut foreign = CommandV1::register(BrokerId(2), "b2", Incarnation::random(), DirectoryId::random());
+        if let CommandV1::RegisterBroker { cluster_id, .. } = &mut foreign {
+            *cluster_id = Some(ClusterId::random());
+        }
+        let refused = state.apply(&Command::V1(foreign));
+        assert!(
+            matches!(&refused, Err(CommandError::ForeignDirectory { cluster: ours, .. }) if *ours == cluster),
+            "{refused:?}"
+        );
+        assert_eq!(state, before);
     }
 }

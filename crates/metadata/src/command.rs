@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::consumer_group::{Committer, GroupHeartbeat};
 use crate::group_assignment::Partition;
+pub use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 
 pub use brook_record::BrokerId;
 
@@ -24,9 +25,28 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandV1 {
     /// A broker joined or restarted at `address`; it counts as alive.
+    /// A new incarnation of a registered broker is a restart: it is
+    /// fenced first (see `ClusterState::register_broker`). Answered with
+    /// `Outcome::Registered`.
     RegisterBroker {
         broker_id: BrokerId,
         address: String,
+        /// This start of the broker; the same one again is a repeat of
+        /// the registration (a retry), not a restart.
+        #[serde(default)]
+        incarnation: Incarnation,
+        /// The broker's data directory: another one than it registered
+        /// with before means it lost every replica it held.
+        #[serde(default)]
+        directory_id: DirectoryId,
+        /// The cluster the directory belongs to; `None` for a directory
+        /// that has not joined a cluster yet.
+        #[serde(default)]
+        cluster_id: Option<ClusterId>,
+        /// Replicas whose files the broker did not find although its
+        /// directory is the one it had (by topic id and partition).
+        #[serde(default)]
+        lost_replicas: Vec<(TopicId, u32)>,
     },
     /// The controller saw a broker's session expire (or a dead one come
     /// back). A broker going down loses the leadership of its partitions to
@@ -123,6 +143,27 @@ pub enum CommandV1 {
     },
 }
 
+impl CommandV1 {
+    /// The registration of a broker's incarnation that holds every replica
+    /// its directory ever held, in a directory that has joined no cluster
+    /// yet (what tests and the simulation register with).
+    pub fn register(
+        broker_id: BrokerId,
+        address: impl Into<String>,
+        incarnation: Incarnation,
+        directory_id: DirectoryId,
+    ) -> CommandV1 {
+        CommandV1::RegisterBroker {
+            broker_id,
+            address: address.into(),
+            incarnation,
+            directory_id,
+            cluster_id: None,
+            lost_replicas: Vec::new(),
+        }
+    }
+}
+
 /// One group's share of a `CommitGroupOffsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupCommit {
@@ -162,6 +203,14 @@ pub enum Outcome {
     },
     /// Per `GroupCommit`, in order: committed, or why not.
     Committed(Vec<Result<(), CommandError>>),
+    /// A broker's registration: the epoch of its incarnation, and the
+    /// cluster's id (to write into its data directory).
+    Registered {
+        broker_epoch: BrokerEpoch,
+        cluster_id: ClusterId,
+        /// Leaderships the registration moved (a restart is fenced).
+        moved: Vec<LeaderChange>,
+    },
 }
 
 /// One partition whose leadership a command moved.
@@ -190,6 +239,11 @@ pub enum CommandError {
     UnknownPartition { topic: String, partition: u32, partitions: u32 },
     #[error("broker {broker_id} is not registered")]
     UnknownBroker { broker_id: BrokerId },
+    #[error(
+        "broker {broker_id}'s data directory belongs to cluster {directory_cluster}, not to this cluster \
+         ({cluster}): start it with its own directory, or an empty one"
+    )]
+    ForeignDirectory { broker_id: BrokerId, directory_cluster: ClusterId, cluster: ClusterId },
     #[error("replication factor {requested} is invalid: {alive} broker(s) are alive")]
     InvalidReplicationFactor { requested: u32, alive: u32 },
     #[error("invalid assignment: {reason}")]

@@ -313,6 +313,7 @@ mod tests {
                     leader_epoch: LeaderEpoch(0),
                     isr: vec![BrokerId(1)],
                     partition_epoch: 0,
+                    lost_by: None,
                 };
                 let record = TopicRecord {
                     name: name.to_string(),

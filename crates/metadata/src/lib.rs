@@ -50,6 +50,7 @@ mod cluster_state;
 mod command;
 pub mod consumer_group;
 pub mod group_assignment;
+mod incarnation;
 mod liveness;
 mod log_store;
 mod network;
@@ -66,10 +67,11 @@ pub use cluster_state::{
 pub use command::{
     BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
 };
+pub use incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 pub use consumer_group::{Assignor, Committer, ConsumerGroup, GroupHeartbeat, GroupMember};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;
 pub use network::{ClusterSecret, GrpcNetwork};
-pub use node::{MetadataConfig, MetadataError, MetadataNode};
+pub use node::{BrokerRegistration, MetadataConfig, MetadataError, MetadataNode};
 pub use raft_types::{NodeId, Raft, TypeConfig};
 pub use state_machine::StateMachineStore;

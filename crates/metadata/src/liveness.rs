@@ -137,12 +137,13 @@ pub fn liveness_changes(
 mod tests {
     use super::*;
     use crate::command::Command;
+    use crate::incarnation::{DirectoryId, Incarnation};
 
     fn state(alive: &[(u32, bool)]) -> ClusterState {
         let mut state = ClusterState::default();
         for &(id, is_alive) in alive {
             let id = BrokerId(id);
-            let register = CommandV1::RegisterBroker { broker_id: id, address: format!("b{id}") };
+            let register = CommandV1::register(id, format!("b{id}"), Incarnation::random(), DirectoryId::random());
             state.apply(&Command::V1(register)).expect("register");
             if !is_alive {
                 state.apply(&Command::V1(CommandV1::SetBrokerAlive { broker_id: id, alive: false })).expect("ok");

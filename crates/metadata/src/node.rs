@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_state::ClusterState;
-use crate::command::{BrokerId, Command, CommandResult, CommandV1};
+use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, Outcome};
+use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 use crate::liveness::Liveness;
 use crate::log_store::LogStore;
 use crate::network::{channel_to, ClusterSecret, GrpcNetwork};
@@ -90,6 +91,32 @@ pub enum MetadataError {
     NoQuorum { voters: usize, waited: Duration },
     #[error("this broker ({node_id}) is not in the peer list {peers:?}")]
     NotAPeer { node_id: NodeId, peers: Vec<NodeId> },
+    #[error("the metadata group refused this broker's registration: {0}")]
+    RegistrationRefused(CommandError),
+}
+
+/// What a broker says of itself when it registers (see `incarnation.rs`).
+#[derive(Debug, Clone)]
+pub struct BrokerRegistration {
+    pub broker_id: BrokerId,
+    /// Where clients and peers reach it.
+    pub address: String,
+    /// This start of the process.
+    pub incarnation: Incarnation,
+    /// The data directory's id (`meta.properties`).
+    pub directory_id: DirectoryId,
+    /// The cluster the directory joined, if it has joined one.
+    pub cluster_id: Option<ClusterId>,
+    /// Replicas whose files it did not find (see `CommandV1::RegisterBroker`).
+    pub lost_replicas: Vec<(brook_record::TopicId, u32)>,
+}
+
+/// A broker's liveness heartbeat: its id, and the epoch of the
+/// incarnation sending it (one from an older incarnation is ignored).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct BrokerHeartbeat {
+    pub(crate) broker_id: BrokerId,
+    pub(crate) broker_epoch: BrokerEpoch,
 }
 
 /// Why a proposal on this node did not commit here; travels back to a
@@ -120,6 +147,8 @@ struct Inner {
     /// This broker sends no heartbeat before this time (it cannot write
     /// its data directory): see [`MetadataNode::withhold_heartbeats_until`].
     withheld_until: Mutex<Option<Instant>>,
+    /// The epoch this broker's registration got (0 until it registered).
+    broker_epoch: watch::Sender<BrokerEpoch>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -184,8 +213,15 @@ impl MetadataNode {
             Err(error) => return Err(MetadataError::Raft(error.to_string())),
         }
         let caught_up = watch::channel(false).0;
-        let inner =
-            Inner { config, raft, state, liveness: Mutex::default(), caught_up, withheld_until: Mutex::default() };
+        let inner = Inner {
+            config,
+            raft,
+            state,
+            liveness: Mutex::default(),
+            caught_up,
+            withheld_until: Mutex::default(),
+            broker_epoch: watch::channel(BrokerEpoch::default()).0,
+        };
         Ok(MetadataNode { inner: Arc::new(inner) })
     }
 
@@ -225,6 +261,12 @@ impl MetadataNode {
         if caught_up.wait_for(|current| *current).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// The epoch of this broker's incarnation (see `incarnation.rs`): 0
+    /// until its registration committed.
+    pub fn broker_epoch(&self) -> BrokerEpoch {
+        *self.inner.broker_epoch.borrow()
     }
 
     /// The controller (Raft leader), if one is known.
@@ -320,39 +362,68 @@ impl MetadataNode {
         liveness.last_controller_contact = Some((controller, Instant::now()));
     }
 
-    /// Records a broker's heartbeat (meaningful on the controller).
-    pub(crate) fn heartbeat_received(&self, broker_id: BrokerId) {
+    /// Records a broker's heartbeat (meaningful on the controller),
+    /// unless it comes from an older incarnation than the state holds: a
+    /// process that was replaced keeps no broker alive.
+    pub(crate) fn heartbeat_received(&self, heartbeat: BrokerHeartbeat) {
+        let current = self.inner.state.borrow().brokers.get(&heartbeat.broker_id).map(|broker| broker.broker_epoch);
+        if current.is_some_and(|current| heartbeat.broker_epoch < current) {
+            tracing::debug!(broker_id = %heartbeat.broker_id, epoch = %heartbeat.broker_epoch, ?current, "ignoring a heartbeat from an older incarnation");
+            return;
+        }
         self.inner
             .liveness
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .last_seen
-            .insert(broker_id, Instant::now());
+            .insert(heartbeat.broker_id, Instant::now());
     }
 
     /// Runs this broker's part in the cluster until `shutdown`: registers
-    /// it (with the address clients and peers reach it on), marks its state
+    /// it (a new incarnation: see `incarnation.rs`), marks its state
     /// caught up once that registration is applied here, heartbeats the
     /// controller, and, while this node is the controller, declares brokers
-    /// dead or alive by their heartbeats.
-    pub async fn run_broker_duties(&self, broker_id: BrokerId, address: String, shutdown: CancellationToken) {
-        let registration = Command::V1(CommandV1::RegisterBroker { broker_id, address });
-        let registered_at = loop {
-            match self.propose_indexed(registration.clone()).await {
-                Ok((_, index)) => break index,
+    /// dead or alive by their heartbeats. Fails only if the metadata group
+    /// refuses the registration (a data directory of another cluster).
+    pub async fn run_broker_duties(
+        &self,
+        registration: BrokerRegistration,
+        shutdown: CancellationToken,
+    ) -> Result<(), MetadataError> {
+        let broker_id = registration.broker_id;
+        let command = Command::V1(CommandV1::RegisterBroker {
+            broker_id,
+            address: registration.address,
+            incarnation: registration.incarnation,
+            directory_id: registration.directory_id,
+            cluster_id: registration.cluster_id,
+            lost_replicas: registration.lost_replicas,
+        });
+        // A retry repeats the same incarnation, so a registration that
+        // committed although its answer was lost is not taken for a restart.
+        let (outcome, registered_at) = loop {
+            match self.propose_indexed(command.clone()).await {
+                Ok((Err(refused), _)) => return Err(MetadataError::RegistrationRefused(refused)),
+                Ok((Ok(outcome), index)) => break (outcome, index),
                 Err(error) => tracing::warn!(%error, "registering with the controller; retrying"),
             }
             if shutdown.is_cancelled() {
-                return;
+                return Ok(());
             }
         };
-        tracing::info!(%broker_id, "registered with the metadata group");
+        if let Outcome::Registered { broker_epoch, cluster_id, moved } = &outcome {
+            self.inner.broker_epoch.send_replace(*broker_epoch);
+            tracing::info!(%broker_id, %broker_epoch, %cluster_id, moved = moved.len(), "registered a new incarnation with the metadata group");
+            for change in moved {
+                tracing::info!(%broker_id, topic = %change.topic, partition = change.partition, leader = ?change.leader, epoch = %change.leader_epoch, "restart fenced: leadership moved");
+            }
+        }
         // The state read from disk at start may be long outdated (this
         // broker may think it still leads what others lead now): it only
         // counts as current once it holds this registration.
         while !self.wait_applied(registered_at, Duration::from_secs(1)).await {
             if shutdown.is_cancelled() {
-                return;
+                return Ok(());
             }
             tracing::info!(%broker_id, index = registered_at, "waiting for the metadata to catch up");
         }
@@ -363,7 +434,7 @@ impl MetadataNode {
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
             }
             self.send_heartbeat(broker_id).await;
             self.act_as_controller().await;
@@ -386,13 +457,14 @@ impl MetadataNode {
             return;
         }
         let Some(controller) = self.controller() else { return };
+        let heartbeat = BrokerHeartbeat { broker_id, broker_epoch: self.broker_epoch() };
         if controller == self.node_id() {
-            self.heartbeat_received(broker_id);
+            self.heartbeat_received(heartbeat);
             return;
         }
         let Some(address) = self.inner.config.peers.get(&controller) else { return };
         let Ok(channel) = channel_to(address) else { return };
-        let Ok(json) = serde_json::to_vec(&broker_id) else { return };
+        let Ok(json) = serde_json::to_vec(&heartbeat) else { return };
         let mut request = tonic::Request::new(Payload { json: json.into() });
         request.set_timeout(self.inner.config.broker_heartbeat_interval * 2);
         self.inner.config.cluster_secret.authorize(&mut request);

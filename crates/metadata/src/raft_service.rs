@@ -76,8 +76,8 @@ impl MetadataForwarding for ForwardingService {
     }
 
     async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let broker_id: crate::command::BrokerId = decode(request)?;
-        self.node.heartbeat_received(broker_id);
+        let heartbeat: crate::node::BrokerHeartbeat = decode(request)?;
+        self.node.heartbeat_received(heartbeat);
         encode(&self.node.is_controller())
     }
 }

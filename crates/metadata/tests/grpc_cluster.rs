@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook_metadata::{
-    assign_replicas, BrokerId, ClusterState, Command, CommandV1, MetadataConfig, MetadataError, MetadataNode, NodeId,
+    assign_replicas, BrokerId, BrokerRegistration, ClusterState, Command, CommandV1, DirectoryId, Incarnation,
+    MetadataConfig, MetadataError, MetadataNode, NodeId,
 };
 use tokio::sync::oneshot;
 
@@ -49,7 +50,15 @@ async fn start_with_duties(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &s
     let mut running = start(id, peers, dir).await;
     let token = tokio_util::sync::CancellationToken::new();
     let (node, address, duties) = (running.node.clone(), peers[&id].clone(), token.clone());
-    tokio::spawn(async move { node.run_broker_duties(BrokerId(id as u32), address, duties).await });
+    let registration = BrokerRegistration {
+        broker_id: BrokerId(id as u32),
+        address,
+        incarnation: Incarnation::random(),
+        directory_id: DirectoryId::random(),
+        cluster_id: None,
+        lost_replicas: Vec::new(),
+    };
+    tokio::spawn(async move { node.run_broker_duties(registration, duties).await });
     running.duties = Some(token);
     running
 }
@@ -106,7 +115,7 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
 
     // Proposed on a follower: forwarded to the controller.
     for id in 1..=3u32 {
-        let register = CommandV1::RegisterBroker { broker_id: BrokerId(id), address: peers[&u64::from(id)].clone() };
+        let register = CommandV1::register(BrokerId(id), peers[&u64::from(id)].clone(), Incarnation::random(), DirectoryId::random());
         nodes[&follower].node.propose(Command::V1(register)).await.expect("proposed").expect("applied");
     }
     let create = CommandV1::CreateTopic {

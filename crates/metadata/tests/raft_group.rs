@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brook_metadata::{
-    assign_replicas, BrokerId, ClusterState, Command, CommandError, CommandV1, LogStore, NodeId, Raft,
-    StateMachineStore, TypeConfig,
+    assign_replicas, BrokerId, ClusterState, Command, CommandError, CommandV1, DirectoryId, Incarnation, LogStore,
+    NodeId, Raft, StateMachineStore, TypeConfig,
 };
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -165,7 +165,7 @@ async fn three_nodes_agree_fail_over_and_remember() {
     for id in 1..=3u32 {
         propose(
             &nodes,
-            CommandV1::RegisterBroker { broker_id: BrokerId(id), address: format!("127.0.0.1:{}", 9091 + id) },
+            CommandV1::register(BrokerId(id), format!("127.0.0.1:{}", 9091 + id), Incarnation::random(), DirectoryId::random()),
         )
         .await
         .expect("register");

@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use brook_metadata::{ClusterState, Command, CommandError, CommandResult, CommandV1, PartitionRecord};
+use brook_metadata::{
+    ClusterState, Command, CommandError, CommandResult, CommandV1, DirectoryId, Incarnation, PartitionRecord,
+};
 use brook_record::{stamp_batch, BatchBuilder, Batches, BrokerId, NewRecord, Offset, TopicId, TopicPartition};
 use brook_storage::LogConfig;
 use bytes::{Bytes, BytesMut};
@@ -144,6 +146,11 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+
+    /// A 128-bit id (an incarnation or a directory).
+    fn id(&mut self) -> u128 {
+        (u128::from(self.next()) << 64) | u128::from(self.next())
     }
 
     fn percent(&mut self, chance: u64) -> bool {
@@ -312,6 +319,8 @@ fn poll_once<T>(task: &mut Task<T>) -> Poll<T> {
 /// A broker as the simulation runs it.
 struct Node {
     dir: PathBuf,
+    /// Its data directory's id: a new one when its disk is replaced.
+    directory: DirectoryId,
     appended: Arc<watch::Sender<u64>>,
     /// The metadata this broker has applied.
     view: ClusterState,
@@ -412,8 +421,11 @@ impl Sim {
         let dir = scratch_dir();
         let topic_id = TopicId::from_slice(&[7; 16]).expect("16 bytes");
         let mut controller = ClusterState::default();
-        for node in 0..NODES {
-            let register = CommandV1::RegisterBroker { broker_id: broker(node), address: format!("node-{node}") };
+        let mut rng = Rng(seed);
+        let directories: Vec<DirectoryId> = (0..NODES).map(|_| DirectoryId::from_u128(rng.id())).collect();
+        for (node, directory) in directories.iter().enumerate() {
+            let incarnation = Incarnation::from_u128(rng.id());
+            let register = CommandV1::register(broker(node), format!("node-{node}"), incarnation, *directory);
             controller.apply(&Command::V1(register)).expect("registered");
         }
         let create = CommandV1::CreateTopic {
@@ -428,6 +440,7 @@ impl Sim {
         let nodes = (0..NODES)
             .map(|node| Node {
                 dir: dir.path().join(format!("node-{node}")),
+                directory: directories[node],
                 appended: Arc::new(watch::channel(0).0),
                 view: controller.clone(),
                 crashed: None,
@@ -436,7 +449,6 @@ impl Sim {
                 cut_from_controller: false,
             })
             .collect();
-        let mut rng = Rng(seed);
         let profile = Profile::draw(&mut rng);
         let mut sim = Sim {
             seed,
@@ -888,14 +900,65 @@ impl Sim {
             return;
         }
         self.note("restart", node);
-        let _ = self.command(CommandV1::RegisterBroker { broker_id: broker(node), address: format!("node-{node}") });
+        let incarnation = Incarnation::from_u128(self.rng.id());
+        let directory = self.nodes[node].directory;
+        let _ = self.command(CommandV1::register(broker(node), format!("node-{node}"), incarnation, directory));
         self.nodes[node].view = self.controller.clone();
         self.open(node);
     }
 
+    /// Data is lost only on a minority: while another in-sync replica holds
+    /// every acknowledged record (every member of the ISR does, and a
+    /// replica that lost data leaves it when it registers again). Losing
+    /// every copy is no fault a cluster survives.
+    fn may_lose_data(&self, node: usize) -> bool {
+        Self::partition(&self.controller).isr.iter().any(|member| *member != broker(node))
+    }
+
+    /// The broker's disk is replaced: it restarts at once (within its
+    /// session) with an empty data directory, under a new directory id.
+    fn lose_disk(&mut self, node: usize) {
+        if self.nodes[node].cut_from_controller || !self.may_lose_data(node) {
+            return;
+        }
+        self.crash(node);
+        self.note("lose disk", node);
+        self.nodes[node].crashed = None;
+        let _ = std::fs::remove_dir_all(&self.nodes[node].dir);
+        self.nodes[node].directory = DirectoryId::from_u128(self.rng.id());
+        self.restart(node);
+    }
+
+    /// Power loss: what the broker had not flushed is gone (its newest
+    /// segment cut short at a random point; the default flush policy
+    /// flushes nothing on the append path), and it restarts at once.
+    fn lose_tail(&mut self, node: usize) {
+        if self.nodes[node].cut_from_controller || !self.may_lose_data(node) {
+            return;
+        }
+        self.crash(node);
+        self.note("lose tail", node);
+        self.nodes[node].crashed = None;
+        let newest = std::fs::read_dir(&self.nodes[node].dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+            .max();
+        if let Some(segment) = newest {
+            let length = std::fs::metadata(&segment).map_or(0, |metadata| metadata.len());
+            let keep = self.rng.next() % (length + 1);
+            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&segment) {
+                let _ = file.set_len(keep);
+            }
+        }
+        self.restart(node);
+    }
+
     fn fault(&mut self) {
         let node = self.rng.below(NODES);
-        let kind = self.rng.below(16);
+        let kind = self.rng.below(18);
         self.note("fault", kind * NODES + node);
         match kind {
             0 | 1 => self.crash(node),
@@ -909,7 +972,9 @@ impl Sim {
                 let mut net = lock(&self.shared);
                 net.cut[node][other] = !net.cut[node][other];
             }
-            _ => lock(&self.shared).cut = Default::default(),
+            15 => lock(&self.shared).cut = Default::default(),
+            16 => self.lose_disk(node),
+            _ => self.lose_tail(node),
         }
     }
 
@@ -1210,5 +1275,5 @@ fn simulation_finds_an_unversioned_isr_change_bringing_back_a_stale_follower() {
 
 #[test]
 fn simulation_finds_a_consumer_skipping_records_after_a_failover() {
-    finds(OldLogic { out_of_range_above_hw: true, ..OldLogic::default() }, 3000);
+    finds(OldLogic { out_of_range_above_hw: true, ..OldLogic::default() }, 10000);
 }

@@ -430,7 +430,10 @@ impl Segment {
     /// fsyncs the file and the indexes.
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
         crate::fault::slow_fsync();
+        // Read before the sync: whatever it covers is on disk after it.
+        let synced_bytes = self.size_bytes();
         self.file.sync_data().map_err(StorageError::io("syncing segment", &self.path))?;
+        crate::fault::note_synced(&self.path, synced_bytes);
         self.offset_index.0.flush()?;
         self.time_index.0.flush()
     }

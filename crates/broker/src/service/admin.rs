@@ -55,6 +55,7 @@ impl AdminService {
                         log_start_offset,
                         high_watermark,
                         log_end_offset,
+                        offline_reason: slot.assignment.offline_reason().unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -145,7 +146,7 @@ impl Admin for AdminService {
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
         Ok(Response::new(DescribeClusterResponse {
-            cluster_id: self.node.cluster_id.clone(),
+            cluster_id: self.node.metadata.state().borrow().cluster_id.map(|id| id.to_string()).unwrap_or_default(),
             controller_id: self.node.controller_id(),
             brokers: self.node.brokers(),
             metadata_index: self.node.metadata.state().borrow().applied_index,

@@ -18,7 +18,6 @@ use brook_proto::v1::BrokerInfo;
 pub struct NodeInfo {
     pub broker_id: brook_record::BrokerId,
     pub address: String,
-    pub cluster_id: String,
     /// The metadata group (brokers, controller).
     pub metadata: brook_metadata::MetadataNode,
     /// What a topic created without them gets (see `BrokerConfig`).

@@ -73,8 +73,25 @@ impl ReplicationService {
         Ok((fetched, replica.high_watermark()))
     }
 
+    /// A fetch counts only from the follower's current incarnation, as
+    /// this broker's metadata knows it (checked on every pass of a long
+    /// poll: the follower may be replaced meanwhile).
+    fn check_broker_epoch(&self, request: &ReplicaFetchRequest) -> Result<(), BrokerError> {
+        let broker_id = BrokerId(request.follower_id);
+        let current = self.registry.metadata().state().borrow().brokers.get(&broker_id).map(|broker| broker.broker_epoch.0);
+        match current {
+            Some(current) if current == request.broker_epoch => Ok(()),
+            current => Err(BrokerError::StaleBrokerEpoch {
+                broker_id,
+                epoch: request.broker_epoch,
+                current: current.unwrap_or_default(),
+            }),
+        }
+    }
+
     /// One pass over the requested partitions.
-    async fn read_all(&self, request: &ReplicaFetchRequest) -> Vec<PartitionData> {
+    async fn read_all(&self, request: &ReplicaFetchRequest) -> Result<Vec<PartitionData>, BrokerError> {
+        self.check_broker_epoch(request)?;
         let max_bytes = u64::from(request.max_bytes.clamp(1, MAX_REPLICA_FETCH_BYTES));
         let follower = BrokerId(request.follower_id);
         let mut answers = Vec::with_capacity(request.partitions.len());
@@ -98,7 +115,7 @@ impl ReplicationService {
             }
             answers.push(data);
         }
-        answers
+        Ok(answers)
     }
 
     /// Where an epoch ends on the leader's log, for a follower at the
@@ -141,7 +158,7 @@ impl Replication for ReplicationService {
         // Subscribe before reading, so an append in between still wakes us.
         let mut appended = self.registry.watch_appends();
         loop {
-            let partitions = self.read_all(&request).await;
+            let partitions = self.read_all(&request).await?;
             let has_data = partitions.iter().any(|data| !data.records.is_empty() || !data.error.is_empty());
             if has_data || tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(ReplicaFetchResponse { partitions }));
@@ -149,7 +166,7 @@ impl Replication for ReplicationService {
             // Nothing yet: wait for an append (or the deadline). An idle
             // cluster costs one wake-up per max wait, not a spin.
             if tokio::time::timeout_at(deadline, appended.changed()).await.is_err() {
-                let partitions = self.read_all(&request).await;
+                let partitions = self.read_all(&request).await?;
                 return Ok(Response::new(ReplicaFetchResponse { partitions }));
             }
         }
