@@ -31,7 +31,13 @@ async fn partition_view(address: &str, topic: &str, partition: u32) -> Result<(u
 
 /// Sends `count` records numbered from `first`, round robin over
 /// `partitions`, with acks=all; where each landed.
-async fn send_acked(producer: &Producer, topic: &str, partitions: u32, first: u32, count: u32) -> BTreeMap<(u32, u64), u32> {
+async fn send_acked(
+    producer: &Producer,
+    topic: &str,
+    partitions: u32,
+    first: u32,
+    count: u32,
+) -> BTreeMap<(u32, u64), u32> {
     let mut deliveries = Vec::new();
     for index in first..first + count {
         let record = ProducerRecord::new(topic, index.to_string()).partition(index % partitions);
@@ -106,7 +112,11 @@ async fn a_leader_back_with_an_empty_data_directory_never_leads_and_no_acknowled
         let address = cluster.address(survivor);
         async move {
             let view = partition_view(&address, "w", 0).await?;
-            if view.0 != leader && view.0 != 0 { Ok(view) } else { Err(format!("{view:?}")) }
+            if view.0 != leader && view.0 != 0 {
+                Ok(view)
+            } else {
+                Err(format!("{view:?}"))
+            }
         }
     })
     .await;
@@ -115,7 +125,13 @@ async fn a_leader_back_with_an_empty_data_directory_never_leads_and_no_acknowled
 
     let seen = read_all(&bootstrap, "w", &acknowledged).await;
     let lost = lost_records(&acknowledged, &seen);
-    assert!(lost.is_empty(), "{} of {} acknowledged records lost: {:?}", lost.len(), acknowledged.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
 
     // The wiped broker catches up as a follower and is back in every ISR,
     // its directory now of this cluster.
@@ -181,7 +197,13 @@ async fn a_power_loss_on_one_broker_under_acks_all_load_loses_nothing() {
 
     let seen = read_all(&bootstrap, "p", &acknowledged).await;
     let lost = lost_records(&acknowledged, &seen);
-    assert!(lost.is_empty(), "{} of {} acknowledged records lost: {:?}", lost.len(), acknowledged.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
     wait_back_in_every_isr(&cluster, "p", 3, leader).await;
 }
 
@@ -226,7 +248,9 @@ async fn the_only_in_sync_replica_back_without_its_data_leaves_its_partition_off
     let said = String::from_utf8_lossy(&health.stdout);
     assert!(!health.status.success(), "health passed: {said}");
     assert!(
-        said.contains(&format!("solo-0 has no leader: its last in-sync replica, broker {owner}, came back without its data")),
+        said.contains(&format!(
+            "solo-0 has no leader: its last in-sync replica, broker {owner}, came back without its data"
+        )),
         "{said}"
     );
     // The broker stays up.
@@ -243,7 +267,11 @@ async fn the_only_in_sync_replica_back_without_its_data_leaves_its_partition_off
         let address = cluster.address(other);
         async move {
             let (leader, _, _) = partition_view(&address, "solo", 0).await?;
-            if leader == owner { Ok(()) } else { Err(format!("leader {leader}")) }
+            if leader == owner {
+                Ok(())
+            } else {
+                Err(format!("leader {leader}"))
+            }
         }
     })
     .await;

@@ -99,8 +99,7 @@ fn parse(text: &str) -> Result<DirectoryIdentity, String> {
         return Err(format!("version {version} is not one this broker knows ({VERSION})"));
     }
     let broker_id = field("node.id")?.parse().map(BrokerId).map_err(|_| "node.id is not a number".to_string())?;
-    let directory_id =
-        field("directory.id")?.parse().map_err(|error| format!("directory.id is not an id: {error}"))?;
+    let directory_id = field("directory.id")?.parse().map_err(|error| format!("directory.id is not an id: {error}"))?;
     let cluster_id = match fields.get("cluster.id") {
         Some(text) => Some(text.parse().map_err(|error| format!("cluster.id is not an id: {error}"))?),
         None => None,
@@ -122,7 +121,8 @@ fn write(data_dir: &Path, identity: &DirectoryIdentity) -> Result<(), BrokerErro
     };
     let (path, temporary) = (data_dir.join(META_PROPERTIES), data_dir.join(format!("{META_PROPERTIES}.tmp")));
     let file = std::fs::File::create(&temporary).map_err(|error| failed("cannot create", &temporary, error))?;
-    std::io::Write::write_all(&mut &file, text.as_bytes()).map_err(|error| failed("cannot write", &temporary, error))?;
+    std::io::Write::write_all(&mut &file, text.as_bytes())
+        .map_err(|error| failed("cannot write", &temporary, error))?;
     file.sync_all().map_err(|error| failed("cannot sync", &temporary, error))?;
     std::fs::rename(&temporary, &path).map_err(|error| failed("cannot rename", &temporary, error))?;
     let dir = std::fs::File::open(data_dir).map_err(|error| failed("cannot open", &data_dir.to_path_buf(), error))?;

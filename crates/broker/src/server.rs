@@ -148,7 +148,17 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         lost_replicas,
     };
     let refused = Arc::new(std::sync::OnceLock::new());
-    start_duties(&tasks, &config, &metadata, &registry, &metrics, (registration, directory), &refused, &stop, &shutdown);
+    start_duties(
+        &tasks,
+        &config,
+        &metadata,
+        &registry,
+        &metrics,
+        (registration, directory),
+        &refused,
+        &stop,
+        &shutdown,
+    );
     let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
 };
-use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 use crate::consumer_group::{Committer, ConsumerGroup};
+use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 
 /// The topic config that allows electing an out-of-sync replica (Kafka's
 /// name); off unless set to `true`.
@@ -305,7 +305,8 @@ impl ClusterState {
             (None, theirs) => *self.cluster_id.insert(theirs.unwrap_or(ClusterId(incarnation.0))),
         };
         let previous = self.brokers.get(&broker_id);
-        if let Some(current) = previous.filter(|broker| !incarnation.is_unknown() && broker.incarnation == incarnation) {
+        if let Some(current) = previous.filter(|broker| !incarnation.is_unknown() && broker.incarnation == incarnation)
+        {
             return Ok(Outcome::Registered { broker_epoch: current.broker_epoch, cluster_id: cluster, moved: vec![] });
         }
         let restarted = previous.is_some() && !incarnation.is_unknown();
@@ -655,7 +656,12 @@ mod tests {
     fn state_with_brokers(raw: &[u32]) -> ClusterState {
         let mut state = ClusterState::default();
         for id in ids(raw) {
-            let command = CommandV1::register(id, format!("127.0.0.1:{}", 9091 + id.0), Incarnation::random(), DirectoryId::random());
+            let command = CommandV1::register(
+                id,
+                format!("127.0.0.1:{}", 9091 + id.0),
+                Incarnation::random(),
+                DirectoryId::random(),
+            );
             state.apply(&Command::V1(command)).expect("register");
         }
         state
@@ -881,7 +887,12 @@ mod tests {
         assert!(broker_epoch > before.broker_epoch, "a new incarnation gets a new broker epoch");
         assert_eq!(
             moved,
-            vec![LeaderChange { topic: "t".into(), partition: 0, leader: Some(BrokerId(1)), leader_epoch: LeaderEpoch(1) }]
+            vec![LeaderChange {
+                topic: "t".into(),
+                partition: 0,
+                leader: Some(BrokerId(1)),
+                leader_epoch: LeaderEpoch(1)
+            }]
         );
         let partition = &state.topics["t"].partitions[0];
         assert_eq!(partition.isr, ids(&[1, 2]), "it rejoins the ISR by catching up as a follower");
@@ -897,7 +908,9 @@ mod tests {
         let again = CommandV1::register(BrokerId(1), broker.address.clone(), broker.incarnation, broker.directory_id);
         let before = state.clone();
         let outcome = state.apply(&Command::V1(again)).expect("a retry is answered");
-        assert!(matches!(outcome, Outcome::Registered { broker_epoch, ref moved, .. } if broker_epoch == broker.broker_epoch && moved.is_empty()));
+        assert!(
+            matches!(outcome, Outcome::Registered { broker_epoch, ref moved, .. } if broker_epoch == broker.broker_epoch && moved.is_empty())
+        );
         assert_eq!(state, before);
     }
 

@@ -67,8 +67,8 @@ pub use cluster_state::{
 pub use command::{
     BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
 };
-pub use incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 pub use consumer_group::{Assignor, Committer, ConsumerGroup, GroupHeartbeat, GroupMember};
+pub use incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 pub use liveness::liveness_changes;
 pub use log_store::LogStore;
 pub use network::{ClusterSecret, GrpcNetwork};

@@ -115,7 +115,12 @@ async fn commands_from_any_node_commit_everywhere_and_survive_a_controller_kill(
 
     // Proposed on a follower: forwarded to the controller.
     for id in 1..=3u32 {
-        let register = CommandV1::register(BrokerId(id), peers[&u64::from(id)].clone(), Incarnation::random(), DirectoryId::random());
+        let register = CommandV1::register(
+            BrokerId(id),
+            peers[&u64::from(id)].clone(),
+            Incarnation::random(),
+            DirectoryId::random(),
+        );
         nodes[&follower].node.propose(Command::V1(register)).await.expect("proposed").expect("applied");
     }
     let create = CommandV1::CreateTopic {

@@ -165,7 +165,12 @@ async fn three_nodes_agree_fail_over_and_remember() {
     for id in 1..=3u32 {
         propose(
             &nodes,
-            CommandV1::register(BrokerId(id), format!("127.0.0.1:{}", 9091 + id), Incarnation::random(), DirectoryId::random()),
+            CommandV1::register(
+                BrokerId(id),
+                format!("127.0.0.1:{}", 9091 + id),
+                Incarnation::random(),
+                DirectoryId::random(),
+            ),
         )
         .await
         .expect("register");

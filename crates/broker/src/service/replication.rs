@@ -78,7 +78,8 @@ impl ReplicationService {
     /// poll: the follower may be replaced meanwhile).
     fn check_broker_epoch(&self, request: &ReplicaFetchRequest) -> Result<(), BrokerError> {
         let broker_id = BrokerId(request.follower_id);
-        let current = self.registry.metadata().state().borrow().brokers.get(&broker_id).map(|broker| broker.broker_epoch.0);
+        let current =
+            self.registry.metadata().state().borrow().brokers.get(&broker_id).map(|broker| broker.broker_epoch.0);
         match current {
             Some(current) if current == request.broker_epoch => Ok(()),
             current => Err(BrokerError::StaleBrokerEpoch {
