@@ -193,6 +193,12 @@ impl Broker {
         dropped
     }
 
+    /// Sets an environment variable for the broker's next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts the broker again on the same port and data dir.
     pub async fn restart(&mut self) {
         self.kill();
@@ -251,6 +257,13 @@ impl Drop for Broker {
     fn drop(&mut self) {
         // A paused process is killed all the same: SIGKILL needs no CONT.
         self.kill();
+        // A failing test keeps its brokers' logs: BROOK_KEEP_LOGS=DIR
+        // copies each there before its temp dir goes.
+        if let (true, Ok(keep)) = (std::thread::panicking(), std::env::var("BROOK_KEEP_LOGS")) {
+            let name = self.address.replace([':', '.'], "_");
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(self.log_path(), Path::new(&keep).join(format!("broker-{name}.log")));
+        }
     }
 }
 

@@ -279,6 +279,79 @@ async fn the_only_in_sync_replica_back_without_its_data_leaves_its_partition_off
     assert_eq!(landed.keys().next(), Some(&(0, 0)), "the empty log starts again at offset 0");
 }
 
+/// `topic`-0's offline reason, as `address` describes it ("" while led).
+async fn offline_reason(address: &str, topic: &str) -> Result<(u32, String), String> {
+    let admin = Admin::connect(address).await.map_err(|e| e.to_string())?;
+    let described = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
+    let partition = &described.partitions[0];
+    Ok((partition.leader, partition.offline_reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_in_sync_replica_leads_again_after_a_kill_but_not_after_a_power_loss() {
+    let mut cluster = TestCluster::start_with_env(3, &[("BROOK_FAULT_NOTE_SYNCED", "1")]).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.expect("admin");
+    admin.create_topic(NewTopic::new("solo", 1, 1)).await.expect("create");
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    let acknowledged = send_acked(&producer, "solo", 1, 0, 100).await;
+    producer.close().await;
+    let (owner, epoch, _) = partition_view(&bootstrap, "solo", 0).await.expect("describe");
+    let other = cluster.address(if owner == 1 { 2 } else { 1 });
+
+    // kill -9 on the same boot: the page cache kept every write, so the
+    // only in-sync replica leads again, at a new epoch, with everything.
+    cluster.broker(owner).kill();
+    cluster.broker(owner).restart().await;
+    eventually("solo-0 led again by its only replica", Duration::from_secs(20), || {
+        let address = other.clone();
+        async move {
+            let (leader, new_epoch, _) = partition_view(&address, "solo", 0).await?;
+            if leader == owner && new_epoch > epoch {
+                Ok(())
+            } else {
+                Err(format!("leader {leader} at {new_epoch}"))
+            }
+        }
+    })
+    .await;
+    let seen = read_all(&bootstrap, "solo", &acknowledged).await;
+    assert!(lost_records(&acknowledged, &seen).is_empty(), "a kill on the same boot loses nothing");
+    // More records, which nothing fsyncs (opening after the kill synced
+    // what the log held then).
+    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer");
+    send_acked(&producer, "solo", 1, 100, 100).await;
+    producer.close().await;
+
+    // A power loss: the machine boots again (another boot id) and what was
+    // not fsynced is gone. The replica may lack acknowledged records, so
+    // it does not lead; the partition says why.
+    let dropped = cluster.broker(owner).kill_and_lose_unsynced();
+    assert!(dropped > 0, "the power loss dropped data");
+    cluster.broker(owner).set_env("BROOK_FAULT_BOOT_ID", "another-boot");
+    cluster.broker(owner).restart().await;
+    let (leader, reason) = eventually("solo-0 offline after the power loss", Duration::from_secs(20), || {
+        let address = other.clone();
+        async move {
+            let (leader, reason) = offline_reason(&address, "solo").await?;
+            if leader == 0 && !reason.is_empty() {
+                Ok((leader, reason))
+            } else {
+                Err(format!("leader {leader}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(leader, 0);
+    assert!(reason.contains(&format!("broker {owner}, came back without its data")), "{reason}");
+    let log = cluster.broker(owner).log();
+    assert!(log.contains("the machine restarted since it was last closed uncleanly"), "the broker says why:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_another_broker_is_refused_at_start() {
     let mut broker = Broker::start().await;

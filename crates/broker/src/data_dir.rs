@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! data_dir/meta.properties   version, node.id, directory.id, cluster.id
+//! data_dir/boot-id           the machine's boot id when the broker last started
 //! data_dir/metadata/         the metadata group's sled database
 //! data_dir/topics/           one directory per partition replica
 //! ```
@@ -15,7 +16,13 @@
 //! refused by the metadata group when the broker registers. The cluster id
 //! is written in once the broker has joined.
 //!
-//! Invariant: the file is replaced atomically (temporary file, fsync,
+//! The boot id (Linux's `/proc/sys/kernel/random/boot_id`, new at every
+//! boot) tells whether the machine restarted since the broker last ran:
+//! if it did, a log that was not closed cleanly may have lost what it had
+//! not fsynced with the page cache (a power loss). Where no boot id can be
+//! read, the broker cannot tell, and takes the machine as not restarted.
+//!
+//! Invariant: the identity file is replaced atomically (temporary file, fsync,
 //! rename, fsync of the directory), so a crash leaves the old or the new.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +34,13 @@ use crate::error::BrokerError;
 
 /// The identity file's name in the data directory.
 pub const META_PROPERTIES: &str = "meta.properties";
+/// Where the boot id of the broker's last start is kept.
+const BOOT_ID_FILE: &str = "boot-id";
+/// The kernel's id of this boot.
+const KERNEL_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// Fault injection for tests: a boot id to use instead of the kernel's
+/// (a test "reboots" a broker by starting it with another one).
+pub const FAULT_BOOT_ID_VARIABLE: &str = "BROOK_FAULT_BOOT_ID";
 /// What the single-node catalog of earlier versions left in a data
 /// directory: its presence means the directory is in the old format.
 const OLD_CATALOG_DIR: &str = "catalog";
@@ -73,6 +87,28 @@ pub fn open(data_dir: &Path, broker_id: BrokerId) -> Result<DirectoryIdentity, B
         )));
     }
     Ok(identity)
+}
+
+/// Whether the machine restarted since the broker last started on this
+/// directory (its boot id changed), and notes this boot's id for the next
+/// start. `false` when either id is unknown (a new directory, or no boot
+/// id to read).
+pub fn rebooted_since_last_start(data_dir: &Path) -> bool {
+    let current = std::env::var(FAULT_BOOT_ID_VARIABLE)
+        .ok()
+        .or_else(|| std::fs::read_to_string(KERNEL_BOOT_ID).ok())
+        .map(|id| id.trim().to_string());
+    let Some(current) = current.filter(|id| !id.is_empty()) else { return false };
+    let path = data_dir.join(BOOT_ID_FILE);
+    let previous = std::fs::read_to_string(&path).ok().map(|id| id.trim().to_string());
+    if previous.as_deref() != Some(current.as_str()) {
+        // Not synced: a torn or lost note reads as another boot, which only
+        // makes the next start more careful.
+        if let Err(error) = std::fs::write(&path, &current) {
+            tracing::warn!(path = %path.display(), %error, "cannot note this boot's id");
+        }
+    }
+    previous.is_some_and(|previous| previous != current)
 }
 
 /// Writes the cluster's id into the directory's identity, once it joined.
@@ -143,6 +179,20 @@ mod tests {
         record_cluster_id(dir.path(), &first, cluster).expect("record");
         let joined = open(dir.path(), BrokerId(2)).expect("joined");
         assert_eq!(joined, DirectoryIdentity { cluster_id: Some(cluster), ..first });
+    }
+
+    #[test]
+    fn a_reboot_is_seen_once_between_two_starts_with_different_boot_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(BOOT_ID_FILE), "boot-a").expect("an earlier start");
+        // The kernel's boot id differs from "boot-a" (tests never set the
+        // fault variable for this process).
+        if std::env::var(FAULT_BOOT_ID_VARIABLE).is_err() && std::fs::read_to_string(KERNEL_BOOT_ID).is_ok() {
+            assert!(rebooted_since_last_start(dir.path()), "another boot");
+            assert!(!rebooted_since_last_start(dir.path()), "the same boot again");
+        }
+        let fresh = tempfile::tempdir().expect("temp dir");
+        assert!(!rebooted_since_last_start(fresh.path()), "a new directory has nothing to lose");
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct Metrics {
     isr_size: IntGaugeVec,
     log_size_bytes: IntGaugeVec,
     under_replicated: IntGauge,
+    offline: IntGaugeVec,
     partitions: IntGauge,
     raft_term: IntGauge,
     controller_id: IntGauge,
@@ -149,6 +150,19 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            offline: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "offline_partition",
+                        "1 for each partition without a leader, by the controller, with why: no_live_isr (no \
+                         in-sync replica is alive) or lost_data (its last in-sync replica came back without its \
+                         data; only an unclean election ends it)",
+                    ),
+                    &["topic", "partition", "reason"],
+                )
+                .expect("valid metric"),
+            ),
             partitions: registered(&registry, IntGauge::new("partitions", "Partitions hosted").expect("valid metric")),
             raft_term: registered(
                 &registry,
@@ -210,6 +224,23 @@ impl Metrics {
         self.request_duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
     }
 
+    /// The partitions without a leader, as the controller's state has
+    /// them (only the controller reports them, as Kafka's
+    /// `OfflinePartitionsCount`, so that a sum over brokers counts each once).
+    fn render_offline(&self, metadata: &brook_metadata::MetadataNode) {
+        self.offline.reset();
+        if !metadata.is_controller() {
+            return;
+        }
+        let state = metadata.state().borrow().clone();
+        for topic in state.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate().filter(|(_, p)| p.leader.is_none()) {
+                let reason = if partition.lost_by.is_some() { "lost_data" } else { "no_live_isr" };
+                self.offline.with_label_values(&[topic.name.as_str(), &index.to_string(), reason]).set(1);
+            }
+        }
+    }
+
     /// The text exposition, with partition gauges read from `registry` now.
     pub fn render(&self, topics: &TopicRegistry) -> Vec<u8> {
         for gauge in
@@ -241,6 +272,7 @@ impl Metrics {
         self.partitions.set(partitions);
         self.under_replicated.set(under_replicated);
         self.render_groups(topics);
+        self.render_offline(topics.metadata());
         let metadata = topics.metadata();
         let (term, controller) = (metadata.term(), metadata.controller().unwrap_or(0));
         self.raft_term.set(i64::try_from(term).unwrap_or(i64::MAX));

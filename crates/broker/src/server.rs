@@ -47,6 +47,7 @@ use crate::service::records::RecordsService;
 use crate::service::records_path::{RecordsPath, ReplicaFetchPath};
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
+use crate::topic_config::TopicConfig;
 use crate::topics::{partition_dir, TopicRegistry, TOPICS_DIR};
 
 /// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
@@ -121,7 +122,8 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
     };
     // Before the registry opens (and creates) the replicas' directories:
     // which of them this broker's last known state assigns here are gone.
-    let lost_replicas = lost_replicas(&config.data_dir, BrokerId(config.id), &metadata);
+    let rebooted = data_dir::rebooted_since_last_start(&config.data_dir);
+    let lost_replicas = lost_replicas(&config.data_dir, BrokerId(config.id), &metadata, rebooted);
     let registry = open_registry(&config, &metadata).await?;
     let node = Arc::new(NodeInfo {
         broker_id: BrokerId(config.id),
@@ -208,19 +210,38 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
 }
 
 /// The replicas that `metadata`'s state (as this broker last applied it)
-/// assigns here but whose directories are gone: lost, though the data
-/// directory is the one this broker had (a directory that is new is lost
-/// as a whole, and the metadata group tells that by its id).
-fn lost_replicas(data_dir: &std::path::Path, me: BrokerId, metadata: &MetadataNode) -> Vec<(TopicId, u32)> {
+/// assigns here but that may not hold everything they acknowledged: those
+/// whose directories are gone (though the data directory is the one this
+/// broker had: a new directory is lost as a whole, and the metadata group
+/// tells that by its id), and, after the machine restarted (`rebooted`),
+/// those not closed cleanly whose topics do not fsync every append: a
+/// power loss took what they had not fsynced. The metadata group never
+/// lets such a replica lead as the last in-sync one.
+fn lost_replicas(
+    data_dir: &std::path::Path,
+    me: BrokerId,
+    metadata: &MetadataNode,
+    rebooted: bool,
+) -> Vec<(TopicId, u32)> {
     let (state, topics_dir) = (metadata.state().borrow().clone(), data_dir.join(TOPICS_DIR));
     let mut lost = Vec::new();
     for topic in state.topics.values() {
+        let fsyncs_every_append = TopicConfig::from_map(&topic.configs)
+            .is_ok_and(|config| config.flush_policy == brook_storage::FlushPolicy::Always);
         for (index, partition) in topic.partitions.iter().enumerate() {
-            let dir = partition_dir(&topics_dir, &topic.name, topic.id, index as u32);
-            if partition.replicas.contains(&me) && !dir.is_dir() {
-                tracing::warn!(topic = %topic.name, partition = index, dir = %dir.display(), "a replica's directory is gone: it starts empty, as a follower");
-                lost.push((topic.id, index as u32));
+            if !partition.replicas.contains(&me) {
+                continue;
             }
+            let dir = partition_dir(&topics_dir, &topic.name, topic.id, index as u32);
+            let why = if !dir.is_dir() {
+                "its directory is gone"
+            } else if rebooted && !fsyncs_every_append && !brook_storage::PartitionLog::closed_cleanly(&dir) {
+                "the machine restarted since it was last closed uncleanly, so what it had not fsynced may be gone"
+            } else {
+                continue;
+            };
+            tracing::warn!(topic = %topic.name, partition = index, dir = %dir.display(), "a replica may lack what it acknowledged ({why}): it never leads as the last in-sync replica");
+            lost.push((topic.id, index as u32));
         }
     }
     lost

@@ -71,8 +71,9 @@ impl Assignment {
         }
         Some(match self.lost_by {
             Some(broker) => format!(
-                "its last in-sync replica, broker {broker}, came back without its data; only an unclean election \
-                 (unclean.leader.election.enable=true) gives it a leader, losing what that replica lacks"
+                "its last in-sync replica, broker {broker}, came back without its data (a new disk, lost files, or \
+                 a power loss); only an unclean election (unclean.leader.election.enable=true) gives it a leader, \
+                 losing what the elected replica lacks"
             ),
             None => format!("no in-sync replica {:?} is alive", self.isr.iter().map(|id| id.0).collect::<Vec<_>>()),
         })

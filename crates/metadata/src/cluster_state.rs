@@ -635,7 +635,10 @@ fn elect_unclean_where_allowed(topic: &mut TopicRecord, alive: &[BrokerId]) -> V
         if partition.leader.is_some() {
             continue;
         }
-        if let Some(leader) = partition.replicas.iter().copied().find(|replica| alive.contains(replica)) {
+        // A replica that did not lose its data first: it may hold more.
+        let live = |replica: &&BrokerId| alive.contains(replica);
+        let complete = partition.replicas.iter().filter(live).find(|replica| Some(**replica) != partition.lost_by);
+        if let Some(leader) = complete.or_else(|| partition.replicas.iter().find(live)).copied() {
             partition.isr = vec![leader];
             partition.lost_by = None;
             partition.partition_epoch += 1;

@@ -43,8 +43,10 @@ pub enum CommandV1 {
         /// that has not joined a cluster yet.
         #[serde(default)]
         cluster_id: Option<ClusterId>,
-        /// Replicas whose files the broker did not find although its
-        /// directory is the one it had (by topic id and partition).
+        /// Replicas that may not hold all they acknowledged although the
+        /// directory is the one the broker had (by topic id and
+        /// partition): their files are gone, or the machine restarted
+        /// after they were last closed uncleanly (a power loss).
         #[serde(default)]
         lost_replicas: Vec<(TopicId, u32)>,
     },

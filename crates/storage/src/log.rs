@@ -233,6 +233,14 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
 }
 
 impl PartitionLog {
+    /// Whether the log in `dir` was closed cleanly when it was last open
+    /// (its marker is there until it opens again). Every record of a
+    /// cleanly closed log was fsynced at close; a log that was not may
+    /// lack what it had not fsynced, if the machine lost power since.
+    pub fn closed_cleanly(dir: &std::path::Path) -> bool {
+        dir.join(CLEAN_SHUTDOWN_FILE).is_file()
+    }
+
     /// Opens the log in `dir` (creating it if needed), recovering whatever
     /// an unclean stop left: see [`crate::recovery`].
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<PartitionLog, StorageError> {
