@@ -181,6 +181,60 @@ async fn internal_calls_are_refused_on_the_client_port_and_without_the_secret() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_replica_fetches_of_an_older_incarnation_are_refused_even_with_the_secret() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");
+    admin.create_topic(NewTopic::new("t", 1, 3)).await.expect("create t");
+    let described = admin.describe_topic("t").await.expect("describe t");
+    let (leader, high_watermark) = (described.partitions[0].leader, described.partitions[0].high_watermark);
+    // Whatever id: the incarnation is checked before any partition.
+    let topic_id = TopicId::random().as_bytes().to_vec();
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let cluster_secret = cluster.secret.clone();
+    let secret = Some(cluster_secret.as_str());
+
+    // Epoch 0 was never given: every registered incarnation is newer. A
+    // fetch far ahead from it would move the HW if it counted.
+    let mut stale = replica_fetch(&topic_id);
+    stale.follower_id = follower;
+    let port = channel(&cluster.internal_addresses[leader as usize - 1]).await;
+    match ReplicationClient::new(port).fetch(call(stale, secret)).await {
+        Err(status) => {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert!(status.message().contains("restarted since"), "{status:?}");
+        }
+        Ok(answer) => panic!("a fetch of an old incarnation was served: {answer:?}"),
+    }
+    let after = admin.describe_topic("t").await.expect("describe t");
+    assert_eq!(after.partitions[0].high_watermark, high_watermark, "the HW did not move");
+
+    // A dead broker's old incarnation keeps nobody alive, whoever's secret
+    // its heartbeats carry.
+    cluster.broker(3).kill();
+    eventually("broker 3 declared dead", Duration::from_secs(10), || {
+        let admin = &admin;
+        async move {
+            let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
+            match brokers.iter().find(|broker| broker.id == 3) {
+                Some(broker) if !broker.alive => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let old = payload(serde_json::to_vec(&serde_json::json!({ "broker_id": 3, "broker_epoch": 0 })).expect("json"));
+    for address in &cluster.internal_addresses[..2] {
+        let port = channel(address).await;
+        for _ in 0..20 {
+            let _ = MetadataForwardingClient::new(port.clone()).heartbeat(call(old.clone(), secret)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let brokers = admin.describe_cluster().await.expect("describe cluster").brokers;
+    assert!(brokers.iter().any(|broker| broker.id == 3 && !broker.alive), "old heartbeats revived it: {brokers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_with_the_secret_is_still_checked_like_an_admin_call() {
     let cluster = TestCluster::start(3).await;
     let admin = Admin::connect(&cluster.bootstrap()).await.expect("admin");

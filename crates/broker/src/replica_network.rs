@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use brook_metadata::{ClusterSecret, Command, CommandError, CommandV1, MetadataNode};
+use brook_metadata::{BrokerEpoch, ClusterSecret, Command, CommandError, CommandV1, MetadataNode};
 use brook_proto::internal::replication_client::ReplicationClient;
 use brook_proto::internal::{self as wire};
 use brook_record::{LeaderEpoch, Offset, TopicPartition};
@@ -154,6 +154,7 @@ impl IsrProposer for MetadataIsrProposer {
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr.clone(),
+            joining: proposal.joining.map(|(broker_id, epoch)| (broker_id, BrokerEpoch(epoch))),
         };
         match self.metadata.propose(Command::V1(command)).await {
             Ok(Ok(_)) => Some(IsrChangeOutcome::Committed),

@@ -172,7 +172,13 @@ impl ClusterState {
             CommandV1::CreatePartitions { name, topic_id, current, assignments } => {
                 self.create_partitions(name, *topic_id, *current, assignments)
             }
-            CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, partition_epoch, isr } => {
+            CommandV1::ChangeIsr { topic, topic_id, partition, leader_epoch, partition_epoch, isr, joining } => {
+                if let Some((broker_id, epoch)) = *joining {
+                    let current = self.brokers.get(&broker_id).map(|broker| broker.broker_epoch).unwrap_or_default();
+                    if current != epoch {
+                        return Err(CommandError::StaleBrokerEpoch { broker_id, epoch, current });
+                    }
+                }
                 self.change_isr(topic, *topic_id, *partition, *leader_epoch, *partition_epoch, isr)
             }
             CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
@@ -680,6 +686,7 @@ mod tests {
             leader_epoch: LeaderEpoch(leader_epoch),
             partition_epoch: state.topics["t"].partitions[0].partition_epoch,
             isr: ids(isr),
+            joining: None,
         }
     }
 
@@ -904,6 +911,33 @@ mod tests {
     }
 
     #[test]
+    fn an_expansion_seen_from_an_older_incarnation_is_refused() {
+        let mut state = state_with_brokers(&[1, 2]);
+        create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
+        state.apply(&Command::V1(change_isr(&state, 0, &[1]))).expect("2 lags");
+        let seen_as = state.brokers[&BrokerId(2)].broker_epoch;
+        // Broker 2 restarts; a fetch of its old process reached the leader
+        // after the leader's metadata showed the restart (so the proposal
+        // is built on the current partition epoch).
+        let directory = state.brokers[&BrokerId(2)].directory_id;
+        restart(&mut state, 2, directory, vec![]).expect("registers");
+        let mut expansion = change_isr(&state, 0, &[1, 2]);
+        if let CommandV1::ChangeIsr { joining, .. } = &mut expansion {
+            *joining = Some((BrokerId(2), seen_as));
+        }
+        let refused = state.apply(&Command::V1(expansion.clone()));
+        assert!(
+            matches!(refused, Err(CommandError::StaleBrokerEpoch { epoch, .. }) if epoch == seen_as),
+            "{refused:?}"
+        );
+        assert_eq!(state.topics["t"].partitions[0].isr, ids(&[1]));
+        if let CommandV1::ChangeIsr { joining, .. } = &mut expansion {
+            *joining = Some((BrokerId(2), state.brokers[&BrokerId(2)].broker_epoch));
+        }
+        state.apply(&Command::V1(expansion)).expect("as its current incarnation, it joins");
+    }
+
+    #[test]
     fn a_repeated_registration_of_the_same_incarnation_changes_nothing() {
         let mut state = state_with_brokers(&[1, 2]);
         create(&mut state, "t", vec![ids(&[1, 2])]).expect("create");
@@ -944,14 +978,15 @@ mod tests {
         );
         let other = &state.topics["t"].partitions[1];
         assert_eq!((other.leader, other.isr.clone()), (Some(BrokerId(2)), ids(&[2])), "t-1 keeps its complete leader");
-        // Only an unclean election, asked for, ends it.
+        // Only an unclean election, asked for, ends it; it prefers the
+        // replica that kept its data (out of sync, it may still hold more).
         let topic = &state.topics["t"];
         let configs = BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]);
         let allow = CommandV1::AlterTopicConfig { name: "t".into(), topic_id: topic.id, configs };
         let outcome = state.apply(&Command::V1(allow)).expect("alter");
         assert!(matches!(outcome, Outcome::LeadersChanged(ref moved) if moved.len() == 1), "{outcome:?}");
         let partition = &state.topics["t"].partitions[0];
-        assert_eq!((partition.leader, partition.isr.clone(), partition.lost_by), (Some(BrokerId(1)), ids(&[1]), None));
+        assert_eq!((partition.leader, partition.isr.clone(), partition.lost_by), (Some(BrokerId(2)), ids(&[2]), None));
     }
 
     #[test]

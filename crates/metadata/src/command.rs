@@ -106,6 +106,11 @@ pub enum CommandV1 {
         /// The partition epoch (ISR version) the change was built on.
         partition_epoch: u32,
         isr: Vec<BrokerId>,
+        /// An expansion's new member and the broker epoch of the
+        /// incarnation the leader saw caught up: refused if that broker
+        /// registered again since (KIP-903).
+        #[serde(default)]
+        joining: Option<(BrokerId, BrokerEpoch)>,
     },
     CommitOffsets {
         group: String,
@@ -260,6 +265,11 @@ pub enum CommandError {
     InvalidProducerKey { key: String, reason: String },
     #[error("invalid ISR for {topic}-{partition}: {reason}")]
     InvalidIsr { topic: String, partition: u32, reason: String },
+    #[error(
+        "broker {broker_id} cannot join the ISR as incarnation epoch {epoch}: it registered again since (epoch \
+         {current} now), and must catch up as that incarnation"
+    )]
+    StaleBrokerEpoch { broker_id: BrokerId, epoch: BrokerEpoch, current: BrokerEpoch },
     #[error("member '{member_id}' is not in group '{group}' (it left or its session expired); join again")]
     UnknownMemberId { group: String, member_id: String },
     #[error("member '{member_id}' of group '{group}' is at epoch {current}, not {epoch}; join again")]

@@ -81,7 +81,7 @@ impl LeaderClient for InMemoryLeader {
     async fn fetch(&self, request: ReplicaFetchRequest) -> Result<Vec<FetchedPartition>, NetworkError> {
         let mut answers = Vec::new();
         for fetch in &request.partitions {
-            let outcome = match self.replica.serve_follower_fetch(request.follower, fetch, 1 << 20).await {
+            let outcome = match self.replica.serve_follower_fetch(request.follower, 1, fetch, 1 << 20).await {
                 Ok((read, proposal)) => {
                     if let Some(proposal) = proposal {
                         let (replica, proposer) = (Arc::clone(&self.replica), Arc::clone(&self.proposer));

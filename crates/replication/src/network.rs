@@ -119,6 +119,12 @@ pub struct IsrProposal {
     /// The partition epoch (ISR version) the proposal was built on.
     pub partition_epoch: u32,
     pub isr: Vec<BrokerId>,
+    /// An expansion's new member, with the epoch of the incarnation whose
+    /// fetch showed it caught up (as the fetch carried it): the controller
+    /// refuses the change if that broker has registered again since, so a
+    /// fetch of a replaced process never brings its successor into the ISR
+    /// (Kafka's KIP-903). `None` for a shrink.
+    pub joining: Option<(BrokerId, u64)>,
 }
 
 /// The way a leader asks the controller for an ISR change.

@@ -560,18 +560,21 @@ impl Replica {
     }
 
     /// Leader side: serves one partition of a replica fetch from
-    /// `follower`. Its fetch offset tells how far it is (which moves the
+    /// `follower`, sent by its incarnation of epoch `follower_epoch` (the
+    /// transport's to check against the metadata; carried into an
+    /// expansion). Its fetch offset tells how far it is (which moves the
     /// HW); the answer is every batch from there up to the log end. When
     /// the follower is out of the ISR but has caught up, also the
     /// expansion to propose (at most one ISR change in flight).
     pub async fn serve_follower_fetch(
         self: &Arc<Self>,
         follower: BrokerId,
+        follower_epoch: u64,
         fetch: &PartitionFetch,
         max_bytes: u64,
     ) -> Result<(FetchedRecords, Option<IsrProposal>), ReplicaError> {
         self.check_follower(fetch.topic_id, fetch.leader_epoch)?;
-        let proposal = self.record_follower_fetch(follower, fetch.fetch_offset);
+        let proposal = self.record_follower_fetch(follower, follower_epoch, fetch.fetch_offset);
         let fetched = self.read_for_follower(fetch.fetch_offset, max_bytes).await?;
         Ok((fetched, proposal))
     }
@@ -579,14 +582,20 @@ impl Replica {
     /// Leader side: a follower fetched from `fetch_offset`. Updates the HW;
     /// when the follower is out of the ISR but has caught up, starts its
     /// expansion (counted by the HW from now on) and returns the proposal.
-    fn record_follower_fetch(&self, follower: BrokerId, fetch_offset: Offset) -> Option<IsrProposal> {
+    fn record_follower_fetch(
+        &self,
+        follower: BrokerId,
+        follower_epoch: u64,
+        fetch_offset: Offset,
+    ) -> Option<IsrProposal> {
         let proposal = {
             let mut state = self.state();
             let log_end = self.log_end_offset();
             state.progress.record_fetch(follower, fetch_offset, log_end, now());
             let eligible = !state.role.unavailable.contains(&follower);
             if state.role.leads() && eligible && caught_up(fetch_offset, log_end) {
-                state.isr.start_expand(follower).map(|isr| self.proposal(&state.role, isr))
+                let joining = Some((follower, follower_epoch));
+                state.isr.start_expand(follower).map(|isr| self.proposal(&state.role, isr, joining))
             } else {
                 None
             }
@@ -595,13 +604,14 @@ impl Replica {
         proposal
     }
 
-    fn proposal(&self, role: &Role, isr: Vec<BrokerId>) -> IsrProposal {
+    fn proposal(&self, role: &Role, isr: Vec<BrokerId>, joining: Option<(BrokerId, u64)>) -> IsrProposal {
         IsrProposal {
             partition: self.partition.clone(),
             topic_id: self.topic_id,
             leader_epoch: role.leader_epoch,
             partition_epoch: role.partition_epoch,
             isr,
+            joining,
         }
     }
 
@@ -629,7 +639,7 @@ impl Replica {
         let (me, committed) = (state.role.broker_id, state.isr.committed().to_vec());
         let lagging = state.progress.lagging(me, &committed, now(), replica_lag_max);
         let isr = state.isr.start_shrink(lagging)?;
-        Some(self.proposal(&state.role, isr))
+        Some(self.proposal(&state.role, isr, None))
     }
 
     /// Follower side: appends batches fetched from the leader, as they are.
@@ -884,13 +894,14 @@ mod tests {
         replica.append(batch(10)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(10), "alone in the ISR");
         let (_, proposal) =
-            replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 10), 1 << 20).await.expect("fetch");
+            replica.serve_follower_fetch(BrokerId(2), 1, &fetch(&replica, 10), 1 << 20).await.expect("fetch");
         assert_eq!(proposal.expect("caught up: propose it").isr, ids(&[1, 2]));
-        let (_, again) = replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 10), 1 << 20).await.expect("fetch");
+        let (_, again) =
+            replica.serve_follower_fetch(BrokerId(2), 1, &fetch(&replica, 10), 1 << 20).await.expect("fetch");
         assert!(again.is_none(), "one change in flight");
         replica.append(batch(5)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(10), "the joining follower counts at once");
-        replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 15), 1 << 20).await.expect("fetch");
+        replica.serve_follower_fetch(BrokerId(2), 1, &fetch(&replica, 15), 1 << 20).await.expect("fetch");
         assert_eq!(replica.high_watermark(), Offset(15));
         // Committed (at partition epoch 1); this broker's metadata still
         // shows epoch 0.
@@ -910,7 +921,7 @@ mod tests {
         let replica = open(&dir, leader(0, &[1]));
         replica.append(batch(4)).await.expect("append");
         let (_, proposal) =
-            replica.serve_follower_fetch(BrokerId(2), &fetch(&replica, 4), 1 << 20).await.expect("fetch");
+            replica.serve_follower_fetch(BrokerId(2), 1, &fetch(&replica, 4), 1 << 20).await.expect("fetch");
         assert!(proposal.is_some(), "propose");
         replica.append(batch(4)).await.expect("append");
         assert_eq!(replica.high_watermark(), Offset(4));
@@ -924,11 +935,11 @@ mod tests {
         let replica = open(&dir, leader(3, &[1, 2]));
         let mut other_topic = fetch(&replica, 0);
         other_topic.topic_id = TopicId::random();
-        let refused = replica.serve_follower_fetch(BrokerId(2), &other_topic, 1024).await;
+        let refused = replica.serve_follower_fetch(BrokerId(2), 1, &other_topic, 1024).await;
         assert!(matches!(refused, Err(ReplicaError::UnknownTopicId { .. })), "{refused:?}");
         let mut old_epoch = fetch(&replica, 0);
         old_epoch.leader_epoch = LeaderEpoch(2);
-        let refused = replica.serve_follower_fetch(BrokerId(2), &old_epoch, 1024).await;
+        let refused = replica.serve_follower_fetch(BrokerId(2), 1, &old_epoch, 1024).await;
         assert!(
             matches!(
                 refused,
@@ -976,13 +987,13 @@ mod tests {
         // fetch after fetch: no proposal (each would be a metadata entry
         // the controller refuses).
         for _ in 0..10 {
-            let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), &fetch(0), 1 << 20).await.expect("served");
+            let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), 1, &fetch(0), 1 << 20).await.expect("served");
             assert_eq!(proposal, None);
         }
         // Alive again in the metadata: proposed at its next fetch.
         role.unavailable.clear();
         replica.set_role(role);
-        let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), &fetch(0), 1 << 20).await.expect("served");
+        let (_, proposal) = replica.serve_follower_fetch(BrokerId(2), 1, &fetch(0), 1 << 20).await.expect("served");
         assert_eq!(proposal.map(|proposal| proposal.isr), Some(ids(&[1, 2])));
     }
 

@@ -39,7 +39,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use brook_metadata::{
-    ClusterState, Command, CommandError, CommandResult, CommandV1, DirectoryId, Incarnation, PartitionRecord,
+    BrokerEpoch, ClusterState, Command, CommandError, CommandResult, CommandV1, DirectoryId, Incarnation,
+    PartitionRecord,
 };
 use brook_record::{stamp_batch, BatchBuilder, Batches, BrokerId, NewRecord, Offset, TopicId, TopicPartition};
 use brook_storage::LogConfig;
@@ -197,6 +198,9 @@ struct Net {
     proposals: Vec<PendingProposal>,
     /// Bumped each time the controller sees a broker die or return.
     incarnations: [u64; NODES],
+    /// Each broker's broker epoch (its registration's), which its fetches
+    /// carry.
+    broker_epochs: [u64; NODES],
 }
 
 type Shared = Arc<Mutex<Net>>;
@@ -266,9 +270,10 @@ impl LeaderClient for SimLeader {
         self.passage().await?;
         let leader = self.reach()?;
         let mut answers = Vec::new();
+        let follower_epoch = lock(&self.shared).broker_epochs[self.me];
         for fetch in &request.partitions {
             let max_bytes = u64::from(request.max_bytes_per_partition);
-            let outcome = match leader.serve_follower_fetch(request.follower, fetch, max_bytes).await {
+            let outcome = match leader.serve_follower_fetch(request.follower, follower_epoch, fetch, max_bytes).await {
                 Ok((read, proposal)) => {
                     if let Some(proposal) = proposal {
                         let replica = Arc::downgrade(&leader);
@@ -470,6 +475,7 @@ impl Sim {
             trace: DefaultHasher::new(),
             _dir: dir,
         };
+        sim.note_broker_epochs();
         for node in 0..NODES {
             sim.open(node);
         }
@@ -556,7 +562,16 @@ impl Sim {
         if let CommandV1::RegisterBroker { broker_id, .. } | CommandV1::SetBrokerAlive { broker_id, .. } = &command {
             lock(&self.shared).incarnations[node_of(*broker_id)] += 1;
         }
-        self.controller.apply(&Command::V1(command))
+        let result = self.controller.apply(&Command::V1(command));
+        self.note_broker_epochs();
+        result
+    }
+
+    fn note_broker_epochs(&self) {
+        let mut net = lock(&self.shared);
+        for node in 0..NODES {
+            net.broker_epochs[node] = self.controller.brokers[&broker(node)].broker_epoch.0;
+        }
     }
 
     /// The controller's metadata reaches `node`, which follows it.
@@ -731,10 +746,12 @@ impl Sim {
         let cut = self.nodes[leader].cut_from_controller;
         let arrives = self.healing || (!cut && !self.rng.percent(self.profile.proposal_loss));
         let outcome = arrives.then(|| {
-            let partition_epoch = if self.old.unversioned_isr {
-                Self::partition(&self.controller).partition_epoch
+            // The old logic had neither the partition epoch nor the
+            // joining member's broker epoch.
+            let (partition_epoch, joining) = if self.old.unversioned_isr {
+                (Self::partition(&self.controller).partition_epoch, None)
             } else {
-                proposal.partition_epoch
+                (proposal.partition_epoch, proposal.joining.map(|(member, epoch)| (member, BrokerEpoch(epoch))))
             };
             let change = CommandV1::ChangeIsr {
                 topic: TOPIC.into(),
@@ -743,6 +760,7 @@ impl Sim {
                 leader_epoch: proposal.leader_epoch,
                 partition_epoch,
                 isr: proposal.isr.clone(),
+                joining,
             };
             let before = Self::partition(&self.controller).isr.clone();
             let now = lock(&self.shared).incarnations;

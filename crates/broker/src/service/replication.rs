@@ -51,7 +51,7 @@ impl ReplicationService {
     /// wait for the metadata group).
     async fn read_one(
         &self,
-        follower: BrokerId,
+        (follower, follower_epoch): (BrokerId, u64),
         wanted: &brook_proto::internal::PartitionFetch,
         max_bytes: u64,
     ) -> Result<(brook_replication::FetchedRecords, Offset), BrokerError> {
@@ -64,7 +64,7 @@ impl ReplicationService {
             })?),
             leader_epoch: LeaderEpoch(wanted.leader_epoch),
         };
-        let (fetched, proposal) = replica.serve_follower_fetch(follower, &fetch, max_bytes).await?;
+        let (fetched, proposal) = replica.serve_follower_fetch(follower, follower_epoch, &fetch, max_bytes).await?;
         if let Some(proposal) = proposal {
             let expansion =
                 propose_expansion(Arc::clone(&replica), Arc::clone(&self.proposer), proposal, self.shutdown.clone());
@@ -99,7 +99,7 @@ impl ReplicationService {
         for wanted in &request.partitions {
             let mut data =
                 PartitionData { topic: wanted.topic.clone(), partition: wanted.partition, ..PartitionData::default() };
-            match self.read_one(follower, wanted, max_bytes).await {
+            match self.read_one((follower, request.broker_epoch), wanted, max_bytes).await {
                 Ok((fetched, high_watermark)) => {
                     data.records = fetched.records;
                     data.high_watermark = wire_offset(high_watermark);
