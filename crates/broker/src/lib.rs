@@ -43,6 +43,16 @@
 //! into one metadata proposal at a time; `service/groups.rs` serves the
 //! `Groups` API (other brokers answer NOT_COORDINATOR naming it).
 //!
+//! Incarnations: the data directory's identity (`data_dir.rs`:
+//! `meta.properties` with the broker id, the cluster id and the
+//! directory id; a directory of another broker id is refused at start)
+//! and every start's new incarnation go into the broker's registration,
+//! with the replicas it may have lost (their directories gone, or not
+//! closed cleanly when the machine booted again since: `server.rs`,
+//! `lost_replicas`); the metadata group fences the restart. Replica
+//! fetches carry the broker epoch the registration got, and a leader
+//! serves only the incarnation its metadata holds (`service/replication.rs`).
+//!
 //! Tasks: every task the node starts runs on one `TaskTracker` and is
 //! awaited at shutdown (`server.rs`); client connections are bounded
 //! (`max_connections`). Stopping (SIGTERM) is Kafka's controlled shutdown:
@@ -62,7 +72,8 @@
 //! NOT_LEADER: another leader's HW says nothing about these records); a
 //! follower proposed into the ISR bounds the HW from the proposal on; a
 //! restarted cluster member leads nothing until its metadata has applied
-//! its own registration (its state on disk may be long outdated).
+//! its own registration (its state on disk may be long outdated), and that
+//! registration has already moved what it led to other in-sync replicas.
 //!
 //! Never: block an async worker on file I/O (logs are touched only in
 //! `spawn_blocking`; epoch lookups read a published copy); hold a lock

@@ -18,10 +18,23 @@
 //! announced a controlled shutdown stays down, whatever heartbeat was
 //! still on its way, until it registers again).
 //!
+//! Incarnations (`incarnation.rs`: [`Incarnation`], [`BrokerEpoch`],
+//! [`DirectoryId`], [`ClusterId`]): every start of a broker registers a new
+//! incarnation, and applying it is a restart (KIP-903): the broker leaves
+//! every ISR it is not the last member of and what it led moves to another
+//! in-sync replica at the next epoch, before it may lead again; the last
+//! ISR member leads again at a new epoch, unless it registered without the
+//! data (a new directory id, or the partition named lost): then the
+//! partition is offline (`PartitionRecord::lost_by`) until an unclean
+//! election. Heartbeats and ISR expansions name the broker epoch and are
+//! refused from an older incarnation. The first registration names the
+//! cluster; a directory of another cluster is refused.
+//!
 //! Invariants: `ClusterState::apply` is deterministic; a command is applied
 //! exactly once, in log order, on every member; leader epochs never
 //! decrease; a partition's leader is always in its ISR; only a live broker
-//! joins an ISR; a topic name that `apply` accepts is a legal one however
+//! joins an ISR, as the incarnation the leader saw; an empty ISR only
+//! while a partition is offline for lost data; broker epochs only grow; a topic name that `apply` accepts is a legal one however
 //! the command reached the log (`brook_record::check_topic_name`); no
 //! producer id is handed out twice (blocks never overlap, a keyed
 //! producer's epoch only grows). Each published state carries the log index it was applied

@@ -42,8 +42,11 @@
 //! keeps no record of an epoch the leader never saw (`truncation_step`);
 //! a leader serves a follower only at its own epoch and topic id, and a
 //! consumer that names an epoch (KIP-320) only at that epoch; ISR
-//! proposals name the partition epoch they were built on; retention never
-//! deletes at or above the HW.
+//! proposals name the partition epoch they were built on, and an
+//! expansion the epoch of the incarnation whose fetch showed the follower
+//! caught up (the transport checks each fetch's incarnation against the
+//! metadata; the controller refuses an expansion of one that registered
+//! again since); retention never deletes at or above the HW.
 //!
 //! Idempotent producers' sequences are checked by the log's append (see
 //! `brook-storage`): a leader's refusal comes back as

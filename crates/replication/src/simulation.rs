@@ -8,9 +8,13 @@
 //! (through [`LeaderClient`], driving [`fetch_round`]), ISR proposals and
 //! their answers, the metadata reaching each broker, produce requests
 //! (admitted, then appended later, as a broker does), a consumer's fetches.
-//! Meanwhile it crashes and restarts brokers, pauses them (past their
-//! session), cuts a broker off from the controller only, and cuts single
-//! directions between brokers. Time is tokio's paused clock, moved 5 ms a
+//! Meanwhile it crashes and restarts brokers (each restart registers a new
+//! incarnation), pauses them (past their session), cuts a broker off from
+//! the controller only, cuts single directions between brokers, and
+//! restarts a broker at once without its data: its directory gone (a
+//! replaced disk, under a new directory id) or its newest segment cut
+//! short (a power loss), on a minority only (while another in-sync
+//! replica holds every acknowledged record). Time is tokio's paused clock, moved 5 ms a
 //! step; nothing else moves it, so a seed replays exactly.
 //!
 //! Then the network heals and the checks run:
