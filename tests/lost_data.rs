@@ -369,3 +369,45 @@ async fn a_data_directory_of_another_broker_is_refused_at_start() {
     broker.restart().await;
     assert!(broker.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_cluster_is_refused_when_the_broker_registers() {
+    // Two single-broker clusters, both broker 1: each directory names its own cluster.
+    let mut ours = Broker::start().await;
+    let mut theirs = Broker::start().await;
+    let identity = |broker: &Broker| std::fs::read_to_string(broker.dir().join("meta.properties")).expect("identity");
+    for broker in [&ours, &theirs] {
+        eventually("the cluster id written into the directory", Duration::from_secs(10), || {
+            let written = identity(broker);
+            async move {
+                if written.contains("cluster.id=") {
+                    Ok(())
+                } else {
+                    Err(written)
+                }
+            }
+        })
+        .await;
+    }
+    ours.kill();
+    theirs.kill();
+    let (our_identity, their_identity) = (identity(&ours), identity(&theirs));
+    assert!(our_identity.contains("cluster.id=") && their_identity.contains("cluster.id="), "{our_identity}");
+    assert_ne!(our_identity, their_identity);
+    // Our broker's metadata with the other cluster's identity file: a
+    // directory put together from two clusters.
+    std::fs::write(ours.dir().join("meta.properties"), &their_identity).expect("copy the identity");
+    let output = Command::new(BROOK)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", harness::free_port()), "--data-dir"])
+        .arg(ours.dir())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run brook serve");
+    let said = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "it started: {said}");
+    assert!(said.contains("data directory belongs to cluster"), "{said}");
+    // Put back, the directory is ours again.
+    std::fs::write(ours.dir().join("meta.properties"), &our_identity).expect("restore the identity");
+    ours.restart().await;
+    assert!(ours.is_running());
+}
