@@ -553,6 +553,15 @@ impl TestCluster {
 }
 
 /// The bytes of a replica's log in `dir`: its segment files in order.
+/// (leader, leader epoch, ISR) of `topic`-`partition`, as the broker at
+/// `address` sees it.
+pub async fn partition_view(address: &str, topic: &str, partition: u32) -> Result<(u32, u32, Vec<u32>), String> {
+    let admin = brook_client::Admin::connect(address).await.map_err(|e| e.to_string())?;
+    let described = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
+    let p = described.partitions.iter().find(|p| p.partition == partition).ok_or("no such partition")?;
+    Ok((p.leader, p.leader_epoch, p.isr.clone()))
+}
+
 pub fn log_bytes(dir: &Path) -> Vec<u8> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("partition dir")

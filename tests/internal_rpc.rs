@@ -77,6 +77,18 @@ fn replica_fetch(topic_id: &[u8]) -> ReplicaFetchRequest {
     }
 }
 
+/// Waits (10 s at most) until the cluster declares `broker` dead.
+async fn wait_declared_dead(admin: &Admin, broker: u32) {
+    eventually("the broker declared dead", Duration::from_secs(10), || async move {
+        let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
+        match brokers.iter().find(|candidate| candidate.id == broker) {
+            Some(found) if !found.alive => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status>, code: Code) {
     match result {
         Err(status) => assert_eq!(status.code(), code, "{what}: {status:?}"),
@@ -158,17 +170,7 @@ async fn internal_calls_are_refused_on_the_client_port_and_without_the_secret() 
 
     // A stopped broker stays dead for all the heartbeats forged for it.
     cluster.broker(3).kill();
-    eventually("broker 3 declared dead", Duration::from_secs(10), || {
-        let admin = &admin;
-        async move {
-            let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
-            match brokers.iter().find(|broker| broker.id == 3) {
-                Some(broker) if !broker.alive => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await;
+    wait_declared_dead(&admin, 3).await;
     for address in &internal[..2] {
         let port = channel(address).await;
         for _ in 0..20 {
@@ -211,17 +213,7 @@ async fn heartbeats_and_replica_fetches_of_an_older_incarnation_are_refused_even
     // A dead broker's old incarnation keeps nobody alive, whoever's secret
     // its heartbeats carry.
     cluster.broker(3).kill();
-    eventually("broker 3 declared dead", Duration::from_secs(10), || {
-        let admin = &admin;
-        async move {
-            let brokers = admin.describe_cluster().await.map_err(|e| e.to_string())?.brokers;
-            match brokers.iter().find(|broker| broker.id == 3) {
-                Some(broker) if !broker.alive => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await;
+    wait_declared_dead(&admin, 3).await;
     let old = payload(serde_json::to_vec(&serde_json::json!({ "broker_id": 3, "broker_epoch": 0 })).expect("json"));
     for address in &cluster.internal_addresses[..2] {
         let port = channel(address).await;

@@ -19,15 +19,7 @@ use std::time::{Duration, Instant};
 use brook_client::{
     Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-use harness::{eventually, Broker, TestCluster, BROOK};
-
-/// (leader, leader epoch, ISR) of `topic`-`partition`, as `address` sees it.
-async fn partition_view(address: &str, topic: &str, partition: u32) -> Result<(u32, u32, Vec<u32>), String> {
-    let admin = Admin::connect(address).await.map_err(|e| e.to_string())?;
-    let described = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
-    let p = described.partitions.iter().find(|p| p.partition == partition).ok_or("no such partition")?;
-    Ok((p.leader, p.leader_epoch, p.isr.clone()))
-}
+use harness::{eventually, partition_view, Broker, TestCluster, BROOK};
 
 /// Sends `count` records numbered from `first`, round robin over
 /// `partitions`, with acks=all; where each landed.
@@ -68,8 +60,17 @@ async fn read_all(bootstrap: &str, topic: &str, acknowledged: &BTreeMap<(u32, u6
     seen
 }
 
-fn lost_records(acknowledged: &BTreeMap<(u32, u64), u32>, seen: &BTreeMap<(u32, u64), u32>) -> Vec<(u32, u64)> {
-    acknowledged.iter().filter(|(key, index)| seen.get(*key) != Some(*index)).map(|(key, _)| *key).collect()
+/// Fails naming the acknowledged records `seen` lacks (or has otherwise).
+fn assert_none_lost(acknowledged: &BTreeMap<(u32, u64), u32>, seen: &BTreeMap<(u32, u64), u32>) {
+    let lost: Vec<(u32, u64)> =
+        acknowledged.iter().filter(|(key, index)| seen.get(*key) != Some(*index)).map(|(key, _)| *key).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
 }
 
 async fn wait_back_in_every_isr(cluster: &TestCluster, topic: &str, partitions: u32, broker: u32) {
@@ -124,14 +125,7 @@ async fn a_leader_back_with_an_empty_data_directory_never_leads_and_no_acknowled
     assert!(new_epoch > epoch, "the new leader leads at a new epoch");
 
     let seen = read_all(&bootstrap, "w", &acknowledged).await;
-    let lost = lost_records(&acknowledged, &seen);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged records lost: {:?}",
-        lost.len(),
-        acknowledged.len(),
-        &lost[..lost.len().min(10)]
-    );
+    assert_none_lost(&acknowledged, &seen);
 
     // The wiped broker catches up as a follower and is back in every ISR,
     // its directory now of this cluster.
@@ -196,14 +190,7 @@ async fn a_power_loss_on_one_broker_under_acks_all_load_loses_nothing() {
     assert!(acknowledged.len() > 1000, "the load ran: {} acknowledged", acknowledged.len());
 
     let seen = read_all(&bootstrap, "p", &acknowledged).await;
-    let lost = lost_records(&acknowledged, &seen);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged records lost: {:?}",
-        lost.len(),
-        acknowledged.len(),
-        &lost[..lost.len().min(10)]
-    );
+    assert_none_lost(&acknowledged, &seen);
     wait_back_in_every_isr(&cluster, "p", 3, leader).await;
 }
 
@@ -318,7 +305,7 @@ async fn the_only_in_sync_replica_leads_again_after_a_kill_but_not_after_a_power
     })
     .await;
     let seen = read_all(&bootstrap, "solo", &acknowledged).await;
-    assert!(lost_records(&acknowledged, &seen).is_empty(), "a kill on the same boot loses nothing");
+    assert_none_lost(&acknowledged, &seen);
     // More records, which nothing fsyncs (opening after the kill synced
     // what the log held then).
     let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })

@@ -15,14 +15,7 @@ use brook_client::{
     Acks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use brook_record::{BatchBuilder, NewRecord};
-use harness::{eventually, TestCluster};
-
-async fn partition_view(address: &str, topic: &str, partition: u32) -> Result<(u32, u32, Vec<u32>), String> {
-    let admin = Admin::connect(address).await.map_err(|e| e.to_string())?;
-    let described = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
-    let p = described.partitions.iter().find(|p| p.partition == partition).ok_or("no such partition")?;
-    Ok((p.leader, p.leader_epoch, p.isr.clone()))
-}
+use harness::{eventually, partition_view, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_killing_their_leader_and_the_leader_catches_up_on_return() {

@@ -346,6 +346,13 @@ struct Node {
     cut_from_controller: bool,
 }
 
+/// What a data-loss fault takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Disk,
+    Tail,
+}
+
 /// An acks=all produce waiting for the HW.
 struct Waiter {
     node: usize,
@@ -959,46 +966,37 @@ impl Sim {
         Self::partition(&self.controller).isr.iter().any(|member| *member != broker(node))
     }
 
-    /// The broker's disk is replaced: it restarts at once (within its
-    /// session) with an empty data directory, under a new directory id.
-    fn lose_disk(&mut self, node: usize) {
+    /// A broker loses data: the disk (`Loss::Disk`: replaced, it restarts
+    /// with an empty data directory under a new directory id) or what it
+    /// had not flushed (`Loss::Tail`: a power loss cuts its newest segment
+    /// short at a random point; the default flush policy flushes nothing
+    /// on the append path). It restarts at once, within its session.
+    fn lose_data(&mut self, node: usize, loss: Loss) {
         if self.nodes[node].cut_from_controller || !self.may_lose_data(node) {
             return;
         }
         self.crash(node);
-        self.note("lose disk", node);
-        self.data_losses.0 += 1;
+        self.note(if loss == Loss::Disk { "lose disk" } else { "lose tail" }, node);
         self.lost_data_at[node] = Some(self.steps);
         self.nodes[node].crashed = None;
-        let _ = std::fs::remove_dir_all(&self.nodes[node].dir);
-        self.nodes[node].directory = DirectoryId::from_u128(self.rng.id());
-        self.restart(node);
-    }
-
-    /// Power loss: what the broker had not flushed is gone (its newest
-    /// segment cut short at a random point; the default flush policy
-    /// flushes nothing on the append path), and it restarts at once.
-    fn lose_tail(&mut self, node: usize) {
-        if self.nodes[node].cut_from_controller || !self.may_lose_data(node) {
-            return;
-        }
-        self.crash(node);
-        self.note("lose tail", node);
-        self.data_losses.1 += 1;
-        self.lost_data_at[node] = Some(self.steps);
-        self.nodes[node].crashed = None;
-        let newest = std::fs::read_dir(&self.nodes[node].dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
-            .max();
-        if let Some(segment) = newest {
-            let length = std::fs::metadata(&segment).map_or(0, |metadata| metadata.len());
-            let keep = self.rng.next() % (length + 1);
-            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&segment) {
-                let _ = file.set_len(keep);
+        let dir = self.nodes[node].dir.clone();
+        match loss {
+            Loss::Disk => {
+                self.data_losses.0 += 1;
+                let _ = std::fs::remove_dir_all(&dir);
+                self.nodes[node].directory = DirectoryId::from_u128(self.rng.id());
+            }
+            Loss::Tail => {
+                self.data_losses.1 += 1;
+                let segments = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|entry| entry.path());
+                let newest = segments.filter(|path| path.extension().is_some_and(|ext| ext == "log")).max();
+                if let Some(segment) = newest {
+                    let length = std::fs::metadata(&segment).map_or(0, |metadata| metadata.len());
+                    let keep = self.rng.next() % (length + 1);
+                    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&segment) {
+                        let _ = file.set_len(keep);
+                    }
+                }
             }
         }
         self.restart(node);
@@ -1021,8 +1019,8 @@ impl Sim {
                 net.cut[node][other] = !net.cut[node][other];
             }
             15 => lock(&self.shared).cut = Default::default(),
-            16 => self.lose_disk(node),
-            _ => self.lose_tail(node),
+            16 => self.lose_data(node, Loss::Disk),
+            _ => self.lose_data(node, Loss::Tail),
         }
     }
 
