@@ -44,10 +44,16 @@ fn mount_small_tmpfs(path: &Path) -> Result<(), String> {
 
 fn batch(first: u64) -> Vec<u8> {
     let value = vec![b'x'; 1024];
+    // Stamped now: records of 1970 are past the default retention (7 days),
+    // and the log maintenance pass (every 10 s) would free the disk while
+    // the test fills it.
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |since| since.as_millis() as i64);
     let mut builder = BatchBuilder::new(80 << 10);
     for index in 0..64u64 {
         let key = (first + index).to_string();
-        builder.push(&NewRecord { timestamp_ms: 1, key: Some(key.as_bytes()), value: Some(&value), headers: &[] });
+        let record = NewRecord { timestamp_ms: now_ms, key: Some(key.as_bytes()), value: Some(&value), headers: &[] };
+        builder.push(&record);
     }
     builder.finish().to_vec()
 }
