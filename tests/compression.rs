@@ -224,7 +224,7 @@ async fn a_topic_that_names_a_codec_stores_every_batch_in_it() {
     for batch in brook_record::Batches::new(&fetched.records) {
         let batch = batch.expect("valid");
         assert_eq!(batch.header.compression(), brook_record::Compression::Zstd.codec(), "stored as zstd");
-        let area = batch.decompressed().expect("decompress").expect("compressed");
+        let area = batch.decompressed(1 << 20).expect("decompress").expect("compressed");
         for record in batch.records_in(&area) {
             let record = record.expect("record");
             assert_eq!(record.key, Some(format!("key-{read}").as_bytes()));

@@ -805,9 +805,18 @@ fn decode_into(
         let batch = batch?;
         // A compressed batch's records are read from their decompressed
         // copy (shared by its records' keys and values); others in place.
-        let area = match batch.decompressed()? {
-            Some(records) => Bytes::from(records),
-            None => bytes.slice_ref(batch.bytes).slice(brook_record::HEADER_BYTES..),
+        // One that does not decompress within what it may hold (a batch
+        // stored before its leader bounded decompression) is skipped and
+        // reported: the batches after it are still read.
+        let area = match batch.decompressed(brook_record::MAX_DECOMPRESSED_BATCH_BYTES) {
+            Ok(Some(records)) => Bytes::from(records),
+            Ok(None) => bytes.slice_ref(batch.bytes).slice(brook_record::HEADER_BYTES..),
+            Err(error) => {
+                let (first, last) =
+                    (batch.header.base_offset, batch.header.base_offset + i64::from(batch.header.last_offset_delta));
+                tracing::error!(%topic, partition, first, last, %error, "skipping a batch whose records cannot be read");
+                continue;
+            }
         };
         let share = |slice: &[u8]| area.slice_ref(slice);
         for record in batch.records_in(&area) {

@@ -256,16 +256,23 @@ const ATTRIBUTES_AT: usize = CRC_AT + 4;
 /// A valid batch with its records area in `compression` instead (a topic
 /// whose `compression.type` names a codec): decompressed, compressed
 /// again, the codec bits, length and CRC written anew; every other field
-/// as it was. `None` when the batch already uses that codec.
-pub fn recompress(batch: &[u8], compression: crate::Compression) -> Result<Option<Vec<u8>>, RecordError> {
+/// as it was. `None` when the batch already uses that codec. A records
+/// area that decompresses to more than its records may hold (none larger
+/// than `max_record_bytes`: [`crate::decompressed_limit`]) is refused.
+pub fn recompress(
+    batch: &[u8],
+    compression: crate::Compression,
+    max_record_bytes: usize,
+) -> Result<Option<Vec<u8>>, RecordError> {
     let header = validate_batch(batch, batch.len())?;
     if header.compression() == compression.codec() {
         return Ok(None);
     }
     let records_area = &batch[HEADER_BYTES..header.total_bytes()];
+    let limit = crate::decompressed_limit(header.records_count, max_record_bytes);
     let plain = match header.compression() {
         0 => None,
-        codec => Some(crate::compression::decompress(codec, records_area)?),
+        codec => Some(crate::compression::decompress(codec, records_area, limit)?),
     };
     let plain = plain.as_deref().unwrap_or(records_area);
     let area = match compression {
@@ -310,11 +317,14 @@ impl<'a> BatchView<'a> {
     }
 
     /// The records area, decompressed; `None` if the batch is not
-    /// compressed (read it in place with [`BatchView::records`]).
-    pub fn decompressed(&self) -> Result<Option<Vec<u8>>, RecordError> {
+    /// compressed (read it in place with [`BatchView::records`]). Refused
+    /// past what the batch's records may hold when none is larger than
+    /// `max_record_bytes` ([`crate::decompressed_limit`]).
+    pub fn decompressed(&self, max_record_bytes: usize) -> Result<Option<Vec<u8>>, RecordError> {
+        let limit = crate::decompressed_limit(self.header.records_count, max_record_bytes);
         match self.header.compression() {
             0 => Ok(None),
-            codec => crate::compression::decompress(codec, &self.bytes[HEADER_BYTES..]).map(Some),
+            codec => crate::compression::decompress(codec, &self.bytes[HEADER_BYTES..], limit).map(Some),
         }
     }
 
@@ -372,15 +382,15 @@ mod rewrite_tests {
             builder.push(&NewRecord { timestamp_ms: 5, key: Some(&[index]), value: Some(&[b'v'; 100]), headers: &[] });
         }
         let gzip = builder.finish_compressed(crate::Compression::Gzip).expect("gzip");
-        let zstd = recompress(&gzip, crate::Compression::Zstd).expect("recompress").expect("changed");
+        let zstd = recompress(&gzip, crate::Compression::Zstd, 1 << 20).expect("recompress").expect("changed");
         let header = validate_batch(&zstd, 1 << 20).expect("valid");
         assert_eq!(header.compression(), crate::Compression::Zstd.codec());
         assert_eq!((header.producer_id, header.base_sequence, header.records_count), (4, 7, 20));
-        let plain = recompress(&zstd, crate::Compression::None).expect("recompress").expect("changed");
+        let plain = recompress(&zstd, crate::Compression::None, 1 << 20).expect("recompress").expect("changed");
         let view = crate::Batches::new(&plain).next().expect("one batch").expect("valid");
         let keys: Vec<u8> = view.records().map(|record| record.expect("record").key.expect("key")[0]).collect();
         assert_eq!(keys, (0..20).collect::<Vec<u8>>());
-        assert!(recompress(&plain, crate::Compression::None).expect("same codec").is_none());
+        assert!(recompress(&plain, crate::Compression::None, 1 << 20).expect("same codec").is_none());
     }
 
     #[test]

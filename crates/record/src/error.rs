@@ -18,6 +18,10 @@ pub enum RecordError {
     UnsupportedCompression { codec: u8 },
     #[error("compressed records ({codec}) do not decompress: {reason}")]
     Decompression { codec: &'static str, reason: String },
+    #[error(
+        "compressed records ({codec}) decompress to more than {limit} bytes, more than the batch's records may hold"
+    )]
+    DecompressedTooLarge { codec: &'static str, limit: usize },
     #[error("records could not be compressed with {codec}: {reason}")]
     CompressionFailed { codec: &'static str, reason: String },
     #[error("record batch claims {count} records but its last offset delta is {last_offset_delta}")]

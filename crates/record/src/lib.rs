@@ -62,7 +62,7 @@ pub use batch::{
     stamp_batch_head, validate_batch, BatchHeader, BatchView, Batches, HEADER_BYTES, MAGIC, STAMPED_HEAD_BYTES,
 };
 pub use builder::{BatchBuilder, NewRecord};
-pub use compression::Compression;
+pub use compression::{decompressed_limit, Compression, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use error::RecordError;
 pub use ids::{check_topic_name, BrokerId, TopicPartition};
 pub use offset::{LeaderEpoch, Offset};

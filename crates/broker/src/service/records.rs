@@ -19,8 +19,8 @@ use brook_proto::v1::{
     ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, OffsetSpec, PartitionProduceResult,
     ProduceManyRequest, ProduceManyResponse, ProduceRequest, ProduceResponse,
 };
-use brook_record::Compression;
-use brook_storage::AppendInfo;
+use brook_record::{Compression, RecordError};
+use brook_storage::{AppendInfo, StorageError};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,8 @@ struct Admitted {
     bytes: u64,
     /// The topic's `compression.type` codec, if it names one.
     compression: Option<Compression>,
+    /// The topic's `max.message.bytes`: no record decompresses larger.
+    max_message_bytes: usize,
 }
 
 /// How long a producer's request that overtook an earlier one of the same
@@ -58,33 +60,51 @@ const OVERTAKEN_WAIT: Duration = Duration::from_millis(100);
 /// A topic whose `compression.type` names a codec: each batch in another
 /// codec is recompressed (a new buffer; the others are kept as they are).
 /// A piece that does not parse is left for the log's validation to refuse
-/// by name. CPU work: called on the blocking pool.
-fn recompress_pieces(pieces: Vec<Bytes>, compression: Option<Compression>) -> Vec<Bytes> {
-    let Some(compression) = compression else { return pieces };
-    pieces
-        .into_iter()
-        .map(|piece| {
-            let mut rebuilt: Option<Vec<u8>> = None;
-            let mut position = 0;
-            while position < piece.len() {
-                let Ok(header) = brook_record::BatchHeader::parse(&piece[position..]) else { return piece };
-                let end = (position + header.total_bytes()).min(piece.len());
-                match brook_record::recompress(&piece[position..end], compression) {
-                    Ok(Some(batch)) => {
-                        rebuilt.get_or_insert_with(|| piece[..position].to_vec()).extend_from_slice(&batch)
+/// by name; a batch whose records do not decompress, or decompress to more
+/// than they may hold (no record over `max_record_bytes`, the topic's
+/// `max.message.bytes`), refuses the append with CORRUPT_RECORD before
+/// anything is allocated for what its header claims. CPU work: called on
+/// the blocking pool.
+fn recompress_pieces(
+    pieces: Vec<Bytes>,
+    compression: Option<Compression>,
+    max_record_bytes: usize,
+    partition: &Replica,
+) -> Result<Vec<Bytes>, ReplicaError> {
+    let Some(compression) = compression else { return Ok(pieces) };
+    let mut index = 0;
+    let mut recompressed = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let mut rebuilt: Option<Vec<u8>> = None;
+        let mut position = 0;
+        while position < piece.len() {
+            let Ok(header) = brook_record::BatchHeader::parse(&piece[position..]) else { break };
+            let end = (position + header.total_bytes()).min(piece.len());
+            match brook_record::recompress(&piece[position..end], compression, max_record_bytes) {
+                Ok(Some(batch)) => rebuilt.get_or_insert_with(|| piece[..position].to_vec()).extend_from_slice(&batch),
+                Ok(None) => {
+                    if let Some(rebuilt) = &mut rebuilt {
+                        rebuilt.extend_from_slice(&piece[position..end]);
                     }
-                    Ok(None) => {
-                        if let Some(rebuilt) = &mut rebuilt {
-                            rebuilt.extend_from_slice(&piece[position..end]);
-                        }
-                    }
-                    Err(_) => return piece,
                 }
-                position = end;
+                Err(source @ (RecordError::Decompression { .. } | RecordError::DecompressedTooLarge { .. })) => {
+                    return Err(ReplicaError::InvalidBatch {
+                        partition: partition.topic_partition().clone(),
+                        source: StorageError::InvalidBatch { index, source },
+                    });
+                }
+                // Anything else the log's validation refuses by name.
+                Err(_) => {
+                    rebuilt = None;
+                    break;
+                }
             }
-            rebuilt.map_or(piece, Bytes::from)
-        })
-        .collect()
+            position = end;
+            index += 1;
+        }
+        recompressed.push(rebuilt.map_or(piece, Bytes::from));
+    }
+    Ok(recompressed)
 }
 
 #[derive(Debug)]
@@ -131,6 +151,7 @@ impl RecordsService {
         let bytes = pieces.iter().map(|piece| piece.len() as u64).sum();
         Ok(Admitted {
             compression: topic.config.compression,
+            max_message_bytes: topic.config.max_message_bytes,
             topic: request.topic,
             acks,
             timeout_ms: request.timeout_ms,
@@ -183,10 +204,14 @@ impl RecordsService {
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let mut admitted = self.admit(request)?;
         let mut pieces = std::mem::take(&mut admitted.pieces);
-        if let Some(compression) = admitted.compression {
-            pieces = tokio::task::spawn_blocking(move || recompress_pieces(pieces, Some(compression)))
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)?;
+        if admitted.compression.is_some() {
+            let (compression, max_record_bytes) = (admitted.compression, admitted.max_message_bytes);
+            let partition = Arc::clone(&admitted.partition);
+            pieces = tokio::task::spawn_blocking(move || {
+                recompress_pieces(pieces, compression, max_record_bytes, &partition)
+            })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)??;
         }
         let appended = admitted.partition.append_in_order(pieces, OVERTAKEN_WAIT).await;
         if let Err(error) = &appended {
@@ -239,19 +264,23 @@ impl RecordsService {
             };
             admitted.push(self.admit(single));
         }
-        let work: Vec<(Arc<Replica>, Vec<Bytes>, Option<Compression>)> = admitted
+        let work: Vec<(Arc<Replica>, Vec<Bytes>, Option<Compression>, usize)> = admitted
             .iter_mut()
             .filter_map(|admitted| admitted.as_mut().ok())
             .map(|admitted| {
-                (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces), admitted.compression)
+                let pieces = std::mem::take(&mut admitted.pieces);
+                (Arc::clone(&admitted.partition), pieces, admitted.compression, admitted.max_message_bytes)
             })
             .collect();
         let span = tracing::Span::current();
         let mut appended = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             work.into_iter()
-                .map(|(partition, pieces, compression)| {
-                    let pieces = recompress_pieces(pieces, compression);
+                .map(|(partition, pieces, compression, max_record_bytes)| {
+                    let pieces = match recompress_pieces(pieces, compression, max_record_bytes, &partition) {
+                        Ok(pieces) => pieces,
+                        Err(refused) => return (Err(refused), None),
+                    };
                     // Kept (cheap clones) when a producer's request may have
                     // overtaken an earlier one: appended again below once
                     // that one is. Others are not cloned (a clone makes the
