@@ -47,10 +47,16 @@ struct Admitted {
     /// The batches, taken out for the append.
     pieces: Vec<Bytes>,
     bytes: u64,
+    recompression: Recompression,
+}
+
+/// What the leader does to a topic's batches before the append.
+#[derive(Debug, Clone, Copy)]
+struct Recompression {
     /// The topic's `compression.type` codec, if it names one.
     compression: Option<Compression>,
     /// The topic's `max.message.bytes`: no record decompresses larger.
-    max_message_bytes: usize,
+    max_record_bytes: usize,
 }
 
 /// How long a producer's request that overtook an earlier one of the same
@@ -67,10 +73,10 @@ const OVERTAKEN_WAIT: Duration = Duration::from_millis(100);
 /// the blocking pool.
 fn recompress_pieces(
     pieces: Vec<Bytes>,
-    compression: Option<Compression>,
-    max_record_bytes: usize,
+    recompression: Recompression,
     partition: &Replica,
 ) -> Result<Vec<Bytes>, ReplicaError> {
+    let Recompression { compression, max_record_bytes } = recompression;
     let Some(compression) = compression else { return Ok(pieces) };
     let mut index = 0;
     let mut recompressed = Vec::with_capacity(pieces.len());
@@ -150,8 +156,10 @@ impl RecordsService {
         };
         let bytes = pieces.iter().map(|piece| piece.len() as u64).sum();
         Ok(Admitted {
-            compression: topic.config.compression,
-            max_message_bytes: topic.config.max_message_bytes,
+            recompression: Recompression {
+                compression: topic.config.compression,
+                max_record_bytes: topic.config.max_message_bytes,
+            },
             topic: request.topic,
             acks,
             timeout_ms: request.timeout_ms,
@@ -204,14 +212,11 @@ impl RecordsService {
     pub(crate) async fn produce(&self, request: ProduceRequest) -> Result<ProduceResponse, BrokerError> {
         let mut admitted = self.admit(request)?;
         let mut pieces = std::mem::take(&mut admitted.pieces);
-        if admitted.compression.is_some() {
-            let (compression, max_record_bytes) = (admitted.compression, admitted.max_message_bytes);
-            let partition = Arc::clone(&admitted.partition);
-            pieces = tokio::task::spawn_blocking(move || {
-                recompress_pieces(pieces, compression, max_record_bytes, &partition)
-            })
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)??;
+        if admitted.recompression.compression.is_some() {
+            let (recompression, partition) = (admitted.recompression, Arc::clone(&admitted.partition));
+            pieces = tokio::task::spawn_blocking(move || recompress_pieces(pieces, recompression, &partition))
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)??;
         }
         let appended = admitted.partition.append_in_order(pieces, OVERTAKEN_WAIT).await;
         if let Err(error) = &appended {
@@ -264,20 +269,19 @@ impl RecordsService {
             };
             admitted.push(self.admit(single));
         }
-        let work: Vec<(Arc<Replica>, Vec<Bytes>, Option<Compression>, usize)> = admitted
+        let work: Vec<(Arc<Replica>, Vec<Bytes>, Recompression)> = admitted
             .iter_mut()
             .filter_map(|admitted| admitted.as_mut().ok())
             .map(|admitted| {
-                let pieces = std::mem::take(&mut admitted.pieces);
-                (Arc::clone(&admitted.partition), pieces, admitted.compression, admitted.max_message_bytes)
+                (Arc::clone(&admitted.partition), std::mem::take(&mut admitted.pieces), admitted.recompression)
             })
             .collect();
         let span = tracing::Span::current();
         let mut appended = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             work.into_iter()
-                .map(|(partition, pieces, compression, max_record_bytes)| {
-                    let pieces = match recompress_pieces(pieces, compression, max_record_bytes, &partition) {
+                .map(|(partition, pieces, recompression)| {
+                    let pieces = match recompress_pieces(pieces, recompression, &partition) {
                         Ok(pieces) => pieces,
                         Err(refused) => return (Err(refused), None),
                     };
