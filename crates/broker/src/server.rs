@@ -150,17 +150,9 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         lost_replicas,
     };
     let refused = Arc::new(std::sync::OnceLock::new());
-    start_duties(
-        &tasks,
-        &config,
-        &metadata,
-        &registry,
-        &metrics,
-        (registration, directory),
-        &refused,
-        &stop,
-        &shutdown,
-    );
+    let joining = Joining { registration, directory, refused: Arc::clone(&refused) };
+    start_joining(&tasks, &config, &metadata, joining, &stop, &shutdown);
+    start_duties(&tasks, &config, &metadata, &registry, &metrics, &shutdown);
     let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {
@@ -278,44 +270,19 @@ async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result
 }
 
 /// The node's background duties, each an owned task that stops on
-/// `shutdown`: following the cluster state, the broker's part in the
-/// metadata group (registration, heartbeats, the controller's liveness
-/// duty), one replica fetcher per other broker, the ISR shrink check, HW
-/// checkpoints, log maintenance and the metrics endpoint.
-#[allow(clippy::too_many_arguments)]
+/// `shutdown`: following the cluster state, one replica fetcher per other
+/// broker, the ISR shrink check, HW checkpoints, log maintenance and the
+/// metrics endpoint (the broker's part in the metadata group is
+/// `start_joining`'s).
 fn start_duties(
     tasks: &TaskTracker,
     config: &Arc<BrokerConfig>,
     metadata: &MetadataNode,
     registry: &Arc<TopicRegistry>,
     metrics: &Arc<Metrics>,
-    (registration, directory): (BrokerRegistration, DirectoryIdentity),
-    refused: &Arc<std::sync::OnceLock<MetadataError>>,
-    stop: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
     tasks.spawn(follow_cluster_state(metadata.clone(), Arc::clone(registry), shutdown.clone()));
-    let (duties, refused, stop_now, ending) = (metadata.clone(), Arc::clone(refused), stop.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        if let Err(error) = duties.run_broker_duties(registration, ending).await {
-            tracing::error!(%error, "stopping: this broker cannot join the cluster");
-            let _ = refused.set(error);
-            stop_now.cancel();
-        }
-    });
-    let (joined, data_dir, ending) = (metadata.clone(), config.data_dir.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        tokio::select! {
-            () = joined.wait_caught_up() => {}
-            () = ending.cancelled() => return,
-        }
-        let Some(cluster_id) = joined.state().borrow().cluster_id else { return };
-        let written =
-            tokio::task::spawn_blocking(move || data_dir::record_cluster_id(&data_dir, &directory, cluster_id)).await;
-        if let Ok(Err(error)) = written {
-            tracing::error!(%error, "could not write the cluster id into the data directory");
-        }
-    });
     start_fetchers(tasks, config, registry, metadata, shutdown);
     tasks.spawn(shrink_lagging_isrs(
         Arc::clone(registry),
@@ -345,6 +312,52 @@ fn start_duties(
             }
         });
     }
+}
+
+/// How this start joins the cluster: its registration (a new
+/// incarnation), the directory it registers from, and where a refusal is
+/// kept for `serve` to return.
+struct Joining {
+    registration: BrokerRegistration,
+    directory: DirectoryIdentity,
+    refused: Arc<std::sync::OnceLock<MetadataError>>,
+}
+
+/// The broker's part in the metadata group (registration, heartbeats, the
+/// controller's liveness duty) and, once its registration is applied, the
+/// cluster's id written into its data directory. A refused registration
+/// (a directory of another cluster) stops the broker: `stop` is cancelled
+/// and the refusal kept in `joining.refused`.
+fn start_joining(
+    tasks: &TaskTracker,
+    config: &BrokerConfig,
+    metadata: &MetadataNode,
+    joining: Joining,
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
+    let Joining { registration, directory, refused } = joining;
+    let (duties, stop_now, ending) = (metadata.clone(), stop.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(error) = duties.run_broker_duties(registration, ending).await {
+            tracing::error!(%error, "stopping: this broker cannot join the cluster");
+            let _ = refused.set(error);
+            stop_now.cancel();
+        }
+    });
+    let (joined, data_dir, ending) = (metadata.clone(), config.data_dir.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = joined.wait_caught_up() => {}
+            () = ending.cancelled() => return,
+        }
+        let Some(cluster_id) = joined.state().borrow().cluster_id else { return };
+        let written =
+            tokio::task::spawn_blocking(move || data_dir::record_cluster_id(&data_dir, &directory, cluster_id)).await;
+        if let Ok(Err(error)) = written {
+            tracing::error!(%error, "could not write the cluster id into the data directory");
+        }
+    });
 }
 
 /// One replica fetcher per other broker of the cluster: it follows every

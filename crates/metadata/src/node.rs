@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,7 @@ pub struct BrokerRegistration {
     pub directory_id: DirectoryId,
     /// The cluster the directory joined, if it has joined one.
     pub cluster_id: Option<ClusterId>,
-    /// Replicas whose files it did not find (see `CommandV1::RegisterBroker`).
+    /// Replicas that may lack what they acknowledged (see `CommandV1::RegisterBroker`).
     pub lost_replicas: Vec<(brook_record::TopicId, u32)>,
 }
 
@@ -148,7 +149,7 @@ struct Inner {
     /// its data directory): see [`MetadataNode::withhold_heartbeats_until`].
     withheld_until: Mutex<Option<Instant>>,
     /// The epoch this broker's registration got (0 until it registered).
-    broker_epoch: watch::Sender<BrokerEpoch>,
+    broker_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -220,7 +221,7 @@ impl MetadataNode {
             liveness: Mutex::default(),
             caught_up,
             withheld_until: Mutex::default(),
-            broker_epoch: watch::channel(BrokerEpoch::default()).0,
+            broker_epoch: AtomicU64::new(0),
         };
         Ok(MetadataNode { inner: Arc::new(inner) })
     }
@@ -266,7 +267,7 @@ impl MetadataNode {
     /// The epoch of this broker's incarnation (see `incarnation.rs`): 0
     /// until its registration committed.
     pub fn broker_epoch(&self) -> BrokerEpoch {
-        *self.inner.broker_epoch.borrow()
+        BrokerEpoch(self.inner.broker_epoch.load(Ordering::Acquire))
     }
 
     /// The controller (Raft leader), if one is known.
@@ -412,7 +413,7 @@ impl MetadataNode {
             }
         };
         if let Outcome::Registered { broker_epoch, cluster_id, moved } = &outcome {
-            self.inner.broker_epoch.send_replace(*broker_epoch);
+            self.inner.broker_epoch.store(broker_epoch.0, Ordering::Release);
             tracing::info!(%broker_id, %broker_epoch, %cluster_id, moved = moved.len(), "registered a new incarnation with the metadata group");
             for change in moved {
                 tracing::info!(%broker_id, topic = %change.topic, partition = change.partition, leader = ?change.leader, epoch = %change.leader_epoch, "restart fenced: leadership moved");
