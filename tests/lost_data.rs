@@ -21,6 +21,13 @@ use brook_client::{
 };
 use harness::{eventually, partition_view, Broker, TestCluster, BROOK};
 
+/// A producer with acks=all (idempotent, the default with it).
+async fn acks_all_producer(bootstrap: &str) -> Producer {
+    Producer::connect(bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .await
+        .expect("producer")
+}
+
 /// Sends `count` records numbered from `first`, round robin over
 /// `partitions`, with acks=all; where each landed.
 async fn send_acked(
@@ -96,9 +103,7 @@ async fn a_leader_back_with_an_empty_data_directory_never_leads_and_no_acknowled
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     admin.create_topic(NewTopic::new("w", 3, 3)).await.expect("create");
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
+    let producer = acks_all_producer(&bootstrap).await;
     let acknowledged = send_acked(&producer, "w", 3, 0, 3000).await;
     producer.close().await;
     let (leader, epoch, isr) = partition_view(&bootstrap, "w", 0).await.expect("describe");
@@ -143,11 +148,7 @@ async fn a_power_loss_on_one_broker_under_acks_all_load_loses_nothing() {
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     admin.create_topic(NewTopic::new("p", 3, 3).config("min.insync.replicas", "2")).await.expect("create");
-    let producer = Arc::new(
-        Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-            .await
-            .expect("producer"),
-    );
+    let producer = Arc::new(acks_all_producer(&bootstrap).await);
     // Load: numbered records, acks=all, until told to stop (bounded).
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
@@ -201,9 +202,7 @@ async fn the_only_in_sync_replica_back_without_its_data_leaves_its_partition_off
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     // One replica: its broker is the partition's only in-sync replica.
     admin.create_topic(NewTopic::new("solo", 1, 1)).await.expect("create");
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
+    let producer = acks_all_producer(&bootstrap).await;
     send_acked(&producer, "solo", 1, 0, 100).await;
     producer.close().await;
     let (owner, _, _) = partition_view(&bootstrap, "solo", 0).await.expect("describe");
@@ -241,9 +240,7 @@ async fn the_only_in_sync_replica_back_without_its_data_leaves_its_partition_off
         "{said}"
     );
     // The broker stays up.
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
+    let producer = acks_all_producer(&bootstrap).await;
     assert!(cluster.broker(owner).is_running());
 
     // Unclean election, asked for, elects the empty replica: the loss is
@@ -280,9 +277,7 @@ async fn the_only_in_sync_replica_leads_again_after_a_kill_but_not_after_a_power
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect(&bootstrap).await.expect("admin");
     admin.create_topic(NewTopic::new("solo", 1, 1)).await.expect("create");
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
+    let producer = acks_all_producer(&bootstrap).await;
     let acknowledged = send_acked(&producer, "solo", 1, 0, 100).await;
     producer.close().await;
     let (owner, epoch, _) = partition_view(&bootstrap, "solo", 0).await.expect("describe");
@@ -308,9 +303,7 @@ async fn the_only_in_sync_replica_leads_again_after_a_kill_but_not_after_a_power
     assert_none_lost(&acknowledged, &seen);
     // More records, which nothing fsyncs (opening after the kill synced
     // what the log held then).
-    let producer = Producer::connect(&bootstrap, ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
-        .await
-        .expect("producer");
+    let producer = acks_all_producer(&bootstrap).await;
     send_acked(&producer, "solo", 1, 100, 100).await;
     producer.close().await;
 
