@@ -19,7 +19,10 @@
 //! or a refusal that says the leader does not know the sequence, leaves a
 //! gap: the sender waits until nothing is in flight, takes a new identity
 //! (new id, or the key's next epoch) and renumbers every unsent batch
-//! (`restamp_producer`), as Kafka's KIP-360 epoch bump. An
+//! (`restamp_producer`), as Kafka's KIP-360 epoch bump. Unlike Kafka's
+//! producer, a refused batch an earlier attempt of which went unanswered
+//! is not renumbered (it may be in the log already): it fails, its outcome
+//! unknown, and nothing is ever written twice. An
 //! `INVALID_PRODUCER_EPOCH` means another producer took over the key: every
 //! later send fails with it. Partitions
 //! ready at the same moment and led by the same broker share one
@@ -763,6 +766,21 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
     futures::future::join_all(retries).await;
 }
 
+/// The failure of batches the leader refused as out of order after an
+/// attempt that may have been appended: whether they are in the log is
+/// unknown (a consumer can tell).
+fn outcome_unknown(topic: &str, partition: u32, refusal: ClientError) -> ClientError {
+    ClientError::Broker {
+        code: tonic::Code::Aborted,
+        code_name: Some("OUT_OF_ORDER_SEQUENCE_NUMBER".into()),
+        message: format!(
+            "{topic}-{partition}: the leader no longer knows this producer's sequence ({refusal}), and an \
+             earlier attempt of these records got no answer, so they may or may not have been appended; \
+             they are not sent again, which could write them twice"
+        ),
+    }
+}
+
 fn timed_out(to: &str, after: Duration) -> ClientError {
     ClientError::Broker {
         code: tonic::Code::DeadlineExceeded,
@@ -827,6 +845,23 @@ enum Verdict {
     RetryAfterEarlier,
     SendAgain,
     Fail,
+    /// Refused, after an earlier attempt that may have been appended: its
+    /// outcome cannot be known, so it fails (see `judge`).
+    FailUnknown,
+}
+
+/// Whether an attempt that failed so may still have been appended: it got
+/// no answer, or the leader appended and then timed out waiting for the
+/// replicas. A named refusal (NOT_LEADER, out of order ...) or a
+/// connection never made appended nothing.
+fn may_have_appended(error: &ClientError) -> bool {
+    match error {
+        ClientError::Broker { code_name: Some(name), .. } => {
+            matches!(name.as_str(), "REQUEST_TIMED_OUT" | "NOT_ENOUGH_REPLICAS_AFTER_APPEND")
+        }
+        ClientError::Broker { code_name: None, .. } | ClientError::Timeout { .. } => true,
+        _ => false,
+    }
 }
 
 /// The pause before the `attempt`-th retry after a leader moved or went
@@ -845,13 +880,24 @@ fn judge(
     batches: &[SealedBatch],
     error: &ClientError,
     retried_now: bool,
+    maybe_appended: bool,
 ) -> Verdict {
     let idempotent = batches.first().is_some_and(|batch| batch.sequence.is_some());
     if idempotent && error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER") {
         if earlier_in_flight(shared, topic, partition, batches) {
             return Verdict::RetryAfterEarlier;
         }
-        return if retried_now { Verdict::SendAgain } else { Verdict::RetryNow };
+        if !retried_now {
+            return Verdict::RetryNow;
+        }
+        // The leader cannot place these sequences. If an earlier attempt
+        // went unanswered, the batches may be in the log already (the
+        // leader forgot the producer since, or the answer was lost on
+        // the way): renumbered, they would be appended a second time.
+        // Kafka's KIP-360 producer bumps the epoch and sends them again;
+        // Brook fails them instead, as delivered-or-not, and never
+        // writes a record twice.
+        return if maybe_appended { Verdict::FailUnknown } else { Verdict::SendAgain };
     }
     if retriable_produce_error(error) {
         Verdict::Retry
@@ -1028,6 +1074,7 @@ async fn attempt_batches(
         records: Bytes::new(),
         batches: pieces,
     };
+    let mut maybe_appended = failed.as_ref().is_some_and(may_have_appended);
     let mut failed = failed;
     let mut retried_now = false;
     // A leader that says it no longer leads has handed over (a controlled
@@ -1039,9 +1086,10 @@ async fn attempt_batches(
     let mut redirects = 0u32;
     let result = loop {
         if let Some(error) = failed.take() {
-            let verdict = judge(shared, topic, partition, batches, &error, retried_now);
+            let verdict = judge(shared, topic, partition, batches, &error, retried_now, maybe_appended);
             let backoff = match verdict {
                 Verdict::Fail => break Err(error),
+                Verdict::FailUnknown => break Err(outcome_unknown(topic, partition, error)),
                 Verdict::SendAgain => return Attempt::SendAgain,
                 Verdict::Retry if error.code_name() == Some("NOT_LEADER") || error.is_unreachable() => {
                     redirects += 1;
@@ -1079,11 +1127,13 @@ async fn attempt_batches(
             // encode buffer (see `records_call`).
             records_call::produce(channel, &request, MAX_MESSAGE_BYTES).await.map_err(ClientError::from_status)
         };
-        failed = Some(match tokio::time::timeout(config.request_timeout, attempt).await {
+        let error = match tokio::time::timeout(config.request_timeout, attempt).await {
             Ok(Ok(response)) => break Ok(response.base_offset),
             Ok(Err(error)) => error,
             Err(_) => timed_out(&format!("{topic}-{partition}"), config.request_timeout),
-        });
+        };
+        maybe_appended |= may_have_appended(&error);
+        failed = Some(error);
     };
     if let Err(error) = &result {
         tracing::warn!(topic = &**topic, partition, %error, batches = batches.len(), "produce failed");

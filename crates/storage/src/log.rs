@@ -182,7 +182,8 @@ fn rebuild_producer_state(
     log_end_offset: Offset,
 ) -> Result<ProducerState, StorageError> {
     let log_start_offset = segments.first().map_or(Offset::ZERO, |segment| segment.base_offset());
-    let (from, mut state) = match ProducerState::load_snapshot(dir, log_end_offset)? {
+    let now_ms = crate::segment::now_ms();
+    let (from, mut state) = match ProducerState::load_snapshot(dir, log_end_offset, now_ms)? {
         Some((offset, state)) => (offset.max(log_start_offset), state),
         None => (log_start_offset, ProducerState::default()),
     };
@@ -191,7 +192,7 @@ fn rebuild_producer_state(
         for_each_batch_from(segments, from, |header| {
             batches += 1;
             if let Some(batch) = ProducerBatch::of(header) {
-                state.record(&batch);
+                state.record(&batch, now_ms);
             }
         })?;
         tracing::debug!(dir = %dir.display(), from = %from, batches, "rebuilt producer state from the log");
@@ -615,9 +616,10 @@ impl PartitionLog {
         active.append_vectored(parts, total, &self.batch_infos, &self.config)?;
         let log_end_offset = last.last_offset.plus(1);
         self.shared.log_end_offset.store(log_end_offset.0, Ordering::Release);
+        let now_ms = crate::segment::now_ms();
         for info in &self.batch_infos {
             if let Some(batch) = info.producer {
-                self.producers.record(&ProducerBatch { first_offset: info.base_offset, ..batch });
+                self.producers.record(&ProducerBatch { first_offset: info.base_offset, ..batch }, now_ms);
             }
         }
 

@@ -36,7 +36,11 @@ use crate::recovery::write_file_replacing;
 pub const RUNS_KEPT: usize = 5;
 /// The most records one run covers.
 const RUN_CAP: i64 = 1 << 30;
-const SNAPSHOT_MAGIC: &[u8; 4] = b"BPS1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"BPS2";
+/// The first format: the same layout, but each producer's time was its
+/// newest batch's own timestamp, which says nothing of when this broker
+/// last saw it. Still read; those times become the time of opening.
+const SNAPSHOT_MAGIC_BATCH_TIMES: &[u8; 4] = b"BPS1";
 /// Snapshots kept per log: the newest, and one in case it is damaged.
 const SNAPSHOTS_KEPT: usize = 2;
 
@@ -78,8 +82,13 @@ struct ProducerEntry {
     epoch: i16,
     /// Oldest first; at most `RUNS_KEPT`.
     runs: VecDeque<Run>,
-    /// The newest batch's max timestamp: what expiration measures.
-    last_timestamp_ms: i64,
+    /// The broker's clock when this producer's newest batch was appended
+    /// here (or found in the log at open): what expiration measures. Not
+    /// the batch's own timestamps, which the producer chooses: a backfill
+    /// of week-old records, or a producer with a skewed clock, would be
+    /// forgotten between its retries and then have a retried batch
+    /// appended twice.
+    last_append_ms: i64,
 }
 
 /// A producer batch as the log sees it: who sent it, which sequences, and
@@ -91,7 +100,6 @@ pub struct ProducerBatch {
     pub first_sequence: i32,
     pub records: i64,
     pub first_offset: Offset,
-    pub max_timestamp_ms: i64,
 }
 
 impl ProducerBatch {
@@ -103,7 +111,6 @@ impl ProducerBatch {
             first_sequence: header.base_sequence,
             records: i64::from(header.last_offset_delta) + 1,
             first_offset: Offset(header.base_offset.max(0) as u64),
-            max_timestamp_ms: header.max_timestamp,
         })
     }
 
@@ -258,14 +265,17 @@ impl ProducerState {
         })
     }
 
-    /// Records an appended batch (offsets assigned): on the leader after
-    /// its check, on followers and in recovery as found.
-    pub fn record(&mut self, batch: &ProducerBatch) {
+    /// Records an appended batch (offsets assigned) at `now_ms` on this
+    /// broker's clock: on the leader after its check, on followers as they
+    /// append, in recovery as found (then `now_ms` is the time of opening:
+    /// a producer is never forgotten sooner than its expiration after the
+    /// broker last saw it).
+    pub fn record(&mut self, batch: &ProducerBatch, now_ms: i64) {
         let run = batch.run();
         let entry = self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry {
             epoch: batch.epoch,
             runs: VecDeque::new(),
-            last_timestamp_ms: batch.max_timestamp_ms,
+            last_append_ms: now_ms,
         });
         if batch.epoch < entry.epoch {
             // Only a leader's check keeps these out; a log written before
@@ -276,7 +286,7 @@ impl ProducerState {
             entry.epoch = batch.epoch;
             entry.runs.clear();
         }
-        entry.last_timestamp_ms = entry.last_timestamp_ms.max(batch.max_timestamp_ms);
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
         match entry.runs.back_mut() {
             Some(last) if last.continued_by(&run) => {
                 last.last_sequence = run.last_sequence;
@@ -291,12 +301,13 @@ impl ProducerState {
         }
     }
 
-    /// Forgets producers whose newest batch is older than `expiration_ms`
-    /// before `now_ms` (Kafka's `producer.id.expiration.ms`).
+    /// Forgets producers that appended nothing here for `expiration_ms`
+    /// before `now_ms`, both on this broker's clock (Kafka's
+    /// `producer.id.expiration.ms`).
     pub fn expire(&mut self, now_ms: i64, expiration_ms: u64) -> usize {
         let before = self.producers.len();
         let horizon = now_ms.saturating_sub(i64::try_from(expiration_ms).unwrap_or(i64::MAX));
-        self.producers.retain(|_, entry| entry.last_timestamp_ms >= horizon);
+        self.producers.retain(|_, entry| entry.last_append_ms >= horizon);
         before - self.producers.len()
     }
 
@@ -310,7 +321,7 @@ impl ProducerState {
             let entry = &self.producers[id];
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
-            out.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            out.extend_from_slice(&entry.last_append_ms.to_be_bytes());
             out.push(entry.runs.len() as u8);
             for run in &entry.runs {
                 out.extend_from_slice(&run.first_sequence.to_be_bytes());
@@ -324,21 +335,26 @@ impl ProducerState {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<ProducerState> {
+    /// The state in `bytes`; `now_ms` stands for the times of a snapshot
+    /// in the first format.
+    fn decode(bytes: &[u8], now_ms: i64) -> Option<ProducerState> {
         let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
         if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
             return None;
         }
         let mut reader = Reader(body);
-        if reader.take(4)? != SNAPSHOT_MAGIC {
-            return None;
-        }
+        let batch_times = match reader.take(4)? {
+            magic if magic == SNAPSHOT_MAGIC => false,
+            magic if magic == SNAPSHOT_MAGIC_BATCH_TIMES => true,
+            _ => return None,
+        };
         let count = u32::from_be_bytes(reader.array()?);
         let mut producers = HashMap::with_capacity(count.min(1 << 20) as usize);
         for _ in 0..count {
             let id = i64::from_be_bytes(reader.array()?);
             let epoch = i16::from_be_bytes(reader.array()?);
-            let last_timestamp_ms = i64::from_be_bytes(reader.array()?);
+            let stored_ms = i64::from_be_bytes(reader.array()?);
+            let last_append_ms = if batch_times { now_ms } else { stored_ms };
             let run_count = reader.take(1)?[0] as usize;
             if run_count > RUNS_KEPT {
                 return None;
@@ -352,7 +368,7 @@ impl ProducerState {
                     last_offset: Offset(u64::from_be_bytes(reader.array()?)),
                 });
             }
-            producers.insert(id, ProducerEntry { epoch, runs, last_timestamp_ms });
+            producers.insert(id, ProducerEntry { epoch, runs, last_append_ms });
         }
         reader.0.is_empty().then_some(ProducerState { producers })
     }
@@ -370,9 +386,14 @@ impl ProducerState {
         Ok(())
     }
 
-    /// The newest readable snapshot at or below `at_most`, with its offset.
-    /// Snapshots above it (a truncated log's) are removed.
-    pub fn load_snapshot(dir: &Path, at_most: Offset) -> Result<Option<(Offset, ProducerState)>, StorageError> {
+    /// The newest readable snapshot at or below `at_most`, with its offset
+    /// (`now_ms`: the broker's clock, see `decode`). Snapshots above it (a
+    /// truncated log's) are removed.
+    pub fn load_snapshot(
+        dir: &Path,
+        at_most: Offset,
+        now_ms: i64,
+    ) -> Result<Option<(Offset, ProducerState)>, StorageError> {
         let snapshots = list_snapshots(dir)?;
         for offset in snapshots.iter().rev() {
             if *offset > at_most {
@@ -380,7 +401,7 @@ impl ProducerState {
                 continue;
             }
             let path = snapshot_path(dir, *offset);
-            match std::fs::read(&path).ok().and_then(|bytes| ProducerState::decode(&bytes)) {
+            match std::fs::read(&path).ok().and_then(|bytes| ProducerState::decode(&bytes, now_ms)) {
                 Some(state) => return Ok(Some((*offset, state))),
                 None => {
                     tracing::warn!(path = %path.display(), "producer-state snapshot is damaged; ignoring it");
@@ -449,21 +470,14 @@ mod tests {
     use super::*;
 
     fn batch(producer_id: i64, epoch: i16, first_sequence: i32, records: i64, first_offset: u64) -> ProducerBatch {
-        ProducerBatch {
-            producer_id,
-            epoch,
-            first_sequence,
-            records,
-            first_offset: Offset(first_offset),
-            max_timestamp_ms: 1000,
-        }
+        ProducerBatch { producer_id, epoch, first_sequence, records, first_offset: Offset(first_offset) }
     }
 
     #[test]
     fn the_next_sequence_is_appended_a_repeat_is_a_duplicate_and_a_gap_is_refused() {
         let mut state = ProducerState::default();
         assert_eq!(state.check(&batch(7, 0, 0, 10, 0)), Ok(SequenceCheck::Next));
-        state.record(&batch(7, 0, 0, 10, 100));
+        state.record(&batch(7, 0, 0, 10, 100), 0);
         assert_eq!(state.check(&batch(7, 0, 0, 10, 0)), Ok(SequenceCheck::Duplicate(Offset(100), Offset(109))));
         assert_eq!(state.check(&batch(7, 0, 10, 5, 0)), Ok(SequenceCheck::Next));
         assert!(matches!(state.check(&batch(7, 0, 11, 5, 0)), Err(ProducerRefusal::OutOfOrder { expected: 10, .. })));
@@ -476,11 +490,11 @@ mod tests {
     #[test]
     fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
         let mut state = ProducerState::default();
-        state.record(&batch(7, 2, 0, 10, 0));
+        state.record(&batch(7, 2, 0, 10, 0), 0);
         assert!(matches!(state.check(&batch(7, 1, 10, 1, 0)), Err(ProducerRefusal::Fenced { current: 2, .. })));
         assert!(matches!(state.check(&batch(7, 3, 10, 1, 0)), Err(ProducerRefusal::OutOfOrder { .. })));
         assert_eq!(state.check(&batch(7, 3, 0, 1, 0)), Ok(SequenceCheck::Next));
-        state.record(&batch(7, 3, 0, 1, 10));
+        state.record(&batch(7, 3, 0, 1, 10), 0);
         assert!(matches!(state.check(&batch(7, 2, 10, 1, 0)), Err(ProducerRefusal::Fenced { .. })));
     }
 
@@ -490,17 +504,17 @@ mod tests {
         // Eight batches of 10 in one append, then three single appends
         // elsewhere in the log (offsets not contiguous).
         for index in 0..8 {
-            state.record(&batch(1, 0, index * 10, 10, 50 + index as u64 * 10));
+            state.record(&batch(1, 0, index * 10, 10, 50 + index as u64 * 10), 0);
         }
         for (index, offset) in [(0, 200u64), (1, 300), (2, 400)] {
-            state.record(&batch(1, 0, 80 + index, 1, offset));
+            state.record(&batch(1, 0, 80 + index, 1, offset), 0);
         }
         // The whole first request, as its retry would carry it.
         assert_eq!(state.check(&batch(1, 0, 0, 80, 0)), Ok(SequenceCheck::Duplicate(Offset(50), Offset(129))));
         assert_eq!(state.check(&batch(1, 0, 81, 1, 0)), Ok(SequenceCheck::Duplicate(Offset(300), Offset(300))));
         // After five more separate appends the first run is forgotten.
         for index in 0..5 {
-            state.record(&batch(1, 0, 83 + index, 1, 1000 + 10 * index as u64));
+            state.record(&batch(1, 0, 83 + index, 1, 1000 + 10 * index as u64), 0);
         }
         assert!(matches!(state.check(&batch(1, 0, 0, 80, 0)), Err(ProducerRefusal::OutOfOrder { .. })));
     }
@@ -511,7 +525,7 @@ mod tests {
         let first = [Some(batch(1, 0, 0, 10, 0)), Some(batch(1, 0, 10, 10, 0)), Some(batch(2, 0, 0, 1, 0))];
         assert_eq!(state.check_append(&first), Ok(AppendCheck::New));
         for (index, stored) in first.iter().flatten().enumerate() {
-            state.record(&ProducerBatch { first_offset: Offset(100 + 10 * index as u64), ..*stored });
+            state.record(&ProducerBatch { first_offset: Offset(100 + 10 * index as u64), ..*stored }, 0);
         }
         assert_eq!(state.check_append(&first), Ok(AppendCheck::Duplicate(Offset(100), Offset(120))));
         let mixed = [Some(batch(1, 0, 10, 10, 0)), Some(batch(1, 0, 20, 1, 0))];
@@ -524,20 +538,62 @@ mod tests {
     #[test]
     fn sequences_wrap_after_i32_max() {
         let mut state = ProducerState::default();
-        state.record(&batch(1, 0, i32::MAX - 4, 5, 0));
+        state.record(&batch(1, 0, i32::MAX - 4, 5, 0), 0);
         assert_eq!(state.check(&batch(1, 0, 0, 5, 0)), Ok(SequenceCheck::Next));
-        state.record(&batch(1, 0, 0, 5, 5));
+        state.record(&batch(1, 0, 0, 5, 5), 0);
         assert_eq!(state.check(&batch(1, 0, i32::MAX - 4, 10, 0)), Ok(SequenceCheck::Duplicate(Offset(0), Offset(9))));
     }
 
     #[test]
     fn idle_producers_expire() {
         let mut state = ProducerState::default();
-        state.record(&ProducerBatch { max_timestamp_ms: 1_000, ..batch(1, 0, 0, 1, 0) });
-        state.record(&ProducerBatch { max_timestamp_ms: 9_000, ..batch(2, 0, 0, 1, 1) });
+        state.record(&batch(1, 0, 0, 1, 0), 1_000);
+        state.record(&batch(2, 0, 0, 1, 1), 9_000);
         assert_eq!(state.expire(10_000, 5_000), 1);
         assert_eq!(state.producer_count(), 1);
         assert!(matches!(state.check(&batch(1, 0, 1, 1, 0)), Err(ProducerRefusal::OutOfOrder { .. })));
+    }
+
+    #[test]
+    fn expiry_follows_the_brokers_clock_not_the_batches_timestamps() {
+        // A backfill: every batch stamped two days ago, appended now.
+        let now_ms = 1_800_000_000_000;
+        let two_days_ago = now_ms - 2 * 24 * 3_600_000;
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: 9,
+            base_timestamp: two_days_ago,
+            max_timestamp: two_days_ago,
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 0,
+            records_count: 10,
+        };
+        let batch = ProducerBatch::of(&header).expect("a producer batch");
+        let mut state = ProducerState::default();
+        state.record(&batch, now_ms);
+        assert_eq!(state.expire(now_ms + 1_000, 24 * 3_600_000), 0, "appended a second ago");
+        assert_eq!(state.check(&batch), Ok(SequenceCheck::Duplicate(Offset(0), Offset(9))), "a retry is still known");
+        assert_eq!(state.expire(now_ms + 24 * 3_600_000 + 1, 24 * 3_600_000), 1, "idle for a day");
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_format_loads_with_its_times_set_to_the_opening() {
+        let mut state = ProducerState::default();
+        state.record(&batch(7, 0, 0, 3, 0), 0);
+        let mut bytes = state.encode();
+        bytes[..4].copy_from_slice(SNAPSHOT_MAGIC_BATCH_TIMES);
+        let body = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_be_bytes());
+        let mut loaded = ProducerState::decode(&bytes, 5_000).expect("the first format is read");
+        assert_eq!(loaded.expire(5_000 + 999, 1_000), 0, "its time is the opening's, not the stored one");
+        assert_eq!(loaded.check(&batch(7, 0, 3, 1, 0)), Ok(SequenceCheck::Next));
     }
 
     #[test]
@@ -545,23 +601,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut state = ProducerState::default();
         for id in 0..50 {
-            state.record(&batch(id, 1, 0, 3, id as u64 * 3));
+            state.record(&batch(id, 1, 0, 3, id as u64 * 3), 0);
         }
         state.write_snapshot(dir.path(), Offset(150)).expect("snapshot");
-        state.record(&batch(99, 0, 0, 1, 150));
+        state.record(&batch(99, 0, 0, 1, 150), 0);
         state.write_snapshot(dir.path(), Offset(151)).expect("snapshot");
         state.write_snapshot(dir.path(), Offset(152)).expect("snapshot");
         assert_eq!(list_snapshots(dir.path()).expect("list"), vec![Offset(151), Offset(152)]);
-        let (offset, loaded) = ProducerState::load_snapshot(dir.path(), Offset(1000)).expect("load").expect("found");
+        let (offset, loaded) = ProducerState::load_snapshot(dir.path(), Offset(1000), 0).expect("load").expect("found");
         assert_eq!((offset, &loaded), (Offset(152), &state));
         // A torn newest snapshot: the older one serves.
         let newest = snapshot_path(dir.path(), Offset(152));
         let bytes = std::fs::read(&newest).expect("read");
         std::fs::write(&newest, &bytes[..bytes.len() / 2]).expect("tear");
-        let (offset, _) = ProducerState::load_snapshot(dir.path(), Offset(1000)).expect("load").expect("found");
+        let (offset, _) = ProducerState::load_snapshot(dir.path(), Offset(1000), 0).expect("load").expect("found");
         assert_eq!(offset, Offset(151));
         // A truncated log drops the snapshots above its end.
-        assert_eq!(ProducerState::load_snapshot(dir.path(), Offset(100)).expect("load"), None);
+        assert_eq!(ProducerState::load_snapshot(dir.path(), Offset(100), 0).expect("load"), None);
         assert!(list_snapshots(dir.path()).expect("list").is_empty());
     }
 }
