@@ -34,7 +34,7 @@ fn call<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
 }
 
 fn payload(json: Vec<u8>) -> Payload {
-    Payload { json: json.into() }
+    Payload { json: json.into(), ..Payload::default() }
 }
 
 fn vote() -> Payload {

@@ -89,6 +89,24 @@ pub struct BrokerConfig {
     /// then stops (Kafka's controlled shutdown). 0: stop at once, as after
     /// a crash. Default 10 s.
     pub controlled_shutdown_timeout_ms: u64,
+    /// The metadata group snapshots its state (and may drop the log it
+    /// covers) after this many entries. Default 1,000.
+    pub metadata_snapshot_after_entries: u64,
+    /// A connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`). Default 10 min.
+    pub connections_max_idle_ms: u64,
+    /// The memory request bodies in progress may hold, across every
+    /// connection of both listeners (Kafka's `queued.max.request.bytes`):
+    /// each request reserves its size before its body is read, waits up to
+    /// 10 s for room, and is refused with RESOURCE_EXHAUSTED past that or
+    /// when larger than the whole budget. At least `max_request_bytes`.
+    /// Default 512 MiB.
+    pub request_memory_budget_bytes: usize,
+    /// A request whose body has not all arrived this long after it was
+    /// given room in that memory is refused (DEADLINE_EXCEEDED) and its
+    /// room given back: a body that never ends holds nothing for ever.
+    /// Default 30 s (Kafka's `request.timeout.ms`).
+    pub request_body_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -115,6 +133,10 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             default_min_insync_replicas: 1,
             controlled_shutdown_timeout_ms: 10_000,
+            metadata_snapshot_after_entries: 1_000,
+            connections_max_idle_ms: 600_000,
+            request_memory_budget_bytes: 512 << 20,
+            request_body_timeout_ms: 30_000,
         }
     }
 }
@@ -143,6 +165,10 @@ impl BrokerConfig {
         "default_replication_factor",
         "default_min_insync_replicas",
         "controlled_shutdown_timeout_ms",
+        "metadata_snapshot_after_entries",
+        "connections_max_idle_ms",
+        "request_memory_budget_bytes",
+        "request_body_timeout_ms",
     ];
 
     /// Every setting within its limits, checked at start; the error names
@@ -155,6 +181,9 @@ impl BrokerConfig {
             ("session_timeout_ms", self.session_timeout_ms),
             ("replica_lag_max_ms", self.replica_lag_max_ms),
             ("log_maintenance_interval_ms", self.log_maintenance_interval_ms),
+            ("metadata_snapshot_after_entries", self.metadata_snapshot_after_entries),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+            ("request_body_timeout_ms", self.request_body_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_fetch_bytes", u64::from(self.max_fetch_bytes)),
@@ -182,6 +211,13 @@ impl BrokerConfig {
         }
         if self.default_replication_factor == 0 || self.default_min_insync_replicas == 0 {
             return Err("default_replication_factor and default_min_insync_replicas must be at least 1".into());
+        }
+        if self.request_memory_budget_bytes < self.max_request_bytes {
+            return Err(format!(
+                "request_memory_budget_bytes ({}) must be at least max_request_bytes ({}): a request of the \
+                 largest size allowed could never be read",
+                self.request_memory_budget_bytes, self.max_request_bytes
+            ));
         }
         self.check_cluster_settings()
     }

@@ -31,6 +31,12 @@ pub enum BrokerError {
     InvalidReplicationFactor { requested: u32, brokers: u32 },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A request that would become a metadata command larger than the
+    /// metadata group takes (Kafka's MESSAGE_TOO_LARGE).
+    #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
+    TooLarge { what: String, bytes: usize, limit: usize },
+    #[error("commit metadata for {topic}-{partition} is {bytes} bytes, over the {limit}-byte limit")]
+    OffsetMetadataTooLarge { topic: String, partition: u32, bytes: usize, limit: usize },
     #[error(
         "not enough replicas for {topic}-{partition}: {isr} in sync, min.insync.replicas is {min_insync_replicas}"
     )]
@@ -77,6 +83,8 @@ impl BrokerError {
             BrokerError::InvalidPartitions { .. } | BrokerError::PartitionsOnlyGrow { .. } => "INVALID_PARTITIONS",
             BrokerError::InvalidReplicationFactor { .. } => "INVALID_REPLICATION_FACTOR",
             BrokerError::InvalidRequest(_) => "INVALID_REQUEST",
+            BrokerError::TooLarge { .. } => "MESSAGE_TOO_LARGE",
+            BrokerError::OffsetMetadataTooLarge { .. } => "OFFSET_METADATA_TOO_LARGE",
             BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
             BrokerError::NotLeader { .. } => "NOT_LEADER",
             BrokerError::Replica(error) => error.code_name(),
@@ -98,7 +106,9 @@ impl BrokerError {
             | BrokerError::InvalidPartitions { .. }
             | BrokerError::PartitionsOnlyGrow { .. }
             | BrokerError::InvalidReplicationFactor { .. }
-            | BrokerError::InvalidRequest(_) => Code::InvalidArgument,
+            | BrokerError::InvalidRequest(_)
+            | BrokerError::TooLarge { .. }
+            | BrokerError::OffsetMetadataTooLarge { .. } => Code::InvalidArgument,
             BrokerError::NotEnoughReplicas { .. }
             | BrokerError::ShuttingDown
             | BrokerError::NotLeader { .. }

@@ -14,7 +14,9 @@
 //!   is it proposed. A settled group costs no Raft entry.
 //! - **Commit batching**: commits wait in a bounded queue and go to the
 //!   metadata group together, one proposal at a time (so one member's
-//!   commits apply in the order they arrived), each checked on its own.
+//!   commits apply in the order they arrived), each checked on its own;
+//!   a proposal stops at 2,000 commits or just under the metadata group's
+//!   1 MiB limit on one entry, whichever comes first.
 //!
 //! Why the controller: the group state is already on every broker, so the
 //! coordinator only needs to be one agreed broker that proposes cheaply;
@@ -36,9 +38,17 @@ use crate::error::BrokerError;
 
 /// How often the coordinator looks for expired sessions.
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(200);
-/// Commits waiting for a proposal, and the most one proposal carries.
+/// Commits waiting for a proposal, and the most one proposal carries: by
+/// count, and by encoded size, well under the metadata group's limit on
+/// one entry (a commit alone is at most `MAX_COMMIT_BYTES`, so one always
+/// fits).
 const COMMIT_QUEUE_LENGTH: usize = 10_000;
 const MAX_COMMITS_PER_PROPOSAL: usize = 2_000;
+const MAX_PROPOSAL_BYTES: usize = brook_metadata::MAX_COMMAND_BYTES - (64 << 10);
+/// The largest one commit request may be, encoded (its offsets, topic
+/// names and metadata): refused above this at admission.
+pub const MAX_COMMIT_BYTES: usize = 512 << 10;
+const _: () = assert!(MAX_COMMIT_BYTES <= MAX_PROPOSAL_BYTES);
 
 /// How often a member with this session timeout should heartbeat: a
 /// ninth of it (Kafka: 5 s for 45 s), at least every 5 s and at most
@@ -151,17 +161,27 @@ impl GroupCoordinator {
     }
 
     async fn propose_commits(&self, mut queued: mpsc::Receiver<PendingCommit>, shutdown: CancellationToken) {
+        // A commit that did not fit the last batch: the next one's first.
+        let mut carried: Option<PendingCommit> = None;
         loop {
-            let first = tokio::select! {
-                next = queued.recv() => match next { Some(first) => first, None => return },
-                () = shutdown.cancelled() => return,
+            let first = match carried.take() {
+                Some(first) => first,
+                None => tokio::select! {
+                    next = queued.recv() => match next { Some(first) => first, None => return },
+                    () = shutdown.cancelled() => return,
+                },
             };
+            let mut bytes = first.commit.encoded_bytes_bound();
             let mut batch = vec![first];
             while batch.len() < MAX_COMMITS_PER_PROPOSAL {
-                match queued.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                let Ok(next) = queued.try_recv() else { break };
+                let next_bytes = next.commit.encoded_bytes_bound();
+                if bytes + next_bytes > MAX_PROPOSAL_BYTES {
+                    carried = Some(next);
+                    break;
                 }
+                bytes += next_bytes;
+                batch.push(next);
             }
             let commits = batch.iter().map(|pending| pending.commit.clone()).collect();
             let proposed = self.metadata.propose(Command::V1(CommandV1::CommitGroupOffsets { commits })).await;

@@ -82,6 +82,7 @@
 //! client port, or log the cluster secret (`config::Secret` hides it).
 
 pub mod config;
+pub mod connections;
 pub mod data_dir;
 pub mod error;
 pub mod group_coordinator;

@@ -9,13 +9,12 @@
 //! Ownership: every task the node starts, background duties and the ones
 //! handlers start (an ISR proposal), is spawned on one [`TaskTracker`] and
 //! awaited at shutdown; each stops when the shared `CancellationToken` is
-//! cancelled. Client connections are bounded by
-//! `max_connections` (`LimitedIncoming`): past it the listener stops
-//! accepting until one closes (backpressure, not unbounded memory).
+//! cancelled. Connections on both listeners are bounded (see
+//! `connections.rs`): `max_connections` each, a deadline for the first
+//! request, an idle timeout, 256 streams each, and one memory budget for
+//! the request bodies of all of them.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brook_metadata::{BrokerRegistration, ClusterSecret, Incarnation, MetadataConfig, MetadataError, MetadataNode};
@@ -26,14 +25,16 @@ use brook_proto::v1::metadata_server::MetadataServer;
 use brook_proto::v1::records_server::RecordsServer;
 use brook_record::{BrokerId, TopicId};
 use brook_replication::{run_fetcher, shrink_lagging_isrs};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::BrokerConfig;
+use crate::connections::{
+    ActivityLayer, ConnectionLimits, LimitedIncoming, RequestBudget, HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT,
+    MAX_STREAMS_PER_CONNECTION,
+};
 use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
 use crate::group_coordinator::GroupCoordinator;
@@ -67,9 +68,6 @@ const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a broker that handed its leaderships over keeps answering
 /// before it stops.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
-/// Pauses after a failed accept, doubling up to the maximum.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +129,10 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         metadata: metadata.clone(),
         default_replication_factor: config.default_replication_factor,
         default_min_insync_replicas: config.default_min_insync_replicas,
+        request_budget: Arc::new(RequestBudget::new(
+            config.request_memory_budget_bytes,
+            Duration::from_millis(config.request_body_timeout_ms),
+        )),
     });
     let metrics = Arc::new(Metrics::new(config.id));
     let tasks = TaskTracker::new();
@@ -254,6 +256,7 @@ async fn start_metadata(
     };
     let mut metadata_config = MetadataConfig::new(u64::from(config.id), peers, config.data_dir.join("metadata"));
     metadata_config.session_timeout = Duration::from_millis(config.session_timeout_ms);
+    metadata_config.snapshot_after_entries = config.metadata_snapshot_after_entries;
     metadata_config.broker_heartbeat_interval = Duration::from_millis(config.heartbeat_interval_ms);
     metadata_config.cluster_secret = secret.clone();
     MetadataNode::start(metadata_config).await.map_err(|error| BrokerError::NoController(error.to_string()))
@@ -427,25 +430,53 @@ async fn serve_grpc(
         .build_v1()
         .map_err(|error| ServeError::Reflection(error.to_string()))?;
 
-    tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        // Timing outermost, so that the calls taken by the records path
-        // are timed like every other call.
-        .layer(tower::ServiceBuilder::new().layer(RpcTimingLayer::new(metrics)).layer(records_path).into_inner())
+    server_builder()
+        // Connection activity and the memory budget outermost, then timing,
+        // so that the calls taken by the records path are timed like every
+        // other call.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(ActivityLayer::new(Arc::clone(&node.request_budget)))
+                .layer(RpcTimingLayer::new(metrics))
+                .layer(records_path)
+                .into_inner(),
+        )
         .add_service(health)
         .add_service(reflection)
         .add_service(admin)
         .add_service(records)
         .add_service(groups)
         .add_service(metadata)
-        .serve_with_incoming_shutdown(
-            LimitedIncoming::new(listener, config.max_connections).into_stream(),
-            shutdown.clone().cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener, config, shutdown), shutdown.clone().cancelled_owned())
         .await
         .map_err(ServeError::from)
+}
+
+/// A server with the settings both listeners share: windows and frames
+/// sized for large batches, at most 256 streams per connection, HTTP/2
+/// pings to find peers that vanished (see `connections.rs`).
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(HTTP2_PING_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_PING_TIMEOUT))
+}
+
+/// A listener's connections under the broker's limits.
+fn incoming(
+    listener: TcpListener,
+    config: &BrokerConfig,
+    shutdown: &CancellationToken,
+) -> impl futures::Stream<Item = std::io::Result<crate::connections::LimitedConnection>> {
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        idle_timeout: Duration::from_millis(config.connections_max_idle_ms),
+        shutdown: shutdown.clone(),
+    };
+    LimitedIncoming::new(listener, limits).into_stream()
 }
 
 /// Serves what brokers ask of each other (the metadata group's Raft
@@ -484,20 +515,19 @@ async fn serve_internal(
         .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
         .max_decoding_message_size(config.max_request_bytes);
     let (raft_transport, forwarding) = node.metadata.services();
-    tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    server_builder()
         // Replica fetches answered with their records as read (the secret
         // checked there too); everything else through the interceptor.
-        .layer(replica_fetch_path)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(ActivityLayer::new(Arc::clone(&node.request_budget)))
+                .layer(replica_fetch_path)
+                .into_inner(),
+        )
         .add_service(InterceptedService::new(raft_transport, check.clone()))
         .add_service(InterceptedService::new(forwarding, check.clone()))
         .add_service(InterceptedService::new(replication, check))
-        .serve_with_incoming_shutdown(
-            LimitedIncoming::new(listener, config.max_connections).into_stream(),
-            shutdown.clone().cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener, config, shutdown), shutdown.clone().cancelled_owned())
         .await
         .map_err(ServeError::from)
 }
@@ -629,97 +659,4 @@ fn maintain_logs(registry: &TopicRegistry) {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64);
     registry.maintain(now_ms);
-}
-
-/// The listener's accepted connections, at most `max_connections` open at
-/// once (mini-redis's `MAX_CONNECTIONS`): a connection holds a permit until
-/// it closes, and the next accept waits for a free one.
-struct LimitedIncoming {
-    listener: TcpListener,
-    permits: Arc<Semaphore>,
-}
-
-impl LimitedIncoming {
-    fn new(listener: TcpListener, max_connections: usize) -> LimitedIncoming {
-        LimitedIncoming { listener, permits: Arc::new(Semaphore::new(max_connections.max(1))) }
-    }
-
-    /// The accepted connections. A failed accept (out of file descriptors,
-    /// say) is logged and retried after a pause, as mini-redis does, rather
-    /// than handed to the server, which would stop serving.
-    fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<LimitedConnection>> {
-        futures::stream::unfold(self, |incoming| async move {
-            let permit = Arc::clone(&incoming.permits).acquire_owned().await.ok()?;
-            let mut backoff = ACCEPT_BACKOFF_MIN;
-            let stream = loop {
-                match incoming.listener.accept().await {
-                    Ok((stream, _)) => break stream,
-                    Err(error) => {
-                        tracing::warn!(%error, ?backoff, "accepting a connection failed; trying again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    }
-                }
-            };
-            // Nagle off: without it a small fetch or produce answer waits
-            // for the peer's delayed ACK (~40 ms). A connection already gone
-            // fails here; serving it then fails as harmlessly.
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not turn Nagle off on a new connection");
-            }
-            Some((Ok(LimitedConnection { stream, _permit: permit }), incoming))
-        })
-    }
-}
-
-/// An accepted connection and the permit it holds while open.
-struct LimitedConnection {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl tonic::transport::server::Connected for LimitedConnection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for LimitedConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl std::fmt::Debug for LimitedConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitedConnection").field("peer", &self.stream.peer_addr().ok()).finish()
-    }
 }

@@ -209,7 +209,12 @@ fn remove_dir(dir: &Path) {
 
 impl From<MetadataError> for BrokerError {
     fn from(error: MetadataError) -> BrokerError {
-        BrokerError::NoController(error.to_string())
+        match error {
+            MetadataError::CommandTooLarge { bytes, limit } => {
+                BrokerError::TooLarge { what: "the metadata command this request makes".into(), bytes, limit }
+            }
+            error => BrokerError::NoController(error.to_string()),
+        }
     }
 }
 

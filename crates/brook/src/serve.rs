@@ -54,6 +54,20 @@ pub struct ServeArgs {
     /// (Kafka's controlled shutdown); 0 stops at once [default: 10000].
     #[arg(long, env = "BROOK_CONTROLLED_SHUTDOWN_TIMEOUT_MS")]
     controlled_shutdown_timeout_ms: Option<u64>,
+    /// Snapshot the metadata state after this many metadata log entries [default: 1000].
+    #[arg(long, env = "BROOK_METADATA_SNAPSHOT_AFTER_ENTRIES")]
+    metadata_snapshot_after_entries: Option<u64>,
+    /// Close a connection with no request for this long (Kafka's connections.max.idle.ms) [default: 600000].
+    #[arg(long, env = "BROOK_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
+    /// The memory request bodies in progress may hold, across all connections
+    /// (Kafka's queued.max.request.bytes) [default: 536870912].
+    #[arg(long, env = "BROOK_REQUEST_MEMORY_BUDGET_BYTES")]
+    request_memory_budget_bytes: Option<usize>,
+    /// Refuse a request whose body has not all arrived this long after it
+    /// was given room in that memory [default: 30000].
+    #[arg(long, env = "BROOK_REQUEST_BODY_TIMEOUT_MS")]
+    request_body_timeout_ms: Option<u64>,
     /// A broker not heard from for this long loses its leaderships [default: 800].
     #[arg(long, env = "BROOK_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
@@ -151,6 +165,10 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("default_replication_factor", number(args.default_replication_factor.map(u64::from)));
     given("default_min_insync_replicas", number(args.default_min_insync_replicas.map(u64::from)));
     given("controlled_shutdown_timeout_ms", number(args.controlled_shutdown_timeout_ms));
+    given("metadata_snapshot_after_entries", number(args.metadata_snapshot_after_entries));
+    given("connections_max_idle_ms", number(args.connections_max_idle_ms));
+    given("request_memory_budget_bytes", number(args.request_memory_budget_bytes.map(|bytes| bytes as u64)));
+    given("request_body_timeout_ms", number(args.request_body_timeout_ms));
     given("session_timeout_ms", number(args.session_timeout_ms));
     given("heartbeat_interval_ms", number(args.heartbeat_interval_ms));
     given("replica_lag_max_ms", number(args.replica_lag_max_ms));

@@ -17,9 +17,28 @@ pub use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 
 pub use brook_record::BrokerId;
 
+/// The largest command the metadata group takes, encoded (as it travels
+/// in a Raft entry). Requests that become commands are bounded below this
+/// at admission (offsets per commit, metadata bytes, owned partitions:
+/// see the broker's services), and `MetadataNode::propose` refuses
+/// anything over it, so no entry is too large to replicate: one 12 MB
+/// commit used to stall the group until an election.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     V1(CommandV1),
+}
+
+impl Command {
+    /// Its size in a Raft entry, refused over [`MAX_COMMAND_BYTES`].
+    pub fn check_size(&self) -> Result<(), crate::MetadataError> {
+        let bytes = postcard::to_stdvec(self).map_err(|error| crate::MetadataError::Raft(error.to_string()))?.len();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(crate::MetadataError::CommandTooLarge { bytes, limit: MAX_COMMAND_BYTES });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +206,31 @@ pub struct OffsetCommit {
     pub metadata: String,
 }
 
+/// The most bytes a string's length or an enum's tag takes encoded, and
+/// the most a number does (postcard's varints).
+const LENGTH_BYTES: usize = 5;
+const NUMBER_BYTES: usize = 10;
+
+impl GroupCommit {
+    /// At least its encoded size in a command: what the coordinator adds
+    /// up to keep a batch of commits under [`MAX_COMMAND_BYTES`].
+    pub fn encoded_bytes_bound(&self) -> usize {
+        let committer = match &self.committer {
+            Committer::Member { member_id, .. } => LENGTH_BYTES + member_id.len() + NUMBER_BYTES,
+            Committer::Standalone | Committer::Reset => 0,
+        };
+        let offsets: usize = self.offsets.iter().map(OffsetCommit::encoded_bytes_bound).sum();
+        LENGTH_BYTES + self.group.len() + LENGTH_BYTES + committer + LENGTH_BYTES + offsets
+    }
+}
+
+impl OffsetCommit {
+    /// At least its encoded size (see `GroupCommit::encoded_bytes_bound`).
+    pub fn encoded_bytes_bound(&self) -> usize {
+        2 * LENGTH_BYTES + self.topic.len() + self.metadata.len() + 2 * NUMBER_BYTES
+    }
+}
+
 /// What applying a command did, for the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -286,3 +330,43 @@ pub enum CommandError {
 
 /// The state machine's answer to one command.
 pub type CommandResult = Result<Outcome, CommandError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commits_bound_is_never_below_its_encoded_size() {
+        let offsets = (0..50)
+            .map(|index| OffsetCommit {
+                topic: format!("topic-{index}"),
+                partition: u32::MAX - index,
+                offset: i64::MAX - i64::from(index),
+                metadata: "m".repeat(index as usize * 80),
+            })
+            .collect();
+        let member = Committer::Member { member_id: "x".repeat(64), member_epoch: u32::MAX };
+        for committer in [member, Committer::Standalone, Committer::Reset] {
+            let commit = GroupCommit { group: "g".repeat(255), committer, offsets: Vec::clone(&offsets) };
+            let bound = commit.encoded_bytes_bound();
+            let command = Command::V1(CommandV1::CommitGroupOffsets { commits: vec![commit] });
+            let encoded = postcard::to_stdvec(&command).expect("encodes").len();
+            assert!(encoded <= bound + 16, "{encoded} bytes encoded, bound {bound}");
+        }
+    }
+
+    #[test]
+    fn a_command_over_the_limit_is_refused_by_size() {
+        let metadata = "m".repeat(4096);
+        let offsets = (0..300)
+            .map(|partition| OffsetCommit { topic: "t".into(), partition, offset: 0, metadata: metadata.clone() })
+            .collect();
+        let command = Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets });
+        match command.check_size() {
+            Err(crate::MetadataError::CommandTooLarge { bytes, limit }) => {
+                assert!(bytes > 1_200_000 && limit == MAX_COMMAND_BYTES, "{bytes} {limit}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -79,6 +79,7 @@ pub use cluster_state::{
 };
 pub use command::{
     BrokerId, Command, CommandError, CommandResult, CommandV1, GroupCommit, LeaderChange, OffsetCommit, Outcome,
+    MAX_COMMAND_BYTES,
 };
 pub use consumer_group::{Assignor, Committer, ConsumerGroup, GroupHeartbeat, GroupMember};
 pub use incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};

@@ -1,12 +1,23 @@
 //! The Raft transport between brokers (openraft's `RaftNetwork`): each
 //! RPC is one unary call of `brook.internal.v1.RaftTransport` on the peer
-//! broker's port, the openraft message as JSON inside. A peer that cannot
-//! be reached is reported as unreachable, so openraft backs off instead of
-//! spinning.
+//! broker's port, the openraft message postcard-encoded inside (compact
+//! binary; JSON turned each snapshot byte into 3-4 characters). A peer
+//! that cannot be reached is reported as unreachable, so openraft backs
+//! off instead of spinning.
+//!
+//! Sizes are bounded on both ends: no Raft message over
+//! [`MAX_RAFT_MESSAGE_BYTES`] is accepted; an append whose entries would
+//! encode to more than [`APPEND_ENTRIES_TARGET_BYTES`] is refused here
+//! with openraft's `PayloadTooLarge` and a hint of how many fit, so
+//! openraft sends fewer; snapshots go in chunks of
+//! [`SNAPSHOT_CHUNK_BYTES`]. A single entry always fits: admission keeps
+//! every command under `MAX_COMMAND_BYTES` (see `command.rs`).
 
 use brook_proto::internal::raft_transport_client::RaftTransportClient;
 use brook_proto::internal::Payload;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -17,7 +28,26 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::command::MAX_COMMAND_BYTES;
 use crate::raft_types::{NodeId, TypeConfig};
+
+/// The largest Raft message a broker accepts or sends: well above the
+/// largest append (`APPEND_ENTRIES_TARGET_BYTES`, or one entry of at most
+/// `MAX_COMMAND_BYTES`) and a snapshot chunk.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 16 << 20;
+/// An append's entries beyond this many encoded bytes are split across
+/// several appends.
+pub const APPEND_ENTRIES_TARGET_BYTES: usize = 4 << 20;
+/// The largest forwarded command or its answer (JSON, so up to a few
+/// times `MAX_COMMAND_BYTES`).
+pub const MAX_FORWARDED_MESSAGE_BYTES: usize = 8 << 20;
+/// Snapshots are sent in chunks of this many bytes, whatever the state's
+/// size (openraft's `snapshot_max_chunk_size`).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+
+const _: () = assert!(MAX_COMMAND_BYTES + (64 << 10) < APPEND_ENTRIES_TARGET_BYTES);
+const _: () = assert!(APPEND_ENTRIES_TARGET_BYTES < MAX_RAFT_MESSAGE_BYTES);
+const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) + (64 << 10) < MAX_RAFT_MESSAGE_BYTES);
 
 /// Makes connections to peers; cheap to clone. A peer is reached at the
 /// address this broker's own `--peers` names for it, else at the address in
@@ -75,6 +105,25 @@ impl std::fmt::Debug for ClusterSecret {
     }
 }
 
+/// One channel per peer address for heartbeats and forwarded commands,
+/// made on first use and kept (a channel reconnects by itself): a new
+/// connection per 100 ms heartbeat costs a handshake each time, and under
+/// load a late handshake looks like a dead broker.
+#[derive(Debug, Default)]
+pub(crate) struct PeerChannels(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
+
+impl PeerChannels {
+    pub(crate) fn get(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = channel_to(address)?;
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
 /// A connection to one peer, made lazily on first use.
 #[derive(Debug)]
 pub struct GrpcConnection {
@@ -84,6 +133,8 @@ pub struct GrpcConnection {
     secret: ClusterSecret,
 }
 
+/// A lazily connecting channel to a peer's broker port (tonic reconnects
+/// it when the connection drops): made once per peer and kept.
 pub(crate) fn channel_to(address: &str) -> Result<Channel, tonic::transport::Error> {
     let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
     Ok(Endpoint::from_shared(uri)?
@@ -117,17 +168,35 @@ impl GrpcConnection {
         Call: FnOnce(RaftTransportClient<Channel>, tonic::Request<Payload>) -> Reply,
         Reply: std::future::Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
-        let json = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let encoded = postcard::to_stdvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_encoded(Payload { postcard: encoded.into(), ..Payload::default() }, option, call).await
+    }
+
+    /// `send` of a message already encoded.
+    async fn send_encoded<Resp, E, Call, Reply>(
+        &mut self,
+        payload: Payload,
+        option: &RPCOption,
+        call: Call,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        Call: FnOnce(RaftTransportClient<Channel>, tonic::Request<Payload>) -> Reply,
+        Reply: std::future::Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
         let client = match &self.client {
             Some(client) => client.clone(),
             None => {
                 let channel = channel_to(&self.address).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-                let client = RaftTransportClient::new(channel);
+                let client = RaftTransportClient::new(channel)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
                 self.client = Some(client.clone());
                 client
             }
         };
-        let mut request = tonic::Request::new(Payload { json: json.into() });
+        let mut request = tonic::Request::new(payload);
         request.set_timeout(option.hard_ttl());
         self.secret.authorize(&mut request);
         let reply = call(client, request).await.map_err(|status| {
@@ -138,7 +207,7 @@ impl GrpcConnection {
             }
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            postcard::from_bytes(&reply.into_inner().postcard).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 }
@@ -149,7 +218,15 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(&rpc, &option, |mut client, request| async move { client.append_entries(request).await }).await
+        let encoded = postcard::to_stdvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if encoded.len() > APPEND_ENTRIES_TARGET_BYTES && rpc.entries.len() > 1 {
+            let fit = entries_that_fit(&rpc.entries, APPEND_ENTRIES_TARGET_BYTES);
+            tracing::debug!(entries = rpc.entries.len(), bytes = encoded.len(), fit, "append too large; splitting");
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit as u64)));
+        }
+        let payload = Payload { postcard: encoded.into(), ..Payload::default() };
+        self.send_encoded(payload, &option, |mut client, request| async move { client.append_entries(request).await })
+            .await
     }
 
     async fn install_snapshot(
@@ -158,7 +235,13 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.send(&rpc, &option, |mut client, request| async move { client.install_snapshot(request).await }).await
+        // The chunk's bytes travel beside the rest, as they are.
+        let mut rpc = rpc;
+        let data = std::mem::take(&mut rpc.data);
+        let encoded = postcard::to_stdvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload = Payload { postcard: encoded.into(), snapshot_data: data.into(), ..Payload::default() };
+        self.send_encoded(payload, &option, |mut client, request| async move { client.install_snapshot(request).await })
+            .await
     }
 
     async fn vote(
@@ -168,4 +251,19 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.send(&rpc, &option, |mut client, request| async move { client.vote(request).await }).await
     }
+}
+
+/// How many of `entries`, from the first, encode to at most `target`
+/// bytes: at least one, and fewer than all (the caller found all too many).
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], target: usize) -> usize {
+    let mut total = 0;
+    let mut fit = 0;
+    for entry in entries {
+        total += postcard::to_stdvec(entry).map_or(target, |bytes| bytes.len());
+        if total > target {
+            break;
+        }
+        fit += 1;
+    }
+    fit.clamp(1, entries.len().saturating_sub(1).max(1))
 }

@@ -29,7 +29,9 @@ use crate::command::{BrokerId, Command, CommandError, CommandResult, CommandV1, 
 use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 use crate::liveness::Liveness;
 use crate::log_store::LogStore;
-use crate::network::{channel_to, ClusterSecret, GrpcNetwork};
+use crate::network::{
+    ClusterSecret, GrpcNetwork, PeerChannels, MAX_FORWARDED_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES,
+};
 use crate::raft_service::{ForwardingService, RaftTransportService};
 use crate::raft_types::{NodeId, Raft};
 use crate::state_machine::StateMachineStore;
@@ -94,6 +96,10 @@ pub enum MetadataError {
     NotAPeer { node_id: NodeId, peers: Vec<NodeId> },
     #[error("the metadata group refused this broker's registration: {0}")]
     RegistrationRefused(CommandError),
+    /// Refused before it was proposed: a Raft entry this large would stall
+    /// the group (see `MAX_COMMAND_BYTES`).
+    #[error("the metadata command is {bytes} bytes encoded, over the {limit}-byte limit of one metadata entry")]
+    CommandTooLarge { bytes: usize, limit: usize },
 }
 
 /// What a broker says of itself when it registers (see `incarnation.rs`).
@@ -150,6 +156,8 @@ struct Inner {
     withheld_until: Mutex<Option<Instant>>,
     /// The epoch this broker's registration got (0 until it registered).
     broker_epoch: AtomicU64,
+    /// One channel per peer for heartbeats and forwarded commands.
+    channels: PeerChannels,
 }
 
 impl std::fmt::Debug for Inner {
@@ -176,12 +184,13 @@ impl MetadataNode {
         }
         let data_dir = config.data_dir.clone();
         let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
-            let db = sled::open(&data_dir)?;
-            Ok::<_, sled::Error>((LogStore::open(&db)?, StateMachineStore::open(&db)?))
+            let storage = |error: sled::Error| MetadataError::Storage(error.to_string());
+            let db = sled::open(&data_dir).map_err(storage)?;
+            let log_store = LogStore::open(&db).map_err(storage)?;
+            Ok::<_, MetadataError>((log_store, StateMachineStore::open(&db)?))
         })
         .await
-        .map_err(|error| MetadataError::Storage(error.to_string()))?
-        .map_err(|error| MetadataError::Storage(error.to_string()))?;
+        .map_err(|error| MetadataError::Storage(error.to_string()))??;
         let state = state_machine.subscribe();
         let raft_config = openraft::Config {
             cluster_name: "brook".into(),
@@ -190,6 +199,15 @@ impl MetadataNode {
             election_timeout_max: config.election_timeout_max.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             max_in_snapshot_log_to_keep: 100,
+            // Sizes and times said, not left to openraft's defaults (see
+            // `network.rs`): appends of at most 64 entries (split further
+            // by size), snapshots in 1 MiB chunks, and 20 s for the last
+            // chunk, which includes installing the state (50 MiB of
+            // state takes seconds in a debug build; the 200 ms default
+            // made a far-behind broker start over forever).
+            max_payload_entries: 64,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: 20_000,
             ..openraft::Config::default()
         }
         .validate()
@@ -222,6 +240,7 @@ impl MetadataNode {
             caught_up,
             withheld_until: Mutex::default(),
             broker_epoch: AtomicU64::new(0),
+            channels: PeerChannels::default(),
         };
         Ok(MetadataNode { inner: Arc::new(inner) })
     }
@@ -229,8 +248,12 @@ impl MetadataNode {
     /// The internal gRPC services to serve on the broker's port.
     pub fn services(&self) -> (RaftTransportServer<RaftTransportService>, MetadataForwardingServer<ForwardingService>) {
         (
-            RaftTransportServer::new(RaftTransportService { raft: self.inner.raft.clone(), node: self.clone() }),
-            MetadataForwardingServer::new(ForwardingService { node: self.clone() }),
+            RaftTransportServer::new(RaftTransportService { raft: self.inner.raft.clone(), node: self.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            MetadataForwardingServer::new(ForwardingService { node: self.clone() })
+                .max_decoding_message_size(MAX_FORWARDED_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_FORWARDED_MESSAGE_BYTES),
         )
     }
 
@@ -294,6 +317,7 @@ impl MetadataNode {
     /// `propose`, also telling the metadata log index the command was
     /// applied at (see [`MetadataNode::wait_applied`]).
     pub async fn propose_indexed(&self, command: Command) -> Result<(CommandResult, u64), MetadataError> {
+        command.check_size()?;
         let timeout = self.inner.config.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let no_quorum = || MetadataError::NoQuorum { voters: self.inner.config.peers.len(), waited: timeout };
@@ -306,7 +330,7 @@ impl MetadataNode {
                 Ok(Err(ProposeError::ForwardTo { leader, address })) => {
                     match tokio::time::timeout(
                         remaining,
-                        forward(&address, &command, &self.inner.config.cluster_secret),
+                        forward(&self.inner.channels, &address, &command, &self.inner.config.cluster_secret),
                     )
                     .await
                     {
@@ -464,9 +488,9 @@ impl MetadataNode {
             return;
         }
         let Some(address) = self.inner.config.peers.get(&controller) else { return };
-        let Ok(channel) = channel_to(address) else { return };
+        let Ok(channel) = self.inner.channels.get(address) else { return };
         let Ok(json) = serde_json::to_vec(&heartbeat) else { return };
-        let mut request = tonic::Request::new(Payload { json: json.into() });
+        let mut request = tonic::Request::new(Payload { json: json.into(), ..Payload::default() });
         request.set_timeout(self.inner.config.broker_heartbeat_interval * 2);
         self.inner.config.cluster_secret.authorize(&mut request);
         if let Err(status) = MetadataForwardingClient::new(channel).heartbeat(request).await {
@@ -544,15 +568,20 @@ impl MetadataNode {
 }
 
 async fn forward(
+    channels: &PeerChannels,
     address: &str,
     command: &Command,
     secret: &ClusterSecret,
 ) -> Result<Result<(CommandResult, u64), ProposeError>, String> {
-    let channel = channel_to(address).map_err(|error| error.to_string())?;
+    let channel = channels.get(address).map_err(|error| error.to_string())?;
     let json = serde_json::to_vec(command).map_err(|error| error.to_string())?;
-    let mut request = tonic::Request::new(Payload { json: json.into() });
+    let mut request = tonic::Request::new(Payload { json: json.into(), ..Payload::default() });
     secret.authorize(&mut request);
-    let reply =
-        MetadataForwardingClient::new(channel).propose(request).await.map_err(|status| status.message().to_string())?;
+    let reply = MetadataForwardingClient::new(channel)
+        .max_decoding_message_size(MAX_FORWARDED_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_FORWARDED_MESSAGE_BYTES)
+        .propose(request)
+        .await
+        .map_err(|status| status.message().to_string())?;
     serde_json::from_slice(&reply.into_inner().json).map_err(|error| error.to_string())
 }

@@ -12,14 +12,38 @@ use crate::command::Command;
 use crate::node::MetadataNode;
 use crate::raft_types::Raft;
 
-fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<T, Status> {
-    serde_json::from_slice(&request.into_inner().json)
-        .map_err(|error| Status::invalid_argument(format!("malformed internal message: {error}")))
+/// How a peer encoded its message; the answer goes back the same way.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    /// What Raft messages travel as (see `network.rs`).
+    Postcard,
+    /// Forwarded commands and heartbeats, and Raft messages from brokers
+    /// of the versions before postcard.
+    Json,
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
-    let json = serde_json::to_vec(value).map_err(|error| Status::internal(format!("encoding a reply: {error}")))?;
-    Ok(Response::new(Payload { json: json.into() }))
+fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<(T, Encoding), Status> {
+    let payload = request.into_inner();
+    let decoded = if payload.postcard.is_empty() {
+        serde_json::from_slice(&payload.json).map(|value| (value, Encoding::Json)).map_err(|error| error.to_string())
+    } else {
+        postcard::from_bytes(&payload.postcard)
+            .map(|value| (value, Encoding::Postcard))
+            .map_err(|error| error.to_string())
+    };
+    decoded.map_err(|error| Status::invalid_argument(format!("malformed internal message: {error}")))
+}
+
+fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Result<Response<Payload>, Status> {
+    let payload = match encoding {
+        Encoding::Json => serde_json::to_vec(value)
+            .map(|json| Payload { json: json.into(), ..Payload::default() })
+            .map_err(|error| error.to_string()),
+        Encoding::Postcard => postcard::to_stdvec(value)
+            .map(|bytes| Payload { postcard: bytes.into(), ..Payload::default() })
+            .map_err(|error| error.to_string()),
+    };
+    payload.map(Response::new).map_err(|error| Status::internal(format!("encoding a reply: {error}")))
 }
 
 /// `brook.internal.v1.RaftTransport`, backed by the local Raft. Notes
@@ -40,7 +64,8 @@ impl std::fmt::Debug for RaftTransportService {
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let request: openraft::raft::AppendEntriesRequest<crate::raft_types::TypeConfig> = decode(request)?;
+        let (request, encoding): (openraft::raft::AppendEntriesRequest<crate::raft_types::TypeConfig>, _) =
+            decode(request)?;
         let leader = request.vote.leader_id().voted_for();
         let response = self.raft.append_entries(request).await;
         if let (Ok(answer), Some(leader)) = (&response, leader) {
@@ -48,15 +73,23 @@ impl RaftTransport for RaftTransportService {
                 self.node.controller_heard_from(leader);
             }
         }
-        encode(&response)
+        encode(&response, encoding)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        encode(&self.raft.vote(decode(request)?).await)
+        let (vote, encoding) = decode(request)?;
+        encode(&self.raft.vote(vote).await, encoding)
     }
 
     async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        encode(&self.raft.install_snapshot(decode(request)?).await)
+        let mut request = request;
+        let data = std::mem::take(&mut request.get_mut().snapshot_data);
+        let (mut chunk, encoding): (openraft::raft::InstallSnapshotRequest<crate::raft_types::TypeConfig>, _) =
+            decode(request)?;
+        if !data.is_empty() {
+            chunk.data = data.into();
+        }
+        encode(&self.raft.install_snapshot(chunk).await, encoding)
     }
 }
 
@@ -71,13 +104,13 @@ pub struct ForwardingService {
 #[tonic::async_trait]
 impl MetadataForwarding for ForwardingService {
     async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let command: Command = decode(request)?;
-        encode(&self.node.propose_here(command).await)
+        let (command, encoding): (Command, _) = decode(request)?;
+        encode(&self.node.propose_here(command).await, encoding)
     }
 
     async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let heartbeat: crate::node::BrokerHeartbeat = decode(request)?;
+        let (heartbeat, encoding): (crate::node::BrokerHeartbeat, _) = decode(request)?;
         self.node.heartbeat_received(heartbeat);
-        encode(&self.node.is_controller())
+        encode(&self.node.is_controller(), encoding)
     }
 }

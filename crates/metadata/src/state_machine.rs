@@ -4,7 +4,18 @@
 //! new state on a `watch` so the broker can react without reaching in.
 //!
 //! Tree `state_machine`, key `current`: JSON of the applied state as of
-//! the last snapshot built or installed, key `snapshot`: that snapshot.
+//! the last snapshot built or installed; keys `snapshot.meta` (JSON) and
+//! `snapshot.data` (the bytes as sent, the same JSON as `current`): that
+//! snapshot. (Key `snapshot`, the whole snapshot as one JSON value, its
+//! bytes as an array of numbers, is what earlier versions wrote: still
+//! read.)
+//!
+//! Damage: if `current` cannot be read, the snapshot's copy serves (the
+//! Raft log holds every entry after it); if there is no snapshot, the log
+//! was never purged and openraft re-applies it all onto an empty state. If
+//! both are unreadable the broker refuses to start and says so: the
+//! purged entries are nowhere else on this broker (see the README's
+//! "metadata directory" note for what an operator does).
 //! Applying an entry writes nothing: the Raft log (durable, with its
 //! committed log id) holds every entry since the last snapshot, and after
 //! a restart openraft applies them again onto `current`, so an entry costs
@@ -50,20 +61,44 @@ pub struct StateMachineStore {
 }
 
 const CURRENT: &[u8] = b"current";
-const SNAPSHOT: &[u8] = b"snapshot";
+const SNAPSHOT_META: &[u8] = b"snapshot.meta";
+const SNAPSHOT_DATA: &[u8] = b"snapshot.data";
+/// The whole snapshot as one JSON value (versions before `snapshot.data`).
+const SNAPSHOT_JSON: &[u8] = b"snapshot";
 
 impl StateMachineStore {
-    /// Opens the state machine kept in `db`, at the state it last applied.
-    pub fn open(db: &sled::Db) -> Result<StateMachineStore, sled::Error> {
-        let tree = db.open_tree("state_machine")?;
-        let applied = match tree.get(CURRENT)? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-                // The log still holds every command since the last purge;
-                // openraft re-applies them onto an empty state.
-                tracing::error!(%error, "metadata state is unreadable; rebuilding it from the Raft log");
-                Applied::default()
-            }),
+    /// Opens the state machine kept in `db`, at the state it last applied
+    /// (see the module doc for damage).
+    pub fn open(db: &sled::Db) -> Result<StateMachineStore, crate::MetadataError> {
+        let storage = |error: sled::Error| crate::MetadataError::Storage(error.to_string());
+        let tree = db.open_tree("state_machine").map_err(storage)?;
+        let current = tree.get(CURRENT).map_err(storage)?;
+        let applied = match current.as_deref().map(serde_json::from_slice::<Applied>) {
             None => Applied::default(),
+            Some(Ok(applied)) => applied,
+            Some(Err(error)) => {
+                let snapshot = read_snapshot(&tree).map_err(|error| crate::MetadataError::Storage(error.to_string()));
+                match snapshot? {
+                    None => {
+                        // No snapshot was ever taken, so nothing was purged:
+                        // openraft re-applies the whole log.
+                        tracing::error!(%error, "metadata state is unreadable; rebuilding it from the Raft log");
+                        Applied::default()
+                    }
+                    Some(stored) => match serde_json::from_slice::<Applied>(&stored.data) {
+                        Ok(applied) => {
+                            tracing::error!(%error, "metadata state is unreadable; starting from its last snapshot");
+                            applied
+                        }
+                        Err(snapshot_error) => {
+                            return Err(crate::MetadataError::Storage(format!(
+                                "the metadata state ({error}) and its snapshot ({snapshot_error}) are both \
+                                 unreadable, and the Raft log no longer holds the entries the snapshot covered"
+                            )))
+                        }
+                    },
+                }
+            }
         };
         let (published, _) = watch::channel(Arc::new(applied.state.clone()));
         Ok(StateMachineStore { db: db.clone(), tree, applied, published, snapshots_built: 0 })
@@ -102,10 +137,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.applied.membership.clone(),
             snapshot_id: self.snapshot_id.clone(),
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        let bytes = serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         // Both durable before openraft may purge the logs it covers.
-        self.tree.insert(SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        write_snapshot(&self.tree, &meta, &data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         self.tree.insert(CURRENT, data.clone()).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         self.tree.flush_async().await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
@@ -167,26 +200,65 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
+        let started = std::time::Instant::now();
         let applied: Applied =
             serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut state = applied.state;
         state.applied_index = meta.last_log_id.map_or(0, |id| id.index);
         self.applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        let bytes =
-            serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.tree.insert(SNAPSHOT, bytes).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        write_snapshot(&self.tree, meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let data_len = data.len();
         self.persist().await?;
         self.publish();
+        tracing::info!(
+            bytes = data_len,
+            last_log_index = meta.last_log_id.map_or(0, |id| id.index),
+            took_ms = started.elapsed().as_millis() as u64,
+            "installed a metadata snapshot from the controller"
+        );
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let Some(bytes) = self.tree.get(SNAPSHOT).map_err(|e| StorageIOError::read_snapshot(None, &e))? else {
+        let Some(stored) = read_snapshot(&self.tree).map_err(|e| StorageIOError::read_snapshot(None, &e))? else {
             return Ok(None);
         };
-        let stored: StoredSnapshot =
-            serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+/// Why a stored snapshot could not be read or written.
+#[derive(Debug, thiserror::Error)]
+enum SnapshotStoreError {
+    #[error("metadata snapshot store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("metadata snapshot is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Stores a snapshot: its meta as JSON, its data as the bytes they are
+/// (not a JSON array of numbers: 3-4 bytes per byte), in one batch.
+fn write_snapshot(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), SnapshotStoreError> {
+    let mut batch = sled::Batch::default();
+    batch.insert(SNAPSHOT_META, serde_json::to_vec(meta)?);
+    batch.insert(SNAPSHOT_DATA, data);
+    batch.remove(SNAPSHOT_JSON);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// The stored snapshot, in either layout; `None` if there is none.
+fn read_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, SnapshotStoreError> {
+    if let (Some(meta), Some(data)) = (tree.get(SNAPSHOT_META)?, tree.get(SNAPSHOT_DATA)?) {
+        return Ok(Some(StoredSnapshot { meta: serde_json::from_slice(&meta)?, data: data.to_vec() }));
+    }
+    match tree.get(SNAPSHOT_JSON)? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        None => Ok(None),
     }
 }

@@ -27,11 +27,12 @@ use brook_proto::v1::{
     OffsetSpec, PartitionLag, ResetOffsetsRequest, ResetOffsetsResponse, ResetTo, TopicPartition as WireTopicPartition,
 };
 use brook_record::TopicPartition;
+use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
-use crate::group_coordinator::{heartbeat_interval, GroupCoordinator};
+use crate::group_coordinator::{heartbeat_interval, GroupCoordinator, MAX_COMMIT_BYTES};
 use crate::metrics::Metrics;
 use crate::topics::TopicRegistry;
 
@@ -40,10 +41,17 @@ const MAX_GROUP_ID_BYTES: usize = 255;
 const MAX_METADATA_BYTES: usize = 4096;
 /// Kafka's default session timeout.
 const DEFAULT_SESSION_TIMEOUT_MS: u32 = 45_000;
-/// The most partitions a heartbeat may report owning.
+/// The most partitions a heartbeat may report owning, and the most
+/// bytes its subscription and owned partitions may take encoded (it
+/// becomes a metadata command when it changes the group).
 const MAX_OWNED_PARTITIONS: usize = 100_000;
-/// How long an end-offset question to another broker may take.
+const MAX_HEARTBEAT_BYTES: usize = 512 << 10;
+/// How long an end-offset question to another broker may take, and how
+/// many a `DescribeGroups` asks at once.
 const PEER_OFFSETS_TIMEOUT: Duration = Duration::from_secs(2);
+const END_OFFSET_QUESTIONS_AT_ONCE: usize = 32;
+/// The most groups one `DescribeGroups` may name.
+const MAX_DESCRIBED_GROUPS: usize = 100;
 
 #[derive(Debug)]
 pub struct GroupsService {
@@ -108,6 +116,19 @@ fn heartbeat_command(request: ConsumerGroupHeartbeatRequest) -> Result<GroupHear
             "{} owned partitions reported; at most {MAX_OWNED_PARTITIONS}",
             request.owned.len()
         )));
+    }
+    let bytes: usize = request.owned.iter().map(|owned| owned.topic.len() + 10).sum::<usize>()
+        + request.subscribed_topics.iter().map(|topic| topic.len() + 5).sum::<usize>();
+    if bytes > MAX_HEARTBEAT_BYTES {
+        return Err(BrokerError::TooLarge {
+            what: format!(
+                "a heartbeat's {} subscribed topics and {} owned partitions",
+                request.subscribed_topics.len(),
+                request.owned.len()
+            ),
+            bytes,
+            limit: MAX_HEARTBEAT_BYTES,
+        });
     }
     if request.member_epoch == 0 && request.subscribed_topics.is_empty() {
         return Err(BrokerError::InvalidRequest(
@@ -189,10 +210,12 @@ impl GroupsService {
                 )));
             }
             if commit.metadata.len() > MAX_METADATA_BYTES {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "commit metadata is {} bytes, over the {MAX_METADATA_BYTES}-byte limit",
-                    commit.metadata.len()
-                )));
+                return Err(BrokerError::OffsetMetadataTooLarge {
+                    topic: commit.topic,
+                    partition: commit.partition,
+                    bytes: commit.metadata.len(),
+                    limit: MAX_METADATA_BYTES,
+                });
             }
             self.registry.topic(&commit.topic)?.slot(commit.partition)?;
             offsets.push(brook_metadata::OffsetCommit {
@@ -202,7 +225,16 @@ impl GroupsService {
                 metadata: commit.metadata,
             });
         }
-        self.coordinator.commit(GroupCommit { group: request.group_id, committer, offsets }).await
+        let commit = GroupCommit { group: request.group_id, committer, offsets };
+        let bytes = commit.encoded_bytes_bound();
+        if bytes > MAX_COMMIT_BYTES {
+            return Err(BrokerError::TooLarge {
+                what: format!("a commit of {} offsets", commit.offsets.len()),
+                bytes,
+                limit: MAX_COMMIT_BYTES,
+            });
+        }
+        self.coordinator.commit(commit).await
     }
 
     fn fetch_offsets(&self, request: FetchOffsetsRequest) -> Result<FetchOffsetsResponse, BrokerError> {
@@ -249,8 +281,17 @@ impl GroupsService {
     }
 
     async fn describe_groups(&self, request: DescribeGroupsRequest) -> Result<DescribeGroupsResponse, BrokerError> {
-        let mut groups = Vec::with_capacity(request.group_ids.len());
-        for group_id in request.group_ids {
+        // Each id once, in the order first asked.
+        let mut seen = BTreeSet::new();
+        let group_ids: Vec<String> = request.group_ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        if group_ids.len() > MAX_DESCRIBED_GROUPS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{} groups asked at once; at most {MAX_DESCRIBED_GROUPS}",
+                group_ids.len()
+            )));
+        }
+        let mut groups = Vec::with_capacity(group_ids.len());
+        for group_id in group_ids {
             validate_group_id(&group_id)?;
             self.coordinator.check_coordinator(&group_id)?;
             groups.push(self.describe_group(group_id).await?);
@@ -277,18 +318,23 @@ impl GroupsService {
             partitions.extend(offsets.keys().map(|partition| (topic.clone(), *partition)));
         }
         let owners: BTreeMap<&Partition, &String> = group.map(ConsumerGroup::owners).unwrap_or_default();
+        // End offsets asked concurrently (a partition led elsewhere is a
+        // call to its leader, up to 2 s each), a bounded number at a time.
+        let end_offsets: Vec<i64> = futures::stream::iter(partitions.iter().cloned())
+            .map(|(topic, partition)| async move {
+                self.list_offset(&topic, partition, OffsetSpec::Latest, 0).await.unwrap_or_else(|error| {
+                    tracing::debug!(%topic, partition, %error, "end offset unknown");
+                    -1
+                })
+            })
+            .buffered(END_OFFSET_QUESTIONS_AT_ONCE)
+            .collect()
+            .await;
         let mut lags = Vec::with_capacity(partitions.len());
-        for (topic, partition) in &partitions {
+        for ((topic, partition), end_offset) in partitions.iter().zip(end_offsets) {
             let committed_offset = committed
                 .and_then(|offsets| offsets.get(topic)?.get(partition))
                 .map_or(-1, |committed| committed.offset);
-            let end_offset = match self.list_offset(topic, *partition, OffsetSpec::Latest, 0).await {
-                Ok(offset) => offset,
-                Err(error) => {
-                    tracing::debug!(%topic, partition, %error, "end offset unknown");
-                    -1
-                }
-            };
             let lag =
                 if committed_offset >= 0 && end_offset >= 0 { (end_offset - committed_offset).max(0) } else { -1 };
             lags.push(PartitionLag {

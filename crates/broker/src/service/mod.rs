@@ -23,6 +23,9 @@ pub struct NodeInfo {
     /// What a topic created without them gets (see `BrokerConfig`).
     pub default_replication_factor: u32,
     pub default_min_insync_replicas: u32,
+    /// The memory the request bodies of every connection share (see
+    /// `connections.rs`).
+    pub request_budget: Arc<crate::connections::RequestBudget>,
 }
 
 impl NodeInfo {
