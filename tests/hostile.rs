@@ -24,6 +24,9 @@
 //! connection whose 64 MiB bodies never end hold at most the request
 //! memory budget, and are refused by name.
 //!
+//! Groups that tools create and forget: an empty group's offsets expire
+//! after `offsets_retention_ms` unchanged; a group with members stays.
+//!
 //! A producer whose records carry old timestamps (a backfill, a replay, a
 //! skewed clock): the leader forgets idle producers by its own clock, so
 //! a retry whose first answer was lost is still recognised; and where the
@@ -667,4 +670,57 @@ async fn two_hundred_never_ending_64_mib_bodies_on_one_connection_hold_at_most_t
     let honest = records.produce(produce("flood", kafka_batch(Bytes::from_static(b"ok"), Compression::None))).await;
     assert_eq!(honest.expect("an honest batch").into_inner().base_offset, 0);
     assert!(broker.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_groups_expire_after_the_offsets_retention_and_live_ones_stay() {
+    let broker =
+        Broker::start_with(&["--offsets-retention-ms", "2000", "--offsets-retention-check-interval-ms", "300"]).await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("t", 1, 1)).await.expect("create");
+    let (_, mut groups) = coordinator(&broker.address, None).await;
+    // 200 groups made by standalone commits (tools with random group ids).
+    for index in 0..200 {
+        groups
+            .commit_offsets(commit_request(&format!("tool-{index}"), [("t".to_string(), 0)], 8))
+            .await
+            .expect("commit");
+    }
+    // One group with a member.
+    let join = brook_client::proto::ConsumerGroupHeartbeatRequest {
+        group_id: "live".into(),
+        member_id: "m-1".into(),
+        member_epoch: 0,
+        subscribed_topics: vec!["t".into()],
+        ..Default::default()
+    };
+    groups.consumer_group_heartbeat(join).await.expect("join");
+    let listed = groups.list_groups(brook_client::proto::ListGroupsRequest {}).await.expect("list").into_inner();
+    assert_eq!(listed.groups.len(), 201);
+    let started = std::time::Instant::now();
+    let left = eventually("the empty groups expired", Duration::from_secs(30), || {
+        let mut groups = groups.clone();
+        async move {
+            let listed =
+                groups.list_groups(brook_client::proto::ListGroupsRequest {}).await.map_err(|e| e.to_string())?;
+            let names: Vec<String> = listed.into_inner().groups.into_iter().map(|group| group.group_id).collect();
+            if names.len() == 1 {
+                Ok(names)
+            } else {
+                Err(format!("{} groups left", names.len()))
+            }
+        }
+    })
+    .await;
+    println!("200 empty groups expired {:?} after their last commit (retention 2 s)", started.elapsed());
+    assert_eq!(left, vec!["live".to_string()], "the group with a member stays");
+    let fetched = groups
+        .fetch_offsets(brook_client::proto::FetchOffsetsRequest {
+            group_id: "tool-7".into(),
+            partitions: vec![brook_client::proto::TopicPartition { topic: "t".into(), partition: 0 }],
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    assert!(fetched.offsets.iter().all(|offset| offset.offset < 0), "an expired group's offsets are gone: {fetched:?}");
 }

@@ -107,6 +107,13 @@ pub struct BrokerConfig {
     /// room given back: a body that never ends holds nothing for ever.
     /// Default 30 s (Kafka's `request.timeout.ms`).
     pub request_body_timeout_ms: u64,
+    /// A consumer group with no members whose offsets and state nothing
+    /// changed for this long is forgotten (Kafka's
+    /// `offsets.retention.minutes`). Default 7 days.
+    pub offsets_retention_ms: u64,
+    /// How often the controller looks for such groups (Kafka's
+    /// `offsets.retention.check.interval.ms`). Default 10 min.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -137,6 +144,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             request_memory_budget_bytes: 512 << 20,
             request_body_timeout_ms: 30_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -169,6 +178,8 @@ impl BrokerConfig {
         "connections_max_idle_ms",
         "request_memory_budget_bytes",
         "request_body_timeout_ms",
+        "offsets_retention_ms",
+        "offsets_retention_check_interval_ms",
     ];
 
     /// Every setting within its limits, checked at start; the error names
@@ -184,6 +195,8 @@ impl BrokerConfig {
             ("metadata_snapshot_after_entries", self.metadata_snapshot_after_entries),
             ("connections_max_idle_ms", self.connections_max_idle_ms),
             ("request_body_timeout_ms", self.request_body_timeout_ms),
+            ("offsets_retention_ms", self.offsets_retention_ms),
+            ("offsets_retention_check_interval_ms", self.offsets_retention_check_interval_ms),
             ("max_connections", self.max_connections as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_fetch_bytes", u64::from(self.max_fetch_bytes)),

@@ -72,9 +72,18 @@ struct Sessions {
     last_check: Option<Instant>,
 }
 
+/// How long an empty group's offsets are kept (Kafka's
+/// `offsets.retention.minutes`) and how often the controller looks.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetRetention {
+    pub retention: Duration,
+    pub check_interval: Duration,
+}
+
 #[derive(Debug)]
 pub struct GroupCoordinator {
     metadata: MetadataNode,
+    retention: OffsetRetention,
     sessions: Mutex<Sessions>,
     commits: mpsc::Sender<PendingCommit>,
     /// Taken by `run` (the batching task).
@@ -88,9 +97,9 @@ impl std::fmt::Debug for PendingCommit {
 }
 
 impl GroupCoordinator {
-    pub fn new(metadata: MetadataNode) -> GroupCoordinator {
+    pub fn new(metadata: MetadataNode, retention: OffsetRetention) -> GroupCoordinator {
         let (commits, queued) = mpsc::channel(COMMIT_QUEUE_LENGTH);
-        GroupCoordinator { metadata, sessions: Mutex::default(), commits, queued: Mutex::new(Some(queued)) }
+        GroupCoordinator { metadata, retention, sessions: Mutex::default(), commits, queued: Mutex::new(Some(queued)) }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -157,7 +166,41 @@ impl GroupCoordinator {
             tracing::error!("the group coordinator runs once");
             return;
         };
-        tokio::join!(self.propose_commits(queued, shutdown.clone()), self.expire_sessions(shutdown));
+        tokio::join!(
+            self.propose_commits(queued, shutdown.clone()),
+            self.expire_sessions(shutdown.clone()),
+            self.expire_groups(shutdown)
+        );
+    }
+
+    /// On the controller, every `check_interval`: forgets groups with no
+    /// members that nothing changed for the retention (see
+    /// `CommandV1::ExpireGroups`; the time is this broker's clock, carried
+    /// in the command).
+    async fn expire_groups(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.retention.check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            if !self.metadata.is_controller() {
+                continue;
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as i64);
+            let retention_ms = u64::try_from(self.retention.retention.as_millis()).unwrap_or(u64::MAX);
+            match self.metadata.propose(Command::V1(CommandV1::ExpireGroups { now_ms, retention_ms })).await {
+                Ok(Ok(Outcome::GroupsExpired(0))) => {}
+                Ok(Ok(Outcome::GroupsExpired(count))) => {
+                    tracing::info!(groups = count, ?self.retention.retention, "expired empty groups and their offsets")
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to a group expiry"),
+                Err(error) => tracing::warn!(%error, "could not expire groups; trying at the next check"),
+            }
+        }
     }
 
     async fn propose_commits(&self, mut queued: mpsc::Receiver<PendingCommit>, shutdown: CancellationToken) {

@@ -37,7 +37,7 @@ use crate::connections::{
 };
 use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
-use crate::group_coordinator::GroupCoordinator;
+use crate::group_coordinator::{GroupCoordinator, OffsetRetention};
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
 use crate::producer_ids::ProducerIds;
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
@@ -155,7 +155,11 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
     let joining = Joining { registration, directory, refused: Arc::clone(&refused) };
     start_joining(&tasks, &config, &metadata, joining, &stop, &shutdown);
     start_duties(&tasks, &config, &metadata, &registry, &metrics, &shutdown);
-    let coordinator = Arc::new(GroupCoordinator::new(metadata.clone()));
+    let retention = OffsetRetention {
+        retention: Duration::from_millis(config.offsets_retention_ms),
+        check_interval: Duration::from_millis(config.offsets_retention_check_interval_ms),
+    };
+    let coordinator = Arc::new(GroupCoordinator::new(metadata.clone(), retention));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {
         let (config, registry, node, tracker, stop) =

@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// was given room in that memory [default: 30000].
     #[arg(long, env = "BROOK_REQUEST_BODY_TIMEOUT_MS")]
     request_body_timeout_ms: Option<u64>,
+    /// Forget a consumer group with no members unchanged for this long
+    /// (Kafka's offsets.retention.minutes) [default: 604800000].
+    #[arg(long, env = "BROOK_OFFSETS_RETENTION_MS")]
+    offsets_retention_ms: Option<u64>,
+    /// How often the controller looks for such groups [default: 600000].
+    #[arg(long, env = "BROOK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    offsets_retention_check_interval_ms: Option<u64>,
     /// A broker not heard from for this long loses its leaderships [default: 800].
     #[arg(long, env = "BROOK_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
@@ -169,6 +176,8 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("connections_max_idle_ms", number(args.connections_max_idle_ms));
     given("request_memory_budget_bytes", number(args.request_memory_budget_bytes.map(|bytes| bytes as u64)));
     given("request_body_timeout_ms", number(args.request_body_timeout_ms));
+    given("offsets_retention_ms", number(args.offsets_retention_ms));
+    given("offsets_retention_check_interval_ms", number(args.offsets_retention_check_interval_ms));
     given("session_timeout_ms", number(args.session_timeout_ms));
     given("heartbeat_interval_ms", number(args.heartbeat_interval_ms));
     given("replica_lag_max_ms", number(args.replica_lag_max_ms));

@@ -8,7 +8,7 @@
 //! - the ISR is a subset of the replicas and holds the leader, if any;
 //! - leader epochs never decrease.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use brook_record::{LeaderEpoch, TopicId};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,9 @@ pub struct TopicRecord {
     pub partitions: Vec<PartitionRecord>,
 }
 
+/// One group's committed offsets: topic -> partition -> offset.
+pub type GroupOffsets = BTreeMap<String, BTreeMap<u32, CommittedOffset>>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedOffset {
     pub offset: i64,
@@ -89,7 +92,7 @@ pub struct ProducerIds {
     /// The first id of the next block.
     pub next_id: i64,
     /// key -> (producer id, epoch)
-    pub keyed: BTreeMap<String, (i64, i16)>,
+    pub keyed: imbl::OrdMap<String, (i64, i16)>,
 }
 
 /// Producer ids a broker takes at a time.
@@ -101,8 +104,14 @@ pub const MAX_PRODUCER_KEY_BYTES: usize = 255;
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
-    /// group -> topic -> partition -> committed offset
-    pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, CommittedOffset>>>,
+    /// group -> topic -> partition -> committed offset.
+    ///
+    /// The maps that grow with clients (offsets, groups, producer keys) are
+    /// persistent (`imbl::OrdMap`): the state machine publishes a copy of
+    /// the state after every command, and a copy shares every group the
+    /// command did not touch, so applying a commit costs what it changed,
+    /// not the size of the state (BENCHMARKS.md).
+    pub offsets: imbl::OrdMap<String, GroupOffsets>,
     /// The Raft log index of the last command applied to this state (set
     /// by the state machine store, not by `apply`): lets a broker tell
     /// whether its copy already reflects a command committed at some index.
@@ -113,13 +122,27 @@ pub struct ClusterState {
     /// Consumer groups with (or once with) members; a group that only
     /// stores offsets has none here.
     #[serde(default)]
-    pub groups: BTreeMap<String, ConsumerGroup>,
+    pub groups: imbl::OrdMap<String, ConsumerGroup>,
     /// Taken from the first broker that registers (see `incarnation.rs`).
     #[serde(default)]
     pub cluster_id: Option<ClusterId>,
     /// The last broker epoch given: each new incarnation gets the next.
     #[serde(default)]
     pub last_broker_epoch: u64,
+    /// Per group (with offsets or state): how many commands changed it,
+    /// and, once an `ExpireGroups` pass found it empty, that count and the
+    /// pass's time (see `CommandV1::ExpireGroups`).
+    #[serde(default)]
+    pub group_activity: imbl::OrdMap<String, GroupActivity>,
+}
+
+/// What `ExpireGroups` judges a group's idleness by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupActivity {
+    pub changes: u64,
+    /// `(changes, now_ms)` when a pass last found the group empty and
+    /// changed since its previous mark.
+    pub idle_mark: Option<(u64, i64)>,
 }
 
 impl ClusterState {
@@ -150,8 +173,16 @@ impl ClusterState {
                 if self.topics.remove(name).is_none() {
                     return Err(CommandError::UnknownTopic { topic: name.clone() });
                 }
-                for group in self.offsets.values_mut() {
-                    group.remove(name);
+                let holding: Vec<String> = self
+                    .offsets
+                    .iter()
+                    .filter(|(_, offsets)| offsets.contains_key(name))
+                    .map(|(group, _)| group.clone())
+                    .collect();
+                for group in holding {
+                    if let Some(offsets) = self.offsets.get_mut(&group) {
+                        offsets.remove(name);
+                    }
                 }
                 Ok(Outcome::Done)
             }
@@ -181,7 +212,11 @@ impl ClusterState {
                 }
                 self.change_isr(topic, *topic_id, *partition, *leader_epoch, *partition_epoch, isr)
             }
-            CommandV1::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
+            CommandV1::CommitOffsets { group, offsets } => {
+                let result = self.commit_offsets(group, offsets)?;
+                self.touch_group(group);
+                Ok(result)
+            }
             CommandV1::AllocateProducerIds { broker_id } => {
                 if !self.brokers.contains_key(broker_id) {
                     return Err(CommandError::UnknownBroker { broker_id: *broker_id });
@@ -192,9 +227,11 @@ impl ClusterState {
             CommandV1::GroupHeartbeat(heartbeat) => {
                 let group = self.groups.entry(heartbeat.group.clone()).or_default();
                 let (member_epoch, assigned) = group.heartbeat(heartbeat, &self.topics)?;
+                self.touch_group(&heartbeat.group);
                 Ok(Outcome::GroupMember { member_epoch, assigned })
             }
             CommandV1::RemoveGroupMembers { group, member_ids } => {
+                self.touch_group(group);
                 if let Some(state) = self.groups.get_mut(group) {
                     state.remove_members(member_ids, &self.topics);
                 }
@@ -204,6 +241,7 @@ impl ClusterState {
                 Ok(Outcome::Committed(commits.iter().map(|commit| self.commit_group_offsets(commit)).collect()))
             }
             CommandV1::DeleteGroup { group } => self.delete_group(group),
+            CommandV1::ExpireGroups { now_ms, retention_ms } => Ok(self.expire_groups(*now_ms, *retention_ms)),
         };
         self.debug_check_invariants();
         result
@@ -547,13 +585,54 @@ impl ClusterState {
         Ok(Outcome::Done)
     }
 
+    /// Notes that a command changed (or tried to change) `group`.
+    fn touch_group(&mut self, group: &str) {
+        match self.group_activity.get_mut(group) {
+            Some(activity) => activity.changes += 1,
+            None => {
+                self.group_activity.insert(group.to_string(), GroupActivity { changes: 1, idle_mark: None });
+            }
+        }
+    }
+
+    /// See `CommandV1::ExpireGroups`.
+    fn expire_groups(&mut self, now_ms: i64, retention_ms: u64) -> Outcome {
+        let retention_ms = i64::try_from(retention_ms).unwrap_or(i64::MAX);
+        let names: BTreeSet<String> = self.offsets.keys().chain(self.groups.keys()).cloned().collect();
+        let mut expired = 0u32;
+        for name in names {
+            let has_members = self.groups.get(&name).is_some_and(|group| !group.members.is_empty());
+            let activity = self.group_activity.get(&name).cloned().unwrap_or_default();
+            let mark = match activity.idle_mark {
+                _ if has_members => None,
+                Some((changes, since)) if changes == activity.changes => {
+                    if now_ms.saturating_sub(since) >= retention_ms {
+                        self.offsets.remove(&name);
+                        self.groups.remove(&name);
+                        self.group_activity.remove(&name);
+                        expired += 1;
+                        continue;
+                    }
+                    Some((changes, since))
+                }
+                _ => Some((activity.changes, now_ms)),
+            };
+            if mark != activity.idle_mark {
+                self.group_activity.insert(name, GroupActivity { idle_mark: mark, ..activity });
+            }
+        }
+        Outcome::GroupsExpired(expired)
+    }
+
     fn commit_group_offsets(&mut self, commit: &GroupCommit) -> Result<(), CommandError> {
         if let Some(group) = self.groups.get(&commit.group) {
             group.check_commit(&commit.group, &commit.committer)?;
         } else if let Committer::Member { member_id, .. } = &commit.committer {
             return Err(CommandError::UnknownMemberId { group: commit.group.clone(), member_id: member_id.clone() });
         }
-        self.commit_offsets(&commit.group, &commit.offsets).map(|_| ())
+        self.commit_offsets(&commit.group, &commit.offsets)?;
+        self.touch_group(&commit.group);
+        Ok(())
     }
 
     fn delete_group(&mut self, group: &str) -> CommandResult {
@@ -562,6 +641,7 @@ impl ClusterState {
                 return Err(CommandError::GroupNotEmpty { group: group.into(), members: state.members.len() });
             }
         }
+        self.group_activity.remove(group);
         let known = self.groups.remove(group).is_some() | self.offsets.remove(group).is_some();
         if !known {
             return Err(CommandError::UnknownGroup { group: group.into() });
@@ -851,6 +931,43 @@ mod tests {
         assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);
         state.apply(&Command::V1(CommandV1::DeleteTopic { name: "t".into() })).expect("delete");
         assert!(state.offsets["g"].is_empty());
+    }
+
+    #[test]
+    fn empty_groups_expire_once_unchanged_for_the_retention_and_live_ones_stay() {
+        let mut state = state_with_brokers(&[1]);
+        create(&mut state, "t", vec![ids(&[1])]).expect("create");
+        let commit = |state: &mut ClusterState, group: &str| {
+            let offsets = vec![OffsetCommit { topic: "t".into(), partition: 0, offset: 1, metadata: String::new() }];
+            state.apply(&Command::V1(CommandV1::CommitOffsets { group: group.into(), offsets })).expect("commit");
+        };
+        let expire = |state: &mut ClusterState, now_ms: i64| {
+            state.apply(&Command::V1(CommandV1::ExpireGroups { now_ms, retention_ms: 1_000 })).expect("expire")
+        };
+        commit(&mut state, "idle");
+        commit(&mut state, "busy");
+        let join = crate::consumer_group::GroupHeartbeat {
+            group: "live".into(),
+            member_id: "m".into(),
+            member_epoch: 0,
+            subscribed: Some(["t".to_string()].into()),
+            owned: None,
+            assignor: None,
+            session_timeout_ms: 45_000,
+            client_id: String::new(),
+        };
+        state.apply(&Command::V1(CommandV1::GroupHeartbeat(join))).expect("join");
+        assert_eq!(expire(&mut state, 0), Outcome::GroupsExpired(0), "the first pass only marks");
+        commit(&mut state, "busy");
+        assert_eq!(expire(&mut state, 999), Outcome::GroupsExpired(0), "not yet a second");
+        assert_eq!(expire(&mut state, 1_000), Outcome::GroupsExpired(1), "idle since its mark for the retention");
+        assert!(!state.offsets.contains_key("idle") && !state.group_activity.contains_key("idle"));
+        assert!(state.offsets.contains_key("busy"), "changed after the first mark: marked again at 999");
+        assert_eq!(expire(&mut state, 1_999), Outcome::GroupsExpired(1));
+        assert!(state.groups.contains_key("live"), "a group with members never expires");
+        // Every broker applies the same: the state round-trips.
+        let json = serde_json::to_string(&state).expect("serialise");
+        assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);
     }
 
     #[test]

@@ -167,6 +167,17 @@ pub enum CommandV1 {
     DeleteGroup {
         group: String,
     },
+    /// The controller's periodic pass over groups (Kafka's
+    /// `offsets.retention.minutes`): a group with no members whose offsets
+    /// and state have not changed for `retention_ms` is forgotten. Time is
+    /// the proposer's clock (`now_ms`), so every broker applies the same:
+    /// a pass marks each empty group it finds changed (or unmarked) with
+    /// `now_ms`, and a later pass expires those still unchanged since
+    /// their mark by `retention_ms`. Answered with `Outcome::GroupsExpired`.
+    ExpireGroups {
+        now_ms: i64,
+        retention_ms: u64,
+    },
 }
 
 impl CommandV1 {
@@ -254,6 +265,8 @@ pub enum Outcome {
     },
     /// Per `GroupCommit`, in order: committed, or why not.
     Committed(Vec<Result<(), CommandError>>),
+    /// How many groups an `ExpireGroups` forgot.
+    GroupsExpired(u32),
     /// A broker's registration: the epoch of its incarnation, and the
     /// cluster's id (to write into its data directory).
     Registered {
