@@ -25,7 +25,8 @@
 //! memory budget, and are refused by name.
 //!
 //! Groups that tools create and forget: an empty group's offsets expire
-//! after `offsets_retention_ms` unchanged; a group with members stays.
+//! after `offsets_retention_ms` unchanged; a group with members stays; a
+//! group takes at most `group_max_size` members.
 //!
 //! A producer whose records carry old timestamps (a backfill, a replay, a
 //! skewed clock): the leader forgets idle producers by its own clock, so
@@ -723,4 +724,25 @@ async fn empty_groups_expire_after_the_offsets_retention_and_live_ones_stay() {
         .expect("fetch")
         .into_inner();
     assert!(fetched.offsets.iter().all(|offset| offset.offset < 0), "an expired group's offsets are gone: {fetched:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_takes_at_most_group_max_size_members() {
+    let broker = Broker::start_with(&["--group-max-size", "2"]).await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("t", 1, 1)).await.expect("create");
+    let (_, mut groups) = coordinator(&broker.address, None).await;
+    let join = |member: &str| brook_client::proto::ConsumerGroupHeartbeatRequest {
+        group_id: "crowd".into(),
+        member_id: member.into(),
+        member_epoch: 0,
+        subscribed_topics: vec!["t".into()],
+        ..Default::default()
+    };
+    groups.consumer_group_heartbeat(join("m-1")).await.expect("the first joins");
+    groups.consumer_group_heartbeat(join("m-2")).await.expect("the second joins");
+    let refused = groups.consumer_group_heartbeat(join("m-3")).await.expect_err("the third");
+    assert_eq!(error_name(&refused), "GROUP_MAX_SIZE_REACHED", "{refused:?}");
+    assert!(refused.message().contains("group_max_size"), "{refused:?}");
+    groups.consumer_group_heartbeat(join("m-1")).await.expect("a member joining again is no new member");
 }

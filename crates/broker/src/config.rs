@@ -114,6 +114,10 @@ pub struct BrokerConfig {
     /// How often the controller looks for such groups (Kafka's
     /// `offsets.retention.check.interval.ms`). Default 10 min.
     pub offsets_retention_check_interval_ms: u64,
+    /// The most members a consumer group may have (Kafka's
+    /// `group.max.size`): a new member past it is refused with
+    /// GROUP_MAX_SIZE_REACHED. Default 1,000.
+    pub group_max_size: u32,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +150,7 @@ impl Default for BrokerConfig {
             request_body_timeout_ms: 30_000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_interval_ms: 600_000,
+            group_max_size: 1_000,
         }
     }
 }
@@ -180,6 +185,7 @@ impl BrokerConfig {
         "request_body_timeout_ms",
         "offsets_retention_ms",
         "offsets_retention_check_interval_ms",
+        "group_max_size",
     ];
 
     /// Every setting within its limits, checked at start; the error names
@@ -197,6 +203,7 @@ impl BrokerConfig {
             ("request_body_timeout_ms", self.request_body_timeout_ms),
             ("offsets_retention_ms", self.offsets_retention_ms),
             ("offsets_retention_check_interval_ms", self.offsets_retention_check_interval_ms),
+            ("group_max_size", u64::from(self.group_max_size)),
             ("max_connections", self.max_connections as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_fetch_bytes", u64::from(self.max_fetch_bytes)),

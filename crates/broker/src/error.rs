@@ -133,6 +133,7 @@ fn group_code_name(error: &CommandError) -> &'static str {
         CommandError::StaleMemberEpoch { .. } => "STALE_MEMBER_EPOCH",
         CommandError::GroupNotEmpty { .. } => "NON_EMPTY_GROUP",
         CommandError::UnknownGroup { .. } => "GROUP_ID_NOT_FOUND",
+        CommandError::GroupMaxSizeReached { .. } => "GROUP_MAX_SIZE_REACHED",
         _ => "INVALID_REQUEST",
     }
 }

@@ -72,18 +72,20 @@ struct Sessions {
     last_check: Option<Instant>,
 }
 
-/// How long an empty group's offsets are kept (Kafka's
-/// `offsets.retention.minutes`) and how often the controller looks.
+/// The coordinator's settings: how long an empty group's offsets are
+/// kept (Kafka's `offsets.retention.minutes`), how often the controller
+/// looks, and the most members a group may have (`group.max.size`).
 #[derive(Debug, Clone, Copy)]
-pub struct OffsetRetention {
+pub struct GroupSettings {
     pub retention: Duration,
     pub check_interval: Duration,
+    pub max_size: u32,
 }
 
 #[derive(Debug)]
 pub struct GroupCoordinator {
     metadata: MetadataNode,
-    retention: OffsetRetention,
+    settings: GroupSettings,
     sessions: Mutex<Sessions>,
     commits: mpsc::Sender<PendingCommit>,
     /// Taken by `run` (the batching task).
@@ -97,9 +99,9 @@ impl std::fmt::Debug for PendingCommit {
 }
 
 impl GroupCoordinator {
-    pub fn new(metadata: MetadataNode, retention: OffsetRetention) -> GroupCoordinator {
+    pub fn new(metadata: MetadataNode, settings: GroupSettings) -> GroupCoordinator {
         let (commits, queued) = mpsc::channel(COMMIT_QUEUE_LENGTH);
-        GroupCoordinator { metadata, retention, sessions: Mutex::default(), commits, queued: Mutex::new(Some(queued)) }
+        GroupCoordinator { metadata, settings, sessions: Mutex::default(), commits, queued: Mutex::new(Some(queued)) }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -119,6 +121,7 @@ impl GroupCoordinator {
     /// A member's heartbeat: its epoch and what it may own now.
     pub async fn heartbeat(&self, heartbeat: GroupHeartbeat) -> Result<(u32, BTreeSet<Partition>), BrokerError> {
         self.check_coordinator(&heartbeat.group)?;
+        let heartbeat = GroupHeartbeat { max_size: Some(self.settings.max_size), ..heartbeat };
         let state = self.metadata.state().borrow().clone();
         let before = state.groups.get(&heartbeat.group).cloned().unwrap_or_default();
         let mut after = before.clone();
@@ -178,7 +181,7 @@ impl GroupCoordinator {
     /// `CommandV1::ExpireGroups`; the time is this broker's clock, carried
     /// in the command).
     async fn expire_groups(&self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.retention.check_interval);
+        let mut tick = tokio::time::interval(self.settings.check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -191,11 +194,11 @@ impl GroupCoordinator {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as i64);
-            let retention_ms = u64::try_from(self.retention.retention.as_millis()).unwrap_or(u64::MAX);
+            let retention_ms = u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX);
             match self.metadata.propose(Command::V1(CommandV1::ExpireGroups { now_ms, retention_ms })).await {
                 Ok(Ok(Outcome::GroupsExpired(0))) => {}
                 Ok(Ok(Outcome::GroupsExpired(count))) => {
-                    tracing::info!(groups = count, ?self.retention.retention, "expired empty groups and their offsets")
+                    tracing::info!(groups = count, ?self.settings.retention, "expired empty groups and their offsets")
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected answer to a group expiry"),
                 Err(error) => tracing::warn!(%error, "could not expire groups; trying at the next check"),

@@ -54,8 +54,10 @@
 //! serves only the incarnation its metadata holds (`service/replication.rs`).
 //!
 //! Tasks: every task the node starts runs on one `TaskTracker` and is
-//! awaited at shutdown (`server.rs`); client connections are bounded
-//! (`max_connections`). Stopping (SIGTERM) is Kafka's controlled shutdown:
+//! awaited at shutdown (`server.rs`); connections on both listeners are
+//! bounded (`connections.rs`: `max_connections`, a first-request deadline,
+//! an idle timeout, 256 streams each, one memory budget for request
+//! bodies, a short grace at shutdown). Stopping (SIGTERM) is Kafka's controlled shutdown:
 //! the leaderships move to other in-sync replicas first, so producers are
 //! redirected instead of waiting out a session. Every gRPC call is timed
 //! (`metrics::RpcTimingLayer`); `/metrics` is served by axum.

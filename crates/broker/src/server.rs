@@ -37,7 +37,7 @@ use crate::connections::{
 };
 use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
-use crate::group_coordinator::{GroupCoordinator, OffsetRetention};
+use crate::group_coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
 use crate::producer_ids::ProducerIds;
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
@@ -155,11 +155,12 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
     let joining = Joining { registration, directory, refused: Arc::clone(&refused) };
     start_joining(&tasks, &config, &metadata, joining, &stop, &shutdown);
     start_duties(&tasks, &config, &metadata, &registry, &metrics, &shutdown);
-    let retention = OffsetRetention {
+    let settings = GroupSettings {
         retention: Duration::from_millis(config.offsets_retention_ms),
         check_interval: Duration::from_millis(config.offsets_retention_check_interval_ms),
+        max_size: config.group_max_size,
     };
-    let coordinator = Arc::new(GroupCoordinator::new(metadata.clone(), retention));
+    let coordinator = Arc::new(GroupCoordinator::new(metadata.clone(), settings));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
     if let Some(internal) = internal_listener {
         let (config, registry, node, tracker, stop) =

@@ -234,6 +234,7 @@ impl From<CommandError> for BrokerError {
             | CommandError::FencedMemberEpoch { .. }
             | CommandError::StaleMemberEpoch { .. }
             | CommandError::GroupNotEmpty { .. }
+            | CommandError::GroupMaxSizeReached { .. }
             | CommandError::UnknownGroup { .. }
             | CommandError::InvalidGroupRequest { .. }) => BrokerError::Group(group),
             other => BrokerError::InvalidRequest(other.to_string()),

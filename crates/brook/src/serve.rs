@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// How often the controller looks for such groups [default: 600000].
     #[arg(long, env = "BROOK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
     offsets_retention_check_interval_ms: Option<u64>,
+    /// The most members a consumer group may have (Kafka's group.max.size) [default: 1000].
+    #[arg(long, env = "BROOK_GROUP_MAX_SIZE")]
+    group_max_size: Option<u32>,
     /// A broker not heard from for this long loses its leaderships [default: 800].
     #[arg(long, env = "BROOK_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
@@ -178,6 +181,7 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("request_body_timeout_ms", number(args.request_body_timeout_ms));
     given("offsets_retention_ms", number(args.offsets_retention_ms));
     given("offsets_retention_check_interval_ms", number(args.offsets_retention_check_interval_ms));
+    given("group_max_size", number(args.group_max_size.map(u64::from)));
     given("session_timeout_ms", number(args.session_timeout_ms));
     given("heartbeat_interval_ms", number(args.heartbeat_interval_ms));
     given("replica_lag_max_ms", number(args.replica_lag_max_ms));

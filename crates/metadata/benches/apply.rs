@@ -48,7 +48,13 @@ fn state_with_groups(groups: usize) -> ClusterState {
 
 fn commit(group: &str, offset: i64) -> Command {
     let offsets = (0..10)
-        .map(|partition| OffsetCommit { topic: "t".into(), partition, offset, metadata: "m".repeat(64) })
+        .map(|partition| OffsetCommit {
+            topic: "t".into(),
+            partition,
+            offset,
+            metadata: "m".repeat(64),
+            topic_id: None,
+        })
         .collect();
     command(CommandV1::CommitOffsets { group: group.into(), offsets })
 }

@@ -652,6 +652,12 @@ impl ClusterState {
     fn commit_offsets(&mut self, group: &str, offsets: &[OffsetCommit]) -> CommandResult {
         for commit in offsets {
             self.partition_mut(&commit.topic, commit.partition)?;
+            let current = self.topics.get(&commit.topic).map(|topic| topic.id);
+            if let (Some(topic_id), Some(current)) = (commit.topic_id, current) {
+                if topic_id != current {
+                    return Err(CommandError::TopicIdMismatch { topic: commit.topic.clone(), topic_id });
+                }
+            }
         }
         let group = self.offsets.entry(group.into()).or_default();
         for commit in offsets {
@@ -922,14 +928,23 @@ mod tests {
     fn offsets_are_committed_per_group_and_go_with_their_topic() {
         let mut state = state_with_brokers(&[1]);
         create(&mut state, "t", vec![ids(&[1]), ids(&[1])]).expect("create");
-        let commit = OffsetCommit { topic: "t".into(), partition: 1, offset: 42, metadata: "m".into() };
+        let commit = OffsetCommit { topic: "t".into(), partition: 1, offset: 42, metadata: "m".into(), topic_id: None };
         state
             .apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![commit] }))
             .expect("commit");
         assert_eq!(state.offsets["g"]["t"][&1].offset, 42);
         let json = serde_json::to_string(&state).expect("serialise");
         assert_eq!(serde_json::from_str::<ClusterState>(&json).expect("deserialise"), state);
+        let old_id = state.topics["t"].id;
         state.apply(&Command::V1(CommandV1::DeleteTopic { name: "t".into() })).expect("delete");
+        assert!(state.offsets["g"].is_empty());
+        // A commit admitted before the delete does not land on the topic
+        // created again under the name.
+        create(&mut state, "t", vec![ids(&[1]), ids(&[1])]).expect("create again");
+        let queued =
+            OffsetCommit { topic: "t".into(), partition: 1, offset: 7, metadata: "m".into(), topic_id: Some(old_id) };
+        let refused = state.apply(&Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets: vec![queued] }));
+        assert!(matches!(refused, Err(CommandError::TopicIdMismatch { .. })), "{refused:?}");
         assert!(state.offsets["g"].is_empty());
     }
 
@@ -938,7 +953,13 @@ mod tests {
         let mut state = state_with_brokers(&[1]);
         create(&mut state, "t", vec![ids(&[1])]).expect("create");
         let commit = |state: &mut ClusterState, group: &str| {
-            let offsets = vec![OffsetCommit { topic: "t".into(), partition: 0, offset: 1, metadata: String::new() }];
+            let offsets = vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+                metadata: String::new(),
+                topic_id: None,
+            }];
             state.apply(&Command::V1(CommandV1::CommitOffsets { group: group.into(), offsets })).expect("commit");
         };
         let expire = |state: &mut ClusterState, now_ms: i64| {
@@ -955,6 +976,7 @@ mod tests {
             assignor: None,
             session_timeout_ms: 45_000,
             client_id: String::new(),
+            max_size: None,
         };
         state.apply(&Command::V1(CommandV1::GroupHeartbeat(join))).expect("join");
         assert_eq!(expire(&mut state, 0), Outcome::GroupsExpired(0), "the first pass only marks");

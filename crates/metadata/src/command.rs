@@ -215,12 +215,19 @@ pub struct OffsetCommit {
     pub partition: u32,
     pub offset: i64,
     pub metadata: String,
+    /// The topic the committer saw (set by the broker at admission): a
+    /// commit queued before the topic was deleted and created again is
+    /// refused rather than land on the new topic. `None`: not checked.
+    #[serde(default)]
+    pub topic_id: Option<TopicId>,
 }
 
 /// The most bytes a string's length or an enum's tag takes encoded, and
 /// the most a number does (postcard's varints).
 const LENGTH_BYTES: usize = 5;
 const NUMBER_BYTES: usize = 10;
+/// An optional topic id: a tag and 16 bytes with its length.
+const TOPIC_ID_BYTES: usize = 1 + LENGTH_BYTES + 16;
 
 impl GroupCommit {
     /// At least its encoded size in a command: what the coordinator adds
@@ -238,7 +245,7 @@ impl GroupCommit {
 impl OffsetCommit {
     /// At least its encoded size (see `GroupCommit::encoded_bytes_bound`).
     pub fn encoded_bytes_bound(&self) -> usize {
-        2 * LENGTH_BYTES + self.topic.len() + self.metadata.len() + 2 * NUMBER_BYTES
+        2 * LENGTH_BYTES + self.topic.len() + self.metadata.len() + 2 * NUMBER_BYTES + TOPIC_ID_BYTES
     }
 }
 
@@ -291,6 +298,8 @@ pub struct LeaderChange {
 /// history: every broker refuses the same command the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CommandError {
+    #[error("group '{group}' has {max_size} members, the most group_max_size allows")]
+    GroupMaxSizeReached { group: String, max_size: u32 },
     #[error("topic '{topic}' is not the topic with id {topic_id} (it was deleted and created again)")]
     TopicIdMismatch { topic: String, topic_id: TopicId },
     #[error("topic id {topic_id} is already in use")]
@@ -356,6 +365,7 @@ mod tests {
                 partition: u32::MAX - index,
                 offset: i64::MAX - i64::from(index),
                 metadata: "m".repeat(index as usize * 80),
+                topic_id: Some(TopicId::random()),
             })
             .collect();
         let member = Committer::Member { member_id: "x".repeat(64), member_epoch: u32::MAX };
@@ -372,7 +382,13 @@ mod tests {
     fn a_command_over_the_limit_is_refused_by_size() {
         let metadata = "m".repeat(4096);
         let offsets = (0..300)
-            .map(|partition| OffsetCommit { topic: "t".into(), partition, offset: 0, metadata: metadata.clone() })
+            .map(|partition| OffsetCommit {
+                topic: "t".into(),
+                partition,
+                offset: 0,
+                metadata: metadata.clone(),
+                topic_id: None,
+            })
             .collect();
         let command = Command::V1(CommandV1::CommitOffsets { group: "g".into(), offsets });
         match command.check_size() {

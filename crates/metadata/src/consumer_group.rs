@@ -106,6 +106,11 @@ pub struct GroupHeartbeat {
     pub assignor: Option<Assignor>,
     pub session_timeout_ms: u32,
     pub client_id: String,
+    /// The most members the group may have (Kafka's `group.max.size`),
+    /// as the coordinator's setting when it proposed the heartbeat: a new
+    /// member past it is refused. `None`: no limit.
+    #[serde(default)]
+    pub max_size: Option<u32>,
 }
 
 /// Who commits offsets for a group.
@@ -140,6 +145,11 @@ impl ConsumerGroup {
                     group: group.clone(),
                     reason: "a member joins with at least one subscribed topic".into(),
                 });
+            }
+            if let Some(max_size) = heartbeat.max_size {
+                if !self.members.contains_key(id) && self.members.len() >= max_size as usize {
+                    return Err(CommandError::GroupMaxSizeReached { group: group.clone(), max_size });
+                }
             }
             if self.members.is_empty() {
                 self.assignor = heartbeat.assignor.unwrap_or_default();
@@ -337,6 +347,7 @@ mod tests {
             assignor: None,
             session_timeout_ms: 45_000,
             client_id: "test".into(),
+            max_size: None,
         }
     }
 
@@ -522,5 +533,18 @@ mod tests {
                 proptest::prop_assert_eq!(consumed, topics["orders"].partitions.len());
             }
         }
+    }
+
+    #[test]
+    fn a_group_at_its_max_size_refuses_new_members_but_not_its_own() {
+        let topics = topics(&[("orders", 4)]);
+        let mut group = ConsumerGroup::default();
+        let capped = |member: &str| GroupHeartbeat { max_size: Some(2), ..join(member, "orders") };
+        group.heartbeat(&capped("a"), &topics).expect("a joins");
+        group.heartbeat(&capped("b"), &topics).expect("b joins");
+        let refused = group.heartbeat(&capped("c"), &topics);
+        assert_eq!(refused, Err(CommandError::GroupMaxSizeReached { group: "g".into(), max_size: 2 }));
+        group.heartbeat(&capped("a"), &topics).expect("a member joining again is no new member");
+        assert_eq!(group.members.len(), 2);
     }
 }

@@ -54,6 +54,14 @@
 //! a member while another member owns it (assigned, or revoking until it
 //! confirms); member and group epochs never decrease.
 //!
+//! Size and growth: no command over [`MAX_COMMAND_BYTES`] is proposed
+//! (the broker bounds requests below it at admission); Raft messages are
+//! postcard-encoded, bounded (16 MiB; appends split above 4 MiB) and
+//! snapshots sent in 1 MiB chunks (`network.rs`), so no entry or state is
+//! too large to replicate. Empty groups expire (`ExpireGroups`, the time
+//! carried in the command); the maps that grow with clients are persistent
+//! (`imbl`), so publishing the state after a command costs what it changed.
+//!
 //! Never: apply a command that was not committed; depend on the clock or
 //! on I/O inside `apply`; know about partition logs (brokers react to the
 //! state, this crate does not reach up into them).

@@ -15,7 +15,8 @@
 //! was never purged and openraft re-applies it all onto an empty state. If
 //! both are unreadable the broker refuses to start and says so: the
 //! purged entries are nowhere else on this broker (see the README's
-//! "metadata directory" note for what an operator does).
+//! note on the metadata directory for what an operator does).
+//!
 //! Applying an entry writes nothing: the Raft log (durable, with its
 //! committed log id) holds every entry since the last snapshot, and after
 //! a restart openraft applies them again onto `current`, so an entry costs

@@ -207,6 +207,7 @@ async fn three_nodes_agree_fail_over_and_remember() {
             partition: 0,
             offset: round,
             metadata: String::new(),
+            topic_id: None,
         }];
         propose(&nodes, CommandV1::CommitOffsets { group: "g".into(), offsets }).await.expect("commit");
     }

@@ -148,6 +148,8 @@ fn heartbeat_command(request: ConsumerGroupHeartbeatRequest) -> Result<GroupHear
         assignor: Some(assignor),
         session_timeout_ms,
         client_id: request.client_id.chars().take(255).collect(),
+        // The coordinator's setting (see `GroupCoordinator::heartbeat`).
+        max_size: None,
     })
 }
 
@@ -217,12 +219,14 @@ impl GroupsService {
                     limit: MAX_METADATA_BYTES,
                 });
             }
-            self.registry.topic(&commit.topic)?.slot(commit.partition)?;
+            let topic = self.registry.topic(&commit.topic)?;
+            topic.slot(commit.partition)?;
             offsets.push(brook_metadata::OffsetCommit {
                 topic: commit.topic,
                 partition: commit.partition,
                 offset: commit.offset,
                 metadata: commit.metadata,
+                topic_id: Some(topic.id),
             });
         }
         let commit = GroupCommit { group: request.group_id, committer, offsets };
@@ -412,6 +416,7 @@ impl GroupsService {
                 partition,
                 offset,
                 metadata: String::new(),
+                topic_id: Some(topic.id),
             });
         }
         let commit =
