@@ -624,3 +624,19 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// An acks=all producer that gives up on an answer after 1.5 s and
+/// retries 100 ms later, in small batches: for tests that hold a broker's
+/// answers (a cut `LinkProxy`) so that batches the broker appended are
+/// sent again.
+pub async fn retrying_producer(address: &str) -> brook_client::Producer {
+    let config = brook_client::ProducerConfig {
+        acks: brook_client::Acks::All,
+        request_timeout: Duration::from_millis(1500),
+        retry_backoff: Duration::from_millis(100),
+        linger: Duration::from_millis(2),
+        batch_size: 512,
+        ..brook_client::ProducerConfig::default()
+    };
+    brook_client::Producer::connect(address, config).await.expect("producer")
+}

@@ -39,10 +39,7 @@ mod harness;
 use std::time::Duration;
 
 use brook_client::proto::{Acks, ProduceRequest};
-use brook_client::{
-    Acks as ProducerAcks, Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
-};
+use brook_client::{Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, ProducerRecord, TopicPartition};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use harness::{eventually, free_port, Broker, LinkDirection, LinkProxy, TestCluster};
@@ -186,19 +183,7 @@ async fn send_through_a_lost_answer(
     topic: &str,
     timestamp_ms: i64,
 ) -> Vec<Result<u64, brook_client::ClientError>> {
-    let producer = Producer::connect(
-        &proxy.address,
-        ProducerConfig {
-            acks: ProducerAcks::All,
-            request_timeout: Duration::from_millis(1500),
-            retry_backoff: Duration::from_millis(100),
-            linger: Duration::from_millis(2),
-            batch_size: 512,
-            ..ProducerConfig::default()
-        },
-    )
-    .await
-    .expect("producer");
+    let producer = harness::retrying_producer(&proxy.address).await;
     let send_range = |from: usize, to: usize| {
         let producer = &producer;
         async move {
@@ -529,15 +514,22 @@ async fn a_thousand_silent_sockets_on_each_internal_listener_do_not_keep_a_broke
     // new connections to the controller (to register) and to the leader.
     let restarted = (1..=3).find(|id| *id != controller).expect("another broker");
     cluster.broker(restarted).kill();
-    eventually("the killed broker out of the ISR", Duration::from_secs(30), || async {
-        let (_, _, isr) = harness::partition_view(&cluster.address(controller), "quiet", 0).await?;
-        if isr.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("ISR {isr:?}"))
+    let controller_address = cluster.address(controller);
+    let isr_of = |size: usize| {
+        let address = controller_address.clone();
+        async move {
+            eventually(&format!("an ISR of {size}"), Duration::from_secs(60), || async {
+                let (_, _, isr) = harness::partition_view(&address, "quiet", 0).await?;
+                if isr.len() == size {
+                    Ok(())
+                } else {
+                    Err(format!("ISR {isr:?}"))
+                }
+            })
+            .await
         }
-    })
-    .await;
+    };
+    isr_of(2).await;
     // Every permit of the other brokers' internal listeners taken by
     // sockets that never speak (no secret is needed to open one).
     let mut sockets = Vec::new();
@@ -546,15 +538,7 @@ async fn a_thousand_silent_sockets_on_each_internal_listener_do_not_keep_a_broke
     }
     let started = std::time::Instant::now();
     cluster.broker(restarted).restart().await;
-    eventually("the restarted broker back in the ISR", Duration::from_secs(60), || async {
-        let (_, _, isr) = harness::partition_view(&cluster.address(controller), "quiet", 0).await?;
-        if isr.len() == 3 {
-            Ok(())
-        } else {
-            Err(format!("ISR {isr:?}"))
-        }
-    })
-    .await;
+    isr_of(3).await;
     println!("broker {restarted} rejoined {:?} after its restart, past 2,000 silent sockets", started.elapsed());
     cluster.wait_all_alive().await;
     let give_up = std::time::Instant::now() + Duration::from_secs(30);

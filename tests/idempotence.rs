@@ -214,19 +214,7 @@ async fn answers_lost_on_the_way_back_do_not_duplicate_or_reorder_the_producers_
             .await;
     let admin = Admin::connect(&broker.address).await.expect("admin");
     admin.create_topic(NewTopic::new("lost", 1, 1)).await.expect("create");
-    let producer = Producer::connect(
-        &proxy.address,
-        ProducerConfig {
-            acks: Acks::All,
-            request_timeout: Duration::from_millis(1500),
-            retry_backoff: Duration::from_millis(100),
-            linger: Duration::from_millis(2),
-            batch_size: 512,
-            ..ProducerConfig::default()
-        },
-    )
-    .await
-    .expect("producer");
+    let producer = harness::retrying_producer(&proxy.address).await;
     let send_range = |from: usize, to: usize| {
         let producer = &producer;
         async move {

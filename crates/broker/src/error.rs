@@ -153,7 +153,9 @@ fn replica_code(error: &ReplicaError) -> Code {
         ReplicaError::UnknownTopicId { .. } => Code::NotFound,
         ReplicaError::Storage { .. } => Code::Internal,
         ReplicaError::Producer { source, .. } => match source {
-            ProducerRefusal::OutOfOrder { .. } | ProducerRefusal::Fenced { .. } => Code::FailedPrecondition,
+            ProducerRefusal::OutOfOrder { .. }
+            | ProducerRefusal::UnknownProducer { .. }
+            | ProducerRefusal::Fenced { .. } => Code::FailedPrecondition,
             ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => Code::InvalidArgument,
         },
     }

@@ -20,9 +20,10 @@
 //! gap: the sender waits until nothing is in flight, takes a new identity
 //! (new id, or the key's next epoch) and renumbers every unsent batch
 //! (`restamp_producer`), as Kafka's KIP-360 epoch bump. Unlike Kafka's
-//! producer, a refused batch an earlier attempt of which went unanswered
-//! is not renumbered (it may be in the log already): it fails, its outcome
-//! unknown, and nothing is ever written twice. An
+//! producer, a batch refused as of an unknown producer (the leader forgot
+//! it) after an earlier attempt went unanswered is not renumbered (it may
+//! be in the log already): it fails, its outcome unknown, and nothing is
+//! ever written twice. An
 //! `INVALID_PRODUCER_EPOCH` means another producer took over the key: every
 //! later send fails with it. Partitions
 //! ready at the same moment and led by the same broker share one
@@ -766,17 +767,17 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
     futures::future::join_all(retries).await;
 }
 
-/// The failure of batches the leader refused as out of order after an
-/// attempt that may have been appended: whether they are in the log is
+/// The failure of batches the leader refused as of an unknown producer
+/// after an attempt that may have been appended: whether they are in the log is
 /// unknown (a consumer can tell).
 fn outcome_unknown(topic: &str, partition: u32, refusal: ClientError) -> ClientError {
     ClientError::Broker {
         code: tonic::Code::Aborted,
-        code_name: Some("OUT_OF_ORDER_SEQUENCE_NUMBER".into()),
+        code_name: Some("UNKNOWN_PRODUCER_ID".into()),
         message: format!(
-            "{topic}-{partition}: the leader no longer knows this producer's sequence ({refusal}), and an \
-             earlier attempt of these records got no answer, so they may or may not have been appended; \
-             they are not sent again, which could write them twice"
+            "{topic}-{partition}: the leader no longer knows this producer ({refusal}), and an earlier \
+             attempt of these records got no answer, so they may or may not have been appended; they are \
+             not sent again, which could write them twice"
         ),
     }
 }
@@ -883,21 +884,24 @@ fn judge(
     maybe_appended: bool,
 ) -> Verdict {
     let idempotent = batches.first().is_some_and(|batch| batch.sequence.is_some());
-    if idempotent && error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER") {
+    let unknown_producer = error.code_name() == Some("UNKNOWN_PRODUCER_ID");
+    if idempotent && (unknown_producer || error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER")) {
         if earlier_in_flight(shared, topic, partition, batches) {
             return Verdict::RetryAfterEarlier;
         }
         if !retried_now {
             return Verdict::RetryNow;
         }
-        // The leader cannot place these sequences. If an earlier attempt
-        // went unanswered, the batches may be in the log already (the
-        // leader forgot the producer since, or the answer was lost on
-        // the way): renumbered, they would be appended a second time.
-        // Kafka's KIP-360 producer bumps the epoch and sends them again;
-        // Brook fails them instead, as delivered-or-not, and never
-        // writes a record twice.
-        return if maybe_appended { Verdict::FailUnknown } else { Verdict::SendAgain };
+        // Out of order: the leader knows the producer and its log ends
+        // before these sequences, so they are not in it (a leader that
+        // lost them in an unclean election, say): renumbered, they are
+        // written once. Unknown producer: the leader forgot the producer
+        // (idle past its expiration), so if an earlier attempt went
+        // unanswered the batches may be in the log already, and
+        // renumbered they would be written twice. Kafka's KIP-360
+        // producer bumps the epoch and sends them again; Brook fails them
+        // instead, as delivered-or-not.
+        return if unknown_producer && maybe_appended { Verdict::FailUnknown } else { Verdict::SendAgain };
     }
     if retriable_produce_error(error) {
         Verdict::Retry

@@ -136,6 +136,7 @@ impl Records for Fake {
             Err(StorageError::Producer { source, .. }) => {
                 let name = match source {
                     brook_storage::ProducerRefusal::OutOfOrder { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                    brook_storage::ProducerRefusal::UnknownProducer { .. } => "UNKNOWN_PRODUCER_ID",
                     brook_storage::ProducerRefusal::Fenced { .. } => "INVALID_PRODUCER_EPOCH",
                     _ => "INVALID_RECORD",
                 };

@@ -7,6 +7,10 @@
 //! offsets held in a `std` `BTreeMap`, which is what publishing cost
 //! before the state's group maps shared their unchanged parts.
 //!
+//! And a join's cost inside `apply` (the group's target assignment is
+//! computed over its members and partitions) at 10 and at 1,000 members
+//! (`group_max_size`'s default) on a topic of 1,000 partitions.
+//!
 //! `cargo bench -p brook-metadata --bench apply`
 
 use std::collections::BTreeMap;
@@ -63,6 +67,44 @@ fn per_commit(elapsed: Duration) -> String {
     format!("{:.1} µs", elapsed.as_secs_f64() * 1e6 / f64::from(COMMITS_TIMED))
 }
 
+/// A group of `members` members on a 1,000-partition topic; the time the
+/// last join took to apply.
+fn last_join(members: usize) -> Duration {
+    let mut state = ClusterState::default();
+    state
+        .apply(&command(CommandV1::register(BrokerId(1), "b1:9092", Incarnation::random(), DirectoryId::random())))
+        .expect("register");
+    let assignments = assign_replicas(&[BrokerId(1)], 1000, 1, 0).expect("assign");
+    state
+        .apply(&command(CommandV1::CreateTopic {
+            name: "wide".into(),
+            topic_id: TopicId::random(),
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+            assignments,
+        }))
+        .expect("create");
+    let join = |member: usize| {
+        command(CommandV1::GroupHeartbeat(brook_metadata::GroupHeartbeat {
+            group: "g".into(),
+            member_id: format!("member-{member:04}"),
+            member_epoch: 0,
+            subscribed: Some(["wide".to_string()].into()),
+            owned: None,
+            assignor: None,
+            session_timeout_ms: 45_000,
+            client_id: String::new(),
+            max_size: Some(1000),
+        }))
+    };
+    for member in 0..members - 1 {
+        state.apply(&join(member)).expect("join");
+    }
+    let started = Instant::now();
+    state.apply(&join(members - 1)).expect("the last join");
+    started.elapsed()
+}
+
 fn main() {
     println!("| groups | apply + publish, per commit | deep copy of the offsets (reference) | snapshot (JSON) | expiry pass |");
     println!("|---|---|---|---|---|");
@@ -105,5 +147,11 @@ fn main() {
             snapshot as f64 / f64::from(1 << 20),
             expiry.as_secs_f64() * 1e3
         );
+    }
+    println!();
+    println!("| members (1,000 partitions) | the last join, applied |");
+    println!("|---|---|");
+    for members in [10, 1000] {
+        println!("| {members} | {:.2} ms |", last_join(members).as_secs_f64() * 1e3);
     }
 }

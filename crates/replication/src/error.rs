@@ -72,6 +72,7 @@ impl ReplicaError {
             ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
             ReplicaError::Producer { source, .. } => match source {
                 ProducerRefusal::OutOfOrder { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                ProducerRefusal::UnknownProducer { .. } => "UNKNOWN_PRODUCER_ID",
                 ProducerRefusal::Fenced { .. } => "INVALID_PRODUCER_EPOCH",
                 ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => "INVALID_RECORD",
             },
@@ -86,6 +87,11 @@ impl ReplicaError {
             ReplicaError::Producer { source: ProducerRefusal::OutOfOrder { expected, got, .. }, .. } => {
                 let ahead = brook_record::sequence_distance(*expected, *got);
                 ahead > 0 && ahead < 1 << 30
+            }
+            // Not known yet: the producer's first batch may still be on
+            // its way (a request that overtook it).
+            ReplicaError::Producer { source: ProducerRefusal::UnknownProducer { got, .. }, .. } => {
+                *got > 0 && *got < 1 << 30
             }
             _ => false,
         }

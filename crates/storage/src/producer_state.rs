@@ -158,6 +158,15 @@ pub enum ProducerRefusal {
     PartlyDuplicate { producer_id: i64 },
     #[error("producer {producer_id} sent a batch without a base sequence")]
     NoSequence { producer_id: i64 },
+    /// No state for this producer (never seen here, or forgotten after
+    /// `producer.id.expiration.ms` idle), and the batch does not start at
+    /// sequence 0: the leader cannot tell whether it is in the log (Kafka's
+    /// UNKNOWN_PRODUCER_ID).
+    #[error(
+        "producer {producer_id} epoch {epoch} is unknown to this leader (never seen, or idle past \
+         producer.id.expiration.ms) and its batch starts at sequence {got}, not 0"
+    )]
+    UnknownProducer { producer_id: i64, epoch: i16, got: i32 },
 }
 
 /// Every producer's state in one log, as of `end` (all batches below it).
@@ -185,7 +194,15 @@ impl ProducerState {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             // A producer starts at sequence 0 (a forgotten one, idle past
             // the expiration, must start again with a new epoch).
-            return if batch.first_sequence == 0 { Ok(SequenceCheck::Next) } else { Err(out_of_order(0)) };
+            return if batch.first_sequence == 0 {
+                Ok(SequenceCheck::Next)
+            } else {
+                Err(ProducerRefusal::UnknownProducer {
+                    producer_id: batch.producer_id,
+                    epoch: batch.epoch,
+                    got: batch.first_sequence,
+                })
+            };
         };
         if batch.epoch < entry.epoch {
             return Err(ProducerRefusal::Fenced {
@@ -484,7 +501,7 @@ mod tests {
         // Overlapping what was appended without matching it: out of order.
         assert!(matches!(state.check(&batch(7, 0, 5, 10, 0)), Err(ProducerRefusal::OutOfOrder { .. })));
         // A new producer must start at 0.
-        assert!(matches!(state.check(&batch(8, 0, 3, 1, 0)), Err(ProducerRefusal::OutOfOrder { expected: 0, .. })));
+        assert!(matches!(state.check(&batch(8, 0, 3, 1, 0)), Err(ProducerRefusal::UnknownProducer { got: 3, .. })));
     }
 
     #[test]
@@ -551,7 +568,7 @@ mod tests {
         state.record(&batch(2, 0, 0, 1, 1), 9_000);
         assert_eq!(state.expire(10_000, 5_000), 1);
         assert_eq!(state.producer_count(), 1);
-        assert!(matches!(state.check(&batch(1, 0, 1, 1, 0)), Err(ProducerRefusal::OutOfOrder { .. })));
+        assert!(matches!(state.check(&batch(1, 0, 1, 1, 0)), Err(ProducerRefusal::UnknownProducer { .. })));
     }
 
     #[test]

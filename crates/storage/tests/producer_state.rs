@@ -98,7 +98,7 @@ fn a_truncation_rebuilds_the_state_of_what_is_left() {
     // Emptied: nothing is known.
     log.truncate_fully_and_start_at(Offset(500)).expect("empty");
     assert_eq!(log.producer_count(), 0);
-    assert!(matches!(refusal(append(&mut log, 105, 1)), ProducerRefusal::OutOfOrder { expected: 0, .. }));
+    assert!(matches!(refusal(append(&mut log, 105, 1)), ProducerRefusal::UnknownProducer { .. }));
 }
 
 #[test]
