@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -403,14 +403,26 @@ impl RequestBudget {
 /// The gRPC message prefix: a compression flag and a 4-byte length.
 const MESSAGE_PREFIX_BYTES: usize = 5;
 
+/// The first `MESSAGE_PREFIX_BYTES` of `frames`, once they hold as many.
+fn message_prefix(frames: &std::collections::VecDeque<Bytes>) -> Option<[u8; MESSAGE_PREFIX_BYTES]> {
+    let mut prefix = [0u8; MESSAGE_PREFIX_BYTES];
+    let mut filled = 0;
+    for byte in frames.iter().flat_map(|frame| frame.iter()).take(MESSAGE_PREFIX_BYTES) {
+        prefix[filled] = *byte;
+        filled += 1;
+    }
+    (filled == MESSAGE_PREFIX_BYTES).then_some(prefix)
+}
+
 /// A request body that reserves its message's length from the budget once
 /// its first five bytes say it, and holds the reservation until the
 /// request is done with it (dropped).
 struct BudgetedBody {
     inner: Body,
     budget: Arc<RequestBudget>,
-    /// Frames read before the reservation was made (at most the prefix).
-    held: BytesMut,
+    /// Frames read before the reservation was made, as they came (not
+    /// copied: a produce's first frame is usually all of its records).
+    held: std::collections::VecDeque<Bytes>,
     state: Reservation,
 }
 
@@ -431,7 +443,7 @@ enum Reservation {
 
 impl BudgetedBody {
     fn new(inner: Body, budget: Arc<RequestBudget>) -> BudgetedBody {
-        BudgetedBody { inner, budget, held: BytesMut::new(), state: Reservation::Reading }
+        BudgetedBody { inner, budget, held: std::collections::VecDeque::new(), state: Reservation::Reading }
     }
 
     fn refuse(message: String) -> tonic::Status {
@@ -476,8 +488,7 @@ impl HttpBody for BudgetedBody {
                             )))));
                         }
                     }
-                    if !self.held.is_empty() {
-                        let held = self.held.split().freeze();
+                    if let Some(held) = self.held.pop_front() {
                         return Poll::Ready(Some(Ok(Frame::data(held))));
                     }
                     let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
@@ -513,21 +524,21 @@ impl HttpBody for BudgetedBody {
                     return Poll::Pending;
                 }
                 Reservation::Reading => {
-                    if self.held.len() >= MESSAGE_PREFIX_BYTES {
-                        let mut prefix = &self.held[1..MESSAGE_PREFIX_BYTES];
-                        let length = prefix.get_u32() as usize;
+                    if let Some(prefix) = message_prefix(&self.held) {
+                        let mut length = &prefix[1..];
+                        let length = length.get_u32() as usize;
                         self.reserve(MESSAGE_PREFIX_BYTES + length)?;
                         continue;
                     }
                     match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
                         Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => self.held.extend_from_slice(&data),
-                            // Trailers before a whole prefix: nothing to reserve.
+                            Ok(data) => self.held.push_back(data),
+                            // Trailers before a whole prefix: nothing to
+                            // reserve (not a gRPC message; the decoder
+                            // says so).
                             Err(frame) => {
                                 self.state = Reservation::Held(None);
-                                if !self.held.is_empty() {
-                                    // Not a gRPC message; let the decoder say so.
-                                    let held = self.held.split().freeze();
+                                if let Some(held) = self.held.pop_front() {
                                     return Poll::Ready(Some(Ok(Frame::data(held))));
                                 }
                                 return Poll::Ready(Some(Ok(frame)));
@@ -557,6 +568,7 @@ impl HttpBody for BudgetedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use http_body_util::BodyExt;
 
     fn message(length: usize) -> Bytes {
@@ -580,6 +592,22 @@ mod tests {
         assert_eq!(budget.in_use(), 605, "held while the request holds its body");
         drop(body);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_split_across_frames_is_read_and_the_frames_pass_through_as_they_came() {
+        let budget = Arc::new(RequestBudget::new(1000, Duration::from_secs(30)));
+        let whole = message(300);
+        let pieces = [whole.slice(..2), whole.slice(2..4), whole.slice(4..)];
+        let frames = futures::stream::iter(pieces.clone().map(|piece| Ok::<_, tonic::Status>(Frame::data(piece))));
+        let mut body =
+            Box::pin(BudgetedBody::new(Body::new(http_body_util::StreamBody::new(frames)), Arc::clone(&budget)));
+        let mut read = Vec::new();
+        while let Some(frame) = body.frame().await {
+            read.push(frame.expect("a frame").into_data().expect("data"));
+        }
+        assert_eq!(read, pieces.to_vec(), "no frame joined or copied");
+        assert_eq!(budget.in_use(), 305);
     }
 
     #[tokio::test]
