@@ -33,6 +33,11 @@
 //! a retry whose first answer was lost is still recognised; and where the
 //! leader has truly forgotten the producer, the client fails the retry as
 //! of unknown outcome instead of writing it a second time.
+//!
+//! Producer keys that tools create and forget: a key neither initialised
+//! nor used to append for `producer_key_expiration_ms` is forgotten; one
+//! whose producer keeps appending keeps its id, so a new instance still
+//! fences the old.
 
 mod harness;
 
@@ -729,4 +734,67 @@ async fn a_group_takes_at_most_group_max_size_members() {
     assert_eq!(error_name(&refused), "GROUP_MAX_SIZE_REACHED", "{refused:?}");
     assert!(refused.message().contains("group_max_size"), "{refused:?}");
     groups.consumer_group_heartbeat(join("m-1")).await.expect("a member joining again is no new member");
+}
+
+/// A producer id and epoch under `key`, as InitProducerId answers.
+async fn init_keyed(address: &str, key: &str) -> (i64, u32) {
+    let answer = harness::records_client(address)
+        .await
+        .init_producer_id(brook_client::proto::InitProducerIdRequest { producer_key: key.into() })
+        .await
+        .expect("init producer id")
+        .into_inner();
+    (answer.producer_id, answer.producer_epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_producer_key_expires_and_one_in_use_keeps_its_id() {
+    // Keys expire after 3 s unused; the broker reports the keys its
+    // replicas saw append, and the controller looks for expired keys,
+    // every 300 ms.
+    let mut broker = Broker::start_with(&[
+        "--producer-key-expiration-ms",
+        "3000",
+        "--producer-key-expiration-check-interval-ms",
+        "300",
+    ])
+    .await;
+    let admin = Admin::connect(&broker.address).await.expect("admin");
+    admin.create_topic(NewTopic::new("keyed", 1, 1)).await.expect("create");
+    let (dropped, _) = init_keyed(&broker.address, "dropped").await;
+    let (kept, epoch) = init_keyed(&broker.address, "kept").await;
+    assert_eq!(epoch, 0);
+    // A producer under "kept" (epoch 1) appends every 200 ms for 8 s, well
+    // past the expiration; nothing uses "dropped" meanwhile.
+    let config = brook_client::ProducerConfig {
+        producer_key: Some("kept".into()),
+        linger: Duration::from_millis(1),
+        ..brook_client::ProducerConfig::default()
+    };
+    let producer = brook_client::Producer::connect(&broker.address, config).await.expect("producer");
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    let mut sent = 0;
+    while std::time::Instant::now() < until {
+        let delivery = producer.send(ProducerRecord::new("keyed", format!("r-{sent}").into_bytes())).await;
+        delivery.expect("send").await.expect("delivered");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The key in use is still known: a new instance under it takes the
+    // same id at the next epoch, and its first append fences the running
+    // producer.
+    let config =
+        brook_client::ProducerConfig { producer_key: Some("kept".into()), ..brook_client::ProducerConfig::default() };
+    let successor = brook_client::Producer::connect(&broker.address, config).await.expect("successor");
+    let record = ProducerRecord::new("keyed", b"successor".to_vec());
+    successor.send(record).await.expect("send").await.expect("the successor appends");
+    let fenced = producer.send(ProducerRecord::new("keyed", b"after".to_vec())).await.expect("send").await;
+    assert!(fenced.is_err(), "the old instance is fenced: {fenced:?}");
+    assert_eq!(init_keyed(&broker.address, "kept").await, (kept, 3), "a key in use keeps its id");
+    // The unused key was forgotten: a producer under it starts afresh,
+    // with an id never handed out before.
+    let (renewed, epoch) = init_keyed(&broker.address, "dropped").await;
+    assert!(renewed > kept.max(dropped) && epoch == 0, "an expired key starts afresh: got ({renewed}, {epoch})");
+    println!("{sent} records under the kept key; the dropped key's id {dropped} became {renewed}");
+    assert!(broker.is_running());
 }

@@ -118,6 +118,15 @@ pub struct BrokerConfig {
     /// `group.max.size`): a new member past it is refused with
     /// GROUP_MAX_SIZE_REACHED. Default 1,000.
     pub group_max_size: u32,
+    /// A producer key neither initialised nor appended with for this long
+    /// is forgotten: the next producer under it starts with a new id at
+    /// epoch 0 (Kafka's `transactional.id.expiration.ms`). Default 7 days.
+    pub producer_key_expiration_ms: u64,
+    /// How often brokers report the keys their replicas saw append, and
+    /// the controller looks for expired keys (Kafka's
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`). At
+    /// most a quarter of the expiration. Default 1 hour.
+    pub producer_key_expiration_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -151,6 +160,8 @@ impl Default for BrokerConfig {
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_interval_ms: 600_000,
             group_max_size: 1_000,
+            producer_key_expiration_ms: 7 * 24 * 3_600_000,
+            producer_key_expiration_check_interval_ms: 3_600_000,
         }
     }
 }
@@ -186,6 +197,8 @@ impl BrokerConfig {
         "offsets_retention_ms",
         "offsets_retention_check_interval_ms",
         "group_max_size",
+        "producer_key_expiration_ms",
+        "producer_key_expiration_check_interval_ms",
     ];
 
     /// Every setting within its limits, checked at start; the error names
@@ -204,6 +217,8 @@ impl BrokerConfig {
             ("offsets_retention_ms", self.offsets_retention_ms),
             ("offsets_retention_check_interval_ms", self.offsets_retention_check_interval_ms),
             ("group_max_size", u64::from(self.group_max_size)),
+            ("producer_key_expiration_ms", self.producer_key_expiration_ms),
+            ("producer_key_expiration_check_interval_ms", self.producer_key_expiration_check_interval_ms),
             ("max_connections", self.max_connections as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_fetch_bytes", u64::from(self.max_fetch_bytes)),
@@ -227,6 +242,14 @@ impl BrokerConfig {
             return Err(format!(
                 "session_timeout_ms ({}) must be at least two heartbeat intervals (heartbeat_interval_ms {})",
                 self.session_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.producer_key_expiration_check_interval_ms > self.producer_key_expiration_ms / 4 {
+            return Err(format!(
+                "producer_key_expiration_check_interval_ms ({}) must be at most a quarter of \
+                 producer_key_expiration_ms ({}): a key in use is reported within two intervals, and must \
+                 never look unused for the whole expiration",
+                self.producer_key_expiration_check_interval_ms, self.producer_key_expiration_ms
             ));
         }
         if self.default_replication_factor == 0 || self.default_min_insync_replicas == 0 {

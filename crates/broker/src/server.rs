@@ -39,7 +39,7 @@ use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
 use crate::group_coordinator::{GroupCoordinator, GroupSettings};
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
-use crate::producer_ids::ProducerIds;
+use crate::producer_ids::{keep_producer_keys, KeyExpiry, ProducerIds};
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
@@ -162,6 +162,11 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
     };
     let coordinator = Arc::new(GroupCoordinator::new(metadata.clone(), settings));
     tasks.spawn(Arc::clone(&coordinator).run(shutdown.clone()));
+    let key_expiry = KeyExpiry {
+        expiration: Duration::from_millis(config.producer_key_expiration_ms),
+        check_interval: Duration::from_millis(config.producer_key_expiration_check_interval_ms),
+    };
+    tasks.spawn(keep_producer_keys(metadata.clone(), Arc::clone(&registry), key_expiry, shutdown.clone()));
     if let Some(internal) = internal_listener {
         let (config, registry, node, tracker, stop) =
             (Arc::clone(&config), Arc::clone(&registry), Arc::clone(&node), tasks.clone(), shutdown.clone());

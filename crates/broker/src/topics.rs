@@ -642,6 +642,21 @@ impl TopicRegistry {
         }
     }
 
+    /// The idempotent producers that appended to any hosted replica at or
+    /// after `since_ms` (this broker's clock). Blocking.
+    pub fn producers_appended_since(&self, since_ms: i64) -> BTreeSet<i64> {
+        let mut ids = BTreeSet::new();
+        for partition in HostedReplicas::hosted(self) {
+            match partition.producers_appended_since(since_ms) {
+                Ok(found) => ids.extend(found),
+                Err(error) => {
+                    tracing::warn!(topic = partition.topic(), partition = partition.partition(), %error, "could not list recent producers")
+                }
+            }
+        }
+        ids
+    }
+
     /// Checkpoints every hosted partition's HW that moved, and fsyncs
     /// segments rolled since the last pass (moving the recovery point).
     /// Blocking.

@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// The most members a consumer group may have (Kafka's group.max.size) [default: 1000].
     #[arg(long, env = "BROOK_GROUP_MAX_SIZE")]
     group_max_size: Option<u32>,
+    /// Forget a producer key neither initialised nor appended with for this
+    /// long (Kafka's transactional.id.expiration.ms) [default: 604800000].
+    #[arg(long, env = "BROOK_PRODUCER_KEY_EXPIRATION_MS")]
+    producer_key_expiration_ms: Option<u64>,
+    /// How often keys in use are reported and expired keys looked for; at
+    /// most a quarter of the expiration [default: 3600000].
+    #[arg(long, env = "BROOK_PRODUCER_KEY_EXPIRATION_CHECK_INTERVAL_MS")]
+    producer_key_expiration_check_interval_ms: Option<u64>,
     /// A broker not heard from for this long loses its leaderships [default: 800].
     #[arg(long, env = "BROOK_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
@@ -182,6 +190,8 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("offsets_retention_ms", number(args.offsets_retention_ms));
     given("offsets_retention_check_interval_ms", number(args.offsets_retention_check_interval_ms));
     given("group_max_size", number(args.group_max_size.map(u64::from)));
+    given("producer_key_expiration_ms", number(args.producer_key_expiration_ms));
+    given("producer_key_expiration_check_interval_ms", number(args.producer_key_expiration_check_interval_ms));
     given("session_timeout_ms", number(args.session_timeout_ms));
     given("heartbeat_interval_ms", number(args.heartbeat_interval_ms));
     given("replica_lag_max_ms", number(args.replica_lag_max_ms));

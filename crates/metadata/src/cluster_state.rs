@@ -133,16 +133,63 @@ pub struct ClusterState {
     /// and, once an `ExpireGroups` pass found it empty, that count and the
     /// pass's time (see `CommandV1::ExpireGroups`).
     #[serde(default)]
-    pub group_activity: imbl::OrdMap<String, GroupActivity>,
+    pub group_activity: imbl::OrdMap<String, Activity>,
+    /// Per producer key: how often it was initialised or reported
+    /// appending, with the mark of an `ExpireProducerKeys` pass.
+    #[serde(default)]
+    pub producer_key_activity: imbl::OrdMap<String, Activity>,
 }
 
-/// What `ExpireGroups` judges a group's idleness by.
+/// What an expiry pass (`ExpireGroups`, `ExpireProducerKeys`) judges an
+/// entry's idleness by, with no clock inside `apply`: a count of the
+/// commands that changed it, and the count and time at which a pass last
+/// found it idle.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupActivity {
+pub struct Activity {
     pub changes: u64,
-    /// `(changes, now_ms)` when a pass last found the group empty and
+    /// `(changes, now_ms)` when a pass last found the entry idle and
     /// changed since its previous mark.
     pub idle_mark: Option<(u64, i64)>,
+}
+
+/// What one expiry pass does with an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Unchanged and idle since its mark for the whole retention.
+    Expire,
+    /// Kept, with this mark.
+    Keep(Option<(u64, i64)>),
+}
+
+impl Activity {
+    /// This pass's verdict at `now_ms`: an entry in use (`busy`) carries
+    /// no mark; an idle one is marked when first found idle or changed
+    /// since its mark, and expires once unchanged since its mark for
+    /// `retention_ms`.
+    fn judge(&self, busy: bool, now_ms: i64, retention_ms: u64) -> Verdict {
+        let retention_ms = i64::try_from(retention_ms).unwrap_or(i64::MAX);
+        match self.idle_mark {
+            _ if busy => Verdict::Keep(None),
+            Some((changes, since)) if changes == self.changes => {
+                if now_ms.saturating_sub(since) >= retention_ms {
+                    Verdict::Expire
+                } else {
+                    Verdict::Keep(Some((changes, since)))
+                }
+            }
+            _ => Verdict::Keep(Some((self.changes, now_ms))),
+        }
+    }
+
+    /// Counts one more change to `key` in `activity`.
+    fn touch(activity: &mut imbl::OrdMap<String, Activity>, key: &str) {
+        match activity.get_mut(key) {
+            Some(entry) => entry.changes += 1,
+            None => {
+                activity.insert(key.to_string(), Activity { changes: 1, idle_mark: None });
+            }
+        }
+    }
 }
 
 impl ClusterState {
@@ -242,6 +289,15 @@ impl ClusterState {
             }
             CommandV1::DeleteGroup { group } => self.delete_group(group),
             CommandV1::ExpireGroups { now_ms, retention_ms } => Ok(self.expire_groups(*now_ms, *retention_ms)),
+            CommandV1::ProducerKeysActive { keys } => {
+                for key in keys.iter().filter(|key| self.producer_ids.keyed.contains_key(key.as_str())) {
+                    Activity::touch(&mut self.producer_key_activity, key);
+                }
+                Ok(Outcome::Done)
+            }
+            CommandV1::ExpireProducerKeys { now_ms, expiration_ms } => {
+                Ok(self.expire_producer_keys(*now_ms, *expiration_ms))
+            }
         };
         self.debug_check_invariants();
         result
@@ -535,6 +591,7 @@ impl ClusterState {
             }
         };
         self.producer_ids.keyed.insert(key.into(), (producer_id, producer_epoch));
+        Activity::touch(&mut self.producer_key_activity, key);
         Ok(Outcome::Producer { producer_id, producer_epoch })
     }
 
@@ -587,41 +644,52 @@ impl ClusterState {
 
     /// Notes that a command changed (or tried to change) `group`.
     fn touch_group(&mut self, group: &str) {
-        match self.group_activity.get_mut(group) {
-            Some(activity) => activity.changes += 1,
-            None => {
-                self.group_activity.insert(group.to_string(), GroupActivity { changes: 1, idle_mark: None });
-            }
-        }
+        Activity::touch(&mut self.group_activity, group);
     }
 
     /// See `CommandV1::ExpireGroups`.
     fn expire_groups(&mut self, now_ms: i64, retention_ms: u64) -> Outcome {
-        let retention_ms = i64::try_from(retention_ms).unwrap_or(i64::MAX);
         let names: BTreeSet<String> = self.offsets.keys().chain(self.groups.keys()).cloned().collect();
         let mut expired = 0u32;
         for name in names {
             let has_members = self.groups.get(&name).is_some_and(|group| !group.members.is_empty());
             let activity = self.group_activity.get(&name).cloned().unwrap_or_default();
-            let mark = match activity.idle_mark {
-                _ if has_members => None,
-                Some((changes, since)) if changes == activity.changes => {
-                    if now_ms.saturating_sub(since) >= retention_ms {
-                        self.offsets.remove(&name);
-                        self.groups.remove(&name);
-                        self.group_activity.remove(&name);
-                        expired += 1;
-                        continue;
-                    }
-                    Some((changes, since))
+            match activity.judge(has_members, now_ms, retention_ms) {
+                Verdict::Expire => {
+                    self.offsets.remove(&name);
+                    self.groups.remove(&name);
+                    self.group_activity.remove(&name);
+                    expired += 1;
                 }
-                _ => Some((activity.changes, now_ms)),
-            };
-            if mark != activity.idle_mark {
-                self.group_activity.insert(name, GroupActivity { idle_mark: mark, ..activity });
+                Verdict::Keep(mark) if mark != activity.idle_mark => {
+                    self.group_activity.insert(name, Activity { idle_mark: mark, ..activity });
+                }
+                Verdict::Keep(_) => {}
             }
         }
         Outcome::GroupsExpired(expired)
+    }
+
+    /// See `CommandV1::ExpireProducerKeys`. The ids of forgotten keys are
+    /// never handed out again (ids only ever come from `next_id`).
+    fn expire_producer_keys(&mut self, now_ms: i64, expiration_ms: u64) -> Outcome {
+        let keys: Vec<String> = self.producer_ids.keyed.keys().cloned().collect();
+        let mut expired = 0u32;
+        for key in keys {
+            let activity = self.producer_key_activity.get(&key).cloned().unwrap_or_default();
+            match activity.judge(false, now_ms, expiration_ms) {
+                Verdict::Expire => {
+                    self.producer_ids.keyed.remove(&key);
+                    self.producer_key_activity.remove(&key);
+                    expired += 1;
+                }
+                Verdict::Keep(mark) if mark != activity.idle_mark => {
+                    self.producer_key_activity.insert(key, Activity { idle_mark: mark, ..activity });
+                }
+                Verdict::Keep(_) => {}
+            }
+        }
+        Outcome::ProducerKeysExpired(expired)
     }
 
     fn commit_group_offsets(&mut self, commit: &GroupCommit) -> Result<(), CommandError> {
@@ -922,6 +990,41 @@ mod tests {
         assert!(matches!(state.apply(&init("")), Err(CommandError::InvalidProducerKey { .. })));
         state.producer_ids.keyed.insert("old".into(), (5, i16::MAX));
         assert_eq!(state.apply(&init("old")), Ok(Outcome::Producer { producer_id: 2002, producer_epoch: 0 }));
+    }
+
+    #[test]
+    fn a_producer_key_expires_once_neither_initialised_nor_reported_for_the_expiration() {
+        let mut state = state_with_brokers(&[1]);
+        let init = |key: &str| Command::V1(CommandV1::InitKeyedProducer { key: key.into() });
+        let pass = |state: &mut ClusterState, now_ms: i64| {
+            let command = Command::V1(CommandV1::ExpireProducerKeys { now_ms, expiration_ms: 1_000 });
+            state.apply(&command).expect("expire")
+        };
+        let (Ok(Outcome::Producer { producer_id: busy_id, .. }), Ok(Outcome::Producer { producer_id: idle_id, .. })) =
+            (state.apply(&init("busy")), state.apply(&init("idle")))
+        else {
+            panic!("keyed producers initialised")
+        };
+        assert_eq!(pass(&mut state, 0), Outcome::ProducerKeysExpired(0), "the first pass only marks");
+        // "busy" appends somewhere; its broker reports it (an unknown key in
+        // the same report changes nothing).
+        let report = Command::V1(CommandV1::ProducerKeysActive { keys: vec!["busy".into(), "never-seen".into()] });
+        assert_eq!(state.apply(&report), Ok(Outcome::Done));
+        assert!(!state.producer_key_activity.contains_key("never-seen"));
+        assert_eq!(pass(&mut state, 900), Outcome::ProducerKeysExpired(0), "not yet a full expiration");
+        assert_eq!(pass(&mut state, 1_000), Outcome::ProducerKeysExpired(1), "idle for the whole expiration");
+        assert!(!state.producer_ids.keyed.contains_key("idle") && !state.producer_key_activity.contains_key("idle"));
+        assert_eq!(state.producer_ids.keyed.get("busy").map(|entry| entry.0), Some(busy_id));
+        // Under a forgotten key a producer starts afresh, with an id never
+        // handed out before; the kept key bumps its epoch.
+        let Ok(Outcome::Producer { producer_id, producer_epoch }) = state.apply(&init("idle")) else {
+            panic!("re-initialised")
+        };
+        assert!(producer_id > busy_id.max(idle_id) && producer_epoch == 0);
+        assert_eq!(state.apply(&init("busy")), Ok(Outcome::Producer { producer_id: busy_id, producer_epoch: 1 }));
+        assert_eq!(pass(&mut state, 1_899), Outcome::ProducerKeysExpired(0), "both initialised: marked anew");
+        assert_eq!(pass(&mut state, 2_898), Outcome::ProducerKeysExpired(0));
+        assert_eq!(pass(&mut state, 2_899), Outcome::ProducerKeysExpired(2), "unchanged since their marks");
     }
 
     #[test]

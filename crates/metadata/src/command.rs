@@ -178,6 +178,22 @@ pub enum CommandV1 {
         now_ms: i64,
         retention_ms: u64,
     },
+    /// Brokers report the producer keys whose ids appended to a replica
+    /// they host since their last report: each counts as a use of the key
+    /// (unknown keys are skipped).
+    ProducerKeysActive {
+        keys: Vec<String>,
+    },
+    /// The controller's periodic pass over producer keys (Kafka's
+    /// `transactional.id.expiration.ms`): a key neither initialised nor
+    /// reported appending for `expiration_ms` is forgotten, so a later
+    /// `InitKeyedProducer` under it gets a new id at epoch 0. Marked and
+    /// swept like `ExpireGroups`, on the proposer's clock. Answered with
+    /// `Outcome::ProducerKeysExpired`.
+    ExpireProducerKeys {
+        now_ms: i64,
+        expiration_ms: u64,
+    },
 }
 
 impl CommandV1 {
@@ -282,6 +298,8 @@ pub enum Outcome {
         /// Leaderships the registration moved (a restart is fenced).
         moved: Vec<LeaderChange>,
     },
+    /// How many producer keys an `ExpireProducerKeys` forgot.
+    ProducerKeysExpired(u32),
 }
 
 /// One partition whose leadership a command moved.

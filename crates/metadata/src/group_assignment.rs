@@ -21,7 +21,8 @@
 //! revoke what its target no longer holds; members whose partitions do not
 //! move keep them throughout (no stop-the-world rebalance).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// One partition of a topic.
 pub type Partition = (String, u32);
@@ -45,60 +46,80 @@ fn subscribers_of<'a>(members: &'a BTreeMap<String, MemberView>, topic: &str) ->
     members.iter().filter(|(_, view)| view.subscribed.contains(topic)).map(|(id, _)| id).collect()
 }
 
+/// One topic's candidates, the one to give the next partition to on top:
+/// (at or above its share, partitions held, id), least first.
+type CandidateHeap<'a> = BinaryHeap<Reverse<(bool, usize, &'a String)>>;
+
 /// Balanced, sticky assignment of every subscribed topic's partitions.
+///
+/// Costs O(P log M + M) for P partitions and M members in the common case
+/// (the choices per topic come from a heap, not a scan of every member per
+/// partition), so a join to a group of a thousand members stays cheap
+/// inside `apply`.
 pub fn uniform(
     members: &BTreeMap<String, MemberView>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<Partition>> {
     let mut target = empty_targets(members);
-    // Every partition some member subscribes to, with its candidates.
-    let mut candidates: BTreeMap<Partition, Vec<&String>> = BTreeMap::new();
-    for (topic, count) in partitions {
-        let subscribers = subscribers_of(members, topic);
-        if subscribers.is_empty() {
-            continue;
-        }
-        for partition in 0..*count {
-            candidates.insert((topic.clone(), partition), subscribers.clone());
-        }
-    }
+    // Each subscribed topic's candidates (its subscribers, by id): every
+    // partition of the topic has the same.
+    let subscribers: BTreeMap<&str, Vec<&String>> = partitions
+        .keys()
+        .map(|topic| (topic.as_str(), subscribers_of(members, topic)))
+        .filter(|(_, subscribers)| !subscribers.is_empty())
+        .collect();
+    let candidates = |partition: &Partition| -> &[&String] {
+        subscribers.get(partition.0.as_str()).map(Vec::as_slice).unwrap_or_default()
+    };
     // Each member's fair share of the partitions it can take: partitions
     // are spread over the members who can own them, counted per member as
     // the share of each partition's candidate set, rounded per member.
-    let quota = quotas(&candidates, members);
+    let quota = quotas(&subscribers, partitions, members);
+    let share = |member: &str| quota.get(member).copied().unwrap_or(0);
     // Stickiness: keep what a member owns while it is still a candidate
     // and under its quota (the lowest-numbered first, for determinism).
-    let mut unassigned: Vec<Partition> = Vec::new();
     let mut owner_of: BTreeMap<&Partition, &String> = BTreeMap::new();
     for (member, view) in members {
         for partition in &view.owned {
             owner_of.entry(partition).or_insert(member);
         }
     }
-    for (partition, subscribers) in &candidates {
-        match owner_of.get(partition) {
-            Some(owner)
-                if subscribers.contains(owner)
-                    && target[owner.as_str()].len() < quota.get(owner.as_str()).copied().unwrap_or(0) =>
-            {
-                target.get_mut(owner.as_str()).expect("every member has a target").insert(partition.clone());
+    // Partitions in order, topic by topic, with who may keep them.
+    let mut unassigned: Vec<Partition> = Vec::new();
+    for topic in subscribers.keys() {
+        for index in 0..partitions[*topic] {
+            let partition = (topic.to_string(), index);
+            match owner_of.get(&partition) {
+                Some(owner)
+                    if candidates(&partition).contains(owner) && target[owner.as_str()].len() < share(owner) =>
+                {
+                    target.get_mut(owner.as_str()).expect("every member has a target").insert(partition);
+                }
+                _ => unassigned.push(partition),
             }
-            _ => unassigned.push(partition.clone()),
         }
     }
     // The rest go to the candidate furthest below its quota (then the one
-    // holding fewest, then by id): deterministic, balanced.
+    // holding fewest, then by id): deterministic, balanced. The unassigned
+    // partitions come topic by topic, and within a topic only its
+    // candidates' counts change, so one heap per topic picks the same
+    // member a scan would.
+    let mut current: Option<(String, CandidateHeap<'_>)> = None;
     for partition in unassigned {
-        let subscribers = &candidates[&partition];
-        let chosen = subscribers
-            .iter()
-            .min_by_key(|member| {
-                let held = target[member.as_str()].len();
-                let share = quota.get(member.as_str()).copied().unwrap_or(0);
-                (held >= share, held, member.as_str().to_string())
-            })
-            .expect("a candidate set is never empty");
+        if current.as_ref().is_none_or(|(topic, _)| *topic != partition.0) {
+            let heap = candidates(&partition)
+                .iter()
+                .map(|member| {
+                    let held = target[member.as_str()].len();
+                    Reverse((held >= share(member), held, *member))
+                })
+                .collect();
+            current = Some((partition.0.clone(), heap));
+        }
+        let (_, heap) = current.as_mut().expect("set just above");
+        let Reverse((_, held, chosen)) = heap.pop().expect("a candidate set is never empty");
         target.get_mut(chosen.as_str()).expect("every member has a target").insert(partition);
+        heap.push(Reverse((held + 1 >= share(chosen), held + 1, chosen)));
     }
     // A member kept more than its share (what it owned used the room its
     // only-candidate partitions needed): hand the excess to candidates
@@ -106,27 +127,23 @@ pub fn uniform(
     loop {
         let mut moved = false;
         for member in members.keys() {
-            let share = quota.get(member.as_str()).copied().unwrap_or(0);
-            if target[member].len() <= share {
+            if target[member].len() <= share(member) {
                 continue;
             }
+            let owned = &members[member].owned;
             let mut held: Vec<Partition> = target[member].iter().cloned().collect();
-            held.sort_by_key(|partition| (members[member].owned.contains(partition), partition.clone()));
+            held.sort_by(|a, b| (owned.contains(a), a).cmp(&(owned.contains(b), b)));
             for partition in held {
-                if target[member].len() <= quota.get(member.as_str()).copied().unwrap_or(0) {
+                if target[member].len() <= share(member) {
                     break;
                 }
-                let taker = candidates[&partition]
+                let taker = candidates(&partition)
                     .iter()
-                    .filter(|other| {
-                        other.as_str() != member
-                            && target[other.as_str()].len() < quota.get(other.as_str()).copied().unwrap_or(0)
-                    })
-                    .min_by_key(|other| (target[other.as_str()].len(), other.as_str().to_string()));
+                    .filter(|other| other.as_str() != member && target[other.as_str()].len() < share(other))
+                    .min_by(|a, b| (target[a.as_str()].len(), *a).cmp(&(target[b.as_str()].len(), *b)));
                 if let Some(taker) = taker {
-                    let taker = (*taker).clone();
                     target.get_mut(member).expect("member").remove(&partition);
-                    target.get_mut(&taker).expect("member").insert(partition);
+                    target.get_mut(taker.as_str()).expect("member").insert(partition);
                     moved = true;
                 }
             }
@@ -159,7 +176,7 @@ fn balance_alike(members: &BTreeMap<String, MemberView>, target: &mut BTreeMap<S
             let owned = &members[fullest.as_str()].owned;
             let partition = target[fullest.as_str()]
                 .iter()
-                .min_by_key(|partition| (owned.contains(*partition), (*partition).clone()))
+                .min_by(|a, b| (owned.contains(*a), *a).cmp(&(owned.contains(*b), *b)))
                 .cloned()
                 .expect("the fullest member holds at least two partitions");
             target.get_mut(fullest.as_str()).expect("member").remove(&partition);
@@ -174,24 +191,30 @@ fn balance_alike(members: &BTreeMap<String, MemberView>, target: &mut BTreeMap<S
 /// counts that come out are the shares (members with the same
 /// subscriptions end within one of each other).
 fn quotas(
-    candidates: &BTreeMap<Partition, Vec<&String>>,
+    subscribers: &BTreeMap<&str, Vec<&String>>,
+    partitions: &BTreeMap<String, u32>,
     members: &BTreeMap<String, MemberView>,
 ) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<String, usize> = members.keys().map(|member| (member.clone(), 0)).collect();
-    // Partitions with fewer candidates first: they have less choice.
-    let mut order: Vec<(&Partition, &Vec<&String>)> = candidates.iter().collect();
-    order.sort_by_key(|(partition, subscribers)| (subscribers.len(), (*partition).clone()));
-    for (_, subscribers) in order {
-        let chosen = subscribers
+    let mut counts: BTreeMap<&str, usize> = members.keys().map(|member| (member.as_str(), 0)).collect();
+    // Topics whose partitions have fewer candidates first: they have less
+    // choice. Within a topic only its candidates' counts change, so a heap
+    // of them deals its partitions as a scan per partition would.
+    let mut order: Vec<(&str, &Vec<&String>)> = subscribers.iter().map(|(topic, list)| (*topic, list)).collect();
+    order.sort_by_key(|(topic, list)| (list.len(), *topic));
+    for (topic, list) in order {
+        let mut heap: BinaryHeap<Reverse<(usize, Reverse<usize>, &str)>> = list
             .iter()
-            .min_by_key(|member| {
-                let owned = members[member.as_str()].owned.len();
-                (counts[member.as_str()], std::cmp::Reverse(owned), member.as_str().to_string())
+            .map(|member| {
+                Reverse((counts[member.as_str()], Reverse(members[member.as_str()].owned.len()), member.as_str()))
             })
-            .expect("a candidate set is never empty");
-        *counts.get_mut(chosen.as_str()).expect("counted") += 1;
+            .collect();
+        for _ in 0..partitions[topic] {
+            let Reverse((count, owned, chosen)) = heap.pop().expect("a candidate set is never empty");
+            *counts.get_mut(chosen).expect("counted") = count + 1;
+            heap.push(Reverse((count + 1, owned, chosen)));
+        }
     }
-    counts
+    counts.into_iter().map(|(member, count)| (member.to_string(), count)).collect()
 }
 
 /// Kafka's range assignor: per topic, contiguous ranges of partitions

@@ -59,7 +59,9 @@
 //! postcard-encoded, bounded (16 MiB; appends split above 4 MiB) and
 //! snapshots sent in 1 MiB chunks (`network.rs`), so no entry or state is
 //! too large to replicate. Empty groups expire (`ExpireGroups`, the time
-//! carried in the command); the maps that grow with clients are persistent
+//! carried in the command), and so do producer keys unused for their
+//! expiration (`ExpireProducerKeys`; brokers report keys whose ids
+//! appended with `ProducerKeysActive`); the maps that grow with clients are persistent
 //! (`imbl`), so publishing the state after a command costs what it changed.
 //!
 //! Never: apply a command that was not committed; depend on the clock or

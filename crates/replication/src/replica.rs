@@ -731,6 +731,13 @@ impl Replica {
         .await
     }
 
+    /// The idempotent producers that appended to this replica (as leader
+    /// or follower) at or after `since_ms`, on this broker's clock.
+    /// Blocking.
+    pub fn producers_appended_since(&self, since_ms: i64) -> Result<Vec<i64>, ReplicaError> {
+        self.with_log(|log| Ok(log.producers_appended_since(since_ms)))
+    }
+
     /// Retention (never at or above the HW) and time-based flushes.
     /// Blocking.
     pub fn maintain(&self, now_ms: i64) -> Result<(), ReplicaError> {

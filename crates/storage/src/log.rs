@@ -572,6 +572,12 @@ impl PartitionLog {
         self.producers.producer_count()
     }
 
+    /// The idempotent producers that appended here at or after `since_ms`
+    /// (on this broker's clock).
+    pub fn producers_appended_since(&self, since_ms: i64) -> Vec<i64> {
+        self.producers.appended_since(since_ms)
+    }
+
     /// Checks every batch of an append and fills `batch_infos`.
     fn validate(&mut self, records: &[u8]) -> Result<(), StorageError> {
         if records.is_empty() {

@@ -180,6 +180,12 @@ impl ProducerState {
         self.producers.len()
     }
 
+    /// The producers that appended at or after `since_ms` (this broker's
+    /// clock, as `record` was given it).
+    pub fn appended_since(&self, since_ms: i64) -> Vec<i64> {
+        self.producers.iter().filter(|(_, entry)| entry.last_append_ms >= since_ms).map(|(id, _)| *id).collect()
+    }
+
     /// The leader's check of one batch (offsets not yet assigned).
     pub fn check(&self, batch: &ProducerBatch) -> Result<SequenceCheck, ProducerRefusal> {
         if batch.first_sequence < 0 {
