@@ -437,3 +437,66 @@ fn every_command_has_an_example_in_its_help() {
         );
     }
 }
+
+/// Runs `brook args`, reads `lines` lines of its stdout and closes the pipe
+/// (as `| head -n lines` does; 0 closes it before anything is printed);
+/// what it printed, its exit and its stderr.
+fn run_into_closed_pipe(broker: &Broker, args: &[&str], lines: usize) -> (Vec<String>, std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let mut child = broker
+        .command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run brook");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read = Vec::new();
+    for _ in 0..lines {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read a line");
+        read.push(line);
+    }
+    drop(stdout);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("brook {args:?} still running 30 s after its reader went away");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    (read, status, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_quietly_when_their_reader_goes_away() {
+    let broker = Broker::start().await;
+    let created = run(&broker, &["topic", "create", "piped"], None);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let lines: String = (1..=50_000).map(|n| format!("{n}\n")).collect();
+    let produced = run(&broker, &["produce", "piped"], Some(lines.as_bytes()));
+    assert!(produced.status.success(), "{}", text(&produced.stderr));
+    // `brook consume piped --from-beginning | head -1`: one line read, the
+    // rest (far more than a pipe holds) meets a closed pipe.
+    let (read, status, stderr) = run_into_closed_pipe(&broker, &["consume", "piped", "--from-beginning"], 1);
+    assert_eq!(read, vec!["1\n".to_string()]);
+    assert!(status.success() && stderr.is_empty(), "consume into a closed pipe: {status}, stderr {stderr:?}");
+    // The reader gone before anything is printed: each printing command.
+    for args in [
+        &["cluster", "info"][..],
+        &["topic", "list"],
+        &["topic", "describe", "piped"],
+        &["group", "list"],
+        &["serve", "--print-config"],
+    ] {
+        let (_, status, stderr) = run_into_closed_pipe(&broker, args, 0);
+        assert!(status.success() && stderr.is_empty(), "brook {args:?} into a closed pipe: {status}, stderr {stderr:?}");
+    }
+}

@@ -8,10 +8,6 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
@@ -25,11 +21,32 @@ async fn health_and_reflection_are_served() {
         assert_eq!(response.into_inner().status, ServingStatus::Serving as i32, "{service:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    let names = listed_services_v1(channel.clone()).await;
+    let expected = [
+        "brook.v1.Admin",
+        "brook.v1.Groups",
+        "brook.v1.Metadata",
+        "brook.v1.Records",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    assert_eq!(names, expected, "the client listener's services, and not the internal ones");
+    // Older grpcurl, grpcui and Postman ask v1alpha: the same answer.
+    assert_eq!(listed_services_v1alpha(channel).await, names, "v1alpha lists what v1 lists");
+}
+
+/// The services a broker lists through reflection v1, sorted.
+async fn listed_services_v1(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    let mut reflection = ServerReflectionClient::new(channel);
     let mut responses =
         reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
     let response = responses.message().await.expect("a response").expect("not empty");
@@ -38,11 +55,29 @@ async fn health_and_reflection_are_served() {
     };
     let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
     names.sort();
-    for expected in
-        ["brook.v1.Admin", "brook.v1.Groups", "brook.v1.Metadata", "brook.v1.Records", "grpc.health.v1.Health"]
-    {
-        assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
-    }
+    names
+}
+
+/// The same through reflection v1alpha (its own generated types).
+async fn listed_services_v1alpha(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut responses =
+        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
+    let response = responses.message().await.expect("a response").expect("not empty");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    names.sort();
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

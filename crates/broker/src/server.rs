@@ -434,11 +434,33 @@ async fn serve_grpc(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tasks.spawn(report_health(health_reporter, registry.metadata().caught_up(), stop.clone()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(brook_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|error| ServeError::Reflection(error.to_string()))?;
+    // Reflection in both versions (v1, and the v1alpha that older grpcurl,
+    // grpcui and Postman ask for), each listing the services this listener
+    // serves, and only those (the internal ones are on the other port).
+    let reflection_builder = || {
+        let served = [
+            brook_proto::v1::admin_server::SERVICE_NAME,
+            brook_proto::v1::groups_server::SERVICE_NAME,
+            brook_proto::v1::metadata_server::SERVICE_NAME,
+            brook_proto::v1::records_server::SERVICE_NAME,
+            tonic_health::pb::health_server::SERVICE_NAME,
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+            tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+        ];
+        served.into_iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(brook_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+                .include_reflection_service(false),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    let reflection =
+        reflection_builder().build_v1().map_err(|error| ServeError::Reflection(error.to_string()))?;
+    let reflection_v1alpha =
+        reflection_builder().build_v1alpha().map_err(|error| ServeError::Reflection(error.to_string()))?;
 
     server_builder()
         // Connection activity and the memory budget outermost, then timing,
@@ -453,6 +475,7 @@ async fn serve_grpc(
         )
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(records)
         .add_service(groups)

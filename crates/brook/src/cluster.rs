@@ -7,24 +7,24 @@ use brook_client::Admin;
 pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
     let admin = Admin::connect(bootstrap).await?;
     let cluster = admin.describe_cluster().await?;
-    println!("cluster {}", cluster.cluster_id);
+    outln!("cluster {}", cluster.cluster_id);
     let controller = if cluster.controller_id == 0 { "none".to_string() } else { cluster.controller_id.to_string() };
-    println!("controller {controller}");
+    outln!("controller {controller}");
     for broker in &cluster.brokers {
         let state = if broker.alive { "alive" } else { "dead" };
         let role = if broker.id == cluster.controller_id { " (controller)" } else { "" };
-        println!("broker {}\t{}\t{state}{role}", broker.id, broker.address);
+        outln!("broker {}\t{}\t{state}{role}", broker.id, broker.address);
     }
     for summary in admin.list_topics().await? {
         let topic = admin.describe_topic(&summary.name).await?;
         for partition in topic.partitions {
             let leader = if partition.leader == 0 { "none".to_string() } else { partition.leader.to_string() };
-            println!(
+            outln!(
                 "{}-{}\tleader={leader}\tepoch={}\treplicas={:?}\tisr={:?}",
                 topic.name, partition.partition, partition.leader_epoch, partition.replicas, partition.isr
             );
             if !partition.offline_reason.is_empty() {
-                println!("\toffline: {}", partition.offline_reason);
+                outln!("\toffline: {}", partition.offline_reason);
             }
         }
     }
@@ -63,7 +63,7 @@ pub async fn health_of_cluster(bootstrap: &str) -> anyhow::Result<()> {
         }
     }
     if problems.is_empty() {
-        println!(
+        outln!(
             "healthy: {} broker(s) alive, controller {}, {partitions} partition(s) led with full ISRs",
             cluster.brokers.len(),
             cluster.controller_id
@@ -71,7 +71,7 @@ pub async fn health_of_cluster(bootstrap: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     for problem in &problems {
-        println!("{problem}");
+        outln!("{problem}");
     }
     anyhow::bail!("the cluster is not healthy: {} problem(s)", problems.len())
 }
@@ -94,6 +94,6 @@ pub async fn health(bootstrap: &str) -> anyhow::Result<()> {
     request.set_timeout(std::time::Duration::from_secs(2));
     let status = HealthClient::new(channel).check(request).await?.into_inner().status;
     anyhow::ensure!(status == ServingStatus::Serving as i32, "broker at {address} is not serving (status {status})");
-    println!("serving");
+    outln!("serving");
     Ok(())
 }

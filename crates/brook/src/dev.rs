@@ -73,12 +73,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let bootstrap = addresses.join(",");
     wait_until_formed(&bootstrap, args.nodes as usize).await;
-    println!("brook dev: {} broker(s) on {bootstrap}, data in {}", args.nodes, args.data.display());
-    println!("try:   export BROOK_BOOTSTRAP={bootstrap}");
-    println!("       brook topic create demo --partitions 3 --replication-factor {}", args.nodes.min(3));
-    println!("       seq 1 10 | brook produce demo && brook consume demo --from-beginning --max-messages 10");
-    println!("       brook cluster info");
-    println!("Ctrl-C stops the cluster.");
+    outln!("brook dev: {} broker(s) on {bootstrap}, data in {}", args.nodes, args.data.display());
+    outln!("try:   export BROOK_BOOTSTRAP={bootstrap}");
+    outln!("       brook topic create demo --partitions 3 --replication-factor {}", args.nodes.min(3));
+    outln!("       seq 1 10 | brook produce demo && brook consume demo --from-beginning --max-messages 10");
+    outln!("       brook cluster info");
+    outln!("Ctrl-C stops the cluster.");
     // Ctrl-C, or SIGTERM (`kill`, a service manager): either way the
     // brokers go down with this process instead of outliving it.
     crate::serve::wait_for_signal().await;

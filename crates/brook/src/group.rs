@@ -48,12 +48,12 @@ pub async fn run(command: GroupCommand, bootstrap: &str) -> anyhow::Result<()> {
     match command {
         GroupCommand::List => {
             for group in admin.list_groups().await? {
-                println!("{}\tstate={}\tmembers={}", group.group_id, group.state, group.members);
+                outln!("{}\tstate={}\tmembers={}", group.group_id, group.state, group.members);
             }
         }
         GroupCommand::Describe { group } => {
             let described = admin.describe_group(&group).await?;
-            println!(
+            outln!(
                 "group {}\tstate={}\tepoch={}\tassignor={}\tmembers={}",
                 described.group_id,
                 described.state,
@@ -61,11 +61,11 @@ pub async fn run(command: GroupCommand, bootstrap: &str) -> anyhow::Result<()> {
                 described.assignor,
                 described.members.len()
             );
-            println!("TOPIC\tPARTITION\tOWNER\tCOMMITTED\tEND\tLAG");
+            outln!("TOPIC\tPARTITION\tOWNER\tCOMMITTED\tEND\tLAG");
             let shown = |value: i64| if value < 0 { "-".to_string() } else { value.to_string() };
             for partition in &described.partitions {
                 let owner = if partition.owner.is_empty() { "-" } else { partition.owner.as_str() };
-                println!(
+                outln!(
                     "{}\t{}\t{owner}\t{}\t{}\t{}",
                     partition.topic,
                     partition.partition,
@@ -78,7 +78,7 @@ pub async fn run(command: GroupCommand, bootstrap: &str) -> anyhow::Result<()> {
                 let list = |partitions: &[brook_client::proto::TopicPartition]| {
                     partitions.iter().map(|tp| format!("{}-{}", tp.topic, tp.partition)).collect::<Vec<_>>().join(",")
                 };
-                println!(
+                outln!(
                     "member {}\tepoch={}\tclient={}\ttopics={}\tassigned={}\trevoking={}",
                     member.member_id,
                     member.member_epoch,
@@ -103,12 +103,12 @@ pub async fn run(command: GroupCommand, bootstrap: &str) -> anyhow::Result<()> {
                 _ => anyhow::bail!("say where to: --to-earliest, --to-latest, --to-offset N or --to-datetime T"),
             };
             for offset in admin.reset_offsets(&group, &topic, &partitions, to).await? {
-                println!("{}\t{}\t{}", offset.topic, offset.partition, offset.offset);
+                outln!("{}\t{}\t{}", offset.topic, offset.partition, offset.offset);
             }
         }
         GroupCommand::Delete { group } => {
             admin.delete_group(&group).await?;
-            println!("deleted group {group}");
+            outln!("deleted group {group}");
         }
     }
     Ok(())

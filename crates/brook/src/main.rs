@@ -2,6 +2,15 @@
 //! `consume` are its command-line clients. Errors print one line to stderr
 //! and exit non-zero.
 
+/// `println!` for what a command prints on stdout: when the reader has gone
+/// (`brook cluster info | head -1`), the command ends quietly and
+/// successfully, as `cat` does, instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod cluster;
 mod consume;
@@ -134,6 +143,27 @@ fn init_logging(default_level: &str, format: LogFormat) {
 /// Blocking-pool threads per broker in this process (see `main`).
 const IO_THREADS_PER_BROKER: usize = 8;
 
+/// Writes one line to stdout (see `outln!`). Any other failure to write
+/// is reported, with a failing exit.
+fn write_stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// Whether `error` comes from writing to a reader that has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) { "info" } else { "warn" };
@@ -181,6 +211,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `brook consume T | head -1`: the reader took what it wanted.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

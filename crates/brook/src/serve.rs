@@ -293,12 +293,12 @@ fn print_config(config: &BrokerConfig, sources: &Sources) -> anyhow::Result<()> 
         let source = sources.get(key).map_or("default", String::as_str);
         if *key == "peers" {
             let inline: Vec<String> = peers.iter().map(|(id, address)| format!("{id} = \"{address}\"")).collect();
-            println!("peers = {{ {} }}  # {source}", inline.join(", "));
+            outln!("peers = {{ {} }}  # {source}", inline.join(", "));
             continue;
         }
         match table.get(*key) {
-            Some(value) => println!("{key} = {value}  # {source}"),
-            None => println!("# {key} is not set  # {source}"),
+            Some(value) => outln!("{key} = {value}  # {source}"),
+            None => outln!("# {key} is not set  # {source}"),
         }
     }
     Ok(())

@@ -76,27 +76,27 @@ pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
             let topic = admin.alter_topic_config(&name, set.into_iter().collect(), delete).await?;
             let mut configs: Vec<_> = topic.configs.into_iter().collect();
             configs.sort();
-            println!(
+            outln!(
                 "topic {name} configs: {}",
                 configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
             );
         }
         TopicCommand::AddPartitions { name, to } => {
             let topic = admin.add_partitions(&name, to).await?;
-            println!("topic {name} now has {} partitions", topic.partitions.len());
+            outln!("topic {name} now has {} partitions", topic.partitions.len());
         }
         TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let mut topic = NewTopic::new(&name, partitions, replication_factor.unwrap_or(0));
             topic.configs.extend(configs);
             let created = admin.create_topic(topic).await?;
-            println!(
+            outln!(
                 "created topic {name} with {partitions} partition(s), replication factor {}",
                 created.replication_factor
             );
         }
         TopicCommand::List => {
             for topic in admin.list_topics().await? {
-                println!(
+                outln!(
                     "{}\tpartitions={}\treplication-factor={}",
                     topic.name, topic.partitions, topic.replication_factor
                 );
@@ -104,12 +104,12 @@ pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
         }
         TopicCommand::Describe { name } => {
             let topic = admin.describe_topic(&name).await?;
-            println!("topic {}\treplication-factor={}", topic.name, topic.replication_factor);
+            outln!("topic {}\treplication-factor={}", topic.name, topic.replication_factor);
             let mut configs: Vec<_> = topic.configs.into_iter().collect();
             configs.sort();
-            println!("configs\t{}", configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+            outln!("configs\t{}", configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
             for partition in topic.partitions {
-                println!(
+                outln!(
                     "partition {}\tleader={}\tepoch={}\treplicas={:?}\tisr={:?}\tlog-start={}\thigh-watermark={}\tlog-end={}",
                     partition.partition,
                     partition.leader,
@@ -124,7 +124,7 @@ pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
-            println!("deleted topic {name}");
+            outln!("deleted topic {name}");
         }
     }
     Ok(())

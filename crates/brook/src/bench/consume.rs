@@ -73,10 +73,10 @@ fn report(args: &ConsumeArgs, setup: &Setup, records: u64, bytes: u64, elapsed: 
             "transport": "grpc",
             "setup": setup.to_json(),
         });
-        println!("{result}");
+        outln!("{result}");
     } else {
-        println!("setup: {}", setup.describe());
-        println!(
+        outln!("setup: {}", setup.describe());
+        outln!(
             "{records} records read in {:.2} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s",
             elapsed.as_secs_f64()
         );

@@ -103,9 +103,9 @@ pub async fn run(args: E2eArgs, bootstrap: &str) -> anyhow::Result<()> {
         });
         print_json_with_latency(result, &latencies);
     } else {
-        println!("setup: {}", setup.describe());
-        println!("{received} records at {} records/s", args.throughput);
-        println!("produce-to-consume latency: {}", latencies.summary());
+        outln!("setup: {}", setup.describe());
+        outln!("{received} records at {} records/s", args.throughput);
+        outln!("produce-to-consume latency: {}", latencies.summary());
     }
     Ok(())
 }

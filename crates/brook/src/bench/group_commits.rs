@@ -101,14 +101,14 @@ pub async fn run(args: GroupCommitsArgs, bootstrap: &str) -> anyhow::Result<()> 
             },
             "setup": { "brokers": brokers, "replication_factor": args.replication_factor },
         });
-        println!("{result}");
+        outln!("{result}");
     } else {
-        println!(
+        outln!(
             "setup: brokers={brokers} members={} partitions={} (one each) replication-factor={}",
             args.members, args.members, args.replication_factor
         );
-        println!("{} members joined and held one partition each after {} ms", args.members, settle_time.as_millis());
-        println!(
+        outln!("{} members joined and held one partition each after {} ms", args.members, settle_time.as_millis());
+        outln!(
             "{commits} commits in {:.1} s: {per_sec:.0} commits/s; commit latency {}",
             elapsed.as_secs_f64(),
             latencies.summary()

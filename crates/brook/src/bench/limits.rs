@@ -148,14 +148,14 @@ pub async fn run(args: LimitsArgs) -> anyhow::Result<()> {
             "file_to_loopback_copy_mb_per_sec": mb(measured.file_copy),
             "file_to_loopback_sendfile_mb_per_sec": mb(measured.file_sendfile),
         });
-        println!("{result}");
+        outln!("{result}");
     } else {
-        println!("references: {} MiB in {}-byte chunks, disk of {}", bytes >> 20, args.chunk_size, args.dir.display());
-        println!("disk sequential write (buffered) {:.1} MB/s", mb(measured.disk_write));
-        println!("disk sequential read (page cache) {:.1} MB/s", mb(measured.disk_read));
-        println!("loopback TCP                      {:.1} MB/s", mb(measured.loopback));
-        println!("file -> loopback, read + write    {:.1} MB/s", mb(measured.file_copy));
-        println!("file -> loopback, sendfile        {:.1} MB/s", mb(measured.file_sendfile));
+        outln!("references: {} MiB in {}-byte chunks, disk of {}", bytes >> 20, args.chunk_size, args.dir.display());
+        outln!("disk sequential write (buffered) {:.1} MB/s", mb(measured.disk_write));
+        outln!("disk sequential read (page cache) {:.1} MB/s", mb(measured.disk_read));
+        outln!("loopback TCP                      {:.1} MB/s", mb(measured.loopback));
+        outln!("file -> loopback, read + write    {:.1} MB/s", mb(measured.file_copy));
+        outln!("file -> loopback, sendfile        {:.1} MB/s", mb(measured.file_sendfile));
     }
     Ok(())
 }

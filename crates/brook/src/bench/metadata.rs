@@ -46,13 +46,13 @@ pub async fn run(args: MetadataArgs, bootstrap: &str) -> anyhow::Result<()> {
             "topics_deleted_per_sec": deleted_per_sec,
             "setup": { "brokers": brokers, "partitions": args.partitions, "replication_factor": args.replication_factor },
         });
-        println!("{result}");
+        outln!("{result}");
     } else {
-        println!(
+        outln!(
             "setup: brokers={brokers} partitions-per-topic={} replication-factor={}",
             args.partitions, args.replication_factor
         );
-        println!(
+        outln!(
             "{} topics created one by one: {created_per_sec:.1} topics/s; deleted: {deleted_per_sec:.1} topics/s",
             args.topics
         );

@@ -220,7 +220,7 @@ pub fn print_json_with_latency(mut result: serde_json::Value, latencies: &Latenc
     if let (Some(object), serde_json::Value::Object(extra)) = (result.as_object_mut(), latencies.to_json()) {
         object.extend(extra);
     }
-    println!("{result}");
+    outln!("{result}");
 }
 
 /// Throughput over a span.

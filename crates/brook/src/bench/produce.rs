@@ -236,13 +236,13 @@ fn report(
         });
         print_json_with_latency(result, latencies);
     } else {
-        println!("setup: {}", setup.describe());
-        println!(
+        outln!("setup: {}", setup.describe());
+        outln!(
             "{acknowledged} records sent in {:.2} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s{}",
             elapsed.as_secs_f64(),
             if failed > 0 { format!(", {failed} FAILED") } else { String::new() }
         );
-        println!("send-to-ack latency: {}", latencies.summary());
+        outln!("send-to-ack latency: {}", latencies.summary());
     }
     anyhow::ensure!(failed == 0, "{failed} records failed");
     Ok(())
