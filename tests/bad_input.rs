@@ -9,6 +9,7 @@ use brook_client::proto::records_client::RecordsClient;
 use brook_client::proto::{
     Acks, CreateTopicRequest, FetchRequest, ListTopicsRequest, PartitionBatches, ProduceManyRequest, ProduceRequest,
 };
+use brook_client::ErrorCode;
 use brook_record::{BatchBuilder, NewRecord};
 use bytes::Bytes;
 use harness::Broker;
@@ -98,13 +99,13 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.produce(produce("nope", 0, batch(&[b"x"]))).await,
         Code::NotFound,
-        "UNKNOWN_TOPIC_OR_PARTITION",
+        ErrorCode::UnknownTopicOrPartition.name(),
         "topic 'nope' does not exist",
     );
     expect_status(
         records.fetch(fetch("t", 5, 0)).await,
         Code::NotFound,
-        "UNKNOWN_TOPIC_OR_PARTITION",
+        ErrorCode::UnknownTopicOrPartition.name(),
         "topic 't' has 2 partitions; partition 5 does not exist",
     );
     still_serving(&mut records, &mut admin).await;
@@ -116,7 +117,7 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.fetch(ahead).await,
         Code::Unavailable,
-        "UNKNOWN_LEADER_EPOCH",
+        ErrorCode::UnknownLeaderEpoch.name(),
         "the leader epoch 7 the request names is newer than this broker's 0",
     );
     let mut current = fetch("t", 0, 0);
@@ -129,20 +130,20 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
         expect_status(
             admin.create_topic(create(name, 1)).await,
             Code::InvalidArgument,
-            "INVALID_TOPIC",
+            ErrorCode::InvalidTopic.name(),
             "invalid topic name",
         );
     }
     expect_status(
         admin.create_topic(create("t", 1)).await,
         Code::AlreadyExists,
-        "TOPIC_ALREADY_EXISTS",
+        ErrorCode::TopicAlreadyExists.name(),
         "topic 't' already exists",
     );
     expect_status(
         admin.create_topic(create("zero", 0)).await,
         Code::InvalidArgument,
-        "INVALID_PARTITIONS",
+        ErrorCode::InvalidPartitions.name(),
         "invalid partition count 0",
     );
     still_serving(&mut records, &mut admin).await;
@@ -154,33 +155,33 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.produce(produce("t", 0, wrong_crc)).await,
         Code::InvalidArgument,
-        "CORRUPT_RECORD",
+        ErrorCode::CorruptRecord.name(),
         "CRC mismatch",
     );
     let whole = batch(&[b"three"]);
     expect_status(
         records.produce(produce("t", 0, whole[..whole.len() - 2].to_vec())).await,
         Code::InvalidArgument,
-        "CORRUPT_RECORD",
+        ErrorCode::CorruptRecord.name(),
         "truncated",
     );
     let big = vec![7u8; 2000];
     expect_status(
         records.produce(produce("small", 0, batch(&[&big]))).await,
         Code::InvalidArgument,
-        "RECORD_TOO_LARGE",
+        ErrorCode::RecordTooLarge.name(),
         "over the limit of 1000 bytes",
     );
     expect_status(
         records.produce(produce("t", 0, vec![0xde; 300])).await,
         Code::InvalidArgument,
-        "CORRUPT_RECORD",
+        ErrorCode::CorruptRecord.name(),
         "invalid",
     );
     expect_status(
         records.produce(produce("t", 0, Vec::new())).await,
         Code::InvalidArgument,
-        "CORRUPT_RECORD",
+        ErrorCode::CorruptRecord.name(),
         "at least one record batch",
     );
     // A good batch followed by a bad one: nothing of the request is stored.
@@ -189,17 +190,22 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.produce(produce("t", 0, mixed)).await,
         Code::InvalidArgument,
-        "CORRUPT_RECORD",
+        ErrorCode::CorruptRecord.name(),
         "batch 1 of the append",
     );
     // The same as separate pieces: a bad piece refuses the whole request;
     // and a request may not set both forms.
     let mut pieces = produce("t", 0, Vec::new());
     pieces.batches = vec![Bytes::from(batch(&[b"three"])), Bytes::from_static(&[1, 2, 3])];
-    expect_status(records.produce(pieces).await, Code::InvalidArgument, "CORRUPT_RECORD", "batch 1 of the append");
+    expect_status(
+        records.produce(pieces).await,
+        Code::InvalidArgument,
+        ErrorCode::CorruptRecord.name(),
+        "batch 1 of the append",
+    );
     let mut both = produce("t", 0, batch(&[b"three"]));
     both.batches = vec![Bytes::from(batch(&[b"four"]))];
-    expect_status(records.produce(both).await, Code::InvalidArgument, "INVALID_REQUEST", "not both");
+    expect_status(records.produce(both).await, Code::InvalidArgument, ErrorCode::InvalidRequest.name(), "not both");
     still_serving(&mut records, &mut admin).await;
 
     // Several partitions in one request: each answered on its own, a bad
@@ -232,9 +238,9 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
         outcomes,
         [
             ("t", 1, ""),
-            ("t", 0, "CORRUPT_RECORD"),
-            ("nope", 0, "UNKNOWN_TOPIC_OR_PARTITION"),
-            ("t", 9, "UNKNOWN_TOPIC_OR_PARTITION")
+            ("t", 0, ErrorCode::CorruptRecord.name()),
+            ("nope", 0, ErrorCode::UnknownTopicOrPartition.name()),
+            ("t", 9, ErrorCode::UnknownTopicOrPartition.name())
         ]
     );
     assert_eq!((answer.partitions[0].base_offset, answer.partitions[0].last_offset), (0, 1));
@@ -245,13 +251,13 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.produce_many(many(Vec::new())).await,
         Code::InvalidArgument,
-        "INVALID_REQUEST",
+        ErrorCode::InvalidRequest.name(),
         "at least one partition",
     );
     expect_status(
         records.produce_many(many(vec![part("t", 1, batch(&[b"m3"])), part("t", 1, batch(&[b"m4"]))])).await,
         Code::InvalidArgument,
-        "INVALID_REQUEST",
+        ErrorCode::InvalidRequest.name(),
         "partition t-1 appears twice",
     );
     let other = records.fetch(fetch("t", 1, 0)).await.expect("fetch t-1").into_inner();
@@ -262,19 +268,19 @@ async fn bad_input_gets_a_precise_status_and_harms_nothing() {
     expect_status(
         records.fetch(fetch("t", 0, -1)).await,
         Code::InvalidArgument,
-        "INVALID_REQUEST",
+        ErrorCode::InvalidRequest.name(),
         "fetch offset -1 is negative",
     );
     expect_status(
         records.fetch(fetch("t", 0, 3)).await,
         Code::OutOfRange,
-        "OFFSET_OUT_OF_RANGE",
+        ErrorCode::OffsetOutOfRange.name(),
         "valid offsets are 0..=2",
     );
     expect_status(
         records.fetch(fetch("t", 0, i64::MAX)).await,
         Code::OutOfRange,
-        "OFFSET_OUT_OF_RANGE",
+        ErrorCode::OffsetOutOfRange.name(),
         "out of range",
     );
     let at_end = records.fetch(fetch("t", 0, 2)).await.expect("fetching at the end is fine").into_inner();

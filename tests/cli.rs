@@ -441,7 +441,11 @@ fn every_command_has_an_example_in_its_help() {
 /// Runs `brook args`, reads `lines` lines of its stdout and closes the pipe
 /// (as `| head -n lines` does; 0 closes it before anything is printed);
 /// what it printed, its exit and its stderr.
-fn run_into_closed_pipe(broker: &Broker, args: &[&str], lines: usize) -> (Vec<String>, std::process::ExitStatus, String) {
+fn run_into_closed_pipe(
+    broker: &Broker,
+    args: &[&str],
+    lines: usize,
+) -> (Vec<String>, std::process::ExitStatus, String) {
     use std::io::{BufRead, Read};
     let mut child = broker
         .command()
@@ -497,6 +501,9 @@ async fn commands_end_quietly_when_their_reader_goes_away() {
         &["serve", "--print-config"],
     ] {
         let (_, status, stderr) = run_into_closed_pipe(&broker, args, 0);
-        assert!(status.success() && stderr.is_empty(), "brook {args:?} into a closed pipe: {status}, stderr {stderr:?}");
+        assert!(
+            status.success() && stderr.is_empty(),
+            "brook {args:?} into a closed pipe: {status}, stderr {stderr:?}"
+        );
     }
 }

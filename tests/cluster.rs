@@ -9,6 +9,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -230,19 +231,19 @@ async fn bad_admin_calls_in_a_cluster_get_clear_errors_even_without_a_majority()
     admin.create_topic(NewTopic::new("t", 1, 3)).await.expect("create");
 
     let too_many = admin.create_topic(NewTopic::new("wide", 1, 4)).await.expect_err("RF 4 on 3 brokers");
-    assert_eq!(too_many.code_name(), Some("INVALID_REPLICATION_FACTOR"), "{too_many}");
+    assert_eq!(too_many.code_name(), Some(ErrorCode::InvalidReplicationFactor.name()), "{too_many}");
     assert!(too_many.to_string().contains("replication factor 4 is invalid"), "{too_many}");
     let existing = admin.create_topic(NewTopic::new("t", 1, 3)).await.expect_err("exists");
-    assert_eq!(existing.code_name(), Some("TOPIC_ALREADY_EXISTS"));
+    assert_eq!(existing.code_name(), Some(ErrorCode::TopicAlreadyExists.name()));
     let missing = admin.delete_topic("nope").await.expect_err("missing");
-    assert_eq!(missing.code_name(), Some("UNKNOWN_TOPIC_OR_PARTITION"));
+    assert_eq!(missing.code_name(), Some(ErrorCode::UnknownTopicOrPartition.name()));
 
     // Two of three down: no majority. A clear "unavailable", not a hang.
     cluster.broker(2).kill();
     cluster.broker(3).kill();
     let started = Instant::now();
     let refused = admin.create_topic(NewTopic::new("later", 1, 1)).await.expect_err("no majority");
-    assert_eq!(refused.code_name(), Some("BROKER_NOT_AVAILABLE"), "{refused}");
+    assert_eq!(refused.code_name(), Some(ErrorCode::BrokerNotAvailable.name()), "{refused}");
     assert!(refused.to_string().contains("no metadata controller"), "{refused}");
     println!("without a majority the create failed after {:?}: {refused}", started.elapsed());
     assert!(cluster.broker(1).is_running(), "the broker stays up");

@@ -8,6 +8,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
@@ -112,7 +113,7 @@ fn owners(group: &GroupDescription) -> BTreeMap<String, BTreeSet<TopicPartition>
         .members
         .iter()
         .map(|member| {
-            let owned = member.assigned.iter().map(|tp| TopicPartition::new(&tp.topic, tp.partition)).collect();
+            let owned = member.assigned.iter().map(|tp| TopicPartition::new(tp.topic.as_str(), tp.partition)).collect();
             (member.member_id.clone(), owned)
         })
         .collect()
@@ -391,7 +392,7 @@ async fn a_member_paused_past_its_session_is_fenced_and_does_not_process_what_it
         })
         .await
         .expect_err("a zombie's commit");
-    assert_eq!(error_name(&refused), "UNKNOWN_MEMBER_ID", "{refused:?}");
+    assert_eq!(error_name(&refused), ErrorCode::UnknownMemberId.name(), "{refused:?}");
 
     produce(&bootstrap, "single", 50, 50).await;
     eventually("the other member read the new records", Duration::from_secs(20), || async {
@@ -576,25 +577,45 @@ async fn bad_group_requests_get_clear_errors_and_the_broker_stays_up() {
     let mut at_other = GroupsClient::connect(format!("http://{other}")).await.expect("connect");
 
     let not_coordinator = at_other.consumer_group_heartbeat(join.clone()).await.expect_err("not the coordinator");
-    assert_eq!(error_name(&not_coordinator), "NOT_COORDINATOR");
+    assert_eq!(error_name(&not_coordinator), ErrorCode::NotCoordinator.name());
     assert!(not_coordinator.message().contains(&format!("broker {} does", info.controller_id)), "{not_coordinator:?}");
 
     let cases: Vec<(ConsumerGroupHeartbeatRequest, &str, &str)> = vec![
-        (ConsumerGroupHeartbeatRequest { member_id: String::new(), ..join.clone() }, "INVALID_REQUEST", "member id"),
-        (ConsumerGroupHeartbeatRequest { group_id: String::new(), ..join.clone() }, "INVALID_REQUEST", "group id"),
+        (
+            ConsumerGroupHeartbeatRequest { member_id: String::new(), ..join.clone() },
+            ErrorCode::InvalidRequest.name(),
+            "member id",
+        ),
+        (
+            ConsumerGroupHeartbeatRequest { group_id: String::new(), ..join.clone() },
+            ErrorCode::InvalidRequest.name(),
+            "group id",
+        ),
         (
             ConsumerGroupHeartbeatRequest { session_timeout_ms: 10, ..join.clone() },
-            "INVALID_REQUEST",
+            ErrorCode::InvalidRequest.name(),
             "session timeout",
         ),
-        (ConsumerGroupHeartbeatRequest { assignor: "fancy".into(), ..join.clone() }, "INVALID_REQUEST", "assignor"),
-        (ConsumerGroupHeartbeatRequest { subscribed_topics: vec![], ..join.clone() }, "INVALID_REQUEST", "subscribed"),
+        (
+            ConsumerGroupHeartbeatRequest { assignor: "fancy".into(), ..join.clone() },
+            ErrorCode::InvalidRequest.name(),
+            "assignor",
+        ),
+        (
+            ConsumerGroupHeartbeatRequest { subscribed_topics: vec![], ..join.clone() },
+            ErrorCode::InvalidRequest.name(),
+            "subscribed",
+        ),
         (
             ConsumerGroupHeartbeatRequest { subscribed_topics: vec!["bad name!".into()], ..join.clone() },
-            "INVALID_TOPIC",
+            ErrorCode::InvalidTopic.name(),
             "bad name",
         ),
-        (ConsumerGroupHeartbeatRequest { member_epoch: 3, ..join.clone() }, "UNKNOWN_MEMBER_ID", "not in group"),
+        (
+            ConsumerGroupHeartbeatRequest { member_epoch: 3, ..join.clone() },
+            ErrorCode::UnknownMemberId.name(),
+            "not in group",
+        ),
     ];
     for (request, name, words) in cases {
         let refused = at_controller.consumer_group_heartbeat(request.clone()).await.expect_err("refused");
@@ -610,7 +631,7 @@ async fn bad_group_requests_get_clear_errors_and_the_broker_stays_up() {
         })
         .await
         .expect_err("a future epoch");
-    assert_eq!(error_name(&fenced), "FENCED_MEMBER_EPOCH");
+    assert_eq!(error_name(&fenced), ErrorCode::FencedMemberEpoch.name());
     let commit = |member_id: &str, offset: i64| CommitOffsetsRequest {
         group_id: "g".into(),
         offsets: vec![OffsetCommit { topic: "t".into(), partition: 0, offset, metadata: String::new() }],
@@ -618,11 +639,11 @@ async fn bad_group_requests_get_clear_errors_and_the_broker_stays_up() {
         member_epoch: joined.member_epoch,
     };
     let stranger = at_controller.commit_offsets(commit("m2", 1)).await.expect_err("not a member");
-    assert_eq!(error_name(&stranger), "UNKNOWN_MEMBER_ID");
+    assert_eq!(error_name(&stranger), ErrorCode::UnknownMemberId.name());
     let outsider = at_controller.commit_offsets(commit("", 1)).await.expect_err("outside the protocol");
-    assert_eq!(error_name(&outsider), "NON_EMPTY_GROUP");
+    assert_eq!(error_name(&outsider), ErrorCode::NonEmptyGroup.name());
     let negative = at_controller.commit_offsets(commit("m1", -5)).await.expect_err("negative");
-    assert_eq!(error_name(&negative), "INVALID_REQUEST");
+    assert_eq!(error_name(&negative), ErrorCode::InvalidRequest.name());
     at_controller.commit_offsets(commit("m1", 1)).await.expect("the member commits");
     // Still up and answering.
     assert!(admin.list_groups().await.expect("list").iter().any(|group| group.group_id == "g"));

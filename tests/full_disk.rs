@@ -6,6 +6,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,7 +117,7 @@ async fn fill(client: &mut RecordsClient<tonic::transport::Channel>, topic: &str
             Ok(_) => acknowledged += 64,
             Err(status) => {
                 let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok());
-                assert_eq!(name, Some("KAFKA_STORAGE_ERROR"), "{status:?}");
+                assert_eq!(name, Some(ErrorCode::KafkaStorageError.name()), "{status:?}");
                 assert!(status.message().contains("space"), "{status:?}");
                 return acknowledged;
             }

@@ -41,6 +41,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::time::Duration;
 
 use brook_client::proto::{Acks, ProduceRequest};
@@ -121,7 +122,7 @@ async fn a_compressed_batch_that_lies_about_its_size_is_refused_by_a_recompressi
         let status = records.produce(produce("lz", bomb)).await.expect_err(what);
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
         let name = status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).unwrap_or_default();
-        assert_eq!(name, "CORRUPT_RECORD", "{what}: {status:?}");
+        assert_eq!(name, ErrorCode::CorruptRecord.name(), "{what}: {status:?}");
         assert!(status.message().contains("decompress to more than 1048576 bytes"), "{what}: {status:?}");
     }
     let peak_after = broker.peak_rss_bytes().expect("the broker's peak RSS");
@@ -358,11 +359,11 @@ async fn oversized_metadata_requests_are_refused_at_once_and_the_controller_stil
     let refused = groups.commit_offsets(huge).await.expect_err("a 12 MB commit");
     println!("12 MB commit refused in {:?}: {}", started.elapsed(), refused.message());
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
-    assert_eq!(error_name(&refused), "MESSAGE_TOO_LARGE", "{refused:?}");
+    assert_eq!(error_name(&refused), ErrorCode::MessageTooLarge.name(), "{refused:?}");
     assert!(refused.message().contains("a commit of 3000 offsets"), "{refused:?}");
     let metadata = commit_request("huge", [("t".to_string(), 0)], 4097);
     let refused = groups.commit_offsets(metadata).await.expect_err("4097 bytes of metadata");
-    assert_eq!(error_name(&refused), "OFFSET_METADATA_TOO_LARGE", "{refused:?}");
+    assert_eq!(error_name(&refused), ErrorCode::OffsetMetadataTooLarge.name(), "{refused:?}");
 
     // A join that claims to own 60,000 partitions.
     let heartbeat = brook_client::proto::ConsumerGroupHeartbeatRequest {
@@ -376,7 +377,7 @@ async fn oversized_metadata_requests_are_refused_at_once_and_the_controller_stil
         ..Default::default()
     };
     let refused = groups.consumer_group_heartbeat(heartbeat).await.expect_err("60,000 owned partitions");
-    assert_eq!(error_name(&refused), "MESSAGE_TOO_LARGE", "{refused:?}");
+    assert_eq!(error_name(&refused), ErrorCode::MessageTooLarge.name(), "{refused:?}");
 
     // 2,000 commits of 4 KiB metadata at once: 8 MB if batched into one
     // entry; split, every one lands.
@@ -731,7 +732,7 @@ async fn a_group_takes_at_most_group_max_size_members() {
     groups.consumer_group_heartbeat(join("m-1")).await.expect("the first joins");
     groups.consumer_group_heartbeat(join("m-2")).await.expect("the second joins");
     let refused = groups.consumer_group_heartbeat(join("m-3")).await.expect_err("the third");
-    assert_eq!(error_name(&refused), "GROUP_MAX_SIZE_REACHED", "{refused:?}");
+    assert_eq!(error_name(&refused), ErrorCode::GroupMaxSizeReached.name(), "{refused:?}");
     assert!(refused.message().contains("group_max_size"), "{refused:?}");
     groups.consumer_group_heartbeat(join("m-1")).await.expect("a member joining again is no new member");
 }

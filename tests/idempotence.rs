@@ -5,6 +5,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::time::Duration;
 
 use brook_client::proto::{Acks as WireAcks, InitProducerIdRequest, ProduceRequest, ProduceResponse};
@@ -101,7 +102,7 @@ async fn the_leader_answers_a_retry_with_its_offsets_and_refuses_gaps_and_fenced
     assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
 
     let gap = send(&broker.address, "ids", batch(id, 0, 5, 1)).await.expect_err("a gap");
-    assert_eq!(error_name(&gap), "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    assert_eq!(error_name(&gap), ErrorCode::OutOfOrderSequenceNumber.name());
     assert_eq!(gap.code(), tonic::Code::FailedPrecondition);
     assert!(gap.message().contains("expected 3"), "{}", gap.message());
 
@@ -112,7 +113,7 @@ async fn the_leader_answers_a_retry_with_its_offsets_and_refuses_gaps_and_fenced
     assert_eq!((same, epoch_1), (keyed, epoch_0 + 1));
     send(&broker.address, "ids", batch(keyed, epoch_1, 0, 1)).await.expect("second life");
     let fenced = send(&broker.address, "ids", batch(keyed, epoch_0, 1, 1)).await.expect_err("fenced");
-    assert_eq!(error_name(&fenced), "INVALID_PRODUCER_EPOCH");
+    assert_eq!(error_name(&fenced), ErrorCode::InvalidProducerEpoch.name());
 
     let empty_key_too_long = records_client(&broker.address)
         .await
@@ -275,7 +276,7 @@ async fn a_batch_refused_for_good_leaves_no_gap_that_stops_the_partition() {
     // Its own batch, over the topic's limit: refused for good, so its
     // sequence numbers never reach the log.
     let refused = send(vec![b'x'; 4096]).await.expect_err("too large for the topic");
-    assert_eq!(refused.code_name(), Some("RECORD_TOO_LARGE"), "{refused}");
+    assert_eq!(refused.code_name(), Some(ErrorCode::RecordTooLarge.name()), "{refused}");
     // The next batches would follow the refused one's sequences: the
     // producer takes a new id and renumbers them, so they land.
     for index in 0..3 {

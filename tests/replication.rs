@@ -6,6 +6,7 @@
 
 mod harness;
 
+use brook_client::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -160,7 +161,7 @@ async fn acks_all_times_out_while_a_follower_stalls_and_is_refused_below_min_isr
     .await;
     assert_eq!(refused.code(), tonic::Code::Unavailable);
     let error_name = refused.metadata().get("brook-error").and_then(|value| value.to_str().ok()).map(str::to_string);
-    assert_eq!(error_name.as_deref(), Some("NOT_ENOUGH_REPLICAS"));
+    assert_eq!(error_name.as_deref(), Some(ErrorCode::NotEnoughReplicas.name()));
 
     // Back from the stall: it catches up, rejoins, and acks=all works again.
     cluster.broker(stalled).resume();

@@ -5,9 +5,8 @@
 //! `NOT_LEADER` from a final `INVALID_TOPIC` without parsing messages.
 
 use brook_metadata::CommandError;
-use brook_record::{BrokerId, LeaderEpoch};
+use brook_record::{BrokerId, ErrorCode, LeaderEpoch};
 use brook_replication::ReplicaError;
-use brook_storage::ProducerRefusal;
 use thiserror::Error;
 use tonic::{Code, Status};
 
@@ -73,91 +72,68 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// The Kafka-style error name a client can act on.
-    pub fn code_name(&self) -> &'static str {
+    /// The refusal a client can act on.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            BrokerError::UnknownTopic { .. } | BrokerError::PartitionNotFound { .. } => "UNKNOWN_TOPIC_OR_PARTITION",
-            BrokerError::InvalidTopicName { .. } => "INVALID_TOPIC",
-            BrokerError::TopicAlreadyExists { .. } => "TOPIC_ALREADY_EXISTS",
-            BrokerError::InvalidConfig { .. } => "INVALID_CONFIG",
-            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionsOnlyGrow { .. } => "INVALID_PARTITIONS",
-            BrokerError::InvalidReplicationFactor { .. } => "INVALID_REPLICATION_FACTOR",
-            BrokerError::InvalidRequest(_) => "INVALID_REQUEST",
-            BrokerError::TooLarge { .. } => "MESSAGE_TOO_LARGE",
-            BrokerError::OffsetMetadataTooLarge { .. } => "OFFSET_METADATA_TOO_LARGE",
-            BrokerError::NotEnoughReplicas { .. } => "NOT_ENOUGH_REPLICAS",
-            BrokerError::NotLeader { .. } => "NOT_LEADER",
-            BrokerError::Replica(error) => error.code_name(),
-            BrokerError::NoController(_) | BrokerError::ShuttingDown => "BROKER_NOT_AVAILABLE",
-            BrokerError::DataDir { .. } => "KAFKA_STORAGE_ERROR",
-            BrokerError::NotCoordinator { .. } => "NOT_COORDINATOR",
-            BrokerError::PeerUnavailable { .. } => "LEADER_NOT_AVAILABLE",
-            BrokerError::StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
-            BrokerError::Group(error) => group_code_name(error),
+            BrokerError::UnknownTopic { .. } | BrokerError::PartitionNotFound { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            BrokerError::InvalidTopicName { .. } => ErrorCode::InvalidTopic,
+            BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+            BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            BrokerError::InvalidPartitions { .. } | BrokerError::PartitionsOnlyGrow { .. } => {
+                ErrorCode::InvalidPartitions
+            }
+            BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BrokerError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            BrokerError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
+            BrokerError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            BrokerError::NotLeader { .. } => ErrorCode::NotLeader,
+            BrokerError::Replica(error) => error.error_code(),
+            BrokerError::NoController(_) | BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,
+            BrokerError::DataDir { .. } => ErrorCode::KafkaStorageError,
+            BrokerError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+            BrokerError::PeerUnavailable { .. } => ErrorCode::LeaderNotAvailable,
+            BrokerError::StaleBrokerEpoch { .. } => ErrorCode::StaleBrokerEpoch,
+            BrokerError::Group(error) => group_error_code(error),
         }
     }
 
+    /// The name of [`Self::error_code`], as it travels.
+    pub fn code_name(&self) -> &'static str {
+        self.error_code().name()
+    }
+
+    /// The gRPC status: the error code's, but for two refusals whose
+    /// circumstances decide.
     pub(crate) fn code(&self) -> Code {
         match self {
-            BrokerError::UnknownTopic { .. } | BrokerError::PartitionNotFound { .. } => Code::NotFound,
-            BrokerError::TopicAlreadyExists { .. } => Code::AlreadyExists,
-            BrokerError::InvalidTopicName { .. }
-            | BrokerError::InvalidConfig { .. }
-            | BrokerError::InvalidPartitions { .. }
-            | BrokerError::PartitionsOnlyGrow { .. }
-            | BrokerError::InvalidReplicationFactor { .. }
-            | BrokerError::InvalidRequest(_)
-            | BrokerError::TooLarge { .. }
-            | BrokerError::OffsetMetadataTooLarge { .. } => Code::InvalidArgument,
-            BrokerError::NotEnoughReplicas { .. }
-            | BrokerError::ShuttingDown
-            | BrokerError::NotLeader { .. }
-            | BrokerError::NoController(_) => Code::Unavailable,
-            BrokerError::Replica(error) => replica_code(error),
-            BrokerError::DataDir { .. } => Code::Internal,
-            BrokerError::NotCoordinator { .. } | BrokerError::PeerUnavailable { .. } => Code::Unavailable,
-            BrokerError::StaleBrokerEpoch { epoch, current, .. } if epoch < current => Code::FailedPrecondition,
-            BrokerError::StaleBrokerEpoch { .. } => Code::Unavailable,
-            BrokerError::Group(CommandError::UnknownGroup { .. }) => Code::NotFound,
-            BrokerError::Group(CommandError::InvalidGroupRequest { .. }) => Code::InvalidArgument,
-            BrokerError::Group(_) => Code::FailedPrecondition,
+            // A fetch from an incarnation this broker has not heard of yet:
+            // worth trying again shortly.
+            BrokerError::StaleBrokerEpoch { epoch, current, .. } if epoch >= current => Code::Unavailable,
+            // Any other group refusal: the group's state forbids it now.
+            BrokerError::Group(error)
+                if group_error_code(error) == ErrorCode::InvalidRequest
+                    && !matches!(error, CommandError::InvalidGroupRequest { .. }) =>
+            {
+                Code::FailedPrecondition
+            }
+            _ => Code::from(self.error_code().grpc_status() as i32),
         }
     }
 }
 
-/// The Kafka error name of a group refusal.
-fn group_code_name(error: &CommandError) -> &'static str {
+/// The code of a group refusal.
+fn group_error_code(error: &CommandError) -> ErrorCode {
     match error {
-        CommandError::UnknownMemberId { .. } => "UNKNOWN_MEMBER_ID",
-        CommandError::FencedMemberEpoch { .. } => "FENCED_MEMBER_EPOCH",
-        CommandError::StaleMemberEpoch { .. } => "STALE_MEMBER_EPOCH",
-        CommandError::GroupNotEmpty { .. } => "NON_EMPTY_GROUP",
-        CommandError::UnknownGroup { .. } => "GROUP_ID_NOT_FOUND",
-        CommandError::GroupMaxSizeReached { .. } => "GROUP_MAX_SIZE_REACHED",
-        _ => "INVALID_REQUEST",
-    }
-}
-
-/// The gRPC code of a replica's error.
-fn replica_code(error: &ReplicaError) -> Code {
-    match error {
-        ReplicaError::InvalidBatch { .. } | ReplicaError::BatchTooLarge { .. } => Code::InvalidArgument,
-        ReplicaError::OffsetOutOfRange { .. } => Code::OutOfRange,
-        ReplicaError::RequestTimedOut { .. } => Code::DeadlineExceeded,
-        ReplicaError::LeadershipChanged { .. }
-        | ReplicaError::NotLeader { .. }
-        | ReplicaError::NotEnoughReplicasAfterAppend { .. }
-        | ReplicaError::FencedLeaderEpoch { .. }
-        | ReplicaError::UnknownLeaderEpoch { .. }
-        | ReplicaError::Closed { .. } => Code::Unavailable,
-        ReplicaError::UnknownTopicId { .. } => Code::NotFound,
-        ReplicaError::Storage { .. } => Code::Internal,
-        ReplicaError::Producer { source, .. } => match source {
-            ProducerRefusal::OutOfOrder { .. }
-            | ProducerRefusal::UnknownProducer { .. }
-            | ProducerRefusal::Fenced { .. } => Code::FailedPrecondition,
-            ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => Code::InvalidArgument,
-        },
+        CommandError::UnknownMemberId { .. } => ErrorCode::UnknownMemberId,
+        CommandError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+        CommandError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
+        CommandError::GroupNotEmpty { .. } => ErrorCode::NonEmptyGroup,
+        CommandError::UnknownGroup { .. } => ErrorCode::GroupIdNotFound,
+        CommandError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+        _ => ErrorCode::InvalidRequest,
     }
 }
 

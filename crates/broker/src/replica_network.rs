@@ -96,7 +96,7 @@ impl LeaderClient for GrpcLeaderClient {
                         log_start_offset: offset_from_wire(data.log_start_offset, "log start offset")?,
                     })
                 } else {
-                    let log_start_offset = (data.error == LeaderRefusal::OFFSET_OUT_OF_RANGE)
+                    let log_start_offset = (data.error == brook_record::ErrorCode::OffsetOutOfRange.name())
                         .then(|| offset_from_wire(data.log_start_offset, "log start offset"))
                         .transpose()?;
                     Err(LeaderRefusal { code_name: data.error, message: data.message, log_start_offset })

@@ -457,8 +457,7 @@ async fn serve_grpc(
             |builder, name| builder.with_service_name(name),
         )
     };
-    let reflection =
-        reflection_builder().build_v1().map_err(|error| ServeError::Reflection(error.to_string()))?;
+    let reflection = reflection_builder().build_v1().map_err(|error| ServeError::Reflection(error.to_string()))?;
     let reflection_v1alpha =
         reflection_builder().build_v1alpha().map_err(|error| ServeError::Reflection(error.to_string()))?;
 

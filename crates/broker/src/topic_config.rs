@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use brook_storage::{FlushPolicy, LogConfig};
+pub use brook_metadata::topic_keys as keys;
+use brook_storage::{ConfigField, FlushPolicy, LogConfig};
 
 use crate::error::BrokerError;
 
@@ -73,7 +74,7 @@ fn parse_limit(key: &str, value: &str) -> Result<Option<u64>, BrokerError> {
 }
 
 fn parse_flush_policy(value: &str) -> Result<FlushPolicy, BrokerError> {
-    let key = "flush.policy";
+    let key = keys::FLUSH_POLICY;
     let bad = || invalid(key, value, "expected none, always, every_n_records:N or every_ms:N");
     match value.split_once(':') {
         None if value == "none" => Ok(FlushPolicy::None),
@@ -105,31 +106,28 @@ impl TopicConfig {
         for (key, value) in configs {
             let value = value.trim();
             match key.as_str() {
-                "retention.ms" => config.retention_ms = parse_limit(key, value)?,
-                "retention.bytes" => config.retention_bytes = parse_limit(key, value)?,
-                "segment.bytes" => config.segment_bytes = parse_u64(key, value)?,
-                "segment.ms" => config.segment_ms = parse_u64(key, value)?,
-                "min.insync.replicas" => {
+                keys::RETENTION_MS => config.retention_ms = parse_limit(key, value)?,
+                keys::RETENTION_BYTES => config.retention_bytes = parse_limit(key, value)?,
+                keys::SEGMENT_BYTES => config.segment_bytes = parse_u64(key, value)?,
+                keys::SEGMENT_MS => config.segment_ms = parse_u64(key, value)?,
+                keys::MIN_INSYNC_REPLICAS => {
                     config.min_insync_replicas = parse_u64(key, value)?
                         .try_into()
                         .ok()
                         .filter(|&replicas| replicas >= 1)
                         .ok_or_else(|| invalid(key, value, "must be at least 1"))?
                 }
-                "max.message.bytes" => {
+                keys::MAX_MESSAGE_BYTES => {
                     config.max_message_bytes =
                         parse_u64(key, value)?.try_into().map_err(|_| invalid(key, value, "too large"))?
                 }
-                "flush.policy" => config.flush_policy = parse_flush_policy(value)?,
-                "unclean.leader.election.enable" => {
-                    config.unclean_leader_election = match value {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(invalid(key, value, "expected true or false")),
-                    }
+                keys::FLUSH_POLICY => config.flush_policy = parse_flush_policy(value)?,
+                keys::UNCLEAN_LEADER_ELECTION_ENABLE => {
+                    config.unclean_leader_election =
+                        keys::parse_bool(value).ok_or_else(|| invalid(key, value, "expected true or false"))?
                 }
-                "producer.id.expiration.ms" => config.producer_id_expiration_ms = parse_u64(key, value)?,
-                "compression.type" => {
+                keys::PRODUCER_ID_EXPIRATION_MS => config.producer_id_expiration_ms = parse_u64(key, value)?,
+                keys::COMPRESSION_TYPE => {
                     config.compression =
                         match value {
                             "producer" => None,
@@ -138,36 +136,26 @@ impl TopicConfig {
                             })?),
                         }
                 }
-                _ => {
-                    return Err(invalid(
-                        key,
-                        value,
-                        "unknown config; known: retention.ms, retention.bytes, segment.bytes, segment.ms, \
-                         min.insync.replicas, max.message.bytes, flush.policy, unclean.leader.election.enable, \
-                         compression.type, producer.id.expiration.ms",
-                    ))
-                }
+                _ => return Err(invalid(key, value, format!("unknown config; known: {}", keys::ALL.join(", ")))),
             }
         }
         // The log checks its own limits; report them under the topic names.
         config.log_config().validate().map_err(|error| {
-            let (key, value) = match &error {
-                brook_storage::StorageError::InvalidConfig { field: "segment_bytes", .. } => {
-                    ("segment.bytes", config.segment_bytes.to_string())
+            let field = match &error {
+                brook_storage::StorageError::InvalidConfig { field, .. } => Some(*field),
+                _ => None,
+            };
+            let (key, value) = match field {
+                Some(ConfigField::SegmentBytes) => (keys::SEGMENT_BYTES, config.segment_bytes.to_string()),
+                Some(ConfigField::MaxBatchBytes) => (keys::MAX_MESSAGE_BYTES, config.max_message_bytes.to_string()),
+                Some(ConfigField::SegmentMs) => (keys::SEGMENT_MS, config.segment_ms.to_string()),
+                Some(ConfigField::RetentionMs) => (keys::RETENTION_MS, format_limit(config.retention_ms)),
+                Some(ConfigField::ProducerIdExpirationMs) => {
+                    (keys::PRODUCER_ID_EXPIRATION_MS, config.producer_id_expiration_ms.to_string())
                 }
-                brook_storage::StorageError::InvalidConfig { field: "max_batch_bytes", .. } => {
-                    ("max.message.bytes", config.max_message_bytes.to_string())
+                Some(ConfigField::FlushPolicy | ConfigField::IndexIntervalBytes) | None => {
+                    (keys::FLUSH_POLICY, format_flush_policy(config.flush_policy))
                 }
-                brook_storage::StorageError::InvalidConfig { field: "segment_ms", .. } => {
-                    ("segment.ms", config.segment_ms.to_string())
-                }
-                brook_storage::StorageError::InvalidConfig { field: "retention_ms", .. } => {
-                    ("retention.ms", format_limit(config.retention_ms))
-                }
-                brook_storage::StorageError::InvalidConfig { field: "producer_id_expiration_ms", .. } => {
-                    ("producer.id.expiration.ms", config.producer_id_expiration_ms.to_string())
-                }
-                _ => ("flush.policy", format_flush_policy(config.flush_policy)),
             };
             invalid(key, &value, error.to_string())
         })?;
@@ -176,18 +164,22 @@ impl TopicConfig {
 
     /// Every config with its effective value.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("retention.ms".to_string(), format_limit(self.retention_ms)),
-            ("retention.bytes".to_string(), format_limit(self.retention_bytes)),
-            ("segment.bytes".to_string(), self.segment_bytes.to_string()),
-            ("segment.ms".to_string(), self.segment_ms.to_string()),
-            ("min.insync.replicas".to_string(), self.min_insync_replicas.to_string()),
-            ("max.message.bytes".to_string(), self.max_message_bytes.to_string()),
-            ("flush.policy".to_string(), format_flush_policy(self.flush_policy)),
-            ("unclean.leader.election.enable".to_string(), self.unclean_leader_election.to_string()),
-            ("compression.type".to_string(), self.compression.map_or("producer", |codec| codec.name()).to_string()),
-            ("producer.id.expiration.ms".to_string(), self.producer_id_expiration_ms.to_string()),
-        ])
+        let compression = self.compression.map_or("producer", |codec| codec.name()).to_string();
+        [
+            (keys::RETENTION_MS, format_limit(self.retention_ms)),
+            (keys::RETENTION_BYTES, format_limit(self.retention_bytes)),
+            (keys::SEGMENT_BYTES, self.segment_bytes.to_string()),
+            (keys::SEGMENT_MS, self.segment_ms.to_string()),
+            (keys::MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string()),
+            (keys::MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
+            (keys::FLUSH_POLICY, format_flush_policy(self.flush_policy)),
+            (keys::UNCLEAN_LEADER_ELECTION_ENABLE, self.unclean_leader_election.to_string()),
+            (keys::COMPRESSION_TYPE, compression),
+            (keys::PRODUCER_ID_EXPIRATION_MS, self.producer_id_expiration_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
     }
 
     pub fn log_config(&self) -> LogConfig {

@@ -21,7 +21,11 @@ pub async fn info(bootstrap: &str) -> anyhow::Result<()> {
             let leader = if partition.leader == 0 { "none".to_string() } else { partition.leader.to_string() };
             outln!(
                 "{}-{}\tleader={leader}\tepoch={}\treplicas={:?}\tisr={:?}",
-                topic.name, partition.partition, partition.leader_epoch, partition.replicas, partition.isr
+                topic.name,
+                partition.partition,
+                partition.leader_epoch,
+                partition.replicas,
+                partition.isr
             );
             if !partition.offline_reason.is_empty() {
                 outln!("\toffline: {}", partition.offline_reason);

@@ -66,7 +66,7 @@ pub async fn run(args: ConsumeArgs, bootstrap: &str) -> anyhow::Result<()> {
     };
     let mut consumer = Consumer::connect(bootstrap, config).await?;
     match args.partition {
-        Some(partition) => consumer.assign(vec![TopicPartition::new(&args.topic, partition)]).await?,
+        Some(partition) => consumer.assign(vec![TopicPartition::new(args.topic.as_str(), partition)]).await?,
         None => consumer.subscribe(&[&args.topic]).await?,
     }
     let in_group = args.group.is_some() && args.partition.is_none();

@@ -98,7 +98,9 @@ pub async fn run(command: TopicCommand, bootstrap: &str) -> anyhow::Result<()> {
             for topic in admin.list_topics().await? {
                 outln!(
                     "{}\tpartitions={}\treplication-factor={}",
-                    topic.name, topic.partitions, topic.replication_factor
+                    topic.name,
+                    topic.partitions,
+                    topic.replication_factor
                 );
             }
         }

@@ -2,6 +2,7 @@
 //! consumer: which broker leads each partition, and one HTTP/2 channel per
 //! broker (requests to the same broker multiplex over it).
 
+use brook_record::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,7 +142,7 @@ impl Cluster {
                 Some(address) => call(self.channel(&address)?).await,
                 None => Err(ClientError::Broker {
                     code: tonic::Code::Unavailable,
-                    code_name: Some("NOT_COORDINATOR".into()),
+                    code_name: Some(ErrorCode::NotCoordinator.name().into()),
                     message: "no controller (group coordinator) is known yet".into(),
                 }),
             };
@@ -200,7 +201,7 @@ impl Cluster {
                 Err(status) => {
                     let error = ClientError::from_status(status);
                     if !error.is_retriable() {
-                        if error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") {
+                        if error.error_code() == Some(ErrorCode::UnknownTopicOrPartition) {
                             for topic in topics {
                                 self.lock_metadata().topics.remove(topic);
                             }
@@ -223,7 +224,7 @@ impl Cluster {
             return Ok(leaders.len() as u32);
         }
         match self.refresh(&[topic.to_string()]).await {
-            Err(error) if error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") => {
+            Err(error) if error.error_code() == Some(ErrorCode::UnknownTopicOrPartition) => {
                 Err(ClientError::UnknownTopic { topic: topic.to_string() })
             }
             Err(error) => Err(error),
@@ -281,7 +282,7 @@ impl Cluster {
         if partition >= partitions {
             return Err(ClientError::Broker {
                 code: tonic::Code::NotFound,
-                code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+                code_name: Some(ErrorCode::UnknownTopicOrPartition.name().into()),
                 message: format!("topic '{topic}' has {partitions} partitions; partition {partition} does not exist"),
             });
         }

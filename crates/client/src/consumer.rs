@@ -33,7 +33,9 @@ use brook_proto::v1::{
     CommitOffsetsRequest, FetchOffsetsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetCommit,
     OffsetForLeaderEpochRequest, OffsetSpec, TopicPartition as WireTopicPartition,
 };
-use brook_record::{Batches, Offset};
+/// A topic and one of its partitions (the one type every crate shares).
+pub use brook_record::TopicPartition;
+use brook_record::{Batches, ErrorCode, Offset};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
@@ -57,19 +59,6 @@ pub enum ConsumerEvent {
     /// Taken away without a commit: this member's session had ended
     /// (it was paused or cut off); it joined again.
     Lost(Vec<TopicPartition>),
-}
-
-/// A topic and one of its partitions.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
-        TopicPartition { topic: topic.into(), partition }
-    }
 }
 
 /// How long a consumer keeps asking for a partition's offsets while its
@@ -218,7 +207,7 @@ impl Consumer {
     fn new_partition_state(&mut self, tp: &TopicPartition) -> PartitionState {
         self.next_generation += 1;
         PartitionState {
-            topic: Arc::from(tp.topic.as_str()),
+            topic: Arc::clone(&tp.topic),
             fetch_position: None,
             consumed: None,
             in_flight: false,
@@ -239,7 +228,7 @@ impl Consumer {
             if tp.partition >= count {
                 return Err(ClientError::Broker {
                     code: tonic::Code::NotFound,
-                    code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+                    code_name: Some(ErrorCode::UnknownTopicOrPartition.name().into()),
                     message: format!(
                         "topic '{}' has {count} partitions; partition {} does not exist",
                         tp.topic, tp.partition
@@ -326,8 +315,12 @@ impl Consumer {
         spec: OffsetSpec,
         timestamp_ms: i64,
     ) -> Result<Offset, ClientError> {
-        let request =
-            ListOffsetsRequest { topic: tp.topic.clone(), partition: tp.partition, spec: spec as i32, timestamp_ms };
+        let request = ListOffsetsRequest {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            spec: spec as i32,
+            timestamp_ms,
+        };
         // A leader that just died or moved: ask again (refreshing the
         // metadata) until the cluster has settled, within a bound.
         let give_up_at = tokio::time::Instant::now() + LIST_OFFSETS_PATIENCE;
@@ -392,7 +385,7 @@ impl Consumer {
             let (Some(offset), false) = (state.fetch_position, state.in_flight) else { continue };
             state.in_flight = true;
             let request = FetchRequest {
-                topic: tp.topic.clone(),
+                topic: tp.topic.to_string(),
                 partition: tp.partition,
                 offset: i64::try_from(offset.0).unwrap_or(i64::MAX),
                 max_bytes: self.config.fetch_max_bytes,
@@ -413,7 +406,7 @@ impl Consumer {
                     if let (Some(read_epoch), Some(current)) = (fetched_epoch, epoch) {
                         if checked != Some(current) {
                             let check = OffsetForLeaderEpochRequest {
-                                topic: tp.topic.clone(),
+                                topic: tp.topic.to_string(),
                                 partition: tp.partition,
                                 current_leader_epoch: Some(current),
                                 leader_epoch: read_epoch,
@@ -653,7 +646,7 @@ impl Consumer {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, %to, "the new leader's log was cut below this consumer's position; going on from the cut");
                 return self.seek(&tp, Seek::Offset(to)).await;
             }
-            Err(error) if error.code_name() == Some("OFFSET_OUT_OF_RANGE") => {
+            Err(error) if error.error_code() == Some(ErrorCode::OffsetOutOfRange) => {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, %error, "position out of range; resetting");
                 let to = match self.config.auto_offset_reset {
                     OffsetReset::Earliest => Seek::Beginning,
@@ -661,7 +654,7 @@ impl Consumer {
                 };
                 return self.seek(&tp, to).await;
             }
-            Err(error) if error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION") => {
+            Err(error) if error.is_retriable() || error.error_code() == Some(ErrorCode::UnknownTopicOrPartition) => {
                 tracing::debug!(topic = %tp.topic, partition = tp.partition, %error, "fetch failed; retrying");
                 self.cluster.invalidate(&tp.topic);
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -700,7 +693,7 @@ impl Consumer {
         let offsets: Vec<OffsetCommit> = offsets
             .into_iter()
             .map(|(tp, offset)| OffsetCommit {
-                topic: tp.topic,
+                topic: tp.topic.to_string(),
                 partition: tp.partition,
                 offset: i64::try_from(offset.0).unwrap_or(i64::MAX),
                 metadata: String::new(),
@@ -727,7 +720,7 @@ impl Consumer {
             match (result, &self.membership) {
                 // The member's epoch moved since: commit at the new one.
                 (Err(error), Some(membership))
-                    if error.code_name() == Some("STALE_MEMBER_EPOCH") && attempt < STALE_EPOCH_RETRIES =>
+                    if error.error_code() == Some(ErrorCode::StaleMemberEpoch) && attempt < STALE_EPOCH_RETRIES =>
                 {
                     attempt += 1;
                     membership.heartbeat_now(self.config.session_timeout).await;
@@ -751,7 +744,7 @@ impl Consumer {
             group_id: self.group_id()?,
             partitions: partitions
                 .iter()
-                .map(|tp| WireTopicPartition { topic: tp.topic.clone(), partition: tp.partition })
+                .map(|tp| WireTopicPartition { topic: tp.topic.to_string(), partition: tp.partition })
                 .collect(),
         };
         let response = self

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use brook_record::ErrorCode;
 use thiserror::Error;
 use tonic::Code;
 
@@ -29,21 +30,6 @@ pub enum ClientError {
     Closed,
 }
 
-/// Error names after which a retry can succeed (a leader moved, the ISR is
-/// catching up, a broker restarts).
-const RETRIABLE: &[&str] = &[
-    "NOT_LEADER",
-    "LEADER_NOT_AVAILABLE",
-    "NOT_ENOUGH_REPLICAS",
-    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-    "REQUEST_TIMED_OUT",
-    "BROKER_NOT_AVAILABLE",
-    "FENCED_LEADER_EPOCH",
-    "UNKNOWN_LEADER_EPOCH",
-    "NOT_COORDINATOR",
-    "LEADER_NOT_AVAILABLE",
-];
-
 impl ClientError {
     pub(crate) fn from_status(status: tonic::Status) -> ClientError {
         let code_name = status
@@ -54,6 +40,11 @@ impl ClientError {
         let message =
             if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
         ClientError::Broker { code: status.code(), code_name, message }
+    }
+
+    /// The broker's refusal, if this is one and this build knows its name.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code_name().and_then(ErrorCode::from_name)
     }
 
     /// The broker's error name, if this is a broker refusal.
@@ -76,9 +67,8 @@ impl ClientError {
     /// Whether retrying the same call may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Broker { code, code_name: Some(name), .. } => {
-                RETRIABLE.contains(&name.as_str()) || *code == Code::Unavailable && name == "BROKER_NOT_AVAILABLE"
-            }
+            // A leader moved, the ISR is catching up, a broker restarts.
+            ClientError::Broker { code_name: Some(_), .. } => self.error_code().is_some_and(ErrorCode::is_retriable),
             // No error name: the call never reached Brook's handlers
             // (connection refused or reset, broker restarting).
             ClientError::Broker { code, code_name: None, .. } => {

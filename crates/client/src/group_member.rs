@@ -13,6 +13,7 @@
 //! for a whole session returns no records until it has, so a member that
 //! wakes up after its session ended does not process what it lost.
 
+use brook_record::ErrorCode;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,7 +177,7 @@ async fn leave_group(cluster: &Cluster, config: &MemberConfig, member_id: &str) 
         .await;
     match result {
         // Already gone (its session ended): nothing to leave.
-        Err(error) if error.code_name() == Some("UNKNOWN_MEMBER_ID") => Ok(()),
+        Err(error) if error.error_code() == Some(ErrorCode::UnknownMemberId) => Ok(()),
         other => other,
     }
 }
@@ -201,7 +202,12 @@ impl Heartbeats {
             }
             let pause = match self.heartbeat().await {
                 Ok(interval) => interval,
-                Err(error) if matches!(error.code_name(), Some("UNKNOWN_MEMBER_ID" | "FENCED_MEMBER_EPOCH")) => {
+                Err(error)
+                    if matches!(
+                        error.error_code(),
+                        Some(ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch)
+                    ) =>
+                {
                     tracing::warn!(group = %self.config.group_id, member = %self.member_id, %error, "fenced: the partitions are lost; joining again");
                     let mut state = lock(&self.state);
                     state.member_epoch = 0;
@@ -265,7 +271,7 @@ impl Heartbeats {
             subscribed_topics: self.config.topics.iter().cloned().collect(),
             owned: owned
                 .iter()
-                .map(|tp| WireTopicPartition { topic: tp.topic.clone(), partition: tp.partition })
+                .map(|tp| WireTopicPartition { topic: tp.topic.to_string(), partition: tp.partition })
                 .collect(),
             assignor: self.config.assignor.clone(),
             session_timeout_ms: u32::try_from(self.config.session_timeout.as_millis()).unwrap_or(u32::MAX),

@@ -46,7 +46,7 @@ mod records_call;
 
 pub use admin::{Admin, NewTopic, ResetOffsets};
 pub use brook_proto::v1 as proto;
-pub use brook_record::{Compression, Offset};
+pub use brook_record::{Compression, ErrorCode, Offset};
 pub use cluster::Cluster;
 pub use completion::DeliveryFuture;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Seek, TopicPartition};

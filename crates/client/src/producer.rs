@@ -49,7 +49,7 @@ use std::time::Duration;
 use brook_proto::v1::records_client::RecordsClient;
 use brook_proto::v1::{InitProducerIdRequest, PartitionBatches, ProduceManyRequest, ProduceRequest};
 use brook_record::{
-    restamp_producer, sequence_after, BatchBuilder, Compression, Header, NewRecord, Offset, HEADER_BYTES,
+    restamp_producer, sequence_after, BatchBuilder, Compression, ErrorCode, Header, NewRecord, Offset, HEADER_BYTES,
 };
 use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -496,7 +496,7 @@ fn enqueue(
     if let Some(partition) = record.partition.filter(|partition| *partition >= partitions) {
         return Some(Err(ClientError::Broker {
             code: tonic::Code::NotFound,
-            code_name: Some("UNKNOWN_TOPIC_OR_PARTITION".into()),
+            code_name: Some(ErrorCode::UnknownTopicOrPartition.name().into()),
             message: format!(
                 "topic '{}' has {partitions} partitions; partition {partition} does not exist",
                 record.topic
@@ -773,7 +773,7 @@ async fn send_many(shared: &Shared, address: &str, requests: Vec<Request>) {
 fn outcome_unknown(topic: &str, partition: u32, refusal: ClientError) -> ClientError {
     ClientError::Broker {
         code: tonic::Code::Aborted,
-        code_name: Some("UNKNOWN_PRODUCER_ID".into()),
+        code_name: Some(ErrorCode::UnknownProducerId.name().into()),
         message: format!(
             "{topic}-{partition}: the leader no longer knows this producer ({refusal}), and an earlier \
              attempt of these records got no answer, so they may or may not have been appended; they are \
@@ -785,7 +785,7 @@ fn outcome_unknown(topic: &str, partition: u32, refusal: ClientError) -> ClientE
 fn timed_out(to: &str, after: Duration) -> ClientError {
     ClientError::Broker {
         code: tonic::Code::DeadlineExceeded,
-        code_name: Some("REQUEST_TIMED_OUT".into()),
+        code_name: Some(ErrorCode::RequestTimedOut.name().into()),
         message: format!("produce to {to} got no answer within {after:?}"),
     }
 }
@@ -794,7 +794,7 @@ fn timed_out(to: &str, after: Duration) -> ClientError {
 /// for a moment (metadata propagates per broker): retried, within the
 /// delivery timeout, as Kafka does.
 fn retriable_produce_error(error: &ClientError) -> bool {
-    error.is_retriable() || error.code_name() == Some("UNKNOWN_TOPIC_OR_PARTITION")
+    error.is_retriable() || error.error_code() == Some(ErrorCode::UnknownTopicOrPartition)
 }
 
 /// Sends one partition's batches in one request, retrying what can be
@@ -857,8 +857,8 @@ enum Verdict {
 /// connection never made appended nothing.
 fn may_have_appended(error: &ClientError) -> bool {
     match error {
-        ClientError::Broker { code_name: Some(name), .. } => {
-            matches!(name.as_str(), "REQUEST_TIMED_OUT" | "NOT_ENOUGH_REPLICAS_AFTER_APPEND")
+        ClientError::Broker { code_name: Some(_), .. } => {
+            matches!(error.error_code(), Some(ErrorCode::RequestTimedOut | ErrorCode::NotEnoughReplicasAfterAppend))
         }
         ClientError::Broker { code_name: None, .. } | ClientError::Timeout { .. } => true,
         _ => false,
@@ -884,8 +884,8 @@ fn judge(
     maybe_appended: bool,
 ) -> Verdict {
     let idempotent = batches.first().is_some_and(|batch| batch.sequence.is_some());
-    let unknown_producer = error.code_name() == Some("UNKNOWN_PRODUCER_ID");
-    if idempotent && (unknown_producer || error.code_name() == Some("OUT_OF_ORDER_SEQUENCE_NUMBER")) {
+    let unknown_producer = error.error_code() == Some(ErrorCode::UnknownProducerId);
+    if idempotent && (unknown_producer || error.error_code() == Some(ErrorCode::OutOfOrderSequenceNumber)) {
         if earlier_in_flight(shared, topic, partition, batches) {
             return Verdict::RetryAfterEarlier;
         }
@@ -1095,7 +1095,7 @@ async fn attempt_batches(
                 Verdict::Fail => break Err(error),
                 Verdict::FailUnknown => break Err(outcome_unknown(topic, partition, error)),
                 Verdict::SendAgain => return Attempt::SendAgain,
-                Verdict::Retry if error.code_name() == Some("NOT_LEADER") || error.is_unreachable() => {
+                Verdict::Retry if error.error_code() == Some(ErrorCode::NotLeader) || error.is_unreachable() => {
                     redirects += 1;
                     redirect_backoff(redirects, config.retry_backoff)
                 }
@@ -1180,7 +1180,7 @@ fn complete_partition(
         // An idempotent batch that failed for good leaves a gap in its
         // partition's sequence: later ones need a new identity.
         if batches.iter().any(|batch| batch.sequence.is_some()) && accumulator.fenced.is_none() {
-            if error.code_name() == Some("INVALID_PRODUCER_EPOCH") {
+            if error.error_code() == Some(ErrorCode::InvalidProducerEpoch) {
                 accumulator.fenced = Some(error.clone());
             } else {
                 accumulator.reset_identity = true;

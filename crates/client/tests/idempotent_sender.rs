@@ -6,6 +6,7 @@
 //! the faults, each partition's log must hold every record exactly once,
 //! in the order sent, and each record's future must name its offset.
 
+use brook_client::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,7 +108,11 @@ impl Records for Fake {
         let delay = self.next_random() % (self.faults.max_delay_ms + 1);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         if self.roll(self.faults.refuse_before) {
-            return Err(refusal(tonic::Code::Unavailable, "NOT_LEADER", "injected: not the leader".into()));
+            return Err(refusal(
+                tonic::Code::Unavailable,
+                ErrorCode::NotLeader.name(),
+                "injected: not the leader".into(),
+            ));
         }
         let mut records: Vec<u8> = request.records.to_vec();
         for piece in &request.batches {
@@ -121,7 +126,7 @@ impl Records for Fake {
                     *self.answers_lost.lock().expect("count") += 1;
                     return Err(refusal(
                         tonic::Code::DeadlineExceeded,
-                        "REQUEST_TIMED_OUT",
+                        ErrorCode::RequestTimedOut.name(),
                         "injected: answer lost".into(),
                     ));
                 }
@@ -135,10 +140,10 @@ impl Records for Fake {
             }
             Err(StorageError::Producer { source, .. }) => {
                 let name = match source {
-                    brook_storage::ProducerRefusal::OutOfOrder { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
-                    brook_storage::ProducerRefusal::UnknownProducer { .. } => "UNKNOWN_PRODUCER_ID",
-                    brook_storage::ProducerRefusal::Fenced { .. } => "INVALID_PRODUCER_EPOCH",
-                    _ => "INVALID_RECORD",
+                    brook_storage::ProducerRefusal::OutOfOrder { .. } => ErrorCode::OutOfOrderSequenceNumber.name(),
+                    brook_storage::ProducerRefusal::UnknownProducer { .. } => ErrorCode::UnknownProducerId.name(),
+                    brook_storage::ProducerRefusal::Fenced { .. } => ErrorCode::InvalidProducerEpoch.name(),
+                    _ => ErrorCode::InvalidRecord.name(),
                 };
                 Err(refusal(tonic::Code::FailedPrecondition, name, source.to_string()))
             }

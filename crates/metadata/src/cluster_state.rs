@@ -19,9 +19,8 @@ use crate::command::{
 use crate::consumer_group::{Committer, ConsumerGroup};
 use crate::incarnation::{BrokerEpoch, ClusterId, DirectoryId, Incarnation};
 
-/// The topic config that allows electing an out-of-sync replica (Kafka's
-/// name); off unless set to `true`.
-pub const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+/// The topic config that allows electing an out-of-sync replica.
+pub const UNCLEAN_ELECTION: &str = crate::topic_keys::UNCLEAN_LEADER_ELECTION_ENABLE;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
@@ -771,7 +770,7 @@ impl LostData<'_> {
 }
 
 fn unclean_election_allowed(topic: &TopicRecord) -> bool {
-    topic.configs.get(UNCLEAN_ELECTION).is_some_and(|value| value == "true")
+    topic.configs.get(UNCLEAN_ELECTION).and_then(|value| crate::topic_keys::parse_bool(value)) == Some(true)
 }
 
 impl PartitionRecord {

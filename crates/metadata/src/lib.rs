@@ -81,6 +81,7 @@ mod node;
 mod raft_service;
 mod raft_types;
 mod state_machine;
+pub mod topic_keys;
 
 pub use assignment::assign_replicas;
 pub use cluster_state::{

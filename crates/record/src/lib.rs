@@ -38,7 +38,9 @@
 //!
 //! Beside the batch, the crate holds the identities every crate shares, as
 //! newtypes: [`Offset`], [`LeaderEpoch`], [`BrokerId`], [`TopicId`] and
-//! [`TopicPartition`].
+//! [`TopicPartition`], and the error vocabulary broker and clients share,
+//! [`ErrorCode`] (name, Kafka's numeric code, whether retriable, gRPC
+//! status).
 //!
 //! Never: re-encode a batch to store or forward it; allocate per record in
 //! the encoder or the decoder (keys, values and headers are borrowed slices).
@@ -51,6 +53,7 @@ mod batch;
 mod builder;
 mod compression;
 mod error;
+mod error_code;
 mod ids;
 mod offset;
 mod record;
@@ -64,6 +67,7 @@ pub use batch::{
 pub use builder::{BatchBuilder, NewRecord};
 pub use compression::{decompressed_limit, Compression, MAX_DECOMPRESSED_BATCH_BYTES};
 pub use error::RecordError;
+pub use error_code::{ErrorCode, GrpcStatus};
 pub use ids::{check_topic_name, BrokerId, TopicPartition};
 pub use offset::{LeaderEpoch, Offset};
 pub use record::{Header, Headers, Record, Records};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use brook_record::{BrokerId, LeaderEpoch, Offset, TopicId, TopicPartition};
+use brook_record::{BrokerId, ErrorCode, LeaderEpoch, Offset, TopicId, TopicPartition};
 use brook_storage::{ProducerRefusal, StorageError};
 use thiserror::Error;
 
@@ -56,27 +56,34 @@ pub enum ReplicaError {
 }
 
 impl ReplicaError {
-    /// The Kafka error name a client or follower can act on.
-    pub fn code_name(&self) -> &'static str {
+    /// The refusal a client or follower can act on.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            ReplicaError::InvalidBatch { .. } => "CORRUPT_RECORD",
-            ReplicaError::BatchTooLarge { .. } => "RECORD_TOO_LARGE",
-            ReplicaError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
-            ReplicaError::Storage { .. } => "KAFKA_STORAGE_ERROR",
-            ReplicaError::RequestTimedOut { .. } => "REQUEST_TIMED_OUT",
-            ReplicaError::LeadershipChanged { .. } | ReplicaError::NotLeader { .. } => "NOT_LEADER",
-            ReplicaError::NotEnoughReplicasAfterAppend { .. } => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-            ReplicaError::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
-            ReplicaError::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
-            ReplicaError::UnknownTopicId { .. } => "UNKNOWN_TOPIC_ID",
-            ReplicaError::Closed { .. } => "BROKER_NOT_AVAILABLE",
+            ReplicaError::InvalidBatch { .. } => ErrorCode::CorruptRecord,
+            ReplicaError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
+            ReplicaError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            ReplicaError::Storage { .. } => ErrorCode::KafkaStorageError,
+            ReplicaError::RequestTimedOut { .. } => ErrorCode::RequestTimedOut,
+            ReplicaError::LeadershipChanged { .. } | ReplicaError::NotLeader { .. } => ErrorCode::NotLeader,
+            ReplicaError::NotEnoughReplicasAfterAppend { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
+            ReplicaError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            ReplicaError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+            ReplicaError::UnknownTopicId { .. } => ErrorCode::UnknownTopicId,
+            ReplicaError::Closed { .. } => ErrorCode::BrokerNotAvailable,
             ReplicaError::Producer { source, .. } => match source {
-                ProducerRefusal::OutOfOrder { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
-                ProducerRefusal::UnknownProducer { .. } => "UNKNOWN_PRODUCER_ID",
-                ProducerRefusal::Fenced { .. } => "INVALID_PRODUCER_EPOCH",
-                ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => "INVALID_RECORD",
+                ProducerRefusal::OutOfOrder { .. } => ErrorCode::OutOfOrderSequenceNumber,
+                ProducerRefusal::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+                ProducerRefusal::Fenced { .. } => ErrorCode::InvalidProducerEpoch,
+                ProducerRefusal::PartlyDuplicate { .. } | ProducerRefusal::NoSequence { .. } => {
+                    ErrorCode::InvalidRecord
+                }
             },
         }
+    }
+
+    /// The name of [`Self::error_code`], as it travels.
+    pub fn code_name(&self) -> &'static str {
+        self.error_code().name()
     }
 
     /// An idempotent producer's batch whose sequence is ahead of the one

@@ -169,7 +169,7 @@ pub async fn fetch_round(
         };
         let data = match answer.outcome {
             Ok(data) => data,
-            Err(refusal) if refusal.code_name == LeaderRefusal::OFFSET_OUT_OF_RANGE => {
+            Err(refusal) if refusal.error_code() == Some(brook_record::ErrorCode::OffsetOutOfRange) => {
                 restart_or_recheck(replica, &refusal).await;
                 continue;
             }

@@ -71,9 +71,10 @@ pub struct LeaderRefusal {
 }
 
 impl LeaderRefusal {
-    /// The refusal that tells a follower its fetch offset is outside the
-    /// leader's log.
-    pub const OFFSET_OUT_OF_RANGE: &'static str = "OFFSET_OUT_OF_RANGE";
+    /// The refusal's code, when this build knows its name.
+    pub fn error_code(&self) -> Option<brook_record::ErrorCode> {
+        brook_record::ErrorCode::from_name(&self.code_name)
+    }
 }
 
 /// A question to the leader: where does `epoch` end on your log?

@@ -1094,6 +1094,6 @@ mod tests {
         let refused =
             replica.append_in_order(vec![producer_batch(30)], Duration::from_millis(50)).await.expect_err("a gap");
         assert!(refused.is_sequence_ahead(), "{refused}");
-        assert_eq!(refused.code_name(), "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert_eq!(refused.error_code(), brook_record::ErrorCode::OutOfOrderSequenceNumber);
     }
 }

@@ -63,47 +63,76 @@ impl Default for LogConfig {
     }
 }
 
+/// A field of [`LogConfig`], as `StorageError::InvalidConfig` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigField {
+    SegmentBytes,
+    SegmentMs,
+    RetentionMs,
+    MaxBatchBytes,
+    IndexIntervalBytes,
+    FlushPolicy,
+    ProducerIdExpirationMs,
+}
+
+impl std::fmt::Display for ConfigField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigField::SegmentBytes => "segment_bytes",
+            ConfigField::SegmentMs => "segment_ms",
+            ConfigField::RetentionMs => "retention_ms",
+            ConfigField::MaxBatchBytes => "max_batch_bytes",
+            ConfigField::IndexIntervalBytes => "index_interval_bytes",
+            ConfigField::FlushPolicy => "flush_policy",
+            ConfigField::ProducerIdExpirationMs => "producer_id_expiration_ms",
+        })
+    }
+}
+
 /// The longest time setting accepted: 100 years, in milliseconds.
 pub const MAX_MS: u64 = 100 * 365 * DAY_MS;
 
 impl LogConfig {
     /// Checks the values against their limits, naming the one that is off.
     pub fn validate(&self) -> Result<(), StorageError> {
-        let invalid = |field: &'static str, reason: String| Err(StorageError::InvalidConfig { field, reason });
+        let invalid = |field: ConfigField, reason: String| Err(StorageError::InvalidConfig { field, reason });
         if self.segment_bytes < 1024 || self.segment_bytes > 2 * GIB {
-            return invalid("segment_bytes", format!("{} is outside 1 KiB..=2 GiB", self.segment_bytes));
+            return invalid(ConfigField::SegmentBytes, format!("{} is outside 1 KiB..=2 GiB", self.segment_bytes));
         }
         // A batch bigger than `segment_bytes` is fine: it gets a segment of
         // its own, as in Kafka. The 1 GiB cap keeps positions in 32 bits.
         if self.max_batch_bytes < brook_record::HEADER_BYTES || self.max_batch_bytes as u64 > GIB {
             return invalid(
-                "max_batch_bytes",
+                ConfigField::MaxBatchBytes,
                 format!("{} is outside {}..=1 GiB", self.max_batch_bytes, brook_record::HEADER_BYTES),
             );
         }
         if self.index_interval_bytes == 0 {
-            return invalid("index_interval_bytes", "must be positive".to_string());
+            return invalid(ConfigField::IndexIntervalBytes, "must be positive".to_string());
         }
         if let FlushPolicy::EveryNRecords(0) = self.flush_policy {
-            return invalid("flush_policy", "every_n_records needs a positive count".to_string());
+            return invalid(ConfigField::FlushPolicy, "every_n_records needs a positive count".to_string());
         }
         // Times are compared as signed milliseconds since the epoch: a value
         // past a century would wrap there (and roll or delete on every pass).
         if self.segment_ms == 0 || self.segment_ms > MAX_MS {
-            return invalid("segment_ms", format!("{} is outside 1..={MAX_MS} (100 years)", self.segment_ms));
+            return invalid(ConfigField::SegmentMs, format!("{} is outside 1..={MAX_MS} (100 years)", self.segment_ms));
         }
         if let Some(retention_ms) = self.retention_ms.filter(|ms| *ms > MAX_MS) {
-            return invalid("retention_ms", format!("{retention_ms} is past {MAX_MS} (100 years); use no limit"));
+            return invalid(
+                ConfigField::RetentionMs,
+                format!("{retention_ms} is past {MAX_MS} (100 years); use no limit"),
+            );
         }
         if self.producer_id_expiration_ms == 0 || self.producer_id_expiration_ms > MAX_MS {
             return invalid(
-                "producer_id_expiration_ms",
+                ConfigField::ProducerIdExpirationMs,
                 format!("{} is outside 1..={MAX_MS} (100 years)", self.producer_id_expiration_ms),
             );
         }
         if let FlushPolicy::EveryMs(interval) = self.flush_policy {
             if interval == 0 || interval > MAX_MS {
-                return invalid("flush_policy", format!("every_ms needs 1..={MAX_MS}, got {interval}"));
+                return invalid(ConfigField::FlushPolicy, format!("every_ms needs 1..={MAX_MS}, got {interval}"));
             }
         }
         Ok(())

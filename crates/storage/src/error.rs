@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use brook_record::{LeaderEpoch, Offset, RecordError};
 use thiserror::Error;
 
+use crate::config::ConfigField;
+
 /// What can go wrong in the partition log. Disk errors carry the file and
 /// the operation; refusals carry the facts a client needs to fix its call.
 #[derive(Debug, Error)]
@@ -36,7 +38,7 @@ pub enum StorageError {
     #[error("replicated batch starts at offset {got}, but the log ends at {expected}")]
     NonContiguousAppend { expected: Offset, got: Offset },
     #[error("invalid log config {field}: {reason}")]
-    InvalidConfig { field: &'static str, reason: String },
+    InvalidConfig { field: ConfigField, reason: String },
     #[error("segment {} is corrupt at position {position}: {reason}", path.display())]
     CorruptSegment { path: PathBuf, position: u64, reason: String },
 }

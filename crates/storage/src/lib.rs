@@ -79,7 +79,7 @@ mod recovery;
 mod retention;
 mod segment;
 
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{ConfigField, FlushPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, LogReader, PartitionLog, PendingFlush, RetentionOutcome};
 pub use producer_state::{ProducerRefusal, RUNS_KEPT};

@@ -20,7 +20,7 @@ pub struct AdminService {
     pub(crate) node: Node,
 }
 
-const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+use brook_metadata::topic_keys::MIN_INSYNC_REPLICAS;
 
 /// Offsets go on the wire as Kafka's int64.
 pub(crate) fn wire_offset(offset: brook_record::Offset) -> i64 {

@@ -456,7 +456,7 @@ mod tests {
             partitions: vec![
                 partition("a", large.clone(), ""),
                 partition("b", Bytes::from_static(b"tiny"), ""),
-                partition("c", Bytes::new(), "NOT_LEADER"),
+                partition("c", Bytes::new(), brook_record::ErrorCode::NotLeader.name()),
             ],
         };
         let pieces = within_limit(replica_fetch_pieces(response.clone()), 1 << 20).expect("within the limit");

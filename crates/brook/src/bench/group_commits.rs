@@ -105,7 +105,9 @@ pub async fn run(args: GroupCommitsArgs, bootstrap: &str) -> anyhow::Result<()> 
     } else {
         outln!(
             "setup: brokers={brokers} members={} partitions={} (one each) replication-factor={}",
-            args.members, args.members, args.replication_factor
+            args.members,
+            args.members,
+            args.replication_factor
         );
         outln!("{} members joined and held one partition each after {} ms", args.members, settle_time.as_millis());
         outln!(

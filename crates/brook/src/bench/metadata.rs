@@ -50,7 +50,8 @@ pub async fn run(args: MetadataArgs, bootstrap: &str) -> anyhow::Result<()> {
     } else {
         outln!(
             "setup: brokers={brokers} partitions-per-topic={} replication-factor={}",
-            args.partitions, args.replication_factor
+            args.partitions,
+            args.replication_factor
         );
         outln!(
             "{} topics created one by one: {created_per_sec:.1} topics/s; deleted: {deleted_per_sec:.1} topics/s",

@@ -128,7 +128,7 @@ impl Setup {
         let mut topic_partitions = Vec::new();
         for name in topic.names() {
             if let Err(error) = admin.describe_topic(&name).await {
-                if error.code_name() != Some("UNKNOWN_TOPIC_OR_PARTITION") {
+                if error.error_code() != Some(brook_client::ErrorCode::UnknownTopicOrPartition) {
                     return Err(error.into());
                 }
                 admin.create_topic(NewTopic::new(&name, topic.partitions, topic.replication_factor)).await?;
@@ -146,7 +146,11 @@ impl Setup {
             topic_partitions,
             partitions,
             replication_factor: description.replication_factor,
-            flush_policy: description.configs.get("flush.policy").cloned().unwrap_or_else(|| "none".into()),
+            flush_policy: description
+                .configs
+                .get(brook_broker::topic_config::keys::FLUSH_POLICY)
+                .cloned()
+                .unwrap_or_else(|| "none".into()),
             acks: None,
             record_bytes: None,
             batch_bytes: None,
