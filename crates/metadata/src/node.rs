@@ -267,7 +267,11 @@ impl MetadataNode {
         self.inner.config.cluster_secret.clone()
     }
 
-    /// The applied state, and every later one.
+    /// The applied state, and every later one. Take what you need from a
+    /// `borrow()` and drop it at once: never hold one across an `.await`
+    /// or while borrowing again (the state machine's publish waits for
+    /// every borrow, and a second borrow queued behind that publish never
+    /// comes: a deadlock of the whole metadata group on this broker).
     pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.inner.state.clone()
     }

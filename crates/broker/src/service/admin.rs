@@ -145,11 +145,19 @@ impl Admin for AdminService {
         &self,
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
+        // One snapshot, its borrow released before anything else borrows:
+        // borrows held together (a struct literal keeps each field's
+        // temporaries to its end) deadlock once the state machine waits
+        // to publish between them.
+        let (cluster_id, metadata_index) = {
+            let state = self.node.metadata.state().borrow().clone();
+            (state.cluster_id.map(|id| id.to_string()).unwrap_or_default(), state.applied_index)
+        };
         Ok(Response::new(DescribeClusterResponse {
-            cluster_id: self.node.metadata.state().borrow().cluster_id.map(|id| id.to_string()).unwrap_or_default(),
+            cluster_id,
             controller_id: self.node.controller_id(),
             brokers: self.node.brokers(),
-            metadata_index: self.node.metadata.state().borrow().applied_index,
+            metadata_index,
         }))
     }
 }
