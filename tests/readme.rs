@@ -55,3 +55,36 @@ async fn every_quickstart_command_runs_as_written() {
     assert!(printed("brook consume orders --group audit --idle-timeout").is_empty(), "the group resumed at its end");
     assert!(std::fs::read_to_string(work.path().join("brook.bash")).expect("completions").contains("_brook"));
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)
+}
+
+/// The code map names only files and directories that exist.
+#[test]
+fn every_path_in_the_code_map_exists() {
+    let map = repo_file("docs/architecture.md");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for quoted in map.split('`').skip(1).step_by(2) {
+        let looks_like_a_path =
+            (quoted.starts_with("crates/") || quoted.starts_with("tests/") || quoted.starts_with("proto/"))
+                && !quoted.contains(' ');
+        if looks_like_a_path {
+            assert!(root.join(quoted).exists(), "docs/architecture.md names {quoted}, which does not exist");
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} paths found in the code map");
+}
+
+/// The README's settings table has a row for every broker setting.
+#[test]
+fn the_settings_table_lists_every_setting() {
+    let readme = repo_file("README.md");
+    let table = &readme[readme.find("## Configuration").expect("a Configuration section")..];
+    for field in brook_broker::BrokerConfig::FIELDS {
+        let wanted = if *field == "cluster_secret" { "cluster_secret_file".to_string() } else { field.to_string() };
+        assert!(table.contains(&format!("| `{wanted}` |")), "the README's settings table lacks {wanted}");
+    }
+}

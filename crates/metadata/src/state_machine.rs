@@ -14,8 +14,8 @@
 //! Raft log holds every entry after it); if there is no snapshot, the log
 //! was never purged and openraft re-applies it all onto an empty state. If
 //! both are unreadable the broker refuses to start and says so: the
-//! purged entries are nowhere else on this broker (see the README's
-//! note on the metadata directory for what an operator does).
+//! purged entries are nowhere else on this broker (see `docs/operations.md`
+//! on the metadata directory for what an operator does).
 //!
 //! Applying an entry writes nothing: the Raft log (durable, with its
 //! committed log id) holds every entry since the last snapshot, and after
