@@ -9,6 +9,31 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+/// The services a broker lists through reflection, sorted: the same call
+/// in each version's own generated types (`v1`, `v1alpha`).
+macro_rules! listed_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut reflection = ServerReflectionClient::new($channel);
+        let mut responses =
+            reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
+        let response = responses.message().await.expect("a response").expect("not empty");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer: {response:?}");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+        names.sort();
+        names
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
     let broker = Broker::start().await;
@@ -21,7 +46,7 @@ async fn health_and_reflection_are_served() {
         assert_eq!(response.into_inner().status, ServingStatus::Serving as i32, "{service:?}");
     }
 
-    let names = listed_services_v1(channel.clone()).await;
+    let names = listed_services!(v1, channel.clone());
     let expected = [
         "brook.v1.Admin",
         "brook.v1.Groups",
@@ -33,51 +58,7 @@ async fn health_and_reflection_are_served() {
     ];
     assert_eq!(names, expected, "the client listener's services, and not the internal ones");
     // Older grpcurl, grpcui and Postman ask v1alpha: the same answer.
-    assert_eq!(listed_services_v1alpha(channel).await, names, "v1alpha lists what v1 lists");
-}
-
-/// The services a broker lists through reflection v1, sorted.
-async fn listed_services_v1(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut reflection = ServerReflectionClient::new(channel);
-    let mut responses =
-        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
-    let response = responses.message().await.expect("a response").expect("not empty");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer: {response:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-    names.sort();
-    names
-}
-
-/// The same through reflection v1alpha (its own generated types).
-async fn listed_services_v1alpha(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut reflection = ServerReflectionClient::new(channel);
-    let mut responses =
-        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
-    let response = responses.message().await.expect("a response").expect("not empty");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer: {response:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-    names.sort();
-    names
+    assert_eq!(listed_services!(v1alpha, channel), names, "v1alpha lists what v1 lists");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
