@@ -66,12 +66,21 @@
 //! `pread` from any thread and never take a lock for longer than cloning
 //! an `Arc` (the leader-epoch cache included: readers see a copy the writer
 //! replaces on every change, so an epoch lookup never waits on an fsync).
+//!
+//! Layout: `log.rs` the writer (append, roll, truncate, retention,
+//! flushes, checkpoints); `load.rs` opening a log (Kafka's `LogLoader`),
+//! with `recovery.rs` deciding what a crash left to check and cut;
+//! `read.rs` the reader and what a read hands out; `segment.rs` and
+//! `index.rs` one segment's files; `producer_state.rs` idempotent
+//! producers; `leader_epoch.rs` the epoch cache; `retention.rs` which
+//! segments go; `config.rs` a log's settings.
 
 mod config;
 mod error;
 mod fault;
 mod index;
 mod leader_epoch;
+mod load;
 mod log;
 mod producer_state;
 mod read;

@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use brook_record::{stamp_batch, stamp_batch_head, validate_batch, BatchView, LeaderEpoch, Offset, STAMPED_HEAD_BYTES};
+use brook_record::{stamp_batch, stamp_batch_head, validate_batch, LeaderEpoch, Offset, STAMPED_HEAD_BYTES};
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::StorageError;
-use crate::leader_epoch::{end_offset_in, LeaderEpochCache, PublishedEpochs};
+use crate::leader_epoch::{LeaderEpochCache, PublishedEpochs};
+use crate::load::rebuild_producer_state;
 use crate::producer_state::{AppendCheck, ProducerBatch, ProducerState};
-use crate::read::{FileRange, LogRead};
+use crate::read::LogRead;
 use crate::recovery::{self, Truncation, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 
 /// The replication layer's high watermark, checkpointed (Kafka's
@@ -52,43 +53,43 @@ pub struct RetentionOutcome {
 
 /// The segments, oldest first; never empty, the last one is active.
 #[derive(Debug)]
-struct Segments(Vec<Arc<Segment>>);
+pub(crate) struct Segments(pub(crate) Vec<Arc<Segment>>);
 
 impl Segments {
-    fn active(&self) -> &Arc<Segment> {
+    pub(crate) fn active(&self) -> &Arc<Segment> {
         self.0.last().expect("a log always has an active segment")
     }
 
-    fn log_start_offset(&self) -> Offset {
+    pub(crate) fn log_start_offset(&self) -> Offset {
         self.0[0].base_offset()
     }
 
     /// The index of the segment that holds `offset`, or would.
-    fn holding(&self, offset: Offset) -> usize {
+    pub(crate) fn holding(&self, offset: Offset) -> usize {
         self.0.partition_point(|segment| segment.base_offset() <= offset).saturating_sub(1)
     }
 }
 
 #[derive(Debug)]
-struct Shared {
-    segments: RwLock<Arc<Segments>>,
-    log_end_offset: AtomicU64,
-    epochs: Arc<PublishedEpochs>,
+pub(crate) struct Shared {
+    pub(crate) segments: RwLock<Arc<Segments>>,
+    pub(crate) log_end_offset: AtomicU64,
+    pub(crate) epochs: Arc<PublishedEpochs>,
 }
 
 impl Shared {
-    fn segments(&self) -> Arc<Segments> {
+    pub(crate) fn segments(&self) -> Arc<Segments> {
         // A poisoned lock only means a writer panicked mid-swap; the Arc in
         // it is still a whole, consistent list.
         Arc::clone(&self.segments.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn replace_segments(&self, segments: Vec<Arc<Segment>>) {
+    pub(crate) fn replace_segments(&self, segments: Vec<Arc<Segment>>) {
         assert!(!segments.is_empty(), "a log always has an active segment");
         *self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Segments(segments));
     }
 
-    fn log_end_offset(&self) -> Offset {
+    pub(crate) fn log_end_offset(&self) -> Offset {
         Offset(self.log_end_offset.load(Ordering::Acquire))
     }
 }
@@ -111,126 +112,27 @@ impl PendingFlush {
 /// the log rolls, truncates or deletes segments (it sees the new state).
 #[derive(Debug, Clone)]
 pub struct LogReader {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The writer of one partition replica's log. See the crate docs.
 #[derive(Debug)]
 pub struct PartitionLog {
-    dir: PathBuf,
-    config: LogConfig,
-    shared: Arc<Shared>,
-    epochs: LeaderEpochCache,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) epochs: LeaderEpochCache,
     /// Every offset below it is on disk (fsynced).
-    recovery_point: Offset,
-    records_since_flush: u64,
-    last_flush: Instant,
+    pub(crate) recovery_point: Offset,
+    pub(crate) records_since_flush: u64,
+    pub(crate) last_flush: Instant,
     /// Reused across appends so validation allocates nothing.
-    batch_infos: Vec<BatchInfo>,
-    truncations: Vec<Truncation>,
+    pub(crate) batch_infos: Vec<BatchInfo>,
+    pub(crate) truncations: Vec<Truncation>,
     /// How many segments recovery read through when the log was opened.
-    scanned_on_open: usize,
+    pub(crate) scanned_on_open: usize,
     /// Idempotent producers' sequences, as of the log end.
-    producers: ProducerState,
-}
-
-/// The leader epoch and base offset of every batch, in log order: one
-/// header read per batch (only when the epoch checkpoint is lost).
-fn batch_epochs(segments: &[Arc<Segment>]) -> Result<Vec<(LeaderEpoch, Offset)>, StorageError> {
-    let mut epochs = Vec::new();
-    for segment in segments {
-        let (mut position, size_bytes) = (0u64, segment.size_bytes());
-        while position < size_bytes {
-            let header = segment.read_header(position)?;
-            let base_offset = header.base_offset().map_err(|error| segment.corrupt(position, error.to_string()))?;
-            if let Some(epoch) = header.leader_epoch() {
-                epochs.push((epoch, base_offset));
-            }
-            position += header.total_bytes() as u64;
-        }
-    }
-    Ok(epochs)
-}
-
-/// Calls `visit` with the header of every batch from the one holding
-/// `from` to the end of `segments`.
-fn for_each_batch_from(
-    segments: &[Arc<Segment>],
-    from: Offset,
-    mut visit: impl FnMut(&brook_record::BatchHeader),
-) -> Result<(), StorageError> {
-    for segment in segments.iter().filter(|segment| segment.next_offset() > from) {
-        let size_bytes = segment.size_bytes();
-        let start =
-            if segment.base_offset() >= from { Some(0) } else { segment.find_batch_position(from, size_bytes)? };
-        let Some(mut position) = start else { continue };
-        while position < size_bytes {
-            let header = segment.read_header(position)?;
-            visit(&header);
-            position += header.total_bytes() as u64;
-        }
-    }
-    Ok(())
-}
-
-/// The producers' state as of `log_end_offset`: the newest snapshot at or
-/// below it, then the batches above it (from the log start if the
-/// snapshot is older, or if there is none).
-fn rebuild_producer_state(
-    dir: &Path,
-    segments: &[Arc<Segment>],
-    log_end_offset: Offset,
-) -> Result<ProducerState, StorageError> {
-    let log_start_offset = segments.first().map_or(Offset::ZERO, |segment| segment.base_offset());
-    let now_ms = crate::segment::now_ms();
-    let (from, mut state) = match ProducerState::load_snapshot(dir, log_end_offset, now_ms)? {
-        Some((offset, state)) => (offset.max(log_start_offset), state),
-        None => (log_start_offset, ProducerState::default()),
-    };
-    if from < log_end_offset {
-        let mut batches = 0usize;
-        for_each_batch_from(segments, from, |header| {
-            batches += 1;
-            if let Some(batch) = ProducerBatch::of(header) {
-                state.record(&batch, now_ms);
-            }
-        })?;
-        tracing::debug!(dir = %dir.display(), from = %from, batches, "rebuilt producer state from the log");
-    }
-    Ok(state)
-}
-
-/// Base offsets of the segments in `dir`, sorted. Index files whose
-/// segment is gone (a crash while deleting) are removed.
-fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
-    let mut bases = Vec::new();
-    let mut orphans = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing log directory", dir))? {
-        let entry = entry.map_err(StorageError::io("listing log directory", dir))?;
-        let path = entry.path();
-        let (Some(stem), Some(extension)) =
-            (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
-        else {
-            continue;
-        };
-        let Ok(base) = stem.parse::<u64>() else {
-            continue;
-        };
-        if stem.len() != 20 {
-            continue;
-        }
-        match extension {
-            "log" => bases.push(Offset(base)),
-            "index" | "timeindex" if !path.with_extension("log").exists() => orphans.push(path),
-            _ => {}
-        }
-    }
-    for orphan in orphans {
-        tracing::info!(path = %orphan.display(), "removing an index whose segment is gone");
-        std::fs::remove_file(&orphan).map_err(StorageError::io("removing orphan index", &orphan))?;
-    }
-    bases.sort();
-    Ok(bases)
+    pub(crate) producers: ProducerState,
 }
 
 impl PartitionLog {
@@ -240,122 +142,6 @@ impl PartitionLog {
     /// lack what it had not fsynced, if the machine lost power since.
     pub fn closed_cleanly(dir: &std::path::Path) -> bool {
         dir.join(CLEAN_SHUTDOWN_FILE).is_file()
-    }
-
-    /// Opens the log in `dir` (creating it if needed), recovering whatever
-    /// an unclean stop left: see [`crate::recovery`].
-    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<PartitionLog, StorageError> {
-        config.validate()?;
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(StorageError::io("creating log directory", &dir))?;
-        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = clean_marker.exists();
-        if clean {
-            std::fs::remove_file(&clean_marker)
-                .map_err(StorageError::io("removing clean-shutdown marker", &clean_marker))?;
-            // Durably gone before anything is written: a marker brought
-            // back by a power loss would skip the recovery of what follows.
-            recovery::sync_dir(&dir)?;
-        }
-        let recovery_point = if clean {
-            Offset(u64::MAX)
-        } else {
-            recovery::read_offset_file(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(Offset::ZERO)
-        };
-
-        let (mut epochs, epochs_trusted) = LeaderEpochCache::load(&dir);
-        let mut bases = list_segments(&dir)?;
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-        let mut truncations = Vec::new();
-        let mut index = 0;
-        let mut last_opened_active = true;
-        let mut scanned = 0;
-        while index < bases.len() {
-            let base = bases[index];
-            let is_last = index + 1 == bases.len();
-            let scan = !clean && (is_last || bases[index + 1] > recovery_point);
-            scanned += usize::from(scan);
-            if let Some(previous) = segments.last() {
-                if previous.next_offset() != base {
-                    tracing::warn!(
-                        segment = %file_path(&dir, base, "log").display(),
-                        expected = %previous.next_offset(),
-                        "segment does not follow the previous one; dropping it and every later segment"
-                    );
-                    delete_segment_files(&dir, &bases[index..])?;
-                    bases.truncate(index);
-                    break;
-                }
-            }
-            let (segment, truncation) = recovery::open_segment(&dir, base, &config, scan, is_last, &epochs)?;
-            segments.push(segment);
-            last_opened_active = is_last;
-            if let Some(truncation) = truncation {
-                truncations.push(truncation);
-                if !is_last {
-                    tracing::warn!(dropped = bases.len() - index - 1, "dropping the segments after a damaged one");
-                    delete_segment_files(&dir, &bases[index + 1..])?;
-                    bases.truncate(index + 1);
-                }
-            }
-            index += 1;
-        }
-        match segments.pop() {
-            None => segments.push(Arc::new(Segment::create(&dir, Offset::ZERO, &config)?)),
-            // Opened as sealed, but the segments after it were dropped:
-            // reopen it with room in its indexes for appends.
-            Some(last) if !last_opened_active => {
-                let base = last.base_offset();
-                drop(last);
-                segments.push(recovery::open_segment(&dir, base, &config, false, true, &epochs)?.0);
-            }
-            Some(last) => segments.push(last),
-        }
-
-        let log_end_offset = segments.last().map_or(Offset::ZERO, |segment| segment.next_offset());
-        let log_start_offset = segments[0].base_offset();
-        if !epochs_trusted && log_end_offset > log_start_offset {
-            // Without its epochs a follower could not find where it
-            // diverged from a new leader: the batches know them.
-            epochs.rebuild(batch_epochs(&segments)?)?;
-            tracing::warn!(dir = %dir.display(), epochs = ?epochs.latest(), "rebuilt the leader-epoch checkpoint from the batch headers");
-        }
-        epochs.truncate_from_end(log_end_offset)?;
-        epochs.truncate_from_start(log_start_offset)?;
-        let producers = rebuild_producer_state(&dir, &segments, log_end_offset)?;
-        let shared = Arc::new(Shared {
-            segments: RwLock::new(Arc::new(Segments(segments))),
-            log_end_offset: AtomicU64::new(log_end_offset.0),
-            epochs: epochs.published(),
-        });
-        let mut log = PartitionLog {
-            dir,
-            config,
-            shared,
-            epochs,
-            recovery_point: if clean { log_end_offset } else { recovery_point.min(log_end_offset) },
-            records_since_flush: 0,
-            last_flush: Instant::now(),
-            batch_infos: Vec::new(),
-            truncations,
-            scanned_on_open: scanned,
-            producers,
-        };
-        if !clean {
-            // What the scan checked is made durable, so the next unclean
-            // stop does not scan it again.
-            log.flush()?;
-        }
-        tracing::info!(
-            dir = %log.dir.display(),
-            log_start_offset = %log_start_offset,
-            log_end_offset = %log_end_offset,
-            clean,
-            truncations = log.truncations.len(),
-            scanned,
-            "opened partition log"
-        );
-        Ok(log)
     }
 
     pub fn reader(&self) -> LogReader {
@@ -916,7 +702,7 @@ impl PartitionLog {
     }
 }
 
-fn delete_segment_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError> {
+pub(crate) fn delete_segment_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError> {
     for &base in bases {
         for extension in ["log", "index", "timeindex"] {
             let path = file_path(dir, base, extension);
@@ -928,157 +714,4 @@ fn delete_segment_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError
         }
     }
     Ok(())
-}
-
-impl LogReader {
-    pub fn log_start_offset(&self) -> Offset {
-        self.shared.segments().log_start_offset()
-    }
-
-    pub fn log_end_offset(&self) -> Offset {
-        self.shared.log_end_offset()
-    }
-
-    /// Bytes of all segment files.
-    pub fn size_bytes(&self) -> u64 {
-        self.shared.segments().0.iter().map(|segment| segment.size_bytes()).sum()
-    }
-
-    /// [`PartitionLog::latest_epoch`], without waiting on the writer (which
-    /// may be in an fsync).
-    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
-        self.shared.epochs.get().last().map(|&(epoch, _)| epoch)
-    }
-
-    /// [`PartitionLog::end_offset_for_epoch`], without waiting on the
-    /// writer.
-    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
-        let entries = self.shared.epochs.get();
-        end_offset_in(&entries, epoch, self.shared.log_end_offset())
-    }
-
-    /// The whole batches from the one holding `from_offset` on, up to about
-    /// `max_bytes`, all of whose records are below `upto` (the high
-    /// watermark for a consumer; the log end for a follower). Always at
-    /// least one batch when one exists at `from_offset` below `upto`, even
-    /// if it is bigger than `max_bytes`, so a consumer cannot get stuck.
-    ///
-    /// `from_offset` may be anything from the log start to the log end;
-    /// outside that the error names the valid range.
-    pub fn read(&self, from_offset: Offset, max_bytes: u64, upto: Offset) -> Result<LogRead, StorageError> {
-        // The end first: every byte it covers was published before it.
-        let log_end_offset = self.shared.log_end_offset();
-        let segments = self.shared.segments();
-        let log_start_offset = segments.log_start_offset();
-        if from_offset < log_start_offset || from_offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange { requested: from_offset, log_start_offset, log_end_offset });
-        }
-        let upto = upto.min(log_end_offset);
-        let mut read = LogRead { ranges: Vec::new(), next_offset: from_offset, log_start_offset, log_end_offset };
-        if from_offset >= upto {
-            return Ok(read);
-        }
-        let mut total_bytes = 0u64;
-        for segment in &segments.0[segments.holding(from_offset)..] {
-            let size_bytes = segment.size_bytes();
-            let Some(start) = segment.find_batch_position(read.next_offset, size_bytes)? else {
-                continue;
-            };
-            let budget = max_bytes.saturating_sub(total_bytes);
-            let (end, next_offset, stopped) = match Self::end_from_index(segment, start, budget, upto, size_bytes) {
-                Some((end, next_offset)) => (end, next_offset, end < size_bytes),
-                None => Self::end_from_headers(segment, start, budget, total_bytes == 0, upto, size_bytes)?,
-            };
-            if end > start {
-                read.ranges.push(FileRange { segment: Arc::clone(segment), position: start, length: end - start });
-                total_bytes += end - start;
-                read.next_offset = next_offset;
-            }
-            if stopped || total_bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(read)
-    }
-
-    /// The fast way to find where a read ends: at the last indexed batch
-    /// boundary within the byte budget and below `upto`. Costs no I/O; the
-    /// batches before an index entry are whole and below its offset. `None`
-    /// when no entry lies past `start` within bounds.
-    fn end_from_index(
-        segment: &Segment,
-        start: u64,
-        budget: u64,
-        upto: Offset,
-        size_bytes: u64,
-    ) -> Option<(u64, Offset)> {
-        let upto_relative = upto.0.saturating_sub(segment.base_offset().0).min(u64::from(u32::MAX)) as u32;
-        let max_position = start.saturating_add(budget).min(size_bytes);
-        let (relative, position) = segment.offset_index().last_within(upto_relative, max_position)?;
-        (u64::from(position) > start).then(|| (u64::from(position), segment.base_offset().plus(u64::from(relative))))
-    }
-
-    /// The slow way: walk batch headers from `start` while batches fit the
-    /// budget and lie below `upto`. With `at_least_one`, the first batch is
-    /// taken whatever its size, so a consumer can never get stuck on a
-    /// batch bigger than its `max_bytes`. Returns the end, the offset after
-    /// it, and whether the read must stop here (rather than go on to the
-    /// next segment).
-    fn end_from_headers(
-        segment: &Segment,
-        start: u64,
-        budget: u64,
-        at_least_one: bool,
-        upto: Offset,
-        size_bytes: u64,
-    ) -> Result<(u64, Offset, bool), StorageError> {
-        let mut end = start;
-        let mut next_offset = Offset::ZERO;
-        while end < size_bytes {
-            let header = segment.read_header(end)?;
-            let length = header.total_bytes() as u64;
-            let first = end == start;
-            if header.last_offset() >= upto || (end - start + length > budget && !(first && at_least_one)) {
-                return Ok((end, next_offset, true));
-            }
-            end += length;
-            next_offset = header.last_offset().plus(1);
-        }
-        Ok((end, next_offset, false))
-    }
-
-    /// The first offset whose record timestamp is at or after
-    /// `timestamp_ms`, with that timestamp (Kafka's ListOffsets by time);
-    /// `None` if every record is older.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(Offset, i64)>, StorageError> {
-        let log_end_offset = self.shared.log_end_offset();
-        let segments = self.shared.segments();
-        let Some(segment) = segments.0.iter().find(|segment| segment.max_timestamp_ms() >= timestamp_ms) else {
-            return Ok(None);
-        };
-        let size_bytes = segment.size_bytes();
-        let start_relative = segment.time_index().lookup(timestamp_ms).unwrap_or(0);
-        let mut position = segment.offset_index().lookup(start_relative).map_or(0, |(_, position)| u64::from(position));
-        let mut buffer = Vec::new();
-        while position < size_bytes {
-            let header = segment.read_header(position)?;
-            if header.last_offset() >= log_end_offset {
-                break;
-            }
-            if header.max_timestamp >= timestamp_ms {
-                buffer.resize(header.total_bytes(), 0);
-                std::os::unix::fs::FileExt::read_exact_at(&**segment.file(), &mut buffer, position)
-                    .map_err(StorageError::io("reading segment", segment.path()))?;
-                let view = BatchView { header, bytes: &buffer };
-                for record in view.records() {
-                    let record = record.map_err(|error| segment.corrupt(position, error.to_string()))?;
-                    if record.timestamp_ms >= timestamp_ms {
-                        return Ok(Some((record.offset, record.timestamp_ms)));
-                    }
-                }
-            }
-            position += header.total_bytes() as u64;
-        }
-        Ok(None)
-    }
 }
