@@ -10,7 +10,7 @@
 //!
 //! Where things come from: topics, their ids and assignments from the
 //! metadata group (`brook-metadata`; a broker without peers is a group of
-//! one voter, on the same path); the [`topics::TopicRegistry`] opens a
+//! one voter, on the same path); the [`replica_manager::ReplicaManager`] opens a
 //! `brook_replication::Replica` for each partition assigned here, under
 //! `data_dir/topics/<topic>-<partition>-<topic id>/`. Replication itself
 //! is `brook-replication`'s: this crate implements its traits
@@ -21,7 +21,7 @@
 //! The data path: a plain gRPC `Produce` call is decoded over the HTTP/2
 //! frames it arrived in, without tonic joining them first, and a `Fetch`
 //! answered with its records as they were read, without tonic's encode
-//! copy (`service/records_path.rs`, a layer in front of the routes;
+//! copy (`fast_path.rs`, a layer in front of the routes;
 //! anything else goes to tonic), and so is a follower's replica fetch on
 //! the internal listener (the cluster secret checked first); all reach the
 //! same handlers as every other call. The produce handler
@@ -87,14 +87,16 @@ pub mod config;
 pub mod connections;
 pub mod data_dir;
 pub mod error;
+pub mod fast_path;
 pub mod group_coordinator;
+mod internal_auth;
 pub mod metrics;
 pub mod producer_ids;
+pub mod replica_manager;
 pub mod replica_network;
 pub mod server;
 pub mod service;
 pub mod topic_config;
-pub mod topics;
 
 pub use config::{BrokerConfig, Secret};
 pub use error::BrokerError;

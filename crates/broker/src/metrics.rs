@@ -18,7 +18,7 @@ use prometheus::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BrokerError;
-use crate::topics::TopicRegistry;
+use crate::replica_manager::ReplicaManager;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -242,7 +242,7 @@ impl Metrics {
     }
 
     /// The text exposition, with partition gauges read from `registry` now.
-    pub fn render(&self, topics: &TopicRegistry) -> Vec<u8> {
+    pub fn render(&self, topics: &ReplicaManager) -> Vec<u8> {
         for gauge in
             [&self.log_end_offset, &self.high_watermark, &self.log_start_offset, &self.isr_size, &self.log_size_bytes]
         {
@@ -291,7 +291,7 @@ impl Metrics {
     /// Group gauges: lag by the leader of each partition (each partition's
     /// lag appears once in the cluster, where its high watermark is
     /// exact), members and epochs by the coordinator.
-    fn render_groups(&self, topics: &TopicRegistry) {
+    fn render_groups(&self, topics: &ReplicaManager) {
         for gauge in [&self.group_lag, &self.group_members, &self.group_epoch] {
             gauge.reset();
         }
@@ -321,7 +321,7 @@ impl Metrics {
 pub async fn serve_metrics(
     address: SocketAddr,
     metrics: Arc<Metrics>,
-    topics: Arc<TopicRegistry>,
+    topics: Arc<ReplicaManager>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;

@@ -15,7 +15,7 @@ use brook_record::BrokerId;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BrokerError;
-use crate::topics::TopicRegistry;
+use crate::replica_manager::ReplicaManager;
 
 #[derive(Debug)]
 pub struct ProducerIds {
@@ -86,7 +86,7 @@ pub struct KeyExpiry {
 /// instance under it always fences the old one.
 pub async fn keep_producer_keys(
     metadata: MetadataNode,
-    registry: Arc<TopicRegistry>,
+    registry: Arc<ReplicaManager>,
     expiry: KeyExpiry,
     shutdown: CancellationToken,
 ) {

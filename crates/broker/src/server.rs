@@ -37,19 +37,20 @@ use crate::connections::{
 };
 use crate::data_dir::{self, DirectoryIdentity};
 use crate::error::BrokerError;
+use crate::fast_path::{RecordsPath, ReplicaFetchPath};
 use crate::group_coordinator::{GroupCoordinator, GroupSettings};
+use crate::internal_auth::check_secret;
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
 use crate::producer_ids::{keep_producer_keys, KeyExpiry, ProducerIds};
+use crate::replica_manager::{partition_dir, ReplicaManager, TOPICS_DIR};
 use crate::replica_network::{GrpcLeaderClient, MetadataIsrProposer};
 use crate::service::admin::AdminService;
 use crate::service::groups::GroupsService;
 use crate::service::metadata::MetadataService;
 use crate::service::records::RecordsService;
-use crate::service::records_path::{RecordsPath, ReplicaFetchPath};
 use crate::service::replication::ReplicationService;
 use crate::service::NodeInfo;
 use crate::topic_config::TopicConfig;
-use crate::topics::{partition_dir, TopicRegistry, TOPICS_DIR};
 
 /// HTTP/2 windows sized for 128 KiB+ batches: the defaults (64 KiB) would
 /// stall every large produce or fetch on a window update.
@@ -274,9 +275,9 @@ async fn start_metadata(
 
 /// Opens the replicas the metadata on disk assigns here (recovering their
 /// logs) on the blocking pool.
-async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result<Arc<TopicRegistry>, BrokerError> {
+async fn open_registry(config: &BrokerConfig, metadata: &MetadataNode) -> Result<Arc<ReplicaManager>, BrokerError> {
     let (data_dir, metadata, broker_id) = (config.data_dir.clone(), metadata.clone(), BrokerId(config.id));
-    let registry = tokio::task::spawn_blocking(move || TopicRegistry::open(&data_dir, metadata, broker_id))
+    let registry = tokio::task::spawn_blocking(move || ReplicaManager::open(&data_dir, metadata, broker_id))
         .await
         .map_err(|_| BrokerError::ShuttingDown)??;
     Ok(Arc::new(registry))
@@ -291,7 +292,7 @@ fn start_duties(
     tasks: &TaskTracker,
     config: &Arc<BrokerConfig>,
     metadata: &MetadataNode,
-    registry: &Arc<TopicRegistry>,
+    registry: &Arc<ReplicaManager>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) {
@@ -308,7 +309,7 @@ fn start_duties(
         "HW checkpoint",
         Arc::clone(registry),
         shutdown.clone(),
-        TopicRegistry::checkpoint_high_watermarks,
+        ReplicaManager::checkpoint_high_watermarks,
     ));
     tasks.spawn(every(
         config.log_maintenance_interval(),
@@ -378,7 +379,7 @@ fn start_joining(
 fn start_fetchers(
     tasks: &TaskTracker,
     config: &BrokerConfig,
-    registry: &Arc<TopicRegistry>,
+    registry: &Arc<ReplicaManager>,
     metadata: &MetadataNode,
     shutdown: &CancellationToken,
 ) {
@@ -396,7 +397,7 @@ fn start_fetchers(
 
 /// What the client services are built on.
 struct ClientServiceParts<'a> {
-    registry: &'a Arc<TopicRegistry>,
+    registry: &'a Arc<ReplicaManager>,
     node: &'a Arc<NodeInfo>,
     metrics: &'a Arc<Metrics>,
     coordinator: &'a Arc<GroupCoordinator>,
@@ -518,7 +519,7 @@ fn incoming(
 async fn serve_internal(
     listener: TcpListener,
     config: &Arc<BrokerConfig>,
-    registry: &Arc<TopicRegistry>,
+    registry: &Arc<ReplicaManager>,
     node: &Arc<NodeInfo>,
     secret: ClusterSecret,
     tasks: &TaskTracker,
@@ -536,13 +537,7 @@ async fn serve_internal(
         config.max_request_bytes,
         MAX_REPLICA_FETCH_RESPONSE_BYTES,
     );
-    let check = move |request: tonic::Request<()>| {
-        if secret.admits(&request) {
-            Ok(request)
-        } else {
-            Err(lacks_cluster_secret())
-        }
-    };
+    let check = move |request: tonic::Request<()>| check_secret(&secret, request);
     let replication = ReplicationServer::from_arc(replication_service)
         .max_encoding_message_size(MAX_REPLICA_FETCH_RESPONSE_BYTES)
         .max_decoding_message_size(config.max_request_bytes);
@@ -564,17 +559,10 @@ async fn serve_internal(
         .map_err(ServeError::from)
 }
 
-/// The refusal of an internal call without the cluster secret.
-pub(crate) fn lacks_cluster_secret() -> tonic::Status {
-    tonic::Status::unauthenticated(
-        "this is the internal listener, for brokers of the cluster: the call lacks the cluster secret",
-    )
-}
-
 /// Applies every new cluster state to the hosted partitions, and the state
 /// again once the metadata is caught up (which lifts the fence on leading),
 /// until shutdown.
-async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<TopicRegistry>, shutdown: CancellationToken) {
+async fn follow_cluster_state(metadata: MetadataNode, registry: Arc<ReplicaManager>, shutdown: CancellationToken) {
     let (mut state, mut caught_up) = (metadata.state(), metadata.caught_up());
     // What the registry last followed: most new states change only what
     // it does not read (committed offsets, groups, producer ids), and
@@ -668,9 +656,9 @@ async fn report_health(
 async fn every(
     interval: Duration,
     what: &'static str,
-    registry: Arc<TopicRegistry>,
+    registry: Arc<ReplicaManager>,
     shutdown: CancellationToken,
-    work: fn(&TopicRegistry),
+    work: fn(&ReplicaManager),
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -687,7 +675,7 @@ async fn every(
 }
 
 /// Retention and time-based flushes on every hosted log.
-fn maintain_logs(registry: &TopicRegistry) {
+fn maintain_logs(registry: &ReplicaManager) {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64);
     registry.maintain(now_ms);

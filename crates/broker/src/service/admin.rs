@@ -11,12 +11,12 @@ use brook_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::replica_manager::{ReplicaManager, Topic};
 use crate::service::{wire_broker, wire_brokers, Node};
-use crate::topics::{Topic, TopicRegistry};
 
 #[derive(Debug)]
 pub struct AdminService {
-    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) registry: Arc<ReplicaManager>,
     pub(crate) node: Node,
 }
 

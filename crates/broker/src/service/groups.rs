@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 use crate::error::BrokerError;
 use crate::group_coordinator::{heartbeat_interval, GroupCoordinator, MAX_COMMIT_BYTES};
 use crate::metrics::Metrics;
-use crate::topics::TopicRegistry;
+use crate::replica_manager::ReplicaManager;
 
 /// The longest group id and commit metadata accepted, in bytes.
 const MAX_GROUP_ID_BYTES: usize = 255;
@@ -55,7 +55,7 @@ const MAX_DESCRIBED_GROUPS: usize = 100;
 
 #[derive(Debug)]
 pub struct GroupsService {
-    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) registry: Arc<ReplicaManager>,
     pub(crate) coordinator: Arc<GroupCoordinator>,
     /// Channels to other brokers' client ports, for the end offsets of
     /// partitions they lead.
@@ -168,7 +168,7 @@ fn group_state(group: Option<&ConsumerGroup>) -> &'static str {
 
 impl GroupsService {
     pub fn new(
-        registry: Arc<TopicRegistry>,
+        registry: Arc<ReplicaManager>,
         coordinator: Arc<GroupCoordinator>,
         metrics: Arc<Metrics>,
     ) -> GroupsService {

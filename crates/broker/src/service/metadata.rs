@@ -6,12 +6,12 @@ use brook_proto::v1::metadata_server::Metadata;
 use brook_proto::v1::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
 use tonic::{Request, Response, Status};
 
+use crate::replica_manager::{ReplicaManager, Topic};
 use crate::service::{wire_broker, wire_brokers, Node};
-use crate::topics::{Topic, TopicRegistry};
 
 #[derive(Debug)]
 pub struct MetadataService {
-    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) registry: Arc<ReplicaManager>,
     pub(crate) node: Node,
 }
 

@@ -6,7 +6,6 @@ pub mod admin;
 pub mod groups;
 pub mod metadata;
 pub mod records;
-pub mod records_path;
 pub mod replication;
 
 use std::sync::Arc;

@@ -31,8 +31,8 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
+use crate::replica_manager::ReplicaManager;
 use crate::service::admin::wire_offset;
-use crate::topics::TopicRegistry;
 use brook_record::{LeaderEpoch, Offset};
 use brook_replication::{Replica, ReplicaError};
 /// A produce request that passed the checks before an append.
@@ -115,7 +115,7 @@ fn recompress_pieces(
 
 #[derive(Debug)]
 pub struct RecordsService {
-    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) registry: Arc<ReplicaManager>,
     pub(crate) config: Arc<BrokerConfig>,
     /// Ends long polls early when the broker shuts down.
     pub(crate) shutdown: CancellationToken,

@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::error::BrokerError;
+use crate::replica_manager::ReplicaManager;
 use crate::replica_network::MetadataIsrProposer;
 use crate::service::admin::wire_offset;
-use crate::topics::TopicRegistry;
 
 /// The longest a replica fetch may wait for records.
 const MAX_REPLICA_WAIT: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ const MAX_REPLICA_FETCH_BYTES: u32 = 8 << 20;
 
 #[derive(Debug)]
 pub struct ReplicationService {
-    pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) registry: Arc<ReplicaManager>,
     pub(crate) proposer: Arc<MetadataIsrProposer>,
     /// Where ISR proposals run, owned by the node.
     pub(crate) tasks: TaskTracker,

@@ -48,8 +48,9 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::records::RecordsService;
-use super::replication::ReplicationService;
+use crate::internal_auth::lacks_cluster_secret;
+use crate::service::records::RecordsService;
+use crate::service::replication::ReplicationService;
 
 pub const PRODUCE_PATH: &str = "/brook.v1.Records/Produce";
 pub const FETCH_PATH: &str = "/brook.v1.Records/Fetch";
@@ -188,7 +189,7 @@ impl Handler for ReplicaFetchPath {
 async fn replica_fetch(path: &ReplicaFetchPath, request: http::Request<Body>) -> Result<Vec<Bytes>, Status> {
     let headers = MetadataMap::from_headers(request.headers().clone());
     if !path.secret.admits(&tonic::Request::from_parts(headers, http::Extensions::default(), ())) {
-        return Err(crate::server::lacks_cluster_secret());
+        return Err(lacks_cluster_secret());
     }
     let request = decoded::<ReplicaFetchRequest>(request, path.request_limit).await?;
     let response = Replication::fetch(&*path.replication, request).await?.into_inner();
