@@ -27,23 +27,29 @@ fn command(command: CommandV1) -> Command {
     Command::V1(command)
 }
 
-/// A state with one broker, a topic of 10 partitions and `groups` groups
-/// of 10 committed offsets each (64 bytes of metadata apiece).
-fn state_with_groups(groups: usize) -> ClusterState {
+/// A state with one broker and a topic `name` of `partitions` partitions.
+fn state_with_topic(name: &str, partitions: u32) -> ClusterState {
     let mut state = ClusterState::default();
     state
         .apply(&command(CommandV1::register(BrokerId(1), "b1:9092", Incarnation::random(), DirectoryId::random())))
         .expect("register");
-    let assignments = assign_replicas(&[BrokerId(1)], 10, 1, 0).expect("assign");
+    let assignments = assign_replicas(&[BrokerId(1)], partitions, 1, 0).expect("assign");
     state
         .apply(&command(CommandV1::CreateTopic {
-            name: "t".into(),
+            name: name.into(),
             topic_id: TopicId::random(),
             replication_factor: 1,
             configs: BTreeMap::new(),
             assignments,
         }))
         .expect("create");
+    state
+}
+
+/// A state with one broker, a topic of 10 partitions and `groups` groups
+/// of 10 committed offsets each (64 bytes of metadata apiece).
+fn state_with_groups(groups: usize) -> ClusterState {
+    let mut state = state_with_topic("t", 10);
     for group in 0..groups {
         state.apply(&commit(&format!("group-{group:06}"), 1)).expect("commit");
     }
@@ -70,20 +76,7 @@ fn per_commit(elapsed: Duration) -> String {
 /// A group of `members` members on a 1,000-partition topic; the time the
 /// last join took to apply.
 fn last_join(members: usize) -> Duration {
-    let mut state = ClusterState::default();
-    state
-        .apply(&command(CommandV1::register(BrokerId(1), "b1:9092", Incarnation::random(), DirectoryId::random())))
-        .expect("register");
-    let assignments = assign_replicas(&[BrokerId(1)], 1000, 1, 0).expect("assign");
-    state
-        .apply(&command(CommandV1::CreateTopic {
-            name: "wide".into(),
-            topic_id: TopicId::random(),
-            replication_factor: 1,
-            configs: BTreeMap::new(),
-            assignments,
-        }))
-        .expect("create");
+    let mut state = state_with_topic("wide", 1000);
     let join = |member: usize| {
         command(CommandV1::GroupHeartbeat(brook_metadata::GroupHeartbeat {
             group: "g".into(),
