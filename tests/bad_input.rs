@@ -2,7 +2,7 @@
 //! specific status, code name and message; the broker stays up and what it
 //! stored is untouched.
 
-use crate::harness;
+mod harness;
 
 use brook_client::proto::admin_client::AdminClient;
 use brook_client::proto::records_client::RecordsClient;

@@ -7,7 +7,7 @@
 //! cluster actually took, which the "within one second" and
 //! "session timeout plus one second" refer to.
 
-use crate::harness;
+mod harness;
 
 use brook_client::ErrorCode;
 use std::collections::BTreeMap;

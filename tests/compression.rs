@@ -7,7 +7,7 @@
 //! encodes (its producer id, epoch and sequences) are deduplicated and
 //! checked for gaps like the Brook producer's.
 
-use crate::harness;
+mod harness;
 
 use std::time::Duration;
 

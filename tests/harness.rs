@@ -640,9 +640,3 @@ pub async fn retrying_producer(address: &str) -> brook_client::Producer {
     };
     brook_client::Producer::connect(address, config).await.expect("producer")
 }
-
-/// The broker's error name of a refused call (its `brook-error` header),
-/// or "" when it sent none; compare with `ErrorCode::X.name()`.
-pub fn error_name(status: &tonic::Status) -> &str {
-    status.metadata().get(brook_proto::ERROR_CODE_KEY).and_then(|value| value.to_str().ok()).unwrap_or("")
-}

@@ -5,7 +5,7 @@
 //! carries the secret is checked by the state machine as the admin path
 //! checks it.
 
-use crate::harness;
+mod harness;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! longest send-to-ack time is printed (BENCHMARKS.md records it beside
 //! the crash failover gap).
 
-use crate::harness;
+mod harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! come back byte-exact and in order, before and after a kill -9; committed
 //! offsets survive the restart too.
 
-use crate::harness;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
