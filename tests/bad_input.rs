@@ -2,7 +2,7 @@
 //! specific status, code name and message; the broker stays up and what it
 //! stored is untouched.
 
-mod harness;
+use crate::harness;
 
 use brook_client::proto::admin_client::AdminClient;
 use brook_client::proto::records_client::RecordsClient;

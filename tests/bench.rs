@@ -1,7 +1,7 @@
 //! `brook bench` against a real broker, in its short form: the JSON it
 //! prints has the fields scripts rely on, and the figures are sane.
 
-mod harness;
+use crate::harness;
 
 use harness::Broker;
 

@@ -28,13 +28,13 @@
 //!
 //! The default runs are short (3 rounds with acks=all, 2 with acks=1).
 //! The long runs:
-//! `BROOK_CHAOS_ROUNDS=20 cargo test -p brook --test chaos -- --ignored`.
+//! `BROOK_CHAOS_ROUNDS=20 cargo test -p brook --test e2e -- --ignored chaos::`.
 //! `BROOK_CHAOS_SEED` replays a run's choice of victims (the seed is printed).
 //! `BROOK_CHAOS_FLUSH_POLICY=always` makes every append fsync (a slow disk
 //! under every fault).
 
-mod checker;
-mod harness;
+use crate::checker;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

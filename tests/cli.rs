@@ -1,7 +1,7 @@
 //! The `brook` command line against a real broker: the produce/consume
 //! round trip, topic commands, and one-line errors with non-zero exits.
 
-mod harness;
+use crate::harness;
 
 use std::io::Write;
 use std::process::{Output, Stdio};

@@ -7,7 +7,7 @@
 //! cluster actually took, which the "within one second" and
 //! "session timeout plus one second" refer to.
 
-mod harness;
+use crate::harness;
 
 use brook_client::ErrorCode;
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! encodes (its producer id, epoch and sequences) are deduplicated and
 //! checked for gaps like the Brook producer's.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@
 //! counted), the group outlives its coordinator, and the operator's view
 //! (describe, lag, reset, delete) is exact.
 
-mod harness;
+use crate::harness;
+use crate::harness::error_name;
 
 use brook_client::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -420,10 +421,6 @@ async fn a_member_paused_past_its_session_is_fenced_and_does_not_process_what_it
     assert!(rejoined.assigned.is_empty(), "the partition stays with the member that took it over");
     assert!(rejoined.member_epoch > zombie.member_epoch, "it came back at a new epoch: {rejoined:?}");
     assert_eq!(paused.lines().len(), lines_when_paused, "the fenced member processed nothing it had lost");
-}
-
-fn error_name(status: &tonic::Status) -> &str {
-    status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

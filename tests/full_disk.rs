@@ -4,7 +4,7 @@
 //! acknowledged. (The mount needs root; without it the test says so and
 //! checks nothing.)
 
-mod harness;
+use crate::harness;
 
 use brook_client::ErrorCode;
 use std::path::{Path, PathBuf};

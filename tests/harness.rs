@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BROOK: &str = env!("CARGO_BIN_EXE_brook");
@@ -17,7 +18,7 @@ pub const BROOK: &str = env!("CARGO_BIN_EXE_brook");
 /// (32768-60999): a port from that range, released and bound again later
 /// (a broker's restart), may meanwhile be the local port of some outgoing
 /// connection, and the bind fails. Each call in a process gets another
-/// port (test binaries run one after another).
+/// port (the end-to-end tests are one binary).
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;
@@ -34,6 +35,53 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
+/// The module whose tests may run brokers now, and how many of its
+/// brokers are up.
+static TURN: Mutex<(Option<String>, usize)> = Mutex::new((None, 0));
+static TURN_CHANGED: Condvar = Condvar::new();
+
+/// A module's turn to run brokers. The end-to-end tests are one binary,
+/// and its test threads would otherwise run brokers of two modules at
+/// once: a chaos test beside a full-disk test, say, each timed for a
+/// machine it has to itself. So tests of one module run beside each other
+/// as they did when each file was its own binary, and a test of another
+/// module waits, before its first broker starts, until the last broker of
+/// the running module is gone. The module is the test thread's name up to
+/// its first `::` (libtest names each test's thread after the test); a
+/// broker started off a test thread takes no turn.
+struct ModuleTurn(Option<String>);
+
+impl ModuleTurn {
+    fn take() -> ModuleTurn {
+        let module =
+            std::thread::current().name().and_then(|name| name.split_once("::")).map(|(module, _)| module.to_string());
+        let Some(module) = module else {
+            return ModuleTurn(None);
+        };
+        let mut turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while turn.0.as_ref().is_some_and(|running| *running != module) {
+            turn = TURN_CHANGED.wait(turn).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        turn.0 = Some(module.clone());
+        turn.1 += 1;
+        ModuleTurn(Some(module))
+    }
+}
+
+impl Drop for ModuleTurn {
+    fn drop(&mut self) {
+        if self.0.is_none() {
+            return;
+        }
+        let mut turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        turn.1 -= 1;
+        if turn.1 == 0 {
+            turn.0 = None;
+            TURN_CHANGED.notify_all();
+        }
+    }
+}
+
 /// One broker process and its data directory.
 pub struct Broker {
     child: Option<Child>,
@@ -44,6 +92,7 @@ pub struct Broker {
     pub address: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
+    _turn: ModuleTurn,
 }
 
 impl Broker {
@@ -71,10 +120,12 @@ impl Broker {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&Path),
     ) -> Broker {
+        let turn = ModuleTurn::take();
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
         prepare(&data_dir);
         let mut broker = Broker {
+            _turn: turn,
             child: None,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
@@ -639,4 +690,10 @@ pub async fn retrying_producer(address: &str) -> brook_client::Producer {
         ..brook_client::ProducerConfig::default()
     };
     brook_client::Producer::connect(address, config).await.expect("producer")
+}
+
+/// The broker's error name of a refused call (its `brook-error` header),
+/// or "" when it sent none; compare with `ErrorCode::X.name()`.
+pub fn error_name(status: &tonic::Status) -> &str {
+    status.metadata().get(brook_proto::ERROR_CODE_KEY).and_then(|value| value.to_str().ok()).unwrap_or("")
 }

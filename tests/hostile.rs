@@ -39,7 +39,8 @@
 //! whose producer keeps appending keeps its id, so a new instance still
 //! fences the old.
 
-mod harness;
+use crate::harness;
+use crate::harness::error_name;
 
 use brook_client::ErrorCode;
 use std::time::Duration;
@@ -291,10 +292,6 @@ async fn a_retry_the_leader_forgot_fails_as_unknown_and_is_never_written_twice()
     // Records sent after the cut are delivered: the producer went on
     // under a new epoch.
     assert!(outcomes[300..].iter().all(Result::is_ok), "the producer goes on after the refusal");
-}
-
-fn error_name(status: &tonic::Status) -> &str {
-    status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).unwrap_or("")
 }
 
 /// The controller's id and a groups client on it, as `address` sees it,

@@ -3,7 +3,8 @@
 //! answer, a leader failover and a kill -9; gaps and fenced epochs are
 //! refused by name; keyed producers get the next epoch on restart.
 
-mod harness;
+use crate::harness;
+use crate::harness::error_name;
 
 use brook_client::ErrorCode;
 use std::time::Duration;
@@ -41,10 +42,6 @@ fn produce(topic: &str, records: Bytes) -> ProduceRequest {
 
 async fn send(address: &str, topic: &str, records: Bytes) -> Result<ProduceResponse, tonic::Status> {
     records_client(address).await.produce(produce(topic, records)).await.map(tonic::Response::into_inner)
-}
-
-fn error_name(status: &tonic::Status) -> &str {
-    status.metadata().get("brook-error").and_then(|value| value.to_str().ok()).unwrap_or("")
 }
 
 async fn init(address: &str, key: &str) -> (i64, i16) {

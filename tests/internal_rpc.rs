@@ -5,7 +5,7 @@
 //! carries the secret is checked by the state machine as the admin path
 //! checks it.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

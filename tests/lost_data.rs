@@ -8,7 +8,7 @@
 //! says why, until an unclean election is asked for. A data directory of
 //! another broker is refused at start.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::process::Command;

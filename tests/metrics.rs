@@ -1,7 +1,7 @@
 //! The Prometheus endpoint of a real broker: request counts, bytes and
 //! per-partition offsets after some traffic; a clear 404 elsewhere.
 
-mod harness;
+use crate::harness;
 
 use brook_client::{Admin, NewTopic, Producer, ProducerConfig, ProducerRecord};
 use harness::{free_port, http_get, Broker};

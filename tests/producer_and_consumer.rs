@@ -2,7 +2,7 @@
 //! makes `send` wait once the buffer is full (bounded memory), a restarted
 //! one is retried until the records land; and consumers seek by time.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! in order, against a real three-broker cluster, with `brook` on the
 //! PATH. A line that fails, fails the test with what it printed.
 
-mod harness;
+use crate::harness;
 
 use std::process::Command;
 

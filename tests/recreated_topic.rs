@@ -5,7 +5,7 @@
 //! byte for byte the same, the old topic's directories are gone, and a
 //! consumer reads only the new records.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

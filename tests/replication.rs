@@ -4,7 +4,7 @@
 //! times out while followers stall; after an unclean election a consumer
 //! notices the cut log and reads what the new leader wrote (KIP-320).
 
-mod harness;
+use crate::harness;
 
 use brook_client::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};

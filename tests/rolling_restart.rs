@@ -5,7 +5,7 @@
 //! longest send-to-ack time is printed (BENCHMARKS.md records it beside
 //! the crash failover gap).
 
-mod harness;
+use crate::harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! come back byte-exact and in order, before and after a kill -9; committed
 //! offsets survive the restart too.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! async worker, so heartbeats, Raft and replica fetches go on: in 30 s of
 //! acks=all load no leader moves and no broker is declared dead.
 
-mod harness;
+use crate::harness;
 
 use std::time::{Duration, Instant};
 

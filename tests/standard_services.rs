@@ -1,7 +1,7 @@
 //! The standard gRPC services a broker serves beside Brook's own, so that
 //! grpcurl-style tools and health checkers work.
 
-mod harness;
+use crate::harness;
 
 use harness::Broker;
 use tonic::transport::Channel;
