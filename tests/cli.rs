@@ -136,7 +136,7 @@ async fn serve_reads_a_config_file_and_flags_override_it() {
     let child = std::process::Command::new(harness::BROOK)
         .args(["serve", "--config"])
         .arg(&config)
-        .args(["--listen", &flag_address])
+        .args(["--listen", &flag_address, "--kafka-listen", "off"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start brook serve");

@@ -250,11 +250,12 @@ async fn bad_admin_calls_in_a_cluster_get_clear_errors_even_without_a_majority()
 }
 
 /// Three consecutive free loopback ports, for `brook dev --base-port`,
-/// and the three 1000 above them (its brokers' internal listeners).
+/// the three 100 above them (its brokers' Kafka listeners) and the three
+/// 1000 above them (their internal listeners).
 fn consecutive_free_ports() -> u16 {
     for _ in 0..100 {
         let base = harness::free_port();
-        let free = [1, 2, 1000, 1001, 1002].iter().all(|offset| {
+        let free = [1, 2, 100, 101, 102, 1000, 1001, 1002].iter().all(|offset| {
             base.checked_add(*offset).is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
         });
         if free && base < u16::MAX - 3 {

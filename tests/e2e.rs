@@ -21,6 +21,7 @@ mod full_disk;
 mod hostile;
 mod idempotence;
 mod internal_rpc;
+mod kafka;
 mod lost_data;
 mod metrics;
 mod producer_and_consumer;

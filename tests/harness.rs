@@ -90,6 +90,8 @@ pub struct Broker {
     /// Extra environment variables, kept for restarts.
     env: Vec<(String, String)>,
     pub address: String,
+    /// Where Kafka clients reach it (`--kafka-listen`).
+    pub kafka_address: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     _turn: ModuleTurn,
@@ -130,6 +132,7 @@ impl Broker {
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
             address,
+            kafka_address: format!("127.0.0.1:{}", free_port()),
             data_dir,
             _temp: Some(temp),
         };
@@ -144,7 +147,7 @@ impl Broker {
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open broker log");
         let child = Command::new(BROOK)
-            .args(["serve", "--listen", &self.address, "--data-dir"])
+            .args(["serve", "--listen", &self.address, "--kafka-listen", &self.kafka_address, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(key, value)| (key, value)))
@@ -613,6 +616,11 @@ impl TestCluster {
     /// Every broker's address: a client bootstrap list.
     pub fn bootstrap(&self) -> String {
         self.brokers.iter().map(|broker| broker.address.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The brokers' Kafka listeners, for Kafka clients.
+    pub fn kafka_bootstrap(&self) -> Vec<String> {
+        self.brokers.iter().map(|broker| broker.kafka_address.clone()).collect()
     }
 }
 

@@ -22,6 +22,10 @@ impl std::fmt::Debug for Secret {
 /// The shortest cluster secret accepted.
 pub const MIN_SECRET_CHARS: usize = 16;
 
+/// Where Kafka clients find a broker unless told otherwise: beside the
+/// gRPC port's 9092, which Kafka's own default would have taken.
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9192";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -52,6 +56,14 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`); off by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where Kafka's wire protocol is served (`host:port`), or `off`.
+    /// Default `127.0.0.1:9192`.
+    pub kafka_listen: String,
+    /// The address Kafka clients are told to use; default: `kafka_listen`.
+    pub kafka_advertised_address: Option<String>,
+    /// The largest Kafka request frame (Kafka's
+    /// `socket.request.max.bytes`). Default 100 MiB.
+    pub kafka_max_request_bytes: usize,
     /// Every broker of the cluster, this one included: id -> its internal
     /// listener's address. Empty (the default): a single node, a metadata
     /// group of one.
@@ -144,6 +156,9 @@ impl Default for BrokerConfig {
             log_maintenance_interval_ms: 10_000,
             max_connections: 1000,
             metrics_listen: None,
+            kafka_listen: DEFAULT_KAFKA_LISTEN.to_string(),
+            kafka_advertised_address: None,
+            kafka_max_request_bytes: 100 << 20,
             peers: BTreeMap::new(),
             internal_listen: None,
             cluster_secret: None,
@@ -181,6 +196,9 @@ impl BrokerConfig {
         "log_maintenance_interval_ms",
         "max_connections",
         "metrics_listen",
+        "kafka_listen",
+        "kafka_advertised_address",
+        "kafka_max_request_bytes",
         "peers",
         "internal_listen",
         "cluster_secret",
@@ -262,6 +280,7 @@ impl BrokerConfig {
                 self.request_memory_budget_bytes, self.max_request_bytes
             ));
         }
+        self.kafka_listen()?;
         self.check_cluster_settings()
     }
 
@@ -291,6 +310,17 @@ impl BrokerConfig {
                 .into());
         }
         Ok(())
+    }
+
+    /// The Kafka listener's address; `None` when it is off. The error
+    /// names the setting.
+    pub fn kafka_listen(&self) -> Result<Option<SocketAddr>, String> {
+        if self.kafka_listen == "off" {
+            return Ok(None);
+        }
+        self.kafka_listen.parse().map(Some).map_err(|_| {
+            format!("kafka_listen '{}' is neither host:port (an IP address and a port) nor 'off'", self.kafka_listen)
+        })
     }
 
     pub fn advertised_address(&self) -> String {

@@ -258,6 +258,28 @@ impl LimitedConnection {
     }
 }
 
+impl LimitedConnection {
+    /// The peer's address, for logs.
+    pub fn peer(&self) -> String {
+        self.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |peer| peer.to_string())
+    }
+
+    /// What this connection's requests report (see [`Activity`]).
+    pub fn activity(&self) -> Arc<Activity> {
+        Arc::clone(&self.activity)
+    }
+}
+
+impl brook_kafka::RequestActivity for Activity {
+    fn request_started(&self) {
+        self.started();
+    }
+
+    fn request_ended(&self) {
+        self.ended();
+    }
+}
+
 impl std::fmt::Debug for LimitedConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimitedConnection").field("peer", &self.stream.peer_addr().ok()).finish()
@@ -392,6 +414,27 @@ impl RequestBudget {
     pub fn new(bytes: usize, body_timeout: Duration) -> RequestBudget {
         let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS);
         RequestBudget { bytes, permits: Arc::new(Semaphore::new(bytes)), wait: BUDGET_WAIT, body_timeout }
+    }
+
+    /// Room for a request of `bytes`, held until the permit drops; waits
+    /// for room as a gRPC body does, then refuses (the message says why).
+    pub async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, String> {
+        if bytes > self.bytes {
+            return Err(format!(
+                "a request of {bytes} bytes is larger than the broker's request memory budget \
+                 (request_memory_budget_bytes = {})",
+                self.bytes
+            ));
+        }
+        let wanted = u32::try_from(bytes).map_err(|_| format!("a request of {bytes} bytes"))?;
+        match tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err("the broker is stopping".to_string()),
+            Err(_) => Err(format!(
+                "no room for a request of {bytes} bytes in the request memory budget within {:?}",
+                self.wait
+            )),
+        }
     }
 
     /// Bytes reserved right now (for tests and metrics).

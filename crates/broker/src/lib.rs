@@ -90,6 +90,7 @@ pub mod error;
 pub mod fast_path;
 pub mod group_coordinator;
 mod internal_auth;
+pub mod kafka_core;
 pub mod metrics;
 pub mod producer_ids;
 pub mod replica_manager;

@@ -25,6 +25,7 @@ use brook_proto::v1::metadata_server::MetadataServer;
 use brook_proto::v1::records_server::RecordsServer;
 use brook_record::{BrokerId, TopicId};
 use brook_replication::{run_fetcher, shrink_lagging_isrs};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,6 +41,7 @@ use crate::error::BrokerError;
 use crate::fast_path::{RecordsPath, ReplicaFetchPath};
 use crate::group_coordinator::{GroupCoordinator, GroupSettings};
 use crate::internal_auth::check_secret;
+use crate::kafka_core::KafkaCore;
 use crate::metrics::{serve_metrics, Metrics, RpcTimingLayer};
 use crate::producer_ids::{keep_producer_keys, KeyExpiry, ProducerIds};
 use crate::replica_manager::{partition_dir, ReplicaManager, TOPICS_DIR};
@@ -110,6 +112,15 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let local_address = listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let advertised = config.advertised_address.clone().unwrap_or_else(|| local_address.to_string());
+    let kafka_listener = match config.kafka_listen().map_err(ServeError::Config)? {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
+            let local = listener.local_addr().map_err(|source| ServeError::Bind { address, source })?;
+            let advertised = config.kafka_advertised_address.clone().unwrap_or_else(|| local.to_string());
+            Some((listener, advertised))
+        }
+        None => None,
+    };
     let internal_listener = match config.internal_listen {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?),
         None => None,
@@ -151,6 +162,7 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         directory_id: directory.directory_id,
         cluster_id: directory.cluster_id,
         lost_replicas,
+        kafka_address: kafka_listener.as_ref().map(|(_, advertised)| advertised.clone()).unwrap_or_default(),
     };
     let refused = Arc::new(std::sync::OnceLock::new());
     let joining = Joining { registration, directory, refused: Arc::clone(&refused) };
@@ -198,7 +210,13 @@ pub async fn serve(config: BrokerConfig, stop: CancellationToken) -> Result<(), 
         "brook broker {} ready on {local_address}",
         config.id
     );
-    let parts = ClientServiceParts { registry: &registry, node: &node, metrics: &metrics, coordinator: &coordinator };
+    let parts = ClientServiceParts {
+        registry: &registry,
+        node: &node,
+        metrics: &metrics,
+        coordinator: &coordinator,
+        kafka_listener,
+    };
     let served = serve_grpc(listener, &config, parts, &tasks, &stop, &shutdown).await;
 
     shutdown.cancel();
@@ -401,6 +419,8 @@ struct ClientServiceParts<'a> {
     node: &'a Arc<NodeInfo>,
     metrics: &'a Arc<Metrics>,
     coordinator: &'a Arc<GroupCoordinator>,
+    /// The Kafka listener and the address it advertises, if it is on.
+    kafka_listener: Option<(TcpListener, String)>,
 }
 
 /// Serves the client services (records, admin, groups, metadata), gRPC
@@ -414,7 +434,7 @@ async fn serve_grpc(
     stop: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
-    let ClientServiceParts { registry, node, metrics, coordinator } = parts;
+    let ClientServiceParts { registry, node, metrics, coordinator, kafka_listener } = parts;
     let limit = config.max_request_bytes;
     let admin = AdminServer::new(AdminService { registry: Arc::clone(registry), node: Arc::clone(node) })
         .max_decoding_message_size(limit);
@@ -425,6 +445,29 @@ async fn serve_grpc(
         metrics: Arc::clone(metrics),
         producer_ids: Arc::new(ProducerIds::new(registry.metadata().clone(), registry.broker_id())),
     });
+    if let Some((listener, advertised)) = kafka_listener {
+        let core = KafkaCore {
+            records: Arc::clone(&records_service),
+            admin: AdminService { registry: Arc::clone(registry), node: Arc::clone(node) },
+            registry: Arc::clone(registry),
+            node: Arc::clone(node),
+            kafka_address: advertised.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let settings = brook_kafka::ListenerConfig {
+            max_request_bytes: config.kafka_max_request_bytes,
+            body_timeout: Duration::from_millis(config.request_body_timeout_ms),
+            shutdown: shutdown.clone(),
+        };
+        let accepted = incoming(listener, config, shutdown).map(|connection| {
+            connection.map(|connection| {
+                let (peer, activity) = (connection.peer(), connection.activity());
+                (connection, peer, activity as Arc<dyn brook_kafka::RequestActivity>)
+            })
+        });
+        tracing::info!(address = %advertised, "serving Kafka's wire protocol");
+        tasks.spawn(brook_kafka::serve(accepted, Arc::new(core), settings, tasks.clone()));
+    }
     let records_path = RecordsPath::layer(Arc::clone(&records_service), limit);
     let records =
         RecordsServer::from_arc(records_service).max_decoding_message_size(limit).max_encoding_message_size(limit);

@@ -4,7 +4,8 @@
 //! them, and on Ctrl-C or SIGTERM stops them (SIGTERM, so they close
 //! their logs). The brokers reach each other on internal ports 1000 above
 //! their client ports, with a cluster secret generated once into
-//! `DIR/cluster-secret`.
+//! `DIR/cluster-secret`; Kafka clients reach them on ports 100 above
+//! their client ports (9192, 9193, 9194 by default).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map(|(index, address)| format!("{}={address}", index + 1))
         .collect::<Vec<_>>()
         .join(",");
+    let kafka: Vec<String> = (0..args.nodes)
+        .map(|index| {
+            let port =
+                args.base_port.checked_add(100 + index as u16).context("--base-port leaves no room for Kafka ports")?;
+            Ok(format!("127.0.0.1:{port}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let secret_file = cluster_secret_file(&args.data)?;
     let mut children = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
@@ -59,7 +67,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let data_dir = args.data.join(format!("broker-{id}"));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let mut command = tokio::process::Command::new(&binary);
-        command.args(["serve", "--id", &id.to_string(), "--listen", address, "--data-dir"]).arg(&data_dir);
+        command.args(["serve", "--id", &id.to_string(), "--listen", address, "--kafka-listen", &kafka[index]]);
+        command.arg("--data-dir").arg(&data_dir);
         if args.nodes > 1 {
             command.args(["--peers", &peers, "--internal-listen", &internal[index], "--cluster-secret-file"]);
             command.arg(&secret_file);
@@ -74,6 +83,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let bootstrap = addresses.join(",");
     wait_until_formed(&bootstrap, args.nodes as usize).await;
     outln!("brook dev: {} broker(s) on {bootstrap}, data in {}", args.nodes, args.data.display());
+    outln!("Kafka clients: {}", kafka.join(","));
     outln!("try:   export BROOK_BOOTSTRAP={bootstrap}");
     outln!("       brook topic create demo --partitions 3 --replication-factor {}", args.nodes.min(3));
     outln!("       seq 1 10 | brook produce demo && brook consume demo --from-beginning --max-messages 10");

@@ -29,6 +29,13 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
     #[arg(long, env = "BROOK_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve Kafka's wire protocol on `host:port`, or `off` [default: 127.0.0.1:9192].
+    #[arg(long, env = "BROOK_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// The address Kafka clients are told to reach this broker on (default:
+    /// the Kafka listen address).
+    #[arg(long, env = "BROOK_KAFKA_ADVERTISED_ADDRESS")]
+    kafka_advertised_address: Option<String>,
     /// The cluster's brokers, this one included: `1=host:port,2=host:port,...`
     /// (each broker's --internal-listen address). Without it: a single node
     /// (a metadata group of one).
@@ -98,6 +105,9 @@ pub struct ServeArgs {
     /// The largest request decoded, in bytes [default: 67108864].
     #[arg(long, env = "BROOK_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// The largest Kafka request frame (Kafka's socket.request.max.bytes) [default: 104857600].
+    #[arg(long, env = "BROOK_KAFKA_MAX_REQUEST_BYTES")]
+    kafka_max_request_bytes: Option<usize>,
     /// The most a fetch may ask for, in bytes [default: 8388608].
     #[arg(long, env = "BROOK_MAX_FETCH_BYTES")]
     max_fetch_bytes: Option<u32>,
@@ -171,6 +181,8 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("data_dir", text(args.data_dir.as_ref().map(|dir| dir.display().to_string())));
     given("advertised_address", text(args.advertised_address.clone()));
     given("metrics_listen", text(args.metrics_listen.map(|address| address.to_string())));
+    given("kafka_listen", text(args.kafka_listen.clone()));
+    given("kafka_advertised_address", text(args.kafka_advertised_address.clone()));
     given(
         "peers",
         args.peers.as_ref().map(|peers| {
@@ -196,6 +208,7 @@ fn given_settings(args: &ServeArgs) -> (toml::Table, Sources) {
     given("heartbeat_interval_ms", number(args.heartbeat_interval_ms));
     given("replica_lag_max_ms", number(args.replica_lag_max_ms));
     given("max_request_bytes", number(args.max_request_bytes.map(|bytes| bytes as u64)));
+    given("kafka_max_request_bytes", number(args.kafka_max_request_bytes.map(|bytes| bytes as u64)));
     given("max_fetch_bytes", number(args.max_fetch_bytes.map(u64::from)));
     given("default_fetch_bytes", number(args.default_fetch_bytes.map(u64::from)));
     given("max_fetch_wait_ms", number(args.max_fetch_wait_ms.map(u64::from)));

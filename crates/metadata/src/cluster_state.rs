@@ -43,6 +43,10 @@ pub struct BrokerRecord {
     /// an older one are refused.
     #[serde(default)]
     pub broker_epoch: BrokerEpoch,
+    /// Where Kafka clients reach it (`host:port`); empty without a Kafka
+    /// listener.
+    #[serde(default)]
+    pub kafka_address: String,
     /// The data directory it registered with last.
     #[serde(default)]
     pub directory_id: DirectoryId,
@@ -153,9 +157,22 @@ impl ClusterState {
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         let Command::V1(command) = command;
         let result = match command {
-            CommandV1::RegisterBroker { broker_id, address, incarnation, directory_id, cluster_id, lost_replicas } => {
+            CommandV1::RegisterBroker {
+                broker_id,
+                address,
+                incarnation,
+                directory_id,
+                cluster_id,
+                lost_replicas,
+                kafka_address,
+            } => {
                 let lost = LostData { everything: false, replicas: lost_replicas };
-                self.register_broker(*broker_id, address, *incarnation, *directory_id, *cluster_id, lost)
+                let registered =
+                    self.register_broker(*broker_id, address, *incarnation, *directory_id, *cluster_id, lost);
+                if let (Ok(_), Some(broker)) = (&registered, self.brokers.get_mut(broker_id)) {
+                    broker.kafka_address.clone_from(kafka_address);
+                }
+                registered
             }
             CommandV1::ControlledShutdown { broker_id } => {
                 let result = self.set_broker_alive(*broker_id, false)?;
@@ -377,6 +394,7 @@ impl ClusterState {
                 incarnation,
                 broker_epoch,
                 directory_id,
+                kafka_address: String::new(),
             },
         );
         let mut moved = if restarted { self.change_liveness(broker_id, false, &lost)? } else { Vec::new() };

@@ -68,6 +68,10 @@ pub enum CommandV1 {
         /// after they were last closed uncleanly (a power loss).
         #[serde(default)]
         lost_replicas: Vec<(TopicId, u32)>,
+        /// Where Kafka clients reach it (`host:port`); empty without a
+        /// Kafka listener.
+        #[serde(default)]
+        kafka_address: String,
     },
     /// The controller saw a broker's session expire (or a dead one come
     /// back). A broker going down loses the leadership of its partitions to
@@ -213,6 +217,7 @@ impl CommandV1 {
             directory_id,
             cluster_id: None,
             lost_replicas: Vec::new(),
+            kafka_address: String::new(),
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct BrokerRegistration {
     pub cluster_id: Option<ClusterId>,
     /// Replicas that may lack what they acknowledged (see `CommandV1::RegisterBroker`).
     pub lost_replicas: Vec<(brook_record::TopicId, u32)>,
+    /// Where Kafka clients reach it; empty without a Kafka listener.
+    pub kafka_address: String,
 }
 
 /// A broker's liveness heartbeat: its id, and the epoch of the
@@ -427,6 +429,7 @@ impl MetadataNode {
             directory_id: registration.directory_id,
             cluster_id: registration.cluster_id,
             lost_replicas: registration.lost_replicas,
+            kafka_address: registration.kafka_address,
         });
         // A retry repeats the same incarnation, so a registration that
         // committed although its answer was lost is not taken for a restart.

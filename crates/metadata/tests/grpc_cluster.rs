@@ -57,6 +57,7 @@ async fn start_with_duties(id: NodeId, peers: &BTreeMap<NodeId, String>, dir: &s
         directory_id: DirectoryId::random(),
         cluster_id: None,
         lost_replicas: Vec::new(),
+        kafka_address: String::new(),
     };
     tokio::spawn(async move { node.run_broker_duties(registration, duties).await });
     running.duties = Some(token);

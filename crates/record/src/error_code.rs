@@ -87,7 +87,11 @@ error_codes! {
     InvalidTopic = "INVALID_TOPIC", 17, false, InvalidArgument;
     NotEnoughReplicas = "NOT_ENOUGH_REPLICAS", 19, true, Unavailable;
     NotEnoughReplicasAfterAppend = "NOT_ENOUGH_REPLICAS_AFTER_APPEND", 20, true, Unavailable;
+    /// A produce `acks` other than 0, 1 and -1 (all).
+    InvalidRequiredAcks = "INVALID_REQUIRED_ACKS", 21, false, InvalidArgument;
     UnknownMemberId = "UNKNOWN_MEMBER_ID", 25, false, FailedPrecondition;
+    /// An API version the broker does not serve.
+    UnsupportedVersion = "UNSUPPORTED_VERSION", 35, false, InvalidArgument;
     TopicAlreadyExists = "TOPIC_ALREADY_EXISTS", 36, false, AlreadyExists;
     InvalidPartitions = "INVALID_PARTITIONS", 37, false, InvalidArgument;
     InvalidReplicationFactor = "INVALID_REPLICATION_FACTOR", 38, false, InvalidArgument;

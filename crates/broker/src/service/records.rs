@@ -240,7 +240,7 @@ impl RecordsService {
     /// one per partition), then concluded (acks=all waits) all at once.
     /// Answered per partition; counted in the metrics as one produce per
     /// partition.
-    async fn produce_many(&self, request: ProduceManyRequest) -> Result<ProduceManyResponse, BrokerError> {
+    pub(crate) async fn produce_many(&self, request: ProduceManyRequest) -> Result<ProduceManyResponse, BrokerError> {
         if request.partitions.is_empty() {
             return Err(BrokerError::InvalidRequest("a produce request names at least one partition".to_string()));
         }
@@ -343,6 +343,28 @@ impl RecordsService {
         Ok(ProduceManyResponse { partitions: futures::future::join_all(concluded).await })
     }
 
+    /// One read of a partition this broker leads, below its HW, up to
+    /// `max_bytes` (0: the default fetch size; never over
+    /// `max_fetch_bytes`), the first batch whole; counted as bytes out.
+    /// What a fetch does before it waits, on either front end.
+    pub(crate) async fn read_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Offset,
+        max_bytes: u32,
+        current_leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<brook_replication::FetchedRecords, BrokerError> {
+        let replica = self.registry.partition(topic, partition)?;
+        let max_bytes = match max_bytes {
+            0 => self.config.default_fetch_bytes,
+            requested => requested.min(self.config.max_fetch_bytes),
+        };
+        let fetched = replica.read(offset, u64::from(max_bytes), current_leader_epoch).await?;
+        self.metrics.bytes_out.with_label_values(&[topic]).inc_by(fetched.records.len() as u64);
+        Ok(fetched)
+    }
+
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let offset = u64::try_from(request.offset).map(Offset).map_err(|_| {
@@ -351,18 +373,21 @@ impl RecordsService {
                 request.offset, request.topic, request.partition
             ))
         })?;
-        let max_bytes = match request.max_bytes {
-            0 => self.config.default_fetch_bytes,
-            requested => requested.min(self.config.max_fetch_bytes),
-        };
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.max_fetch_wait_ms)));
         let deadline = Instant::now() + max_wait;
         // Subscribe before the first read, so an append between the read
         // and the wait still wakes us.
         let mut high_watermark = partition.watch_high_watermark();
         loop {
-            let fetched =
-                partition.read(offset, u64::from(max_bytes), request.current_leader_epoch.map(LeaderEpoch)).await?;
+            let fetched = self
+                .read_partition(
+                    &request.topic,
+                    request.partition,
+                    offset,
+                    request.max_bytes,
+                    request.current_leader_epoch.map(LeaderEpoch),
+                )
+                .await?;
             let enough = fetched.records.len() >= request.min_bytes as usize;
             let woken = enough
                 || tokio::select! {
@@ -370,10 +395,6 @@ impl RecordsService {
                     () = self.shutdown.cancelled() => false,
                 };
             if !woken || enough {
-                self.metrics
-                    .bytes_out
-                    .with_label_values(&[request.topic.as_str()])
-                    .inc_by(fetched.records.len() as u64);
                 return Ok(FetchResponse {
                     records: fetched.records,
                     high_watermark: wire_offset(fetched.high_watermark),
@@ -392,7 +413,7 @@ impl RecordsService {
         Ok(ListOffsetsResponse { offset, timestamp_ms })
     }
 
-    async fn offset_for_leader_epoch(
+    pub(crate) async fn offset_for_leader_epoch(
         &self,
         request: OffsetForLeaderEpochRequest,
     ) -> Result<OffsetForLeaderEpochResponse, BrokerError> {

@@ -302,6 +302,7 @@ fn restart(state: &mut ClusterState, id: u32, directory: DirectoryId, lost: Vec<
         directory_id: directory,
         cluster_id: state.cluster_id,
         lost_replicas: lost,
+        kafka_address: String::new(),
     }))
 }
 
