@@ -141,7 +141,35 @@ def idempotent_through_a_leader_kill():
           f"{len(acked)} acknowledged, {len(errors)} failed, 0 lost, 0 duplicated, in order")
 
 
+def admin_apis():
+    """librdkafka's AdminClient: topics, partitions, configs, the cluster."""
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic)
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for future in admin.create_topics([NewTopic("admin", num_partitions=2, replication_factor=3)]).values():
+        future.result(20)
+    for future in admin.create_partitions([NewPartitions("admin", 4)]).values():
+        future.result(20)
+    partitions = len(admin.list_topics("admin", timeout=10).topics["admin"].partitions)
+    if partitions != 4:
+        fail(f"admin: {partitions} partitions after growing to 4")
+    resource = ConfigResource("topic", "admin", incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(20)
+    configs = list(admin.describe_configs([ConfigResource("topic", "admin")]).values())[0].result(20)
+    if configs.get("retention.ms") is None or configs["retention.ms"].value != "3600000":
+        fail(f"admin: retention.ms is {configs.get('retention.ms')}")
+    cluster = admin.describe_cluster().result(20)
+    if len(cluster.nodes) != 3 or cluster.controller is None:
+        fail(f"admin: describe_cluster gave {cluster.nodes}, controller {cluster.controller}")
+    for future in admin.delete_topics(["admin"]).values():
+        future.result(20)
+    print("kafka clients: librdkafka's AdminClient created, grew, configured, described and deleted a topic")
+
+
 if __name__ == "__main__":
+    admin_apis()
     librdkafka_sent = librdkafka_codecs()
     kafka_python_codecs(librdkafka_sent)
     idempotent_through_a_leader_kill()

@@ -261,6 +261,28 @@ impl brook_kafka::Core for KafkaCore {
         Ok(())
     }
 
+    async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), CoreError> {
+        let request = brook_proto::v1::AddPartitionsRequest { name: name.to_string(), partitions };
+        self.admin.add_partitions(tonic::Request::new(request)).await.map_err(refused_status)?;
+        Ok(())
+    }
+
+    fn topic_configs(&self, name: &str) -> Result<std::collections::BTreeMap<String, String>, CoreError> {
+        Ok(self.registry.topic(name).map_err(refused)?.configs.clone())
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: std::collections::BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<(), CoreError> {
+        let request =
+            brook_proto::v1::AlterTopicConfigRequest { name: name.to_string(), set: set.into_iter().collect(), delete };
+        self.admin.alter_topic_config(tonic::Request::new(request)).await.map_err(refused_status)?;
+        Ok(())
+    }
+
     async fn reserve_request_memory(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
         self.node
             .request_budget

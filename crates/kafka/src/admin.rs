@@ -1,12 +1,13 @@
-//! InitProducerId, CreateTopics and DeleteTopics, through the same
-//! metadata proposals as the gRPC Admin service.
+//! InitProducerId, CreateTopics, DeleteTopics and CreatePartitions,
+//! through the same metadata proposals as the gRPC Admin service.
 
 use brook_record::ErrorCode;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -102,4 +103,39 @@ pub async fn delete_topics<C: Core>(core: &C, request: DeleteTopicsRequest) -> D
         });
     }
     DeleteTopicsResponse::default().with_responses(results)
+}
+
+/// CreatePartitions: a topic grows to `count` partitions; the controller
+/// places the new replicas (manual assignments are refused).
+pub async fn create_partitions<C: Core>(core: &C, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let outcome = match (u32::try_from(topic.count), &topic.assignments) {
+            (_, Some(assignments)) if !assignments.is_empty() => Err(CoreError::new(
+                ErrorCode::InvalidRequest,
+                "manual replica assignments are not taken; the controller places replicas",
+            )),
+            (Err(_), _) => Err(CoreError::new(ErrorCode::InvalidPartitions, format!("{} partitions", topic.count))),
+            (Ok(count), _) if request.validate_only => match core.topics(Some(std::slice::from_ref(&name))).first() {
+                None => {
+                    Err(CoreError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))
+                }
+                Some(found) if (found.partitions.len() as u32) >= count => Err(CoreError::new(
+                    ErrorCode::InvalidPartitions,
+                    format!("topic '{name}' has {} partitions; it can only grow", found.partitions.len()),
+                )),
+                Some(_) => Ok(()),
+            },
+            (Ok(count), _) => core.add_partitions(&name, count).await,
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(error) => result
+                .with_error_code(error.code.kafka_code())
+                .with_error_message(Some(StrBytes::from_string(error.message))),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }

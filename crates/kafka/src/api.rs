@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::connection::Request;
-use crate::{admin, fetch, metadata, offsets, produce, Core, KafkaError};
+use crate::{admin, configs, fetch, metadata, offsets, produce, Core, KafkaError};
 
 /// (API, lowest advertised version, highest).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -27,6 +27,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
 ];
 
@@ -64,6 +68,14 @@ pub async fn handle<C: Core>(core: &C, request: Request) -> Result<Answer, Kafka
         ApiKey::InitProducerId => respond(&request, &admin::init_producer_id(core, decode(&mut body, version)?).await),
         ApiKey::CreateTopics => respond(&request, &admin::create_topics(core, decode(&mut body, version)?).await),
         ApiKey::DeleteTopics => respond(&request, &admin::delete_topics(core, decode(&mut body, version)?).await),
+        ApiKey::CreatePartitions => {
+            respond(&request, &admin::create_partitions(core, decode(&mut body, version)?).await)
+        }
+        ApiKey::DescribeConfigs => respond(&request, &configs::describe_configs(core, decode(&mut body, version)?)),
+        ApiKey::IncrementalAlterConfigs => {
+            respond(&request, &configs::incremental_alter_configs(core, decode(&mut body, version)?).await)
+        }
+        ApiKey::DescribeCluster => respond(&request, &metadata::describe_cluster(core)),
         other => Err(KafkaError::Frame(format!("{other:?} is not served"))),
     }
 }

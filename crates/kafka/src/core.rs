@@ -189,6 +189,22 @@ pub trait Core: Send + Sync + 'static {
 
     fn delete_topic(&self, name: &str) -> impl Future<Output = Result<(), CoreError>> + Send;
 
+    /// Grows a topic to `partitions` partitions (they only grow).
+    fn add_partitions(&self, name: &str, partitions: u32) -> impl Future<Output = Result<(), CoreError>> + Send;
+
+    /// A topic's effective configs, by Kafka's names.
+    fn topic_configs(&self, name: &str) -> Result<BTreeMap<String, String>, CoreError>;
+
+    /// Sets and removes topic configs (a removed one takes its default)
+    /// through the metadata group, checked as the gRPC Admin service
+    /// checks them.
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send;
+
     /// Room for a request of `bytes` in the broker's request memory
     /// budget (shared with the gRPC port), held until the permit drops.
     fn reserve_request_memory(

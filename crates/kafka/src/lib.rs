@@ -14,8 +14,8 @@
 //! - `connection.rs`: framing, the request memory reservation, several
 //!   requests in flight per connection, answers in request order;
 //! - `api.rs`: the versions served, ApiVersions, dispatch, response frames;
-//! - `metadata.rs`, `produce.rs`, `fetch.rs`, `offsets.rs`, `admin.rs`:
-//!   one API family each;
+//! - `metadata.rs`, `produce.rs`, `fetch.rs`, `offsets.rs`, `admin.rs`,
+//!   `configs.rs`: one API family each;
 //! - `core.rs`: the [`Core`] trait and the views it hands out.
 //!
 //! Invariants: answers leave in the order their requests came; a request
@@ -31,6 +31,7 @@
 
 mod admin;
 pub mod api;
+mod configs;
 pub mod connection;
 pub mod core;
 mod fetch;

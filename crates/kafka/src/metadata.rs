@@ -4,10 +4,11 @@
 //! only when asked to): an unknown topic is UNKNOWN_TOPIC_OR_PARTITION.
 
 use brook_record::{BrokerId, ErrorCode};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::core::TopicView;
@@ -56,6 +57,26 @@ pub fn metadata<C: Core>(core: &C, request: MetadataRequest, version: i16) -> Me
         .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
         .with_controller_id(cluster.controller.map_or(kafka_protocol::messages::BrokerId(-1), broker_id))
         .with_topics(topics)
+}
+
+/// DescribeCluster: the same brokers and controller as Metadata.
+pub fn describe_cluster<C: Core>(core: &C) -> DescribeClusterResponse {
+    let cluster = core.cluster();
+    DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(cluster.cluster_id))
+        .with_controller_id(cluster.controller.map_or(kafka_protocol::messages::BrokerId(-1), broker_id))
+        .with_brokers(
+            cluster
+                .brokers
+                .iter()
+                .map(|broker| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(broker_id(broker.id))
+                        .with_host(StrBytes::from_string(broker.host.clone()))
+                        .with_port(i32::from(broker.port))
+                })
+                .collect(),
+        )
 }
 
 fn topic_metadata(topic: &TopicView) -> MetadataResponseTopic {
