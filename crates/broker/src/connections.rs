@@ -162,9 +162,12 @@ pub struct ConnectionInfo {
 
 /// An accepted connection, the permit it holds while open, and the
 /// watchdog that closes it when it has been idle too long (checked on its
-/// read side, which the HTTP/2 connection always polls).
-pub struct LimitedConnection {
-    stream: TcpStream,
+/// read side, which the HTTP/2 connection always polls). The Kafka
+/// listener splits it: the read half keeps the permit and the watchdog,
+/// the write half is the socket's own (for `sendfile`).
+pub struct LimitedConnection<S = TcpStream> {
+    stream: S,
+    peer: Option<std::net::SocketAddr>,
     _permit: OwnedSemaphorePermit,
     activity: Arc<Activity>,
     idle_timeout: Duration,
@@ -196,6 +199,7 @@ impl LimitedConnection {
         }
         let activity = Arc::new(Activity::new());
         LimitedConnection {
+            peer: stream.peer_addr().ok(),
             stream,
             _permit: permit,
             watchdog: Box::pin(tokio::time::sleep_until(activity.opened + HANDSHAKE_DEADLINE)),
@@ -206,6 +210,25 @@ impl LimitedConnection {
         }
     }
 
+    /// The read half (with the permit and the watchdog) and the write
+    /// half.
+    pub fn into_split(self) -> (LimitedConnection<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf) {
+        let (read, write) = self.stream.into_split();
+        let reader = LimitedConnection {
+            stream: read,
+            peer: self.peer,
+            _permit: self._permit,
+            activity: self.activity,
+            idle_timeout: self.idle_timeout,
+            watchdog: self.watchdog,
+            shutdown: self.shutdown,
+            stopping_since: self.stopping_since,
+        };
+        (reader, write)
+    }
+}
+
+impl<S> LimitedConnection<S> {
     fn watch(&self, now: Instant) -> Watch {
         let activity = &self.activity;
         if activity.in_flight.load(Ordering::Acquire) > 0 {
@@ -248,7 +271,7 @@ impl LimitedConnection {
         while self.watchdog.as_mut().poll(cx).is_ready() {
             match self.watch(Instant::now()) {
                 Watch::Close(reason) => {
-                    tracing::debug!(peer = ?self.stream.peer_addr().ok(), reason, "closing a connection");
+                    tracing::debug!(peer = ?self.peer, reason, "closing a connection");
                     return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, reason));
                 }
                 Watch::CheckAgainAt(at) => self.watchdog.as_mut().reset(at),
@@ -258,10 +281,10 @@ impl LimitedConnection {
     }
 }
 
-impl LimitedConnection {
+impl<S> LimitedConnection<S> {
     /// The peer's address, for logs.
     pub fn peer(&self) -> String {
-        self.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |peer| peer.to_string())
+        self.peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string())
     }
 
     /// What this connection's requests report (see [`Activity`]).
@@ -280,9 +303,9 @@ impl brook_kafka::RequestActivity for Activity {
     }
 }
 
-impl std::fmt::Debug for LimitedConnection {
+impl<S> std::fmt::Debug for LimitedConnection<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitedConnection").field("peer", &self.stream.peer_addr().ok()).finish()
+        f.debug_struct("LimitedConnection").field("peer", &self.peer).finish()
     }
 }
 
@@ -294,7 +317,7 @@ impl tonic::transport::server::Connected for LimitedConnection {
     }
 }
 
-impl AsyncRead for LimitedConnection {
+impl<S: AsyncRead + Unpin> AsyncRead for LimitedConnection<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         self.poll_watchdog(cx)?;
         Pin::new(&mut self.stream).poll_read(cx, buf)

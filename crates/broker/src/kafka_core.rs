@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook_kafka::{
-    Acks, BrokerView, ClusterView, CoreError, Fetched, NewTopic, OffsetQuery, PartitionRecords, PartitionView,
-    Produced, TopicView,
+    Acks, BrokerView, ClusterView, CoreError, Fetched, FileChunk, FileSource, NewTopic, OffsetQuery, PartitionRecords,
+    PartitionView, Produced, Records, TopicView,
 };
 use brook_proto::v1::admin_server::Admin;
 use brook_proto::v1::{OffsetForLeaderEpochRequest, OffsetSpec, PartitionBatches, ProduceManyRequest};
@@ -31,6 +31,16 @@ pub struct KafkaCore {
     /// This broker's advertised Kafka address (`host:port`).
     pub(crate) kafka_address: String,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// A segment file a fetch answer is sent from, open until sent.
+#[derive(Debug)]
+struct SegmentFile(brook_storage::FileRange);
+
+impl FileSource for SegmentFile {
+    fn file(&self) -> &std::fs::File {
+        self.0.file()
+    }
 }
 
 fn refused(error: BrokerError) -> CoreError {
@@ -168,11 +178,20 @@ impl brook_kafka::Core for KafkaCore {
         let from = offset(from, topic, partition)?;
         let read = self
             .records
-            .read_partition(topic, partition, from, max_bytes, current_leader_epoch.map(LeaderEpoch))
+            .read_partition_ranges(topic, partition, from, max_bytes, current_leader_epoch.map(LeaderEpoch))
             .await
             .map_err(refused)?;
+        let chunks = read
+            .ranges
+            .into_iter()
+            .map(|range| FileChunk {
+                position: range.position(),
+                length: range.length(),
+                source: Arc::new(SegmentFile(range)) as Arc<dyn FileSource>,
+            })
+            .collect();
         Ok(Fetched {
-            records: read.records,
+            records: Records::Files(chunks),
             high_watermark: wire_offset(read.high_watermark),
             log_start_offset: wire_offset(read.log_start_offset),
         })

@@ -462,7 +462,13 @@ async fn serve_grpc(
         let accepted = incoming(listener, config, shutdown).map(|connection| {
             connection.map(|connection| {
                 let (peer, activity) = (connection.peer(), connection.activity());
-                (connection, peer, activity as Arc<dyn brook_kafka::RequestActivity>)
+                let (reader, writer) = connection.into_split();
+                brook_kafka::Accepted {
+                    reader,
+                    writer,
+                    peer,
+                    activity: activity as Arc<dyn brook_kafka::RequestActivity>,
+                }
             })
         });
         tracing::info!(address = %advertised, "serving Kafka's wire protocol");

@@ -44,6 +44,8 @@ pub fn advertised(api: ApiKey) -> Option<(i16, i16)> {
 pub enum Answer {
     /// A whole response frame: size, header, body.
     Respond(Bytes),
+    /// A frame in pieces, some sent from files (Fetch).
+    Pieces(Vec<crate::fetch_frame::Piece>),
     /// Nothing (produce with acks=0).
     Silent,
 }
@@ -60,7 +62,10 @@ pub async fn handle<C: Core>(core: &C, request: Request) -> Result<Answer, Kafka
             Some(response) => respond(&request, &response),
             None => Ok(Answer::Silent),
         },
-        ApiKey::Fetch => respond(&request, &fetch::fetch(core, decode(&mut body, version)?, version).await),
+        ApiKey::Fetch => {
+            let answer = fetch::fetch(core, decode(&mut body, version)?, version).await;
+            crate::fetch_frame::encode(request.header.correlation_id, version, answer).map(Answer::Pieces)
+        }
         ApiKey::ListOffsets => respond(&request, &offsets::list_offsets(core, decode(&mut body, version)?).await),
         ApiKey::OffsetForLeaderEpoch => {
             respond(&request, &offsets::offset_for_leader_epoch(core, decode(&mut body, version)?).await)

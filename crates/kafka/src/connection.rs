@@ -14,17 +14,21 @@
 //! a frame over the limit, a header or body that does not decode, an API
 //! key we do not know; nothing is appended for such a request.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::{self, Answer};
+use crate::core::FileChunk;
+use crate::fetch_frame::Piece;
 use crate::{Core, KafkaError, RequestActivity};
 
 /// Requests of one connection worked on at once; the next is read when
@@ -44,18 +48,27 @@ pub struct ListenerConfig {
     pub shutdown: CancellationToken,
 }
 
-/// A request's work, spawned: its answer, `None` when it gets none, or
-/// the reason the connection closes (a body that does not decode).
-type Pending = tokio::task::JoinHandle<Result<Option<Bytes>, KafkaError>>;
+/// A request's work, spawned: its answer's pieces, `None` when it gets
+/// none, or the reason the connection closes (a body that does not
+/// decode).
+type Pending = tokio::task::JoinHandle<Result<Option<Vec<Piece>>, KafkaError>>;
+
+/// How long a fetch answer waits for room in the socket before it looks
+/// again (a lost wake-up costs no more than this).
+const WRITABLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves one connection until the client closes it, it breaks the
 /// protocol, or the broker stops.
-pub async fn serve_connection<C, S>(stream: S, core: Arc<C>, activity: Arc<dyn RequestActivity>, config: ListenerConfig)
-where
+pub async fn serve_connection<C, R>(
+    reader: R,
+    writer: OwnedWriteHalf,
+    core: Arc<C>,
+    activity: Arc<dyn RequestActivity>,
+    config: ListenerConfig,
+) where
     C: Core,
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Send + Unpin + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT_PER_CONNECTION);
     // Cancelled by the writer when a request breaks the protocol: the
     // reader stops too.
@@ -112,7 +125,8 @@ async fn read_requests<C: Core, R: AsyncRead + Unpin>(
                 drop(permit);
                 activity.request_ended();
                 match answer {
-                    Ok(Answer::Respond(bytes)) => Ok(Some(bytes)),
+                    Ok(Answer::Respond(bytes)) => Ok(Some(vec![Piece::Bytes(bytes)])),
+                    Ok(Answer::Pieces(pieces)) => Ok(Some(pieces)),
                     Ok(Answer::Silent) => Ok(None),
                     Err(error) => Err(error),
                 }
@@ -163,11 +177,7 @@ async fn read_size<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<usize>
     usize::try_from(size).map(Some).map_err(|_| KafkaError::Frame(format!("a negative request size ({size})")))
 }
 
-async fn write_answers<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut pending: mpsc::Receiver<Pending>,
-    closing: CancellationToken,
-) {
+async fn write_answers(mut writer: OwnedWriteHalf, mut pending: mpsc::Receiver<Pending>, closing: CancellationToken) {
     while let Some(work) = pending.recv().await {
         let answer = match work.await {
             Ok(Ok(answer)) => answer,
@@ -177,12 +187,69 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             }
             Err(_) => break,
         };
-        let Some(answer) = answer else { continue };
-        if let Err(error) = writer.write_all(&answer).await {
-            tracing::debug!(%error, "the client went away before its answer");
+        let Some(pieces) = answer else { continue };
+        if let Err(error) = write_pieces(&mut writer, pieces).await {
+            tracing::debug!(%error, "the answer could not be sent whole; closing the connection");
             break;
         }
     }
     closing.cancel();
     let _ = writer.shutdown().await;
+}
+
+/// An answer's pieces in order: bytes written as they are, file chunks
+/// sent with `sendfile` from the segment file to the socket.
+async fn write_pieces(writer: &mut OwnedWriteHalf, pieces: Vec<Piece>) -> std::io::Result<()> {
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) => writer.write_all(&bytes).await?,
+            Piece::File(chunk) => send_file(writer, chunk).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file chunk with `sendfile(2)`: the kernel moves the page-cache
+/// pages to the socket, nothing is copied in user space. The calls run on
+/// the blocking pool (a page not in the page cache is read from disk
+/// there, never on an async worker), each until the socket is full; the
+/// wait for room is the runtime's. A chunk that comes up short (its
+/// segment cut under it) ends the connection: its frame's length was
+/// already sent.
+async fn send_file(writer: &mut OwnedWriteHalf, chunk: FileChunk) -> std::io::Result<()> {
+    let (mut position, end) = (chunk.position, chunk.position + chunk.length);
+    while position < end {
+        let socket = writer.as_ref().as_fd().try_clone_to_owned()?;
+        let source = Arc::clone(&chunk.source);
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut at = position;
+            loop {
+                let count = usize::try_from(end - at).unwrap_or(usize::MAX);
+                match rustix::fs::sendfile(&socket, source.file(), Some(&mut at), count) {
+                    Ok(0) if at < end => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the segment file ended before the fetched range did",
+                        ))
+                    }
+                    Ok(_) if at < end => continue,
+                    Ok(_) => return Ok(at),
+                    Err(rustix::io::Errno::AGAIN) => return Ok(at),
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(error) => return Err(std::io::Error::from(error)),
+                }
+            }
+        })
+        .await
+        .map_err(|_| std::io::Error::other("the sendfile task stopped"))??;
+        position = sent;
+        if position < end {
+            // The socket is full: forget the runtime's stale "writable"
+            // (the send above was not the runtime's), then wait for room.
+            let stream = writer.as_ref();
+            let _ = stream.try_io(Interest::WRITABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
+            let _ = tokio::time::timeout(WRITABLE_RECHECK, stream.writable()).await;
+        }
+    }
+    Ok(())
 }

@@ -84,11 +84,52 @@ pub struct Produced {
     pub log_start_offset: i64,
 }
 
+/// An open file that part of a response is sent from (a segment file),
+/// kept open for as long as the response needs it.
+pub trait FileSource: Send + Sync + std::fmt::Debug + 'static {
+    fn file(&self) -> &std::fs::File;
+}
+
+/// A run of whole batches in a file.
+#[derive(Debug, Clone)]
+pub struct FileChunk {
+    pub source: std::sync::Arc<dyn FileSource>,
+    pub position: u64,
+    pub length: u64,
+}
+
+/// Whole batches, as stored: in memory, or left in the segment files for
+/// `sendfile`.
+#[derive(Debug, Clone)]
+pub enum Records {
+    Bytes(Bytes),
+    Files(Vec<FileChunk>),
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Bytes(bytes) => bytes.len(),
+            Records::Files(chunks) => chunks.iter().map(|chunk| chunk.length as usize).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Records {
+    fn default() -> Records {
+        Records::Bytes(Bytes::new())
+    }
+}
+
 /// One partition's read, below the high watermark.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// Whole batches, as stored.
-    pub records: Bytes,
+    pub records: Records,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }

@@ -18,7 +18,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
-use crate::core::{CoreError, Fetched};
+use crate::core::{CoreError, Fetched, Records};
 use crate::Core;
 
 /// The longest a fetch waits, whatever it asks (Kafka caps it by the
@@ -38,7 +38,16 @@ struct Wanted {
     current_leader_epoch: Option<u32>,
 }
 
-pub async fn fetch<C: Core>(core: &C, request: FetchRequest, version: i16) -> FetchResponse {
+/// A Fetch answer: the response with every partition's records left
+/// out (`Some(empty)`), and those records, in the order the partitions
+/// appear in it (topic by topic), for [`crate::fetch_frame`] to send.
+#[derive(Debug)]
+pub struct FetchAnswer {
+    pub response: FetchResponse,
+    pub records: Vec<Records>,
+}
+
+pub async fn fetch<C: Core>(core: &C, request: FetchRequest, version: i16) -> FetchAnswer {
     let by_id = version >= 13;
     let known = if by_id { core.topics(None) } else { Vec::new() };
     let mut wanted = Vec::new();
@@ -87,8 +96,9 @@ pub async fn fetch<C: Core>(core: &C, request: FetchRequest, version: i16) -> Fe
         }
     };
     let mut response = FetchResponse::default();
+    let mut by_topic: Vec<Vec<Records>> = Vec::new();
     for (wanted, outcome) in wanted.iter().zip(outcomes) {
-        let data = partition_data(wanted.partition, outcome);
+        let (data, records) = partition_data(wanted.partition, outcome);
         let topic_id =
             known.iter().find(|known| known.name == wanted.topic).map(|known| known.id.0).unwrap_or_default();
         let same = |entry: &&mut FetchableTopicResponse| {
@@ -98,8 +108,11 @@ pub async fn fetch<C: Core>(core: &C, request: FetchRequest, version: i16) -> Fe
                 entry.topic.0.as_str() == wanted.topic
             }
         };
-        match response.responses.iter_mut().find(same) {
-            Some(entry) => entry.partitions.push(data),
+        match response.responses.iter_mut().position(|entry| same(&entry)) {
+            Some(index) => {
+                response.responses[index].partitions.push(data);
+                by_topic[index].push(records);
+            }
             None => {
                 let mut entry = FetchableTopicResponse::default().with_partitions(vec![data]);
                 if by_id {
@@ -108,16 +121,18 @@ pub async fn fetch<C: Core>(core: &C, request: FetchRequest, version: i16) -> Fe
                     entry.topic = crate::metadata::topic_name(&wanted.topic);
                 }
                 response.responses.push(entry);
+                by_topic.push(vec![records]);
             }
         }
     }
     for (topic_id, partitions) in unknown_ids {
         let refusal = CoreError::new(ErrorCode::UnknownTopicId, format!("no topic has id {topic_id}"));
-        response.responses.push(FetchableTopicResponse::default().with_topic_id(topic_id).with_partitions(
-            partitions.into_iter().map(|partition| partition_data(partition, Err(refusal.clone()))).collect(),
-        ));
+        let partitions: Vec<PartitionData> =
+            partitions.into_iter().map(|partition| partition_data(partition, Err(refusal.clone())).0).collect();
+        by_topic.push(partitions.iter().map(|_| Records::default()).collect());
+        response.responses.push(FetchableTopicResponse::default().with_topic_id(topic_id).with_partitions(partitions));
     }
-    response
+    FetchAnswer { response, records: by_topic.into_iter().flatten().collect() }
 }
 
 /// Every partition read once, in request order, within the response's
@@ -147,7 +162,7 @@ async fn read_all<C: Core>(core: &C, wanted: &[Wanted], max_bytes: usize) -> Vec
             .map(|mut read| {
                 if !first && read.records.len() > left {
                     // The response is full: offsets only.
-                    read.records = Bytes::new();
+                    read.records = Records::default();
                 }
                 read
             });
@@ -162,19 +177,23 @@ async fn read_all<C: Core>(core: &C, wanted: &[Wanted], max_bytes: usize) -> Vec
     outcomes
 }
 
-fn partition_data(partition: i32, outcome: Result<Fetched, CoreError>) -> PartitionData {
+/// A partition's answer, its records left out, and those records.
+fn partition_data(partition: i32, outcome: Result<Fetched, CoreError>) -> (PartitionData, Records) {
     match outcome {
-        Ok(read) => PartitionData::default()
-            .with_partition_index(partition)
-            .with_high_watermark(read.high_watermark)
-            .with_last_stable_offset(read.high_watermark)
-            .with_log_start_offset(read.log_start_offset)
-            .with_aborted_transactions(Some(Vec::new()))
-            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-            .with_records(Some(read.records)),
+        Ok(read) => (
+            PartitionData::default()
+                .with_partition_index(partition)
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.high_watermark)
+                .with_log_start_offset(read.log_start_offset)
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                .with_records(Some(Bytes::new())),
+            read.records,
+        ),
         Err(error) => {
             tracing::debug!(partition, code = %error.code, message = %error.message, "fetch refused");
-            PartitionData::default()
+            let data = PartitionData::default()
                 .with_partition_index(partition)
                 .with_error_code(error.code.kafka_code())
                 .with_high_watermark(-1)
@@ -182,7 +201,8 @@ fn partition_data(partition: i32, outcome: Result<Fetched, CoreError>) -> Partit
                 .with_log_start_offset(-1)
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-                .with_records(Some(Bytes::new()))
+                .with_records(Some(Bytes::new()));
+            (data, Records::default())
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - `connection.rs`: framing, the request memory reservation, several
 //!   requests in flight per connection, answers in request order;
 //! - `api.rs`: the versions served, ApiVersions, dispatch, response frames;
+//! - `fetch_frame.rs`: the Fetch response frame written around its
+//!   records, which are sent from the segment files with `sendfile`;
 //! - `metadata.rs`, `produce.rs`, `fetch.rs`, `offsets.rs`, `admin.rs`,
 //!   `configs.rs`: one API family each;
 //! - `core.rs`: the [`Core`] trait and the views it hands out.
@@ -21,7 +23,8 @@
 //! Invariants: answers leave in the order their requests came; a request
 //! that does not frame or decode closes its connection before anything is
 //! appended for it; records pass through as the client sent them (a slice
-//! of the request frame) to the broker's validator; a version is served
+//! of the request frame) to the broker's validator, and go out to
+//! consumers from the segment files without a copy in user space; a version is served
 //! only if it is advertised, and one advertised but not servable (Produce
 //! before v3) is answered UNSUPPORTED_VERSION, never a malformed answer.
 //!
@@ -35,6 +38,7 @@ mod configs;
 pub mod connection;
 pub mod core;
 mod fetch;
+pub mod fetch_frame;
 mod metadata;
 mod offsets;
 mod produce;
@@ -42,14 +46,14 @@ mod produce;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use crate::connection::ListenerConfig;
 pub use crate::core::{
-    Acks, BrokerView, ClusterView, Core, CoreError, Fetched, NewTopic, OffsetQuery, PartitionRecords, PartitionView,
-    Produced, TopicView,
+    Acks, BrokerView, ClusterView, Core, CoreError, Fetched, FileChunk, FileSource, NewTopic, OffsetQuery,
+    PartitionRecords, PartitionView, Produced, Records, TopicView,
 };
 
 /// What a connection tells the broker of its requests, so the broker's
@@ -72,14 +76,31 @@ pub enum KafkaError {
     Encode(String),
 }
 
+/// An accepted connection, split: the read side (under the broker's
+/// connection limits), the socket's write half (fetch answers are sent
+/// from files with `sendfile`), the peer for logs, and where its requests
+/// are reported.
+pub struct Accepted<R> {
+    pub reader: R,
+    pub writer: tokio::net::tcp::OwnedWriteHalf,
+    pub peer: String,
+    pub activity: Arc<dyn RequestActivity>,
+}
+
+impl<R> std::fmt::Debug for Accepted<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
 /// Serves every connection `incoming` yields until it ends (the broker
 /// stops accepting) or `config.shutdown` is cancelled. Each connection is
 /// a task on `tracker`, awaited by the broker at shutdown.
-pub async fn serve<C, S, I>(incoming: I, core: Arc<C>, config: ListenerConfig, tracker: TaskTracker)
+pub async fn serve<C, R, I>(incoming: I, core: Arc<C>, config: ListenerConfig, tracker: TaskTracker)
 where
     C: Core,
-    S: AsyncRead + AsyncWrite + Send + 'static,
-    I: Stream<Item = std::io::Result<(S, String, Arc<dyn RequestActivity>)>>,
+    R: AsyncRead + Send + Unpin + 'static,
+    I: Stream<Item = std::io::Result<Accepted<R>>>,
 {
     let mut incoming = std::pin::pin!(incoming);
     loop {
@@ -88,7 +109,7 @@ where
             () = config.shutdown.cancelled() => None,
         };
         let Some(accepted) = next else { break };
-        let (stream, peer, activity) = match accepted {
+        let Accepted { reader, writer, peer, activity } = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accepting a Kafka connection failed");
@@ -96,7 +117,7 @@ where
             }
         };
         let span = tracing::info_span!("kafka_connection", %peer);
-        tracker
-            .spawn(connection::serve_connection(stream, Arc::clone(&core), activity, config.clone()).instrument(span));
+        let serving = connection::serve_connection(reader, writer, Arc::clone(&core), activity, config.clone());
+        tracker.spawn(serving.instrument(span));
     }
 }

@@ -80,7 +80,7 @@ pub use network::{
     EpochEndQuery, FetchedPartition, HostedReplicas, IsrProposal, IsrProposer, LeaderClient, LeaderRefusal,
     NetworkError, PartitionFetch, ReplicaFetchRequest, ReplicatedData,
 };
-pub use replica::{FetchedRecords, Replica};
+pub use replica::{FetchedRanges, FetchedRecords, Replica};
 pub use role::Role;
 pub use truncation::{truncation_point, truncation_step, LeaderEpochEnd, TruncationStep};
 

@@ -65,6 +65,22 @@ pub struct FetchedRecords {
     pub log_start_offset: Offset,
 }
 
+/// Records read for a transport that sends them from the segment files
+/// (`sendfile`): whole batches as file ranges, nothing copied.
+#[derive(Debug)]
+pub struct FetchedRanges {
+    pub ranges: Vec<brook_storage::FileRange>,
+    pub next_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+impl FetchedRanges {
+    pub fn byte_count(&self) -> u64 {
+        self.ranges.iter().map(|range| range.length()).sum()
+    }
+}
+
 /// A partition replica hosted on this broker.
 #[derive(Debug)]
 pub struct Replica {
@@ -465,6 +481,32 @@ impl Replica {
         }
         let high_watermark = self.high_watermark();
         self.read_below(offset, max_bytes, high_watermark).await
+    }
+
+    /// [`Replica::read`], with the batches left in the segment files: the
+    /// same checks and bounds, for a transport that sends them with
+    /// `sendfile`. The ranges lie below the HW, which a truncation never
+    /// cuts.
+    pub async fn read_ranges(
+        self: &Arc<Self>,
+        offset: Offset,
+        max_bytes: u64,
+        current_leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<FetchedRanges, ReplicaError> {
+        if let Some(requested) = current_leader_epoch {
+            self.check_leader_epoch(requested)?;
+        }
+        let high_watermark = self.high_watermark();
+        self.blocking(move |replica| {
+            let read = replica.read_log(offset, max_bytes, high_watermark)?;
+            Ok(FetchedRanges {
+                ranges: read.ranges,
+                next_offset: read.next_offset,
+                high_watermark,
+                log_start_offset: read.log_start_offset,
+            })
+        })
+        .await
     }
 
     /// Whether a client's idea of the current leader epoch is this

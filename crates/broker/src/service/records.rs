@@ -365,6 +365,26 @@ impl RecordsService {
         Ok(fetched)
     }
 
+    /// [`RecordsService::read_partition`] with the batches left in the
+    /// segment files, for a transport that sends them with `sendfile`.
+    pub(crate) async fn read_partition_ranges(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Offset,
+        max_bytes: u32,
+        current_leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<brook_replication::FetchedRanges, BrokerError> {
+        let replica = self.registry.partition(topic, partition)?;
+        let max_bytes = match max_bytes {
+            0 => self.config.default_fetch_bytes,
+            requested => requested.min(self.config.max_fetch_bytes),
+        };
+        let fetched = replica.read_ranges(offset, u64::from(max_bytes), current_leader_epoch).await?;
+        self.metrics.bytes_out.with_label_values(&[topic]).inc_by(fetched.byte_count());
+        Ok(fetched)
+    }
+
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
         let partition = self.registry.partition(&request.topic, request.partition)?;
         let offset = u64::try_from(request.offset).map(Offset).map_err(|_| {
