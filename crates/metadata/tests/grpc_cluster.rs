@@ -98,9 +98,25 @@ async fn wait_for_controller(nodes: &BTreeMap<NodeId, Running>) -> NodeId {
     }
 }
 
+/// A loopback address nothing listens on, its port below Linux's
+/// ephemeral range (32768-60999): a port from that range, released and
+/// bound again later, may meanwhile be the local port of an outgoing
+/// connection of the other test, and the bind fails (AddrInUse). Each call
+/// in a process gets another port.
 fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").to_string()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(7919) % COUNT;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

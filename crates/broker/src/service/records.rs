@@ -343,6 +343,15 @@ impl RecordsService {
         Ok(ProduceManyResponse { partitions: futures::future::join_all(concluded).await })
     }
 
+    /// A fetch's size: what it asks for (0: the default fetch size), never
+    /// over `max_fetch_bytes`.
+    fn fetch_bytes(&self, requested: u32) -> u64 {
+        u64::from(match requested {
+            0 => self.config.default_fetch_bytes,
+            requested => requested.min(self.config.max_fetch_bytes),
+        })
+    }
+
     /// One read of a partition this broker leads, below its HW, up to
     /// `max_bytes` (0: the default fetch size; never over
     /// `max_fetch_bytes`), the first batch whole; counted as bytes out.
@@ -355,12 +364,8 @@ impl RecordsService {
         max_bytes: u32,
         current_leader_epoch: Option<LeaderEpoch>,
     ) -> Result<brook_replication::FetchedRecords, BrokerError> {
-        let replica = self.registry.partition(topic, partition)?;
-        let max_bytes = match max_bytes {
-            0 => self.config.default_fetch_bytes,
-            requested => requested.min(self.config.max_fetch_bytes),
-        };
-        let fetched = replica.read(offset, u64::from(max_bytes), current_leader_epoch).await?;
+        let (replica, max_bytes) = (self.registry.partition(topic, partition)?, self.fetch_bytes(max_bytes));
+        let fetched = replica.read(offset, max_bytes, current_leader_epoch).await?;
         self.metrics.bytes_out.with_label_values(&[topic]).inc_by(fetched.records.len() as u64);
         Ok(fetched)
     }
@@ -375,12 +380,8 @@ impl RecordsService {
         max_bytes: u32,
         current_leader_epoch: Option<LeaderEpoch>,
     ) -> Result<brook_replication::FetchedRanges, BrokerError> {
-        let replica = self.registry.partition(topic, partition)?;
-        let max_bytes = match max_bytes {
-            0 => self.config.default_fetch_bytes,
-            requested => requested.min(self.config.max_fetch_bytes),
-        };
-        let fetched = replica.read_ranges(offset, u64::from(max_bytes), current_leader_epoch).await?;
+        let (replica, max_bytes) = (self.registry.partition(topic, partition)?, self.fetch_bytes(max_bytes));
+        let fetched = replica.read_ranges(offset, max_bytes, current_leader_epoch).await?;
         self.metrics.bytes_out.with_label_values(&[topic]).inc_by(fetched.byte_count());
         Ok(fetched)
     }
